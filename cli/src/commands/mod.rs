@@ -1,0 +1,6 @@
+//! One module per `prime` subcommand.
+
+pub mod bench;
+pub mod data;
+pub mod genotype;
+pub mod search;

@@ -1,0 +1,9 @@
+//! Core types of darts-prime: genotypes, configs, metrics and the run-observer interface.
+//!
+//! No tokio, tonic, prost or tch here: the coordinator links this crate on head nodes
+//! without GPUs.
+
+pub mod metrics;
+pub mod observer;
+pub mod dataset;
+pub mod presets;

@@ -1,0 +1,1 @@
+//! Helpers for darts-prime integration tests.

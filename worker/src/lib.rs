@@ -1,0 +1,1 @@
+//! The darts-prime worker.
