@@ -1,0 +1,617 @@
+//! Grid files: an ablation grid (methods x datasets x search seeds), validated whole at load.
+//!
+//! A grid is TOML with `version = 1`; unknown keys are rejected, and every error names the
+//! file, the line and the field. `GridSpec::search_trials` expands a grid into search trials;
+//! each search trial carries the evaluation settings from which the coordinator derives its
+//! evaluation trials once the search has produced a genotype.
+
+use crate::presets::{is_method, METHOD_NAMES};
+use crate::trial::{TrialKind, TrialSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+use toml::Spanned;
+
+/// The only grid file version this build reads.
+pub const GRID_VERSION: u32 = 1;
+
+/// Retry budget of a trial when the grid does not set `retries`: crashes of the training code
+/// it may survive before it is failed for good.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// A task a trial runs on: one of the paper's three datasets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// CIFAR-10 image classification (test error in %).
+    Cifar10,
+    /// CIFAR-100 image classification (test error in %).
+    Cifar100,
+    /// Penn Treebank language modelling (perplexity).
+    Ptb,
+}
+
+impl Task {
+    /// Every task, in the order of the paper's tables.
+    pub const ALL: [Task; 3] = [Task::Cifar10, Task::Cifar100, Task::Ptb];
+
+    /// The name used in grid files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Cifar10 => "cifar10",
+            Task::Cifar100 => "cifar100",
+            Task::Ptb => "ptb",
+        }
+    }
+
+    /// The name used in result tables.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Task::Cifar10 => "CIFAR-10",
+            Task::Cifar100 => "CIFAR-100",
+            Task::Ptb => "PTB",
+        }
+    }
+
+    /// Whether the task is scored by perplexity (language modelling) instead of test error.
+    pub fn uses_perplexity(self) -> bool {
+        self == Task::Ptb
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Task {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|task| task.name() == name)
+            .ok_or_else(|| {
+                format!("unknown dataset `{name}`: expected one of cifar10, cifar100, ptb")
+            })
+    }
+}
+
+/// Where a trial's training data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// The real dataset under the worker's data directory.
+    Real,
+    /// Small random data of the dataset's shape (demos and smoke tests).
+    Synthetic,
+}
+
+/// Settings of one training run; every field is optional and falls back to the method preset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// Training epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+    /// Minibatch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Channels of the first cell (CNN) or embedding size (RNN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_channels: Option<u32>,
+    /// Number of cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<u32>,
+    /// Proximity / ADMM coefficient rho.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rho: Option<f64>,
+    /// `reference` (the authors' code) or `fixed` behaviour where they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat: Option<String>,
+    /// Real or synthetic data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSource>,
+    /// Use only the first N training samples (small runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_samples: Option<u32>,
+}
+
+impl RunSettings {
+    /// `self` with every field that `overrides` sets replaced.
+    pub fn merged_with(&self, overrides: &RunSettings) -> RunSettings {
+        RunSettings {
+            epochs: overrides.epochs.or(self.epochs),
+            batch_size: overrides.batch_size.or(self.batch_size),
+            init_channels: overrides.init_channels.or(self.init_channels),
+            layers: overrides.layers.or(self.layers),
+            rho: overrides.rho.or(self.rho),
+            compat: overrides.compat.clone().or_else(|| self.compat.clone()),
+            data: overrides.data.or(self.data),
+            train_samples: overrides.train_samples.or(self.train_samples),
+        }
+    }
+}
+
+/// How every genotype of a grid is evaluated (retrained from scratch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSettings {
+    /// Evaluation runs per genotype, with seeds `first_seed`, `first_seed + 1`, ...
+    #[serde(default = "one")]
+    pub seeds: u32,
+    /// Seed of the first evaluation run (the paper's scripts use 0).
+    #[serde(default)]
+    pub first_seed: u64,
+    /// Settings of the evaluation runs.
+    #[serde(default)]
+    pub run: RunSettings,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One method row of a grid: a preset from `configs/methods/` with optional overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodEntry {
+    /// Preset name (one of `prime_core::presets::METHOD_NAMES`).
+    pub preset: String,
+    /// Name in result tables (defaults to the preset name).
+    pub label: String,
+    /// Search settings that replace the grid's `[search]` ones for this method.
+    pub overrides: RunSettings,
+}
+
+/// A validated grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    /// Unique grid name.
+    pub name: String,
+    /// Higher runs first; FIFO within a priority.
+    pub priority: i32,
+    /// Tasks (datasets), in file order.
+    pub datasets: Vec<Task>,
+    /// Method rows, in file order.
+    pub methods: Vec<MethodEntry>,
+    /// Search seeds.
+    pub seeds: Vec<u64>,
+    /// Crashes of the training code a trial may survive.
+    pub retries: u32,
+    /// Search settings shared by every method.
+    pub search: RunSettings,
+    /// Evaluation of the genotypes; `None` runs searches only.
+    pub evaluation: Option<EvaluationSettings>,
+}
+
+/// A grid that failed to load: where and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {}{message}", field_prefix(.field))]
+pub struct GridError {
+    /// The file name as given by the user.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Field path (`methods[1].preset`), empty when unknown.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrid {
+    version: Spanned<u32>,
+    name: Spanned<String>,
+    #[serde(default)]
+    priority: i32,
+    datasets: Spanned<Vec<Spanned<String>>>,
+    methods: Spanned<Vec<RawMethod>>,
+    seeds: Spanned<Vec<Spanned<i64>>>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    search: Option<Spanned<RunSettings>>,
+    #[serde(default)]
+    evaluation: Option<Spanned<EvaluationSettings>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMethod {
+    preset: Spanned<String>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    overrides: Option<Spanned<RunSettings>>,
+}
+
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> GridError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        GridError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The bare key a TOML error points at, when the span covers one.
+    fn key_at(&self, span: &Range<usize>) -> String {
+        let text = self.text.get(span.clone()).unwrap_or("");
+        let is_key = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if is_key {
+            text.to_string()
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl GridSpec {
+    /// Parses and validates the grid text of `file` (the name is used in errors only).
+    pub fn parse(file: &str, text: &str) -> Result<GridSpec, GridError> {
+        let locator = Locator { file, text };
+        let raw: RawGrid = toml::from_str(text).map_err(|error| {
+            let span = error.span().unwrap_or(0..0);
+            let field = locator.key_at(&span);
+            locator.error(span, &field, error.message().trim().to_string())
+        })?;
+        validate(&locator, raw)
+    }
+
+    /// Reads and validates a grid file.
+    pub fn load(path: &std::path::Path) -> Result<GridSpec, GridError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| GridError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the grid file: {error}"),
+        })?;
+        GridSpec::parse(&file, &text)
+    }
+
+    /// The search trials of the grid, dataset-major then method then seed.
+    pub fn search_trials(&self) -> Vec<TrialSpec> {
+        let mut trials = Vec::new();
+        for &dataset in &self.datasets {
+            for method in &self.methods {
+                for &seed in &self.seeds {
+                    trials.push(TrialSpec {
+                        grid: self.name.clone(),
+                        kind: TrialKind::Search,
+                        method: method.preset.clone(),
+                        label: method.label.clone(),
+                        dataset,
+                        search_seed: seed,
+                        eval_seed: None,
+                        settings: self.search.merged_with(&method.overrides),
+                        genotype: None,
+                        evaluation: self.evaluation.clone(),
+                        priority: self.priority,
+                        retries: self.retries,
+                    });
+                }
+            }
+        }
+        trials
+    }
+}
+
+fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> {
+    if *raw.version.get_ref() != GRID_VERSION {
+        return Err(locator.error(
+            raw.version.span(),
+            "version",
+            format!(
+                "unsupported grid version {}: this build reads version {GRID_VERSION}",
+                raw.version.get_ref()
+            ),
+        ));
+    }
+    let name = raw.name.get_ref().trim();
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(locator.error(
+            raw.name.span(),
+            "name",
+            "a grid name is non-empty and uses only letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    let datasets = validate_datasets(locator, &raw.datasets)?;
+    let methods = validate_methods(locator, &raw.methods)?;
+    let seeds = validate_seeds(locator, &raw.seeds)?;
+    validate_run_settings(locator, raw.search.as_ref(), "search")?;
+    let evaluation = match raw.evaluation {
+        None => None,
+        Some(evaluation) => {
+            if evaluation.get_ref().seeds == 0 {
+                return Err(locator.error(
+                    evaluation.span(),
+                    "evaluation.seeds",
+                    "at least one evaluation seed per genotype",
+                ));
+            }
+            let run = evaluation.get_ref().run.clone();
+            check_settings(locator, evaluation.span(), "evaluation.run", &run)?;
+            Some(evaluation.into_inner())
+        }
+    };
+    Ok(GridSpec {
+        name: name.to_string(),
+        priority: raw.priority,
+        datasets,
+        methods,
+        seeds,
+        retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
+        search: raw.search.map(Spanned::into_inner).unwrap_or_default(),
+        evaluation,
+    })
+}
+
+fn validate_datasets(
+    locator: &Locator<'_>,
+    datasets: &Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<Task>, GridError> {
+    if datasets.get_ref().is_empty() {
+        return Err(locator.error(datasets.span(), "datasets", "list at least one dataset"));
+    }
+    let mut tasks = Vec::new();
+    for (index, dataset) in datasets.get_ref().iter().enumerate() {
+        let field = format!("datasets[{index}]");
+        let task: Task = dataset
+            .get_ref()
+            .parse()
+            .map_err(|message: String| locator.error(dataset.span(), &field, message))?;
+        if tasks.contains(&task) {
+            return Err(locator.error(dataset.span(), &field, format!("`{task}` is listed twice")));
+        }
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+fn validate_methods(
+    locator: &Locator<'_>,
+    methods: &Spanned<Vec<RawMethod>>,
+) -> Result<Vec<MethodEntry>, GridError> {
+    if methods.get_ref().is_empty() {
+        return Err(locator.error(methods.span(), "methods", "list at least one method"));
+    }
+    let mut entries: Vec<MethodEntry> = Vec::new();
+    for (index, method) in methods.get_ref().iter().enumerate() {
+        let preset = method.preset.get_ref();
+        let field = format!("methods[{index}].preset");
+        if !is_method(preset) {
+            return Err(locator.error(
+                method.preset.span(),
+                &field,
+                format!(
+                    "unknown method preset `{preset}`: expected one of {}",
+                    METHOD_NAMES.join(", ")
+                ),
+            ));
+        }
+        let label = method.label.clone().unwrap_or_else(|| preset.clone());
+        if entries.iter().any(|entry| entry.label == label) {
+            return Err(locator.error(
+                method.preset.span(),
+                &field,
+                format!("two methods share the label `{label}`: give one a distinct `label`"),
+            ));
+        }
+        let overrides_field = format!("methods[{index}].overrides");
+        validate_run_settings(locator, method.overrides.as_ref(), &overrides_field)?;
+        entries.push(MethodEntry {
+            preset: preset.clone(),
+            label,
+            overrides: method
+                .overrides
+                .as_ref()
+                .map(|overrides| overrides.get_ref().clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(entries)
+}
+
+fn validate_seeds(
+    locator: &Locator<'_>,
+    seeds: &Spanned<Vec<Spanned<i64>>>,
+) -> Result<Vec<u64>, GridError> {
+    if seeds.get_ref().is_empty() {
+        return Err(locator.error(seeds.span(), "seeds", "list at least one search seed"));
+    }
+    let mut values = Vec::new();
+    for (index, seed) in seeds.get_ref().iter().enumerate() {
+        let field = format!("seeds[{index}]");
+        let value = u64::try_from(*seed.get_ref())
+            .map_err(|_| locator.error(seed.span(), &field, "a seed is a non-negative integer"))?;
+        if values.contains(&value) {
+            return Err(locator.error(
+                seed.span(),
+                &field,
+                format!("seed {value} is listed twice"),
+            ));
+        }
+        values.push(value);
+    }
+    Ok(values)
+}
+
+fn validate_run_settings(
+    locator: &Locator<'_>,
+    settings: Option<&Spanned<RunSettings>>,
+    field: &str,
+) -> Result<(), GridError> {
+    match settings {
+        Some(settings) => check_settings(locator, settings.span(), field, settings.get_ref()),
+        None => Ok(()),
+    }
+}
+
+fn check_settings(
+    locator: &Locator<'_>,
+    span: Range<usize>,
+    field: &str,
+    settings: &RunSettings,
+) -> Result<(), GridError> {
+    let positive = [
+        ("epochs", settings.epochs),
+        ("batch_size", settings.batch_size),
+        ("init_channels", settings.init_channels),
+        ("layers", settings.layers),
+        ("train_samples", settings.train_samples),
+    ];
+    for (name, value) in positive {
+        if value == Some(0) {
+            return Err(locator.error(span, &format!("{field}.{name}"), "must be at least 1"));
+        }
+    }
+    if let Some(compat) = &settings.compat {
+        if compat != "reference" && compat != "fixed" {
+            return Err(locator.error(
+                span,
+                &format!("{field}.compat"),
+                format!("unknown compat `{compat}`: expected `reference` or `fixed`"),
+            ));
+        }
+    }
+    if let Some(rho) = settings.rho {
+        if !(rho.is_finite() && rho >= 0.0) {
+            return Err(locator.error(
+                span,
+                &format!("{field}.rho"),
+                "rho is a finite non-negative number",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version = 1
+name = "table1-cifar10"
+priority = 5
+datasets = ["cifar10", "cifar100"]
+seeds = [101, 102]
+
+[search]
+epochs = 50
+
+[[methods]]
+preset = "darts"
+label = "DARTS"
+
+[[methods]]
+preset = "darts-prime"
+overrides = { rho = 0.2, epochs = 60 }
+
+[evaluation]
+seeds = 2
+run = { epochs = 600 }
+"#;
+
+    #[test]
+    fn parses_and_expands_a_grid() {
+        let grid = GridSpec::parse("g.toml", GOOD).unwrap();
+        assert_eq!(grid.name, "table1-cifar10");
+        assert_eq!(grid.priority, 5);
+        assert_eq!(grid.retries, DEFAULT_RETRIES);
+        let trials = grid.search_trials();
+        assert_eq!(trials.len(), 2 * 2 * 2);
+        let prime = trials.iter().find(|t| t.method == "darts-prime").unwrap();
+        assert_eq!(prime.settings.epochs, Some(60));
+        assert_eq!(prime.settings.rho, Some(0.2));
+        assert_eq!(prime.label, "darts-prime");
+        let darts = &trials[0];
+        assert_eq!(
+            (darts.label.as_str(), darts.dataset, darts.search_seed),
+            ("DARTS", Task::Cifar10, 101)
+        );
+        assert_eq!(darts.settings.epochs, Some(50));
+        assert_eq!(darts.evaluation.as_ref().unwrap().seeds, 2);
+    }
+
+    fn error_of(text: &str) -> GridError {
+        GridSpec::parse("bad.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_preset_names_line_and_field() {
+        let text = GOOD.replace("preset = \"darts-prime\"", "preset = \"dartz\"");
+        let error = error_of(&text);
+        assert_eq!(error.line, 16);
+        assert_eq!(error.field, "methods[1].preset");
+        assert!(error.to_string().starts_with("bad.toml:16:"), "{error}");
+        assert!(error.message.contains("unknown method preset `dartz`"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let error = error_of(&GOOD.replace("epochs = 50", "epochs = 50\nepochz = 3"));
+        assert_eq!(error.line, 10);
+        assert_eq!(error.field, "epochz");
+        assert!(error.message.contains("unknown field"), "{error}");
+        let error = error_of(&GOOD.replace("priority = 5", "priority = 5\ncolour = \"red\""));
+        assert_eq!((error.line, error.field.as_str()), (5, "colour"));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let error = error_of(&GOOD.replace("version = 1", "version = 2"));
+        assert_eq!((error.line, error.field.as_str()), (2, "version"));
+        let error = error_of(&GOOD.replace("\"cifar100\"", "\"mnist\""));
+        assert_eq!((error.line, error.field.as_str()), (5, "datasets[1]"));
+        let error = error_of(&GOOD.replace("[101, 102]", "[101, 101]"));
+        assert_eq!(error.field, "seeds[1]");
+        let error = error_of(&GOOD.replace("seeds = 2", "seeds = 0"));
+        assert_eq!(error.field, "evaluation.seeds");
+        let error = error_of(&GOOD.replace("rho = 0.2", "compat = \"new\""));
+        assert_eq!(error.field, "methods[1].overrides.compat");
+        let error = error_of(&GOOD.replace("name = \"table1-cifar10\"", "name = \"a b\""));
+        assert_eq!(error.field, "name");
+        let error = error_of("version = 1\nname = \"x\"\nseeds = [1]\ndatasets = [\"ptb\"]\n");
+        assert!(error.message.contains("methods"), "{error}");
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_line() {
+        let error = error_of("version = 1\nname = \"x\n");
+        assert_eq!(error.line, 2);
+    }
+}
