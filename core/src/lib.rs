@@ -7,3 +7,6 @@ pub mod metrics;
 pub mod observer;
 pub mod dataset;
 pub mod presets;
+pub mod genotype;
+pub mod primitives;
+pub mod projection;
