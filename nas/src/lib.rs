@@ -1,1 +1,2 @@
 //! The libtorch NAS library.
+pub mod data;
