@@ -3,10 +3,13 @@
 //! No tokio, tonic, prost or tch here: the coordinator links this crate on head nodes
 //! without GPUs.
 
+pub mod config;
+pub mod dataset;
+pub mod genotype;
+pub mod grid;
 pub mod metrics;
 pub mod observer;
-pub mod dataset;
 pub mod presets;
-pub mod genotype;
 pub mod primitives;
 pub mod projection;
+pub mod trial;

@@ -1,2 +1,3 @@
 //! The libtorch NAS library.
+pub mod cnn;
 pub mod data;

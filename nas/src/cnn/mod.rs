@@ -1,0 +1,5 @@
+//! CNN search space: layers, operations, search and evaluation networks.
+
+pub mod layers;
+pub mod ops;
+pub mod search_net;

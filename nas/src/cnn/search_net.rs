@@ -1,0 +1,514 @@
+//! The DARTS search network (SPEC 1.3-1.7): mixed ops on every edge, cells sharing two
+//! architecture tensors kept outside the variable store.
+
+use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
+use super::ops::{zeros_for, FactorizedReduce, Op, ReluConvBn};
+use prime_core::primitives::{Activation, CnnOp};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Shape of a search network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchNetShape {
+    /// Initial channels C (16 in the paper).
+    pub channels: i64,
+    /// Number of classes.
+    pub classes: i64,
+    /// Number of cells (8 in the paper); reductions at layers/3 and 2·layers/3.
+    pub layers: i64,
+    /// Intermediate nodes per cell (4).
+    pub steps: usize,
+    /// How many of the last states are concatenated into the cell output (4).
+    pub multiplier: usize,
+    /// Stem width factor (3).
+    pub stem_multiplier: i64,
+    /// Activation of the architecture parameters.
+    pub activation: Activation,
+}
+
+impl SearchNetShape {
+    /// The paper's search network for `classes` classes with softmax activation.
+    pub fn paper(classes: i64) -> Self {
+        Self {
+            channels: 16,
+            classes,
+            layers: 8,
+            steps: 4,
+            multiplier: 4,
+            stem_multiplier: 3,
+            activation: Activation::Softmax,
+        }
+    }
+
+    /// Number of edges (alpha rows) of one cell: steps·(steps+3)/2.
+    pub fn edges(&self) -> usize {
+        self.steps * (self.steps + 3) / 2
+    }
+
+    /// Whether cell `index` is a reduction cell.
+    pub fn is_reduction(&self, index: i64) -> bool {
+        index == self.layers / 3 || index == 2 * self.layers / 3
+    }
+}
+
+/// Row of the alpha matrix for the edge from source `source` into node `node`.
+pub fn edge_row(node: usize, source: usize) -> usize {
+    node * (node + 3) / 2 + source
+}
+
+/// One search edge: every op of the primitive list except `none`, which contributes exactly
+/// zero to the sum and is therefore never executed.
+#[derive(Debug)]
+pub struct MixedOp {
+    stride: i64,
+    ops: Vec<(usize, Op)>,
+}
+
+impl MixedOp {
+    fn new(path: &nn::Path, primitives: &[CnnOp], c: i64, stride: i64) -> Self {
+        let ops = primitives
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| **op != CnnOp::None)
+            .map(|(column, op)| {
+                (
+                    column,
+                    Op::new(&(path / column), *op, c, stride, false, true),
+                )
+            })
+            .collect();
+        Self { stride, ops }
+    }
+
+    /// Σ_k w[k]·op_k(x) over the ops whose column is active; zeros if none is.
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        weights: &[Tensor],
+        active: Option<&[bool]>,
+        train: bool,
+    ) -> Tensor {
+        let mut sum: Option<Tensor> = None;
+        for (column, op) in &self.ops {
+            if active.is_some_and(|active| !active[*column]) {
+                continue;
+            }
+            let ys = op.forward_t(xs, train);
+            sum = Some(match sum {
+                None => ys * &weights[*column],
+                Some(acc) => acc.addcmul(&ys, &weights[*column]),
+            });
+        }
+        sum.unwrap_or_else(|| zeros_for(xs, self.stride))
+    }
+}
+
+enum Preprocess {
+    Reduce(FactorizedReduce),
+    Plain(ReluConvBn),
+}
+
+impl std::fmt::Debug for Preprocess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Preprocess::Reduce(_) => "FactorizedReduce",
+            Preprocess::Plain(_) => "ReluConvBn",
+        })
+    }
+}
+
+impl Preprocess {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Preprocess::Reduce(op) => op.forward_t(xs, train),
+            Preprocess::Plain(op) => op.forward_t(xs, train),
+        }
+    }
+}
+
+/// A search cell: two preprocessed inputs, `steps` nodes summing mixed ops of all earlier
+/// states, output = concatenation of the last `multiplier` states.
+#[derive(Debug)]
+pub struct SearchCell {
+    reduction: bool,
+    steps: usize,
+    multiplier: usize,
+    preprocess0: Preprocess,
+    preprocess1: ReluConvBn,
+    edges: Vec<MixedOp>,
+    state_bns: Vec<BatchNorm>,
+}
+
+impl SearchCell {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        path: &nn::Path,
+        shape: &SearchNetShape,
+        c_prev_prev: i64,
+        c_prev: i64,
+        c: i64,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> Self {
+        let preprocess0 = if reduction_prev {
+            Preprocess::Reduce(FactorizedReduce::new(
+                &(path / "preprocess0"),
+                c_prev_prev,
+                c,
+                false,
+            ))
+        } else {
+            Preprocess::Plain(ReluConvBn::new(
+                &(path / "preprocess0"),
+                c_prev_prev,
+                c,
+                false,
+            ))
+        };
+        let preprocess1 = ReluConvBn::new(&(path / "preprocess1"), c_prev, c, false);
+        let primitives = shape.activation.primitives();
+        let mut edges = Vec::with_capacity(shape.edges());
+        for node in 0..shape.steps {
+            for source in 0..node + 2 {
+                let stride = if reduction && source < 2 { 2 } else { 1 };
+                let edge_path = path / "edges" / edge_row(node, source);
+                edges.push(MixedOp::new(&edge_path, primitives, c, stride));
+            }
+        }
+        let state_bns = if shape.activation == Activation::Crb {
+            (0..shape.steps)
+                .map(|node| BatchNorm::new(path / "state_bns" / node, c, false))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            reduction,
+            steps: shape.steps,
+            multiplier: shape.multiplier,
+            preprocess0,
+            preprocess1,
+            edges,
+            state_bns,
+        }
+    }
+
+    fn forward_t(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        weights: &[Vec<Tensor>],
+        active: Option<&[Vec<bool>]>,
+        train: bool,
+    ) -> Tensor {
+        let mut states = vec![
+            self.preprocess0.forward_t(s0, train),
+            self.preprocess1.forward_t(s1, train),
+        ];
+        for node in 0..self.steps {
+            let mut sum: Option<Tensor> = None;
+            for (source, state) in states.iter().enumerate() {
+                let row = edge_row(node, source);
+                let edge_active = active.map(|active| active[row].as_slice());
+                let ys = self.edges[row].forward_t(state, &weights[row], edge_active, train);
+                sum = Some(match sum {
+                    None => ys,
+                    Some(acc) => acc + ys,
+                });
+            }
+            let mut node_state = sum.expect("every node has at least two inputs");
+            if let Some(bn) = self.state_bns.get(node) {
+                node_state = bn.forward_t(&node_state, train);
+            }
+            states.push(node_state);
+        }
+        Tensor::cat(&states[states.len() - self.multiplier..], 1)
+    }
+}
+
+/// The two architecture tensors (normal, reduce), leaf tensors with gradients, outside the
+/// variable store, with the CRB pruning masks.
+#[derive(Debug)]
+pub struct ArchParams {
+    /// Activation applied before use.
+    pub activation: Activation,
+    /// Raw alpha of the normal cells, (edges, ops).
+    pub normal: Tensor,
+    /// Raw alpha of the reduction cells, (edges, ops).
+    pub reduce: Tensor,
+    /// Mask of the normal alpha (ones unless pruned by CRB).
+    pub normal_mask: Tensor,
+    /// Mask of the reduce alpha.
+    pub reduce_mask: Tensor,
+}
+
+impl ArchParams {
+    /// Draws alpha from the global torch generator (SPEC 1.6): softmax 1e-3·N(0,1);
+    /// CRB 1/P + 1e-4·N(0,1). Normal first, then reduce.
+    pub fn initial(edges: usize, activation: Activation, device: Device) -> Self {
+        let ops = activation.primitives().len() as i64;
+        let draw = || {
+            let noise = Tensor::randn([edges as i64, ops], (Kind::Float, Device::Cpu));
+            let values = match activation {
+                Activation::Softmax => noise * 1e-3,
+                Activation::Crb => noise * 1e-4 + 1.0 / ops as f64,
+            };
+            values.to_device(device).set_requires_grad(true)
+        };
+        let normal = draw();
+        let reduce = draw();
+        let mask = || Tensor::ones([edges as i64, ops], (Kind::Float, device));
+        Self {
+            activation,
+            normal,
+            reduce,
+            normal_mask: mask(),
+            reduce_mask: mask(),
+        }
+    }
+
+    /// The named architecture tensors, in a fixed order (normal, reduce).
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("alphas_normal".to_string(), self.normal.shallow_clone()),
+            ("alphas_reduce".to_string(), self.reduce.shallow_clone()),
+        ]
+    }
+
+    /// act(alpha), differentiable.
+    pub fn activate(&self, raw: &Tensor) -> Tensor {
+        match self.activation {
+            Activation::Softmax => raw.softmax(-1, Kind::Float),
+            Activation::Crb => raw.clamp(0.0, 1.0),
+        }
+    }
+
+    /// act(alpha) of both cell types as host matrices (for projection and logging).
+    pub fn activated_rows(&self) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        tch::no_grad(|| {
+            (
+                to_rows(&self.activate(&self.normal)),
+                to_rows(&self.activate(&self.reduce)),
+            )
+        })
+    }
+}
+
+/// Copies a 2-d float tensor to host rows.
+pub fn to_rows(matrix: &Tensor) -> Vec<Vec<f32>> {
+    let matrix = matrix
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let size = matrix.size();
+    let flat: Vec<f32> = Vec::try_from(matrix.view([-1])).unwrap_or_default();
+    flat.chunks(size[1] as usize).map(<[f32]>::to_vec).collect()
+}
+
+/// The search network: stem, cells, global pooling and classifier; alphas outside the store.
+#[derive(Debug)]
+pub struct SearchNetwork {
+    shape: SearchNetShape,
+    stem_conv: Conv,
+    stem_bn: BatchNorm,
+    cells: Vec<SearchCell>,
+    classifier: Linear,
+    /// The architecture parameters.
+    pub arch: ArchParams,
+}
+
+impl SearchNetwork {
+    /// Builds the network in `vs` (weights drawn from the global torch generator in creation
+    /// order, then the alphas).
+    pub fn new(vs: &nn::VarStore, shape: SearchNetShape) -> Self {
+        let root = vs.root();
+        let c_stem = shape.stem_multiplier * shape.channels;
+        let stem_conv = Conv::new(
+            &root / "stem" / "conv",
+            3,
+            c_stem,
+            ConvSpec::square(3, 1, 1, 1),
+        );
+        let stem_bn = BatchNorm::new(&root / "stem" / "bn", c_stem, true);
+        let (mut c_prev_prev, mut c_prev, mut c) = (c_stem, c_stem, shape.channels);
+        let mut reduction_prev = false;
+        let mut cells = Vec::with_capacity(shape.layers as usize);
+        for index in 0..shape.layers {
+            let reduction = shape.is_reduction(index);
+            if reduction {
+                c *= 2;
+            }
+            let path = &root / "cells" / index;
+            cells.push(SearchCell::new(
+                &path,
+                &shape,
+                c_prev_prev,
+                c_prev,
+                c,
+                reduction,
+                reduction_prev,
+            ));
+            reduction_prev = reduction;
+            c_prev_prev = c_prev;
+            c_prev = shape.multiplier as i64 * c;
+        }
+        let classifier = Linear::new(&root / "classifier", c_prev, shape.classes);
+        let arch = ArchParams::initial(shape.edges(), shape.activation, vs.device());
+        Self {
+            shape,
+            stem_conv,
+            stem_bn,
+            cells,
+            classifier,
+            arch,
+        }
+    }
+
+    /// The network's shape.
+    pub fn shape(&self) -> &SearchNetShape {
+        &self.shape
+    }
+
+    /// Logits (B, classes). `train` selects batch statistics in every BN (and updates them).
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let normal = self.edge_weights(&self.arch.normal);
+        let reduce = self.edge_weights(&self.arch.reduce);
+        let (normal_active, reduce_active) = self.active_ops();
+        let stem = self.stem_bn.forward_t(&self.stem_conv.forward(xs), train);
+        let (mut s0, mut s1) = (stem.shallow_clone(), stem);
+        for cell in &self.cells {
+            let (weights, active) = if cell.reduction {
+                (&reduce, reduce_active.as_deref())
+            } else {
+                (&normal, normal_active.as_deref())
+            };
+            let next = cell.forward_t(&s0, &s1, weights, active, train);
+            s0 = s1;
+            s1 = next;
+        }
+        let pooled = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        self.classifier.forward(&pooled)
+    }
+
+    /// act(alpha) split into one scalar tensor per (edge, op).
+    fn edge_weights(&self, raw: &Tensor) -> Vec<Vec<Tensor>> {
+        let activated = self.arch.activate(raw);
+        activated
+            .unbind(0)
+            .iter()
+            .map(|row| row.unbind(0))
+            .collect()
+    }
+
+    /// Which ops run on each edge: all with softmax (its weights are positive); with CRB the
+    /// ops whose clamped weight is > 0 (SPEC 1.3), read from the host.
+    fn active_ops(&self) -> (Option<Vec<Vec<bool>>>, Option<Vec<Vec<bool>>>) {
+        if self.arch.activation == Activation::Softmax {
+            return (None, None);
+        }
+        let positive = |raw: &Tensor| {
+            let rows = to_rows(raw);
+            rows.iter()
+                .map(|row| row.iter().map(|w| *w > 0.0).collect())
+                .collect()
+        };
+        (
+            Some(positive(&self.arch.normal)),
+            Some(positive(&self.arch.reduce)),
+        )
+    }
+}
+
+/// Number of trainable elements in `vs` (BN running statistics excluded).
+pub fn trainable_parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .map(|n| n as i64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(activation: Activation) -> SearchNetShape {
+        SearchNetShape {
+            channels: 4,
+            classes: 10,
+            layers: 3,
+            steps: 4,
+            multiplier: 4,
+            stem_multiplier: 3,
+            activation,
+        }
+    }
+
+    #[test]
+    fn paper_network_has_the_reference_parameter_count() {
+        tch::set_num_threads(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = SearchNetwork::new(&vs, SearchNetShape::paper(10));
+        assert_eq!(trainable_parameter_count(&vs), 1_930_618);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut shape = SearchNetShape::paper(100);
+        shape.activation = Activation::Crb;
+        let _net = SearchNetwork::new(&vs, shape);
+        assert_eq!(trainable_parameter_count(&vs), 1_953_748);
+    }
+
+    #[test]
+    fn forward_gives_logits_and_gradients_reach_alphas() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = SearchNetwork::new(&vs, tiny(Activation::Softmax));
+        let xs = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let logits = net.forward_t(&xs, true);
+        assert_eq!(logits.size(), vec![2, 10]);
+        logits.sum(Kind::Float).backward();
+        assert!(net.arch.normal.grad().defined());
+        assert!(
+            net.arch
+                .reduce
+                .grad()
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
+        assert_eq!(net.arch.normal.size(), vec![14, 8]);
+    }
+
+    #[test]
+    fn crb_edge_with_every_op_pruned_yields_zeros_of_the_right_shape() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = SearchNetwork::new(&vs, tiny(Activation::Crb));
+        tch::no_grad(|| {
+            let _ = net.arch.normal.fill_(-1.0);
+            let _ = net.arch.reduce.fill_(-1.0);
+        });
+        let xs = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let logits = net.forward_t(&xs, true);
+        assert_eq!(logits.size(), vec![2, 10]);
+        assert!(logits.isfinite().all().int64_value(&[]) == 1);
+        let ys = net.cells[1].edges[0].forward_t(
+            &Tensor::ones([2, 4, 8, 8], (Kind::Float, Device::Cpu)),
+            &[],
+            Some(&[false; 7]),
+            true,
+        );
+        assert_eq!(ys.size(), vec![2, 4, 4, 4]);
+        assert_eq!(ys.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn edge_rows_follow_the_reference_order() {
+        assert_eq!(edge_row(0, 0), 0);
+        assert_eq!(edge_row(1, 2), 4);
+        assert_eq!(edge_row(2, 0), 5);
+        assert_eq!(edge_row(3, 4), 13);
+    }
+}
