@@ -414,9 +414,18 @@ mod tests {
         assert_eq!(expected.len(), 6);
         assert!(cause.is_none());
         let message = error.to_string();
+        let folder = dir.path().join("cifar-10-batches-bin");
+        assert!(
+            message.contains(&format!("{} lacks", folder.display())),
+            "{message}"
+        );
+        assert_eq!(expected[5], folder.join("test_batch.bin"));
         for file in CIFAR10_LAYOUT.all_files() {
-            let path = dir.path().join("cifar-10-batches-bin").join(file);
-            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert_eq!(
+                message.matches(file).count(),
+                2,
+                "missing and expected: {message}"
+            );
         }
         assert!(message.contains(CIFAR10_LAYOUT.archive_url), "{message}");
         assert!(message.contains("downloading was not allowed"), "{message}");

@@ -157,20 +157,24 @@ fn missing_files_message(
     url: &str,
     cause: Option<&str>,
 ) -> String {
-    let list = |paths: &[PathBuf]| {
+    let names = |paths: &[PathBuf]| {
         paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy())
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let folder = expected
+        .first()
+        .and_then(|p| p.parent())
+        .unwrap_or(dir)
+        .display();
     let mut message = format!(
-        "{} data not found in {}: missing {}. Expected files: {}. Put them there by extracting \
+        "{} data not found: {folder} lacks {}. Expected there: {}. Put them there by extracting \
          the official archive {url} into {}",
         display_name(kind),
-        dir.display(),
-        list(missing),
-        list(expected),
+        names(missing),
+        names(expected),
         dir.display(),
     );
     match cause {

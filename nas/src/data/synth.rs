@@ -283,3 +283,58 @@ mod tests {
         assert_eq!(train[0], train[1] / 5, "coarse label");
     }
 }
+
+#[cfg(test)]
+mod learnability {
+    use super::*;
+    use crate::data::{BatchStream, StreamConfig, StreamId};
+    use std::sync::Arc;
+    use tch::nn::{self, Module, OptimizerConfig};
+
+    #[test]
+    fn a_tiny_network_learns_the_synthetic_classes_through_the_augmented_stream() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let kind = DatasetKind::Cifar10;
+        let train = Arc::new(synthetic_image_set(kind, 640, 1, TRAIN_PART));
+        let test = Arc::new(synthetic_image_set(kind, 200, 1, TEST_PART));
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let root = vs.root();
+        let conv = |c_in, c_out, name: &str| {
+            let config = nn::ConvConfig {
+                stride: 2,
+                padding: 1,
+                ..Default::default()
+            };
+            nn::conv2d(&root / name, c_in, c_out, 3, config)
+        };
+        let net = nn::seq()
+            .add(conv(3, 8, "c1"))
+            .add_fn(|x| x.relu())
+            .add(conv(8, 16, "c2"))
+            .add_fn(|x| x.relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+            .add(nn::linear(&root / "fc", 16, 10, Default::default()));
+        let mut optimizer = nn::Adam::default().build(&vs, 1e-2).unwrap();
+        let config = StreamConfig::persistent(3, 0, StreamId::WEIGHTS, 32);
+        let stream = BatchStream::spawn(train.clone(), 0..train.len(), config).unwrap();
+        for batch in stream.take(200) {
+            let batch = batch.unwrap();
+            let loss = net
+                .forward(&batch.images)
+                .cross_entropy_for_logits(&batch.labels);
+            optimizer.backward_step(&loss);
+        }
+        let mut correct = 0i64;
+        let eval = BatchStream::spawn(test.clone(), 0..test.len(), StreamConfig::eval(50)).unwrap();
+        for batch in eval {
+            let batch = batch.unwrap();
+            let predicted = tch::no_grad(|| net.forward(&batch.images)).argmax(1, false);
+            correct += predicted
+                .eq_tensor(&batch.labels)
+                .sum(tch::Kind::Int64)
+                .int64_value(&[]);
+        }
+        // Chance is 20 of 200.
+        assert!(correct >= 120, "{correct} of 200 correct");
+    }
+}
