@@ -1,0 +1,78 @@
+//! Domain errors of the coordinator and their one mapping to gRPC statuses.
+
+use crate::store::StoreError;
+use prime_core::trial::TrialId;
+use tonic::Status;
+
+/// Everything a coordinator request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// A grid file failed validation; nothing was stored.
+    #[error("grid rejected, nothing stored: {0}")]
+    InvalidGrid(String),
+    /// A grid of that name exists already.
+    #[error("a grid named `{0}` exists already; rename the new grid")]
+    GridExists(String),
+    /// No such trial.
+    #[error("no trial {0}")]
+    UnknownTrial(TrialId),
+    /// No such grid.
+    #[error("no grid named `{0}`")]
+    UnknownGrid(String),
+    /// No such worker.
+    #[error("no worker named `{0}`")]
+    UnknownWorker(String),
+    /// The worker's session is unknown or has expired: it must register again.
+    #[error("worker `{name}` must register again: {reason}")]
+    SessionExpired {
+        /// Worker name.
+        name: String,
+        /// Why the session is no longer valid.
+        reason: String,
+    },
+    /// A report carries an epoch that is no longer the trial's current assignment.
+    #[error("stale report for trial {trial_id}: epoch {epoch} is fenced ({reason})")]
+    Fenced {
+        /// Trial the report is about.
+        trial_id: TrialId,
+        /// Epoch the report carried.
+        epoch: u64,
+        /// What superseded it.
+        reason: String,
+    },
+    /// A malformed request.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Uploaded data failed its sha256 check.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The checkpoint store failed.
+    #[error("checkpoint store error: {0}")]
+    Store(#[from] StoreError),
+    /// The coordinator is shutting down.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(error: CoordinatorError) -> Status {
+        let message = error.to_string();
+        match error {
+            CoordinatorError::InvalidGrid(_) | CoordinatorError::Invalid(_) => {
+                Status::invalid_argument(message)
+            }
+            CoordinatorError::GridExists(_) => Status::already_exists(message),
+            CoordinatorError::UnknownTrial(_)
+            | CoordinatorError::UnknownGrid(_)
+            | CoordinatorError::UnknownWorker(_) => Status::not_found(message),
+            CoordinatorError::SessionExpired { .. } => Status::unauthenticated(message),
+            CoordinatorError::Fenced { .. } => Status::failed_precondition(message),
+            CoordinatorError::Integrity(_) => Status::data_loss(message),
+            CoordinatorError::ShuttingDown => Status::unavailable(message),
+            CoordinatorError::Database(_) | CoordinatorError::Store(_) => Status::internal(message),
+        }
+    }
+}

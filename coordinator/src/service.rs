@@ -1,0 +1,344 @@
+//! The gRPC service: translates requests into event-loop calls and maps domain errors to
+//! statuses. Checkpoint bytes are written and verified off the event loop.
+
+use crate::db::MetricRow;
+use crate::error::CoordinatorError;
+use crate::event_loop::StateHandle;
+use crate::store::{CheckpointStore, StoreError};
+use crate::trials::{Finish, NewCheckpoint};
+use crate::workers::WorkerMode;
+use prime_proto::pb::coordinator_server::Coordinator;
+use prime_proto::pb::{self, finish_trial_request::Outcome};
+use std::sync::Arc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// Largest checkpoint read served in one call.
+const MAX_READ_BYTES: u32 = 4 << 20;
+
+/// The coordinator's gRPC service.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    state: StateHandle,
+    store: Arc<dyn CheckpointStore>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn staged_name(trial_id: u64, epoch: u64, upload_id: &str) -> String {
+    format!("t{trial_id}-e{epoch}-{upload_id}")
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, CoordinatorError> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|_| CoordinatorError::ShuttingDown)?
+        .map_err(|error| match error {
+            StoreError::Mismatch(message) => CoordinatorError::Integrity(message),
+            other => CoordinatorError::Store(other),
+        })
+}
+
+impl CoordinatorService {
+    /// A service over the event loop `state` and the checkpoint `store`.
+    pub fn new(state: StateHandle, store: Arc<dyn CheckpointStore>) -> Self {
+        CoordinatorService { state, store }
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Reply<pb::RegisterWorkerReply> {
+        let request = request.into_inner();
+        let now = Instant::now();
+        let (session, accepted, lease, heartbeat) = self
+            .state
+            .try_call(move |state| {
+                let (session, accepted) =
+                    state.register(&request.name, request.slots, &request.running, now)?;
+                Ok((
+                    session,
+                    accepted,
+                    state.config.lease,
+                    state.config.heartbeat,
+                ))
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterWorkerReply {
+            session,
+            lease_ms: lease.as_millis() as u64,
+            heartbeat_ms: heartbeat.as_millis() as u64,
+            accepted,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
+        let request = request.into_inner();
+        let now = Instant::now();
+        let orders = self
+            .state
+            .try_call(move |state| {
+                state.heartbeat(&request.name, request.session, &request.running, now)
+            })
+            .await?;
+        Ok(Response::new(pb::HeartbeatReply {
+            stop: orders.stop,
+            preempt: orders.preempt,
+        }))
+    }
+
+    async fn request_trial(
+        &self,
+        request: Request<pb::RequestTrialRequest>,
+    ) -> Reply<pb::RequestTrialReply> {
+        let request = request.into_inner();
+        let now = Instant::now();
+        let assignment = self
+            .state
+            .try_call(move |state| {
+                state.request_trial(&request.name, request.session, request.slot, now)
+            })
+            .await?;
+        Ok(Response::new(pb::RequestTrialReply { assignment }))
+    }
+
+    async fn report_metrics(&self, request: Request<pb::MetricBatch>) -> Reply<pb::Ack> {
+        let batch = request.into_inner();
+        let rows: Vec<MetricRow> = batch
+            .metrics
+            .into_iter()
+            .map(|metric| {
+                prime_proto::convert::parse_metric_kind(&metric.kind)
+                    .map_err(|error| CoordinatorError::Invalid(error.to_string()))?;
+                if let Some((name, _)) = metric.values.iter().find(|(name, _)| name.is_empty()) {
+                    return Err(CoordinatorError::Invalid(format!("metric name `{name}`")));
+                }
+                Ok(MetricRow {
+                    values_json: serde_json::to_string(&metric.values)
+                        .map_err(|error| CoordinatorError::Invalid(error.to_string()))?,
+                    kind: metric.kind,
+                    step: metric.step,
+                    epoch: metric.epoch,
+                    clock: metric.clock,
+                })
+            })
+            .collect::<Result<_, CoordinatorError>>()?;
+        let (trial_id, epoch, logs) = (batch.trial_id, batch.epoch, batch.logs);
+        self.state
+            .try_call(move |state| state.ingest_metrics(trial_id, epoch, &rows, &logs))
+            .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn put_checkpoint_chunk(&self, request: Request<pb::CheckpointChunk>) -> Reply<pb::Ack> {
+        let chunk = request.into_inner();
+        let (trial_id, epoch) = (chunk.trial_id, chunk.epoch);
+        self.state
+            .try_call(move |state| state.check_fence(trial_id, epoch))
+            .await?;
+        let store = self.store.clone();
+        let name = staged_name(trial_id, epoch, &chunk.upload_id);
+        blocking(move || store.write_chunk(&name, chunk.offset, &chunk.data, &chunk.sha256))
+            .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<pb::CommitCheckpointRequest>,
+    ) -> Reply<pb::CommitCheckpointReply> {
+        let commit = request.into_inner();
+        let (trial_id, epoch) = (commit.trial_id, commit.epoch);
+        self.state
+            .try_call(move |state| state.check_fence(trial_id, epoch))
+            .await?;
+        let name = staged_name(trial_id, epoch, &commit.upload_id);
+        let key = format!("{name}.tar");
+        let store = self.store.clone();
+        let (staged, object, sha256) = (name.clone(), key.clone(), commit.sha256.clone());
+        blocking(move || store.commit(&staged, commit.size, &sha256, &object)).await?;
+        let checkpoint = NewCheckpoint {
+            size: commit.size,
+            sha256: commit.sha256,
+            progress: commit.progress.as_ref().map(Into::into).unwrap_or(
+                prime_core::observer::Progress {
+                    epochs_done: 0,
+                    epochs_total: 0,
+                    steps_done: 0,
+                    steps_total: 0,
+                },
+            ),
+            is_final: commit.r#final,
+            score: commit.score.filter(|score| score.is_finite()),
+            key: key.clone(),
+        };
+        let recorded = self
+            .state
+            .try_call(move |state| state.record_checkpoint(trial_id, epoch, &checkpoint))
+            .await;
+        let store = self.store.clone();
+        let (checkpoint_id, doomed) = match recorded {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                blocking(move || store.delete(&key)).await?;
+                return Err(error.into());
+            }
+        };
+        blocking(move || doomed.iter().try_for_each(|key| store.delete(key))).await?;
+        Ok(Response::new(pb::CommitCheckpointReply { checkpoint_id }))
+    }
+
+    async fn read_checkpoint(
+        &self,
+        request: Request<pb::ReadCheckpointRequest>,
+    ) -> Reply<pb::ReadCheckpointReply> {
+        let read = request.into_inner();
+        let (trial_id, checkpoint_id) = (read.trial_id, read.checkpoint_id);
+        let key = self
+            .state
+            .try_call(move |state| {
+                state
+                    .checkpoints(trial_id)?
+                    .into_iter()
+                    .find(|checkpoint| checkpoint.id == checkpoint_id)
+                    .map(|checkpoint| checkpoint.key)
+                    .ok_or_else(|| {
+                        CoordinatorError::Invalid(format!(
+                            "trial {trial_id} has no retained checkpoint {checkpoint_id}"
+                        ))
+                    })
+            })
+            .await?;
+        let store = self.store.clone();
+        let length = read.length.min(MAX_READ_BYTES) as usize;
+        let data = blocking(move || store.read(&key, read.offset, length)).await?;
+        Ok(Response::new(pb::ReadCheckpointReply { data }))
+    }
+
+    async fn finish_trial(&self, request: Request<pb::FinishTrialRequest>) -> Reply<pb::Ack> {
+        let request = request.into_inner();
+        let finish = match request.outcome {
+            Some(Outcome::SucceededJson(json)) => Finish::Succeeded(json),
+            Some(Outcome::Failed(failure)) => Finish::Failed {
+                reason: failure.reason,
+                diverged: failure.diverged,
+            },
+            Some(Outcome::Preempted(_)) => Finish::Preempted,
+            None => {
+                return Err(Status::invalid_argument(
+                    "a finished trial needs an outcome",
+                ))
+            }
+        };
+        let (trial_id, epoch) = (request.trial_id, request.epoch);
+        self.state
+            .try_call(move |state| state.finish(trial_id, epoch, finish))
+            .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn submit_grid(
+        &self,
+        request: Request<pb::SubmitGridRequest>,
+    ) -> Reply<pb::SubmitGridReply> {
+        let request = request.into_inner();
+        let (grid, count) = self
+            .state
+            .try_call(move |state| state.submit_grid(&request.file_name, &request.toml))
+            .await?;
+        Ok(Response::new(pb::SubmitGridReply {
+            grid,
+            search_trials: count as u32,
+        }))
+    }
+
+    async fn list_trials(
+        &self,
+        request: Request<pb::ListTrialsRequest>,
+    ) -> Reply<pb::ListTrialsReply> {
+        let grid = request.into_inner().grid;
+        let trials = self
+            .state
+            .call(move |state| state.list_trials(&grid))
+            .await?;
+        Ok(Response::new(pb::ListTrialsReply { trials }))
+    }
+
+    async fn cancel_trials(&self, request: Request<pb::CancelRequest>) -> Reply<pb::CancelReply> {
+        let (trial_id, grid) = match request.into_inner().target {
+            Some(pb::cancel_request::Target::TrialId(id)) => (Some(id), None),
+            Some(pb::cancel_request::Target::Grid(grid)) => (None, Some(grid)),
+            None => {
+                return Err(Status::invalid_argument(
+                    "cancel needs a trial id or a grid",
+                ))
+            }
+        };
+        let cancelled = self
+            .state
+            .try_call(move |state| state.cancel(trial_id, grid.as_deref()))
+            .await?;
+        Ok(Response::new(pb::CancelReply {
+            cancelled: cancelled as u32,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Reply<pb::ListWorkersReply> {
+        let now = Instant::now();
+        let workers = self
+            .state
+            .call(move |state| state.list_workers(now))
+            .await?;
+        Ok(Response::new(pb::ListWorkersReply { workers }))
+    }
+
+    async fn set_worker_mode(&self, request: Request<pb::SetWorkerModeRequest>) -> Reply<pb::Ack> {
+        let request = request.into_inner();
+        let mode: WorkerMode = request.mode.parse()?;
+        self.state
+            .try_call(move |state| state.set_worker_mode(&request.name, mode))
+            .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn trial_logs(&self, request: Request<pb::TrialRef>) -> Reply<pb::TrialLogsReply> {
+        let trial_id = request.into_inner().trial_id;
+        let lines = self
+            .state
+            .try_call(move |state| state.logs(trial_id))
+            .await?;
+        Ok(Response::new(pb::TrialLogsReply { lines }))
+    }
+
+    async fn trial_metrics(&self, request: Request<pb::TrialRef>) -> Reply<pb::TrialMetricsReply> {
+        let trial_id = request.into_inner().trial_id;
+        let metrics = self
+            .state
+            .try_call(move |state| state.metrics(trial_id))
+            .await?;
+        Ok(Response::new(pb::TrialMetricsReply { metrics }))
+    }
+
+    async fn trial_checkpoints(
+        &self,
+        request: Request<pb::TrialRef>,
+    ) -> Reply<pb::TrialCheckpointsReply> {
+        let trial_id = request.into_inner().trial_id;
+        let checkpoints = self
+            .state
+            .try_call(move |state| state.checkpoints(trial_id))
+            .await?
+            .iter()
+            .map(crate::trials::checkpoint_info)
+            .collect();
+        Ok(Response::new(pb::TrialCheckpointsReply { checkpoints }))
+    }
+}

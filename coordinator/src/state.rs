@@ -1,0 +1,422 @@
+//! The coordinator's state machine: the in-memory view of trials and workers over the SQLite
+//! database. Only the event loop touches it; every method takes the current (tokio) time so
+//! tests drive leases with paused time.
+//!
+//! Invariants: a worker slot holds at most one trial, and a running trial sits in exactly
+//! the slot recorded in its placement; every change is committed to SQLite before the
+//! in-memory view changes.
+
+use crate::db::{self, Db, TrialRow};
+use crate::error::CoordinatorError;
+use prime_core::observer::Progress;
+use prime_core::trial::{AttemptOutcome, TrialId, TrialSpec, TrialState};
+use prime_proto::pb;
+use rusqlite::{params, Transaction};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Tunables of a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// A worker that has not been heard from for this long is lost, and its trials requeued.
+    pub lease: Duration,
+    /// How often workers are told to heartbeat (well inside the lease).
+    pub heartbeat: Duration,
+    /// Resumable checkpoints kept per trial, besides the best one and the final one.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+/// Where a running trial runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub worker: String,
+    pub slot: u32,
+}
+
+/// A trial as the coordinator sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Trial {
+    pub id: TrialId,
+    pub parent_id: Option<TrialId>,
+    pub spec: TrialSpec,
+    pub spec_json: String,
+    pub state: TrialState,
+    pub epoch: u64,
+    pub failures: u32,
+    pub attempts: u32,
+    pub placement: Option<Placement>,
+    pub progress: Progress,
+    pub result_json: Option<String>,
+    pub reason: String,
+    pub run_ms: u64,
+    pub attempt_started_unix_ms: Option<u64>,
+}
+
+/// A worker as the coordinator sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Worker {
+    /// Current registration; 0 for a worker restored from the database that has not
+    /// registered since the coordinator started.
+    pub session: u64,
+    pub slots: Vec<pb::Slot>,
+    pub alive: bool,
+    pub deadline: Instant,
+    pub last_seen: Instant,
+    pub cordoned: bool,
+    pub draining: bool,
+    pub occupied: BTreeMap<u32, TrialId>,
+}
+
+/// The coordinator's state.
+pub struct State {
+    pub(crate) db: Db,
+    pub(crate) config: CoordinatorConfig,
+    pub(crate) trials: BTreeMap<TrialId, Trial>,
+    /// Runnable trials: higher priority first, then FIFO by id.
+    pub(crate) queue: BTreeSet<(Reverse<i32>, TrialId)>,
+    pub(crate) workers: BTreeMap<String, Worker>,
+    pub(crate) cordoned: HashSet<String>,
+    pub(crate) next_session: u64,
+}
+
+/// Encodes a progress for storage.
+pub(crate) fn progress_json(progress: &Progress) -> String {
+    format!(
+        "[{},{},{},{}]",
+        progress.epochs_done, progress.epochs_total, progress.steps_done, progress.steps_total
+    )
+}
+
+/// Decodes a stored progress; anything unreadable is zero progress.
+pub(crate) fn parse_progress(text: &str) -> Progress {
+    let values: [u64; 4] = serde_json::from_str(text).unwrap_or([0; 4]);
+    Progress {
+        epochs_done: values[0] as u32,
+        epochs_total: values[1] as u32,
+        steps_done: values[2],
+        steps_total: values[3],
+    }
+}
+
+fn trial_from_row(row: TrialRow) -> Result<Trial, CoordinatorError> {
+    let spec: TrialSpec = serde_json::from_str(&row.spec_json).map_err(|error| {
+        CoordinatorError::Invalid(format!("stored spec of trial {}: {error}", row.id))
+    })?;
+    let state: TrialState = row.state.parse().map_err(CoordinatorError::Invalid)?;
+    let placement = match (row.worker, row.slot) {
+        (Some(worker), Some(slot)) if state == TrialState::Running => {
+            Some(Placement { worker, slot })
+        }
+        _ => None,
+    };
+    Ok(Trial {
+        id: row.id,
+        parent_id: row.parent_id,
+        spec,
+        spec_json: row.spec_json,
+        state,
+        epoch: row.epoch,
+        failures: row.failures,
+        attempts: row.attempts,
+        placement,
+        progress: parse_progress(&row.progress_json),
+        result_json: row.result_json,
+        reason: row.reason,
+        run_ms: row.run_ms,
+        attempt_started_unix_ms: row.attempt_started_unix_ms,
+    })
+}
+
+/// Writes every mutable column of `trial`.
+pub(crate) fn save_trial(transaction: &Transaction<'_>, trial: &Trial) -> rusqlite::Result<()> {
+    let (worker, slot) = match &trial.placement {
+        Some(placement) => (Some(placement.worker.as_str()), Some(placement.slot)),
+        None => (None, None),
+    };
+    transaction
+        .prepare_cached(
+            "UPDATE trials SET state = ?2, epoch = ?3, failures = ?4, attempts = ?5, worker = ?6,
+                 slot = ?7, progress_json = ?8, result_json = ?9, reason = ?10, run_ms = ?11,
+                 attempt_started_unix_ms = ?12
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            trial.id,
+            trial.state.name(),
+            trial.epoch,
+            trial.failures,
+            trial.attempts,
+            worker,
+            slot,
+            progress_json(&trial.progress),
+            trial.result_json,
+            trial.reason,
+            trial.run_ms,
+            trial.attempt_started_unix_ms,
+        ])?;
+    Ok(())
+}
+
+impl State {
+    /// Opens the state in `state_dir` (database `coordinator.sqlite3`), restoring every trial.
+    ///
+    /// Running trials keep their placement; their workers get one lease from `now` to
+    /// register again before the trials are requeued.
+    pub fn open(
+        state_dir: &Path,
+        config: CoordinatorConfig,
+        now: Instant,
+    ) -> Result<State, CoordinatorError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|error| CoordinatorError::Store(error.into()))?;
+        let db = Db::open(&state_dir.join("coordinator.sqlite3"))?;
+        let cordoned: HashSet<String> = db.cordoned_workers()?.into_iter().collect();
+        let mut state = State {
+            db,
+            config,
+            trials: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            workers: BTreeMap::new(),
+            cordoned,
+            next_session: db::unix_ms().max(1),
+        };
+        for row in state.db.load_trials()? {
+            let trial = trial_from_row(row)?;
+            if let Some(placement) = &trial.placement {
+                let worker = state.worker_entry(&placement.worker, now);
+                worker.occupied.insert(placement.slot, trial.id);
+                worker.slots.push(pb::Slot {
+                    index: placement.slot,
+                    device: String::new(),
+                });
+            }
+            state.install(trial);
+        }
+        Ok(state)
+    }
+
+    /// The worker entry of `name`, created (alive, with a fresh lease) if missing.
+    pub(crate) fn worker_entry(&mut self, name: &str, now: Instant) -> &mut Worker {
+        let lease = self.config.lease;
+        let cordoned = self.cordoned.contains(name);
+        self.workers
+            .entry(name.to_string())
+            .or_insert_with(|| Worker {
+                session: 0,
+                slots: Vec::new(),
+                alive: true,
+                deadline: now + lease,
+                last_seen: now,
+                cordoned,
+                draining: false,
+                occupied: BTreeMap::new(),
+            })
+    }
+
+    /// Replaces the in-memory trial, keeping the queue and slot occupancy consistent.
+    pub(crate) fn install(&mut self, trial: Trial) {
+        if let Some(old) = self.trials.get(&trial.id) {
+            self.queue.remove(&(Reverse(old.spec.priority), old.id));
+            if let Some(placement) = &old.placement {
+                if let Some(worker) = self.workers.get_mut(&placement.worker) {
+                    if worker.occupied.get(&placement.slot) == Some(&old.id) {
+                        worker.occupied.remove(&placement.slot);
+                    }
+                }
+            }
+        }
+        if trial.state.is_runnable() {
+            self.queue.insert((Reverse(trial.spec.priority), trial.id));
+        }
+        if let Some(placement) = &trial.placement {
+            if let Some(worker) = self.workers.get_mut(&placement.worker) {
+                worker.occupied.insert(placement.slot, trial.id);
+            }
+        }
+        self.trials.insert(trial.id, trial);
+    }
+
+    /// The trial `id`, or `UnknownTrial`.
+    pub(crate) fn trial(&self, id: TrialId) -> Result<&Trial, CoordinatorError> {
+        self.trials
+            .get(&id)
+            .ok_or(CoordinatorError::UnknownTrial(id))
+    }
+
+    /// Refuses a report about `trial_id` unless `epoch` is its current, running assignment.
+    pub fn check_fence(&self, trial_id: TrialId, epoch: u64) -> Result<(), CoordinatorError> {
+        let trial = self.trial(trial_id)?;
+        let fenced = |reason: String| CoordinatorError::Fenced {
+            trial_id,
+            epoch,
+            reason,
+        };
+        if trial.epoch != epoch {
+            return Err(fenced(format!(
+                "the trial was reassigned at epoch {}",
+                trial.epoch
+            )));
+        }
+        if trial.state != TrialState::Running {
+            return Err(fenced(format!("the trial is {}", trial.state)));
+        }
+        Ok(())
+    }
+
+    /// The trial after its running attempt ended with `outcome` (not yet saved).
+    pub(crate) fn closed_attempt(trial: &Trial, outcome: &AttemptOutcome) -> Trial {
+        let mut next = trial.clone();
+        if outcome.counts_as_failure() {
+            next.failures += 1;
+        }
+        next.state = outcome.next_state(next.failures, trial.spec.retries);
+        if let Some(started) = next.attempt_started_unix_ms.take() {
+            next.run_ms += db::unix_ms().saturating_sub(started);
+        }
+        next.placement = None;
+        if *outcome != AttemptOutcome::Succeeded {
+            next.reason = outcome.describe();
+        }
+        next
+    }
+
+    /// Saves the end of `trial`'s running attempt (attempt row, trial row, log line).
+    pub(crate) fn save_closed_attempt(
+        transaction: &Transaction<'_>,
+        closed: &Trial,
+        outcome: &AttemptOutcome,
+    ) -> rusqlite::Result<()> {
+        let outcome_json = serde_json::to_string(outcome).unwrap_or_default();
+        transaction
+            .prepare_cached(
+                "UPDATE attempts SET ended_unix_ms = ?3, outcome_json = ?4
+                 WHERE trial_id = ?1 AND epoch = ?2",
+            )?
+            .execute(params![
+                closed.id,
+                closed.epoch,
+                db::unix_ms(),
+                outcome_json
+            ])?;
+        save_trial(transaction, closed)?;
+        db::insert_log(
+            transaction,
+            closed.id,
+            &format!(
+                "attempt at epoch {} {}; trial is {}",
+                closed.epoch,
+                outcome.describe(),
+                closed.state
+            ),
+        )
+    }
+
+    /// Ends the running attempt of each trial with `outcome`, in one transaction.
+    pub(crate) fn close_attempts(
+        &mut self,
+        trial_ids: &[TrialId],
+        outcome: &AttemptOutcome,
+    ) -> Result<(), CoordinatorError> {
+        let closed: Vec<Trial> = trial_ids
+            .iter()
+            .filter_map(|id| self.trials.get(id))
+            .filter(|trial| trial.state == TrialState::Running)
+            .map(|trial| Self::closed_attempt(trial, outcome))
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        self.db.transaction(|transaction| {
+            closed
+                .iter()
+                .try_for_each(|trial| Self::save_closed_attempt(transaction, trial, outcome))
+        })?;
+        for trial in closed {
+            tracing::info!(trial_id = trial.id, outcome = %outcome.describe(), "attempt ended");
+            self.install(trial);
+        }
+        Ok(())
+    }
+
+    /// Expires the leases of workers not heard from in time; their trials are requeued to
+    /// resume from their last checkpoint (not counted as failures).
+    pub fn tick(&mut self, now: Instant) -> Result<(), CoordinatorError> {
+        let expired: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, worker)| worker.alive && worker.deadline <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            let trial_ids: Vec<TrialId> = self.workers[&name].occupied.values().copied().collect();
+            tracing::warn!(worker = %name, trials = trial_ids.len(), "worker lease expired");
+            self.close_attempts(&trial_ids, &AttemptOutcome::Lost)?;
+            if let Some(worker) = self.workers.get_mut(&name) {
+                worker.alive = false;
+                worker.session = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants of the view (one trial per slot, placements and occupancy
+    /// agree, the queue holds exactly the runnable trials); a description of the first
+    /// violation otherwise.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen_slots = HashSet::new();
+        for trial in self.trials.values() {
+            let queued = self
+                .queue
+                .contains(&(Reverse(trial.spec.priority), trial.id));
+            if queued != trial.state.is_runnable() {
+                return Err(format!(
+                    "trial {} is {} but queued={queued}",
+                    trial.id, trial.state
+                ));
+            }
+            match (&trial.placement, trial.state) {
+                (Some(placement), TrialState::Running) => {
+                    if !seen_slots.insert((placement.worker.clone(), placement.slot)) {
+                        return Err(format!(
+                            "slot {}/{} holds two trials",
+                            placement.worker, placement.slot
+                        ));
+                    }
+                    let occupant = self
+                        .workers
+                        .get(&placement.worker)
+                        .and_then(|worker| worker.occupied.get(&placement.slot));
+                    if occupant != Some(&trial.id) {
+                        return Err(format!("trial {} is not in its slot", trial.id));
+                    }
+                }
+                (None, TrialState::Running) => {
+                    return Err(format!("running trial {} has no slot", trial.id))
+                }
+                (Some(_), _) => return Err(format!("idle trial {} holds a slot", trial.id)),
+                (None, _) => {}
+            }
+        }
+        let occupied: usize = self.workers.values().map(|w| w.occupied.len()).sum();
+        if occupied != seen_slots.len() {
+            return Err(format!(
+                "{occupied} occupied slots for {} running trials",
+                seen_slots.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,457 @@
+//! Tier-3 tests: the state machine driven in-process by virtual workers, with virtual time.
+
+use crate::error::CoordinatorError;
+use crate::event_loop::StateHandle;
+use crate::state::{CoordinatorConfig, State};
+use crate::trials::{Finish, NewCheckpoint};
+use crate::workers::WorkerMode;
+use prime_core::observer::Progress;
+use prime_core::trial::{TrialKind, TrialSpec, TrialState};
+use prime_proto::pb;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn grid(name: &str, priority: i32, seeds: &str, retries: u32) -> String {
+    format!(
+        "version = 1\nname = \"{name}\"\npriority = {priority}\nretries = {retries}\n\
+         datasets = [\"cifar10\"]\nseeds = [{seeds}]\n[[methods]]\npreset = \"darts\"\n\
+         [[methods]]\npreset = \"darts-prime\"\n[evaluation]\nseeds = 2\n"
+    )
+}
+
+fn open(dir: &std::path::Path, now: Instant) -> State {
+    let config = CoordinatorConfig {
+        lease: LEASE,
+        heartbeat: Duration::from_secs(2),
+        keep_checkpoints: 2,
+    };
+    State::open(dir, config, now).unwrap()
+}
+
+fn slots(count: u32) -> Vec<pb::Slot> {
+    (0..count)
+        .map(|index| pb::Slot {
+            index,
+            device: format!("cuda:{index}"),
+        })
+        .collect()
+}
+
+fn running(trial_id: u64, epoch: u64, slot: u32) -> pb::RunningTrial {
+    pb::RunningTrial {
+        trial_id,
+        epoch,
+        slot,
+        progress: None,
+    }
+}
+
+fn state_of(state: &State, trial_id: u64) -> TrialState {
+    state.trials[&trial_id].state
+}
+
+fn success(genotype: bool) -> Finish {
+    let json = if genotype {
+        r#"{"genotype":{"normal":[["sep_conv_3x3",0]]},"metrics":{"search_valid_acc":88.0}}"#
+    } else {
+        r#"{"metrics":{"test_error":2.7,"params_m":3.1}}"#
+    };
+    Finish::Succeeded(json.to_string())
+}
+
+#[test]
+fn placement_follows_priority_then_fifo_and_never_double_books() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state
+        .submit_grid("low.toml", &grid("low", 0, "1, 2", 2))
+        .unwrap();
+    state
+        .submit_grid("high.toml", &grid("high", 9, "3", 2))
+        .unwrap();
+    let (session, _) = state.register("w1", slots(2), &[], now).unwrap();
+    let first = state.request_trial("w1", session, 0, now).unwrap().unwrap();
+    let second = state.request_trial("w1", session, 1, now).unwrap().unwrap();
+    let spec = |a: &pb::Assignment| serde_json::from_str::<TrialSpec>(&a.spec_json).unwrap();
+    assert_eq!(
+        (spec(&first).grid.as_str(), spec(&first).method.as_str()),
+        ("high", "darts")
+    );
+    assert_eq!(spec(&second).method, "darts-prime");
+    // The worker asking again for a slot it holds means it lost that trial: requeued, and the
+    // slot gets the oldest trial of the highest priority (the same one).
+    let again = state.request_trial("w1", session, 0, now).unwrap().unwrap();
+    assert_eq!(again.trial_id, first.trial_id);
+    assert_eq!(again.epoch, first.epoch + 1);
+    assert_eq!(state.trials[&first.trial_id].failures, 0);
+    state.check_invariants().unwrap();
+    let error = state.request_trial("w1", session, 7, now).unwrap_err();
+    assert!(matches!(error, CoordinatorError::Invalid(_)));
+    let running_trials = state
+        .trials
+        .values()
+        .filter(|trial| trial.state == TrialState::Running)
+        .count();
+    assert_eq!(running_trials, 2);
+}
+
+#[test]
+fn many_virtual_workers_keep_the_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state
+        .submit_grid("g.toml", &grid("g", 0, "1, 2, 3, 4, 5, 6", 1))
+        .unwrap();
+    let mut sessions = Vec::new();
+    for worker in 0..4 {
+        let name = format!("w{worker}");
+        let (session, _) = state.register(&name, slots(2), &[], now).unwrap();
+        sessions.push((name, session));
+    }
+    let mut done = 0;
+    for round in 0..200u64 {
+        now += Duration::from_millis(100);
+        let (name, session) = &sessions[(round % 4) as usize];
+        let slot = (round % 2) as u32;
+        if let Some(assignment) = state.request_trial(name, *session, slot, now).unwrap() {
+            let trial = &state.trials[&assignment.trial_id];
+            let finish = match (round % 5, trial.spec.kind) {
+                (0, _) => Finish::Failed {
+                    reason: "crash".into(),
+                    diverged: false,
+                },
+                (1, _) => Finish::Preempted,
+                (_, TrialKind::Search) => success(true),
+                (_, TrialKind::Evaluation) => success(false),
+            };
+            state
+                .finish(assignment.trial_id, assignment.epoch, finish)
+                .unwrap();
+            done += 1;
+        }
+        state.check_invariants().unwrap();
+    }
+    assert!(done > 20);
+    assert!(state.trials.len() > 12, "evaluations were chained");
+    assert!(state.trials.values().all(|trial| trial.state.is_terminal()));
+}
+
+#[test]
+fn an_expired_lease_requeues_without_counting_and_fences_the_old_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut state = open(dir.path(), start);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 0)).unwrap();
+    let (old_session, _) = state.register("frozen", slots(1), &[], start).unwrap();
+    let first = state
+        .request_trial("frozen", old_session, 0, start)
+        .unwrap()
+        .unwrap();
+    state.tick(start + LEASE / 2).unwrap();
+    assert_eq!(state_of(&state, first.trial_id), TrialState::Running);
+    let later = start + LEASE + Duration::from_millis(1);
+    state.tick(later).unwrap();
+    assert_eq!(state_of(&state, first.trial_id), TrialState::Preempted);
+    assert_eq!(state.trials[&first.trial_id].failures, 0);
+    let (session, _) = state.register("fresh", slots(1), &[], later).unwrap();
+    let resumed = state
+        .request_trial("fresh", session, 0, later)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resumed.trial_id, resumed.epoch),
+        (first.trial_id, first.epoch + 1)
+    );
+    // The frozen worker wakes up: its reports are refused, its heartbeat must re-register.
+    let refused = state
+        .finish(first.trial_id, first.epoch, success(true))
+        .unwrap_err();
+    assert!(
+        matches!(refused, CoordinatorError::Fenced { .. }),
+        "{refused}"
+    );
+    let refused = state
+        .ingest_metrics(first.trial_id, first.epoch, &[], &[])
+        .unwrap_err();
+    assert!(matches!(refused, CoordinatorError::Fenced { .. }));
+    let expired = state
+        .heartbeat(
+            "frozen",
+            old_session,
+            &[running(first.trial_id, first.epoch, 0)],
+            later,
+        )
+        .unwrap_err();
+    assert!(matches!(expired, CoordinatorError::SessionExpired { .. }));
+    let (_, accepted) = state
+        .register(
+            "frozen",
+            slots(1),
+            &[running(first.trial_id, first.epoch, 0)],
+            later,
+        )
+        .unwrap();
+    assert!(accepted.is_empty(), "a reassigned trial is not given back");
+    assert_eq!(
+        state.trials[&first.trial_id]
+            .placement
+            .as_ref()
+            .unwrap()
+            .worker,
+        "fresh"
+    );
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn retry_budget_counts_crashes_and_divergence_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let crash = || Finish::Failed {
+        reason: "segfault".into(),
+        diverged: false,
+    };
+    let first = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    state.finish(first.trial_id, first.epoch, crash()).unwrap();
+    assert_eq!(state_of(&state, first.trial_id), TrialState::Queued);
+    let second = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    assert_eq!(second.trial_id, first.trial_id);
+    state
+        .finish(second.trial_id, second.epoch, crash())
+        .unwrap();
+    assert_eq!(state_of(&state, first.trial_id), TrialState::Failed);
+    assert!(state.trials[&first.trial_id].reason.contains("segfault"));
+    let other = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let diverged = Finish::Failed {
+        reason: "diverged".into(),
+        diverged: true,
+    };
+    state.finish(other.trial_id, other.epoch, diverged).unwrap();
+    assert_eq!(state_of(&state, other.trial_id), TrialState::Failed);
+    assert_eq!(state.trials[&other.trial_id].reason, "failed: diverged");
+    assert_eq!(state.trials[&other.trial_id].failures, 1);
+}
+
+#[test]
+fn a_successful_search_chains_to_its_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let search = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let refused = state
+        .finish(search.trial_id, search.epoch, success(false))
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("needs a genotype"),
+        "{refused}"
+    );
+    assert_eq!(state_of(&state, search.trial_id), TrialState::Queued);
+    let search = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    state
+        .finish(search.trial_id, search.epoch, success(true))
+        .unwrap();
+    let children: Vec<_> = state
+        .trials
+        .values()
+        .filter(|trial| trial.parent_id == Some(search.trial_id))
+        .collect();
+    assert_eq!(children.len(), 2);
+    assert!(children
+        .iter()
+        .all(|child| child.spec.kind == TrialKind::Evaluation
+            && child.spec.genotype.is_some()
+            && child.state == TrialState::Queued));
+    assert_eq!(
+        state.trials[&search.trial_id]
+            .result_json
+            .as_deref()
+            .map(|j| j.contains("genotype")),
+        Some(true)
+    );
+}
+
+#[test]
+fn a_restart_resumes_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let (trial_id, epoch, session) = {
+        let mut state = open(dir.path(), now);
+        state
+            .submit_grid("g.toml", &grid("g", 3, "1, 2", 2))
+            .unwrap();
+        let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+        let assignment = state.request_trial("w", session, 1, now).unwrap().unwrap();
+        let checkpoint = NewCheckpoint {
+            size: 3,
+            sha256: "abc".into(),
+            progress: Progress {
+                epochs_done: 2,
+                epochs_total: 4,
+                steps_done: 20,
+                steps_total: 40,
+            },
+            is_final: false,
+            score: Some(50.0),
+            key: "k".into(),
+        };
+        state
+            .record_checkpoint(assignment.trial_id, assignment.epoch, &checkpoint)
+            .unwrap();
+        (assignment.trial_id, assignment.epoch, session)
+    };
+    let later = now + Duration::from_secs(1);
+    let mut state = open(dir.path(), later);
+    state.check_invariants().unwrap();
+    assert_eq!(state.trials.len(), 4);
+    assert_eq!(state_of(&state, trial_id), TrialState::Running);
+    // The old session is gone; the worker re-registers and keeps its trial.
+    assert!(state.heartbeat("w", session, &[], later).is_err());
+    let (session, accepted) = state
+        .register("w", slots(2), &[running(trial_id, epoch, 1)], later)
+        .unwrap();
+    assert_eq!(accepted, vec![trial_id]);
+    state.finish(trial_id, epoch, success(true)).unwrap();
+    let next = state
+        .request_trial("w", session, 1, later)
+        .unwrap()
+        .unwrap();
+    assert_ne!(next.trial_id, trial_id);
+    // A second restart where the worker never returns: its trial is requeued after a lease.
+    drop(state);
+    let mut state = open(dir.path(), later);
+    state
+        .tick(later + LEASE + Duration::from_millis(1))
+        .unwrap();
+    assert_eq!(state_of(&state, next.trial_id), TrialState::Preempted);
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_bad_grid_stores_nothing_and_names_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(dir.path(), Instant::now());
+    let bad = grid("g", 0, "1", 2).replace("darts-prime", "dartz");
+    let error = state.submit_grid("bad.toml", &bad).unwrap_err();
+    assert!(error.to_string().contains("bad.toml:10:"), "{error}");
+    assert!(state.trials.is_empty());
+    assert!(!state.db.grid_exists("g").unwrap());
+    state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    let error = state
+        .submit_grid("g.toml", &grid("g", 0, "1", 2))
+        .unwrap_err();
+    assert!(matches!(error, CoordinatorError::GridExists(_)));
+    assert_eq!(state.trials.len(), 2);
+}
+
+#[test]
+fn cancel_drain_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("a.toml", &grid("a", 0, "1", 2)).unwrap();
+    state.submit_grid("b.toml", &grid("b", 0, "1", 2)).unwrap();
+    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let a = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    assert_eq!(state.cancel(None, Some("a")).unwrap(), 2);
+    assert_eq!(state.cancel(Some(a.trial_id), None).unwrap(), 0);
+    let b_slot = state.request_trial("w", session, 1, now).unwrap().unwrap();
+    let orders = state
+        .heartbeat("w", session, &[running(a.trial_id, a.epoch, 0)], now)
+        .unwrap();
+    assert_eq!(orders.stop, vec![a.trial_id]);
+    assert!(state
+        .finish(a.trial_id, a.epoch, Finish::Preempted)
+        .is_err());
+    let mut keys = Vec::new();
+    for (index, score) in [10.0, 90.0, 20.0, 30.0].into_iter().enumerate() {
+        let checkpoint = NewCheckpoint {
+            size: 1,
+            sha256: "x".into(),
+            progress: Progress {
+                epochs_done: index as u32,
+                epochs_total: 9,
+                steps_done: 0,
+                steps_total: 0,
+            },
+            is_final: false,
+            score: Some(score),
+            key: format!("k{index}"),
+        };
+        let (_, deleted) = state
+            .record_checkpoint(b_slot.trial_id, b_slot.epoch, &checkpoint)
+            .unwrap();
+        keys.extend(deleted);
+    }
+    assert_eq!(
+        keys,
+        vec!["k0".to_string()],
+        "k1 stays as the best, k2 and k3 as the last two"
+    );
+    state.set_worker_mode("w", WorkerMode::Drain).unwrap();
+    let orders = state
+        .heartbeat(
+            "w",
+            session,
+            &[running(b_slot.trial_id, b_slot.epoch, 1)],
+            now,
+        )
+        .unwrap();
+    assert_eq!(orders.preempt, vec![b_slot.trial_id]);
+    state
+        .finish(b_slot.trial_id, b_slot.epoch, Finish::Preempted)
+        .unwrap();
+    assert_eq!(state_of(&state, b_slot.trial_id), TrialState::Preempted);
+    assert!(
+        state.request_trial("w", session, 0, now).unwrap().is_none(),
+        "drained"
+    );
+    state.set_worker_mode("w", WorkerMode::Uncordon).unwrap();
+    let resumed = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    assert_eq!(resumed.trial_id, b_slot.trial_id);
+    assert_eq!(resumed.resume.unwrap().progress.unwrap().epochs_done, 3);
+    assert!(matches!(
+        state.set_worker_mode("nobody", WorkerMode::Cordon),
+        Err(CoordinatorError::UnknownWorker(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_event_loop_expires_leases_in_paused_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open(dir.path(), Instant::now());
+    let (handle, _thread) = StateHandle::spawn(state);
+    let grid_text = grid("g", 0, "1", 2);
+    handle
+        .try_call(move |state| state.submit_grid("g.toml", &grid_text))
+        .await
+        .unwrap();
+    let now = Instant::now();
+    let assignment = handle
+        .try_call(move |state| {
+            let (session, _) = state.register("w", slots(1), &[], now)?;
+            state.request_trial("w", session, 0, now)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::advance(LEASE + Duration::from_secs(1)).await;
+    let now = Instant::now();
+    let trial_id = assignment.trial_id;
+    let after = handle
+        .try_call(move |state| {
+            state.tick(now)?;
+            Ok(state.trials[&trial_id].state)
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, TrialState::Preempted);
+}

@@ -1,0 +1,389 @@
+//! Trial-facing operations of the state machine: grid submission, reports (metrics,
+//! checkpoints, outcomes) under fencing, search -> evaluation chaining, cancellation and
+//! queries.
+
+use crate::db::{self, CheckpointRow, MetricRow};
+use crate::error::CoordinatorError;
+use crate::retention::checkpoints_to_delete;
+use crate::state::{parse_progress, progress_json, save_trial, State, Trial};
+use prime_core::grid::GridSpec;
+use prime_core::observer::Progress;
+use prime_core::trial::{AttemptOutcome, TrialId, TrialKind, TrialResult, TrialSpec, TrialState};
+use prime_proto::pb;
+use rusqlite::{params, Transaction};
+
+/// How a worker says an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The run finished; `TrialResult` JSON.
+    Succeeded(String),
+    /// The training code failed (`diverged`: NaN or infinite loss).
+    Failed {
+        /// What went wrong.
+        reason: String,
+        /// Whether the loss diverged (no retry).
+        diverged: bool,
+    },
+    /// The run checkpointed and stopped on request.
+    Preempted,
+}
+
+/// Metadata of an uploaded, verified checkpoint.
+#[derive(Debug, Clone)]
+pub struct NewCheckpoint {
+    /// Archive size.
+    pub size: u64,
+    /// Hex sha256 of the archive.
+    pub sha256: String,
+    /// Where the run stood.
+    pub progress: Progress,
+    /// Final artifacts rather than a resumable state.
+    pub is_final: bool,
+    /// Higher is better.
+    pub score: Option<f64>,
+    /// Key in the checkpoint store.
+    pub key: String,
+}
+
+/// Wire form of a stored checkpoint.
+pub(crate) fn checkpoint_info(checkpoint: &CheckpointRow) -> pb::CheckpointInfo {
+    pb::CheckpointInfo {
+        checkpoint_id: checkpoint.id,
+        size: checkpoint.size,
+        sha256: checkpoint.sha256.clone(),
+        progress: Some((&parse_progress(&checkpoint.progress_json)).into()),
+        r#final: checkpoint.is_final,
+        created_unix_ms: checkpoint.created_unix_ms,
+    }
+}
+
+fn insert_trial(
+    transaction: &Transaction<'_>,
+    spec: &TrialSpec,
+    parent_id: Option<TrialId>,
+) -> Result<Trial, CoordinatorError> {
+    let spec_json = serde_json::to_string(spec)
+        .map_err(|error| CoordinatorError::Invalid(format!("trial spec: {error}")))?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO trials (grid, parent_id, spec_json, state) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            spec.grid,
+            parent_id,
+            spec_json,
+            TrialState::Queued.name()
+        ])?;
+    let id = transaction.last_insert_rowid() as TrialId;
+    db::insert_log(transaction, id, &format!("created: {}", spec.describe()))?;
+    Ok(Trial {
+        id,
+        parent_id,
+        spec: spec.clone(),
+        spec_json,
+        state: TrialState::Queued,
+        epoch: 0,
+        failures: 0,
+        attempts: 0,
+        placement: None,
+        progress: Progress {
+            epochs_done: 0,
+            epochs_total: spec.settings.epochs.unwrap_or(0),
+            steps_done: 0,
+            steps_total: 0,
+        },
+        result_json: None,
+        reason: String::new(),
+        run_ms: 0,
+        attempt_started_unix_ms: None,
+    })
+}
+
+impl State {
+    /// Validates a grid and stores it with its search trials, all or nothing.
+    pub fn submit_grid(
+        &mut self,
+        file_name: &str,
+        text: &str,
+    ) -> Result<(String, usize), CoordinatorError> {
+        let grid = GridSpec::parse(file_name, text)
+            .map_err(|error| CoordinatorError::InvalidGrid(error.to_string()))?;
+        if self.db.grid_exists(&grid.name)? {
+            return Err(CoordinatorError::GridExists(grid.name));
+        }
+        let specs = grid.search_trials();
+        let trials = self.db.transaction(|transaction| {
+            transaction.execute(
+                "INSERT INTO grids (name, file_name, toml, created_unix_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![grid.name, file_name, text, db::unix_ms()],
+            )?;
+            specs
+                .iter()
+                .map(|spec| insert_trial(transaction, spec, None))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        tracing::info!(grid = %grid.name, trials = trials.len(), "grid submitted");
+        let count = trials.len();
+        for trial in trials {
+            self.install(trial);
+        }
+        Ok((grid.name, count))
+    }
+
+    /// Stores a batch of metrics and log lines of a running trial.
+    pub fn ingest_metrics(
+        &mut self,
+        trial_id: TrialId,
+        epoch: u64,
+        rows: &[MetricRow],
+        logs: &[String],
+    ) -> Result<(), CoordinatorError> {
+        self.check_fence(trial_id, epoch)?;
+        self.db.transaction(|transaction| {
+            db::insert_metrics(transaction, trial_id, rows)?;
+            logs.iter()
+                .try_for_each(|line| db::insert_log(transaction, trial_id, line))
+        })?;
+        Ok(())
+    }
+
+    /// Records a verified checkpoint of a running trial and applies retention; returns its
+    /// id and the store keys to delete.
+    pub fn record_checkpoint(
+        &mut self,
+        trial_id: TrialId,
+        epoch: u64,
+        checkpoint: &NewCheckpoint,
+    ) -> Result<(u64, Vec<String>), CoordinatorError> {
+        self.check_fence(trial_id, epoch)?;
+        let id = self.db.transaction(|transaction| {
+            transaction.execute(
+                "INSERT INTO checkpoints
+                     (trial_id, epoch, size, sha256, progress_json, final, score, key, created_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    trial_id,
+                    epoch,
+                    checkpoint.size,
+                    checkpoint.sha256,
+                    progress_json(&checkpoint.progress),
+                    checkpoint.is_final,
+                    checkpoint.score,
+                    checkpoint.key,
+                    db::unix_ms()
+                ],
+            )?;
+            let id = transaction.last_insert_rowid() as u64;
+            db::insert_log(
+                transaction,
+                trial_id,
+                &format!(
+                    "checkpoint {id} committed at {}/{} epochs ({} bytes{})",
+                    checkpoint.progress.epochs_done,
+                    checkpoint.progress.epochs_total,
+                    checkpoint.size,
+                    if checkpoint.is_final { ", final" } else { "" }
+                ),
+            )?;
+            Ok::<_, CoordinatorError>(id)
+        })?;
+        let all = self.db.checkpoints(trial_id)?;
+        let doomed = checkpoints_to_delete(&all, self.config.keep_checkpoints);
+        let keys: Vec<String> = all
+            .iter()
+            .filter(|c| doomed.contains(&c.id))
+            .map(|c| c.key.clone())
+            .collect();
+        self.db.transaction(|transaction| {
+            let mut statement =
+                transaction.prepare_cached("DELETE FROM checkpoints WHERE id = ?1")?;
+            doomed
+                .iter()
+                .try_for_each(|id| statement.execute([id]).map(drop))
+        })?;
+        Ok((id, keys))
+    }
+
+    /// Ends a running attempt as the worker reports; a successful search chains to its
+    /// evaluation trials in the same transaction.
+    pub fn finish(
+        &mut self,
+        trial_id: TrialId,
+        epoch: u64,
+        finish: Finish,
+    ) -> Result<(), CoordinatorError> {
+        self.check_fence(trial_id, epoch)?;
+        let trial = self.trial(trial_id)?.clone();
+        let (outcome, result, invalid) = match finish {
+            Finish::Succeeded(json) => match parse_result(&trial, &json) {
+                Ok(result) => (AttemptOutcome::Succeeded, Some((json, result)), None),
+                Err(message) => (
+                    AttemptOutcome::Crashed(message.clone()),
+                    None,
+                    Some(message),
+                ),
+            },
+            Finish::Failed { diverged: true, .. } => (AttemptOutcome::Diverged, None, None),
+            Finish::Failed { reason, .. } => (AttemptOutcome::Crashed(reason), None, None),
+            Finish::Preempted => (AttemptOutcome::Preempted, None, None),
+        };
+        let mut closed = Self::closed_attempt(&trial, &outcome);
+        let children = self.db.transaction(|transaction| {
+            let mut children = Vec::new();
+            if let Some((json, result)) = &result {
+                closed.result_json = Some(json.clone());
+                closed.progress.epochs_done = closed.progress.epochs_total;
+                closed.progress.steps_done = closed.progress.steps_total;
+                if let Some(genotype) = &result.genotype {
+                    for spec in trial.spec.evaluation_trials(genotype) {
+                        children.push(insert_trial(transaction, &spec, Some(trial.id))?);
+                    }
+                }
+            }
+            Self::save_closed_attempt(transaction, &closed, &outcome)?;
+            save_trial(transaction, &closed)?;
+            Ok::<_, CoordinatorError>(children)
+        })?;
+        tracing::info!(trial_id, epoch, outcome = %outcome.describe(), evaluations = children.len(), "trial attempt finished");
+        self.install(closed);
+        for child in children {
+            self.install(child);
+        }
+        match invalid {
+            Some(message) => Err(CoordinatorError::Invalid(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Cancels one trial, or every unfinished trial of a grid; returns how many.
+    pub fn cancel(
+        &mut self,
+        trial_id: Option<TrialId>,
+        grid: Option<&str>,
+    ) -> Result<usize, CoordinatorError> {
+        let targets: Vec<TrialId> = match (trial_id, grid) {
+            (Some(id), _) => vec![self.trial(id)?.id],
+            (None, Some(grid)) => {
+                if !self.db.grid_exists(grid)? {
+                    return Err(CoordinatorError::UnknownGrid(grid.to_string()));
+                }
+                self.trials
+                    .values()
+                    .filter(|trial| trial.spec.grid == grid)
+                    .map(|trial| trial.id)
+                    .collect()
+            }
+            (None, None) => return Err(CoordinatorError::Invalid("cancel what?".into())),
+        };
+        let live: Vec<&Trial> = targets
+            .iter()
+            .filter_map(|id| self.trials.get(id))
+            .filter(|trial| !trial.state.is_terminal())
+            .collect();
+        let running: Vec<TrialId> = live
+            .iter()
+            .filter(|trial| trial.state == TrialState::Running)
+            .map(|trial| trial.id)
+            .collect();
+        let waiting: Vec<Trial> = live
+            .iter()
+            .filter(|trial| trial.state != TrialState::Running)
+            .map(|trial| Trial {
+                state: TrialState::Cancelled,
+                reason: "cancelled".into(),
+                ..(*trial).clone()
+            })
+            .collect();
+        let count = running.len() + waiting.len();
+        self.close_attempts(&running, &AttemptOutcome::Cancelled)?;
+        self.db.transaction(|transaction| {
+            waiting.iter().try_for_each(|trial| {
+                save_trial(transaction, trial)?;
+                db::insert_log(transaction, trial.id, "cancelled")
+            })
+        })?;
+        for trial in waiting {
+            self.install(trial);
+        }
+        Ok(count)
+    }
+
+    /// The trials of `grid` (every grid when empty), for status tables and results.
+    pub fn list_trials(&self, grid: &str) -> Vec<pb::TrialView> {
+        let now_ms = db::unix_ms();
+        self.trials
+            .values()
+            .filter(|trial| grid.is_empty() || trial.spec.grid == grid)
+            .map(|trial| pb::TrialView {
+                trial_id: trial.id,
+                grid: trial.spec.grid.clone(),
+                spec_json: trial.spec_json.clone(),
+                state: trial.state.name().to_string(),
+                progress: Some((&trial.progress).into()),
+                attempts: trial.attempts,
+                failures: trial.failures,
+                worker: trial
+                    .placement
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.worker, p.slot))
+                    .unwrap_or_default(),
+                result_json: trial.result_json.clone().unwrap_or_default(),
+                reason: trial.reason.clone(),
+                parent_id: trial.parent_id.unwrap_or(0),
+                run_seconds: (trial.run_ms
+                    + trial
+                        .attempt_started_unix_ms
+                        .map_or(0, |started| now_ms.saturating_sub(started)))
+                    as f64
+                    / 1000.0,
+                priority: trial.spec.priority,
+            })
+            .collect()
+    }
+
+    /// A trial's log lines.
+    pub fn logs(&self, trial_id: TrialId) -> Result<Vec<pb::LogLine>, CoordinatorError> {
+        self.trial(trial_id)?;
+        Ok(self
+            .db
+            .logs(trial_id)?
+            .into_iter()
+            .map(|(unix_ms, line)| pb::LogLine { unix_ms, line })
+            .collect())
+    }
+
+    /// A trial's metrics.
+    pub fn metrics(&self, trial_id: TrialId) -> Result<Vec<pb::Metric>, CoordinatorError> {
+        self.trial(trial_id)?;
+        Ok(self
+            .db
+            .metrics(trial_id)?
+            .into_iter()
+            .map(|row| pb::Metric {
+                kind: row.kind,
+                epoch: row.epoch,
+                step: row.step,
+                clock: row.clock,
+                values: serde_json::from_str(&row.values_json).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// A trial's retained checkpoints, oldest first.
+    pub fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRow>, CoordinatorError> {
+        self.trial(trial_id)?;
+        Ok(self.db.checkpoints(trial_id)?)
+    }
+}
+
+fn parse_result(trial: &Trial, json: &str) -> Result<TrialResult, String> {
+    let result: TrialResult =
+        serde_json::from_str(json).map_err(|error| format!("invalid result: {error}"))?;
+    if trial.spec.kind == TrialKind::Search && result.genotype.is_none() {
+        return Err("invalid result: a search result needs a genotype".into());
+    }
+    if let Some((name, value)) = result.metrics.iter().find(|(_, value)| !value.is_finite()) {
+        return Err(format!("invalid result: `{name}` is {value}"));
+    }
+    Ok(result)
+}

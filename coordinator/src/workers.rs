@@ -1,0 +1,295 @@
+//! Worker-facing operations of the state machine: registration, heartbeats, placement,
+//! cordon and drain.
+
+use crate::db;
+use crate::error::CoordinatorError;
+use crate::state::{progress_json, save_trial, Placement, State, Worker};
+use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
+use prime_proto::pb;
+use rusqlite::params;
+use std::collections::HashSet;
+use tokio::time::Instant;
+
+/// What a heartbeat tells the worker to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Orders {
+    /// Trials to stop without reporting.
+    pub stop: Vec<TrialId>,
+    /// Trials to checkpoint, report as preempted and stop.
+    pub preempt: Vec<TrialId>,
+}
+
+/// How a worker is to be treated for new trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// No new trials.
+    Cordon,
+    /// New trials again.
+    Uncordon,
+    /// No new trials, and running ones are checkpointed and requeued.
+    Drain,
+}
+
+impl std::str::FromStr for WorkerMode {
+    type Err = CoordinatorError;
+
+    fn from_str(mode: &str) -> Result<Self, Self::Err> {
+        match mode {
+            "cordon" => Ok(WorkerMode::Cordon),
+            "uncordon" => Ok(WorkerMode::Uncordon),
+            "drain" => Ok(WorkerMode::Drain),
+            other => Err(CoordinatorError::Invalid(format!(
+                "unknown worker mode `{other}`: expected cordon, uncordon or drain"
+            ))),
+        }
+    }
+}
+
+impl State {
+    fn live_worker(&mut self, name: &str, session: u64) -> Result<&mut Worker, CoordinatorError> {
+        let expired = |reason: &str| CoordinatorError::SessionExpired {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        let worker = self
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| expired("unknown worker"))?;
+        if !worker.alive {
+            return Err(expired("its lease expired and its trials were requeued"));
+        }
+        if worker.session != session {
+            return Err(expired(
+                "a newer registration or a coordinator restart superseded it",
+            ));
+        }
+        Ok(worker)
+    }
+
+    /// Registers (or re-registers) a worker. Trials the coordinator placed on it that it
+    /// does not report as running are requeued; of those it reports, the accepted ones are
+    /// returned (it must stop the others).
+    pub fn register(
+        &mut self,
+        name: &str,
+        slots: Vec<pb::Slot>,
+        running: &[pb::RunningTrial],
+        now: Instant,
+    ) -> Result<(u64, Vec<TrialId>), CoordinatorError> {
+        if name.trim().is_empty() {
+            return Err(CoordinatorError::Invalid("a worker needs a name".into()));
+        }
+        let indices: HashSet<u32> = slots.iter().map(|slot| slot.index).collect();
+        if slots.is_empty() || indices.len() != slots.len() {
+            return Err(CoordinatorError::Invalid(
+                "a worker needs at least one slot, with distinct indices".into(),
+            ));
+        }
+        let lease = self.config.lease;
+        let occupied: Vec<(u32, TrialId)> = self
+            .worker_entry(name, now)
+            .occupied
+            .iter()
+            .map(|(slot, id)| (*slot, *id))
+            .collect();
+        let mut accepted = Vec::new();
+        let mut lost = Vec::new();
+        for (slot, trial_id) in occupied {
+            let epoch = self.trials.get(&trial_id).map(|trial| trial.epoch);
+            let still_running = running.iter().any(|report| {
+                report.trial_id == trial_id && Some(report.epoch) == epoch && report.slot == slot
+            });
+            if still_running && indices.contains(&slot) {
+                accepted.push(trial_id);
+            } else {
+                lost.push(trial_id);
+            }
+        }
+        self.close_attempts(&lost, &AttemptOutcome::Lost)?;
+        self.next_session += 1;
+        let session = self.next_session;
+        let worker = self.worker_entry(name, now);
+        worker.session = session;
+        worker.slots = slots;
+        worker.alive = true;
+        worker.deadline = now + lease;
+        worker.last_seen = now;
+        tracing::info!(worker = %name, session, accepted = accepted.len(), lost = lost.len(), "worker registered");
+        Ok((session, accepted))
+    }
+
+    /// Renews a worker's lease, records its trials' progress, and says which of them to
+    /// stop or preempt.
+    pub fn heartbeat(
+        &mut self,
+        name: &str,
+        session: u64,
+        running: &[pb::RunningTrial],
+        now: Instant,
+    ) -> Result<Orders, CoordinatorError> {
+        let lease = self.config.lease;
+        let worker = self.live_worker(name, session)?;
+        worker.deadline = now + lease;
+        worker.last_seen = now;
+        let draining = worker.draining;
+        let mut orders = Orders::default();
+        let mut updated = Vec::new();
+        for report in running {
+            let current = self.trials.get(&report.trial_id).filter(|trial| {
+                trial.state == TrialState::Running
+                    && trial.epoch == report.epoch
+                    && trial.placement.as_ref().map(|p| p.worker.as_str()) == Some(name)
+            });
+            let Some(trial) = current else {
+                orders.stop.push(report.trial_id);
+                continue;
+            };
+            if draining {
+                orders.preempt.push(trial.id);
+            }
+            if let Some(progress) = &report.progress {
+                let mut trial = trial.clone();
+                trial.progress = progress.into();
+                updated.push(trial);
+            }
+        }
+        if !updated.is_empty() {
+            self.db.transaction(|transaction| {
+                let mut statement = transaction
+                    .prepare_cached("UPDATE trials SET progress_json = ?2 WHERE id = ?1")?;
+                for trial in &updated {
+                    statement.execute(params![trial.id, progress_json(&trial.progress)])?;
+                }
+                Ok::<_, CoordinatorError>(())
+            })?;
+            for trial in updated {
+                self.install(trial);
+            }
+        }
+        Ok(orders)
+    }
+
+    /// Places the next queued trial (highest priority, then oldest) on a free slot of the
+    /// worker; `None` when nothing is queued or the worker is cordoned.
+    pub fn request_trial(
+        &mut self,
+        name: &str,
+        session: u64,
+        slot: u32,
+        now: Instant,
+    ) -> Result<Option<pb::Assignment>, CoordinatorError> {
+        let lease = self.config.lease;
+        let worker = self.live_worker(name, session)?;
+        if !worker.slots.iter().any(|known| known.index == slot) {
+            return Err(CoordinatorError::Invalid(format!(
+                "worker `{name}` registered no slot {slot}"
+            )));
+        }
+        worker.deadline = now + lease;
+        worker.last_seen = now;
+        let stale_occupant = worker.occupied.get(&slot).copied();
+        let cordoned = worker.cordoned || worker.draining;
+        if let Some(trial_id) = stale_occupant {
+            // The worker asks for a slot it still holds a trial on: it no longer runs it.
+            self.close_attempts(&[trial_id], &AttemptOutcome::Lost)?;
+        }
+        if cordoned {
+            return Ok(None);
+        }
+        let Some(&(priority, trial_id)) = self.queue.iter().next() else {
+            return Ok(None);
+        };
+        let mut trial = self.trial(trial_id)?.clone();
+        let resumed_from_state = trial.state;
+        trial.state = TrialState::Running;
+        trial.epoch += 1;
+        trial.attempts += 1;
+        trial.placement = Some(Placement {
+            worker: name.to_string(),
+            slot,
+        });
+        let started = db::unix_ms();
+        trial.attempt_started_unix_ms = Some(started);
+        let resume = self
+            .db
+            .checkpoints(trial_id)?
+            .into_iter()
+            .rfind(|c| !c.is_final);
+        self.db.transaction(|transaction| {
+            save_trial(transaction, &trial)?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO attempts (trial_id, epoch, worker, slot, started_unix_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![trial.id, trial.epoch, name, slot, started])?;
+            let from = resume
+                .as_ref()
+                .map_or("the start".to_string(), |c| format!("checkpoint {}", c.id));
+            db::insert_log(
+                transaction,
+                trial.id,
+                &format!(
+                    "assigned to {name} slot {slot} at epoch {} (was {resumed_from_state}), \
+                     resuming from {from}",
+                    trial.epoch
+                ),
+            )?;
+            Ok::<_, CoordinatorError>(())
+        })?;
+        tracing::info!(trial_id, worker = %name, slot, epoch = trial.epoch, priority = priority.0, "trial assigned");
+        let assignment = pb::Assignment {
+            trial_id,
+            epoch: trial.epoch,
+            spec_json: trial.spec_json.clone(),
+            resume: resume.map(|checkpoint| crate::trials::checkpoint_info(&checkpoint)),
+        };
+        self.install(trial);
+        Ok(Some(assignment))
+    }
+
+    /// Cordons, uncordons or drains a worker (the cordon flag survives restarts).
+    pub fn set_worker_mode(
+        &mut self,
+        name: &str,
+        mode: WorkerMode,
+    ) -> Result<(), CoordinatorError> {
+        let worker = self
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| CoordinatorError::UnknownWorker(name.to_string()))?;
+        let cordoned = mode != WorkerMode::Uncordon;
+        worker.cordoned = cordoned;
+        worker.draining = mode == WorkerMode::Drain;
+        self.db.transaction(|transaction| {
+            transaction.execute(
+                "INSERT INTO workers (name, cordoned) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET cordoned = ?2",
+                params![name, cordoned],
+            )
+        })?;
+        if cordoned {
+            self.cordoned.insert(name.to_string());
+        } else {
+            self.cordoned.remove(name);
+        }
+        tracing::info!(worker = %name, ?mode, "worker mode changed");
+        Ok(())
+    }
+
+    /// The workers, for `prime workers`.
+    pub fn list_workers(&self, now: Instant) -> Vec<pb::WorkerView> {
+        self.workers
+            .iter()
+            .map(|(name, worker)| pb::WorkerView {
+                name: name.clone(),
+                slots: worker.slots.clone(),
+                status: if worker.alive { "alive" } else { "lost" }.to_string(),
+                cordoned: worker.cordoned,
+                trials: worker.occupied.values().copied().collect(),
+                last_seen_ms_ago: now.saturating_duration_since(worker.last_seen).as_millis()
+                    as u64,
+            })
+            .collect()
+    }
+}
