@@ -492,7 +492,7 @@ impl SearchConfig {
             return invalid("network.stem_multiplier", "expected at least 1");
         }
         let weights = &self.weights;
-        if !(weights.lr > 0.0) || !(weights.lr_min >= 0.0) || weights.lr_min > weights.lr {
+        if !positive(weights.lr) || !non_negative(weights.lr_min) || weights.lr_min > weights.lr {
             return invalid("weights.lr", "expected lr > 0 and 0 <= lr_min <= lr");
         }
         if weights.lr_offset > 1 {
@@ -504,37 +504,37 @@ impl SearchConfig {
         if !(0.0..1.0).contains(&weights.momentum) {
             return invalid("weights.momentum", "expected 0 <= momentum < 1");
         }
-        if !(weights.weight_decay >= 0.0) {
+        if !non_negative(weights.weight_decay) {
             return invalid("weights.weight_decay", "expected >= 0");
         }
-        if !(weights.grad_clip > 0.0) {
+        if !positive(weights.grad_clip) {
             return invalid("weights.grad_clip", "expected > 0");
         }
         let arch = &self.arch;
-        if !(arch.lr > 0.0) {
+        if !positive(arch.lr) {
             return invalid("arch.lr", "expected > 0");
         }
         if !(0.0..1.0).contains(&arch.beta1) || !(0.0..1.0).contains(&arch.beta2) {
             return invalid("arch.beta1", "expected betas in [0, 1)");
         }
-        if !(arch.eps > 0.0) || !(arch.weight_decay >= 0.0) {
+        if !positive(arch.eps) || !non_negative(arch.weight_decay) {
             return invalid("arch.eps", "expected eps > 0 and weight_decay >= 0");
         }
         let schedule = &self.schedule;
         if schedule.ratio == 0 {
             return invalid("schedule.ratio", "expected at least 1");
         }
-        if !(schedule.h0 > 0.0) {
+        if !positive(schedule.h0) {
             return invalid("schedule.h0", "expected > 0");
         }
-        if !(schedule.hi > 1.0) {
+        if !(schedule.hi.is_finite() && schedule.hi > 1.0) {
             return invalid("schedule.hi", "expected > 1");
         }
         if !(schedule.ewma > 0.0 && schedule.ewma <= 1.0) {
             return invalid("schedule.ewma", "expected 0 < ewma <= 1");
         }
         let regularizer = &self.regularizer;
-        if !(regularizer.rho >= 0.0) {
+        if !non_negative(regularizer.rho) {
             return invalid("regularizer.rho", "expected >= 0");
         }
         if regularizer.admm_freq == 0 {
@@ -545,6 +545,16 @@ impl SearchConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `value` is a number greater than 0 (false for NaN).
+fn positive(value: f64) -> bool {
+    value > 0.0
+}
+
+/// Whether `value` is a number not below 0 (false for NaN).
+fn non_negative(value: f64) -> bool {
+    value >= 0.0
 }
 
 /// Sets `key=value` in `table`; the value is read as TOML (number, bool, string...) and as a

@@ -1,3 +1,6 @@
 //! The libtorch NAS library.
+pub mod checkpoint;
 pub mod cnn;
 pub mod data;
+pub mod optim;
+pub mod search;

@@ -187,13 +187,13 @@ pub enum Op {
     /// `skip_connect` at stride 1.
     Identity,
     /// `skip_connect` at stride 2.
-    FactorizedReduce(FactorizedReduce),
+    FactorizedReduce(Box<FactorizedReduce>),
     /// `sep_conv_kxk`.
-    SepConv(SepConv),
+    SepConv(Box<SepConv>),
     /// `dil_conv_kxk`.
-    DilConv(DilConv),
+    DilConv(Box<DilConv>),
     /// `conv_7x1_1x7`.
-    Conv7x1And1x7(Conv7x1And1x7),
+    Conv7x1And1x7(Box<Conv7x1And1x7>),
 }
 
 impl Op {
@@ -219,25 +219,29 @@ impl Op {
                 bn: pool_bn(path),
             },
             CnnOp::SkipConnect if stride == 1 => Op::Identity,
-            CnnOp::SkipConnect => Op::FactorizedReduce(FactorizedReduce::new(path, c, c, affine)),
-            CnnOp::SepConv3x3 => Op::SepConv(SepConv::new(path, c, 3, stride, affine)),
-            CnnOp::SepConv5x5 => Op::SepConv(SepConv::new(path, c, 5, stride, affine)),
-            CnnOp::SepConv7x7 => Op::SepConv(SepConv::new(path, c, 7, stride, affine)),
-            CnnOp::DilConv3x3 => Op::DilConv(DilConv::new(
+            CnnOp::SkipConnect => {
+                Op::FactorizedReduce(Box::new(FactorizedReduce::new(path, c, c, affine)))
+            }
+            CnnOp::SepConv3x3 => Op::SepConv(Box::new(SepConv::new(path, c, 3, stride, affine))),
+            CnnOp::SepConv5x5 => Op::SepConv(Box::new(SepConv::new(path, c, 5, stride, affine))),
+            CnnOp::SepConv7x7 => Op::SepConv(Box::new(SepConv::new(path, c, 7, stride, affine))),
+            CnnOp::DilConv3x3 => Op::DilConv(Box::new(DilConv::new(
                 path,
                 c,
                 c,
                 ConvSpec::square(3, stride, 2, 2),
                 affine,
-            )),
-            CnnOp::DilConv5x5 => Op::DilConv(DilConv::new(
+            ))),
+            CnnOp::DilConv5x5 => Op::DilConv(Box::new(DilConv::new(
                 path,
                 c,
                 c,
                 ConvSpec::square(5, stride, 4, 2),
                 affine,
-            )),
-            CnnOp::Conv7x1And1x7 => Op::Conv7x1And1x7(Conv7x1And1x7::new(path, c, stride, affine)),
+            ))),
+            CnnOp::Conv7x1And1x7 => {
+                Op::Conv7x1And1x7(Box::new(Conv7x1And1x7::new(path, c, stride, affine)))
+            }
         }
     }
 

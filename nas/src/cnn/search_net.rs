@@ -305,6 +305,9 @@ pub fn to_rows(matrix: &Tensor) -> Vec<Vec<f32>> {
     flat.chunks(size[1] as usize).map(<[f32]>::to_vec).collect()
 }
 
+/// Per edge, per op column: whether the op runs.
+type ActiveOps = Vec<Vec<bool>>;
+
 /// The search network: stem, cells, global pooling and classifier; alphas outside the store.
 #[derive(Debug)]
 pub struct SearchNetwork {
@@ -402,7 +405,7 @@ impl SearchNetwork {
 
     /// Which ops run on each edge: all with softmax (its weights are positive); with CRB the
     /// ops whose clamped weight is > 0 (SPEC 1.3), read from the host.
-    fn active_ops(&self) -> (Option<Vec<Vec<bool>>>, Option<Vec<Vec<bool>>>) {
+    fn active_ops(&self) -> (Option<ActiveOps>, Option<ActiveOps>) {
         if self.arch.activation == Activation::Softmax {
             return (None, None);
         }

@@ -1,0 +1,235 @@
+//! End-to-end search tests on tiny synthetic data: learning, determinism and exact resume.
+
+use prime_core::config::SearchConfig;
+use prime_core::dataset::DatasetKind;
+use prime_core::metrics::{MetricKind, MetricRecord};
+use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
+use prime_nas::checkpoint::Checkpoint;
+use prime_nas::data::{write_synthetic, DownloadPolicy};
+use prime_nas::search::records::read_metrics;
+use prime_nas::search::{run_search, RunOptions, CHECKPOINT_DIR};
+use std::path::Path;
+use tch::Device;
+
+fn tiny_config(epochs: u32) -> SearchConfig {
+    let overrides: Vec<String> = [
+        "data.batch_size=16",
+        "data.limit=256",
+        "data.prefetch=2",
+        "network.init_channels=4",
+        "network.layers=3",
+        "network.steps=2",
+        "network.multiplier=2",
+        "seed=7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut config = SearchConfig::from_toml("version = 1\n", "test", &overrides).unwrap();
+    config.epochs = epochs;
+    config
+}
+
+fn options(run_dir: &Path, data_dir: &Path, resume: bool) -> RunOptions {
+    RunOptions {
+        run_dir: run_dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        device: Device::Cpu,
+        resume,
+        download: DownloadPolicy::Never,
+    }
+}
+
+fn synthetic_data(dir: &Path) {
+    write_synthetic(dir, DatasetKind::Cifar10, 256, 32, 3).unwrap();
+}
+
+/// Stops the run (with a checkpoint) once `stop_at` weight steps are done.
+struct StopAt {
+    stop_at: u64,
+}
+
+impl RunObserver for StopAt {
+    fn on_metric(&mut self, _record: &MetricRecord) {}
+    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
+    fn control(&mut self, progress: &Progress) -> Control {
+        if progress.steps_done == self.stop_at {
+            Control::CheckpointAndStop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
+    let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
+    let mut all = Vec::new();
+    for (group, tensors) in &checkpoint.groups {
+        for (name, tensor) in tensors {
+            all.push((group.clone(), name.clone(), tensor.shallow_clone()));
+        }
+    }
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    all
+}
+
+#[test]
+fn resumed_search_equals_the_straight_run_bitwise() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let config = tiny_config(2);
+
+    let straight = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &config,
+        &options(straight.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+
+    let resumed = tempfile::tempdir().unwrap();
+    // 8 weight steps per epoch: stop mid-epoch 1 (step 11), then again at an epoch boundary.
+    let stopped = run_search(
+        &config,
+        &options(resumed.path(), data.path(), false),
+        &mut StopAt { stop_at: 11 },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    let outcome_resumed = run_search(
+        &config,
+        &options(resumed.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome_resumed.finished);
+    assert_eq!(outcome_resumed.genotype, outcome.genotype);
+
+    let a = tensors_of_latest(straight.path());
+    let b = tensors_of_latest(resumed.path());
+    assert_eq!(a.len(), b.len());
+    for ((group_a, name_a, tensor_a), (group_b, name_b, tensor_b)) in a.iter().zip(&b) {
+        assert_eq!((group_a, name_a), (group_b, name_b));
+        assert!(
+            tensor_a.equal(tensor_b),
+            "{group_a}/{name_a} differs after resume"
+        );
+    }
+    let metrics_a = read_metrics(straight.path()).unwrap();
+    let metrics_b = read_metrics(resumed.path()).unwrap();
+    assert_eq!(
+        metrics_a, metrics_b,
+        "metrics differ or were duplicated by the resume"
+    );
+    let alphas_a = std::fs::read(straight.path().join("alphas.jsonl")).unwrap();
+    let alphas_b = std::fs::read(resumed.path().join("alphas.jsonl")).unwrap();
+    assert_eq!(alphas_a, alphas_b);
+}
+
+#[test]
+fn same_seed_gives_the_same_run_and_another_seed_does_not() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let config = tiny_config(1);
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let a = run_search(
+        &config,
+        &options(first.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    let b = run_search(
+        &config,
+        &options(second.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert_eq!(a.genotype, b.genotype);
+    assert_eq!(
+        read_metrics(first.path()).unwrap(),
+        read_metrics(second.path()).unwrap()
+    );
+
+    let mut other = config.clone();
+    other.seed = 8;
+    let third = tempfile::tempdir().unwrap();
+    run_search(
+        &other,
+        &options(third.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert_ne!(
+        read_metrics(first.path()).unwrap(),
+        read_metrics(third.path()).unwrap()
+    );
+}
+
+#[test]
+fn tiny_search_learns_well_above_chance_and_writes_its_run_directory() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic(data.path(), DatasetKind::Cifar10, 512, 32, 5).unwrap();
+    let mut config = tiny_config(4);
+    config.data.limit = Some(512);
+    config.weights.lr = 0.05;
+    let run = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &config,
+        &options(run.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    let valid_acc = outcome.valid_acc.unwrap();
+    assert!(
+        valid_acc > 40.0,
+        "valid accuracy {valid_acc}% is not well above the 10% chance level"
+    );
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "alphas.jsonl",
+        "genotypes.jsonl",
+        "genotype.json",
+        "genotype.txt",
+        "summary.json",
+    ] {
+        assert!(run.path().join(file).exists(), "{file} missing");
+    }
+    let metrics = read_metrics(run.path()).unwrap();
+    let epochs = metrics
+        .iter()
+        .filter(|r| r.kind == MetricKind::Epoch)
+        .count();
+    assert_eq!(epochs, 4);
+    let steps = metrics
+        .iter()
+        .filter(|r| r.kind == MetricKind::Step)
+        .count();
+    assert_eq!(steps, 4 * 16);
+    let alpha_lines = std::fs::read_to_string(run.path().join("alphas.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(alpha_lines, 1 + 4 * 16);
+    let text = std::fs::read_to_string(run.path().join("genotype.txt")).unwrap();
+    assert!(text.starts_with("Genotype(normal=["), "{text}");
+}
+
+#[test]
+fn missing_dataset_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let error = run_search(
+        &tiny_config(1),
+        &options(run.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("data_batch_1.bin"), "{error}");
+}
