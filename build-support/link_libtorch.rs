@@ -16,7 +16,10 @@ fn main() {
         .unwrap_or(lib_dir);
     println!(
         "cargo:rerun-if-changed={}",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../build-support/link_libtorch.rs")
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../build-support/link_libtorch.rs"
+        )
     );
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

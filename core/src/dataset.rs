@@ -83,7 +83,9 @@ mod tests {
         assert_eq!("CIFAR-10".parse::<DatasetKind>(), Ok(DatasetKind::Cifar10));
         assert_eq!("cifar100".parse::<DatasetKind>(), Ok(DatasetKind::Cifar100));
         let error = "mnist".parse::<DatasetKind>().unwrap_err();
-        assert!(error.to_string().contains("expected one of cifar10, cifar100"));
+        assert!(error
+            .to_string()
+            .contains("expected one of cifar10, cifar100"));
         assert_eq!(DatasetKind::Cifar100.classes(), 100);
     }
 }
