@@ -84,18 +84,23 @@ pub fn train_transform_into(
         "an output image has {IMAGE_BYTES} floats"
     );
     assert!(augmentation.crop_top <= 2 * PAD && augmentation.crop_left <= 2 * PAD);
-    // Source column of every output column, or None where the crop shows padding.
-    let mut source_column = [None; IMAGE_SIDE];
-    for (x, source) in source_column.iter_mut().enumerate() {
-        let cropped = if augmentation.flip {
-            IMAGE_SIDE - 1 - x
-        } else {
-            x
-        };
-        *source = (cropped + augmentation.crop_left)
-            .checked_sub(PAD)
-            .filter(|&c| c < IMAGE_SIDE);
-    }
+    // Output columns [first, last) show source columns [source_first, source_first + width),
+    // left to right, or right to left when flipped; the other columns show the zero padding.
+    let left = augmentation.crop_left;
+    // Unflipped, output x shows source x + left - PAD; flipped, 31 - x + left - PAD.
+    let (first, last, source_first) = if augmentation.flip {
+        let first = left.saturating_sub(PAD);
+        let last = (IMAGE_SIDE - PAD + left).min(IMAGE_SIDE);
+        (first, last, IMAGE_SIDE - PAD + left - last)
+    } else {
+        let first = PAD.saturating_sub(left);
+        (
+            first,
+            (IMAGE_SIDE + PAD - left).min(IMAGE_SIDE),
+            first + left - PAD,
+        )
+    };
+    let width = last - first;
     for channel in 0..3 {
         let table = &normalizer.table[channel];
         let padding = table[0];
@@ -105,16 +110,21 @@ pub fn train_transform_into(
             let source_row = (y + augmentation.crop_top)
                 .checked_sub(PAD)
                 .filter(|&r| r < IMAGE_SIDE);
-            match source_row {
-                None => out_row.fill(padding),
-                Some(row) => {
-                    let row = &plane[row * IMAGE_SIDE..(row + 1) * IMAGE_SIDE];
-                    for (value, source) in out_row.iter_mut().zip(source_column) {
-                        *value = match source {
-                            Some(column) => table[usize::from(row[column])],
-                            None => padding,
-                        };
-                    }
+            let Some(row) = source_row else {
+                out_row.fill(padding);
+                continue;
+            };
+            let source = &plane[row * IMAGE_SIDE + source_first..][..width];
+            out_row[..first].fill(padding);
+            out_row[last..].fill(padding);
+            let shown = &mut out_row[first..last];
+            if augmentation.flip {
+                for (value, &byte) in shown.iter_mut().zip(source.iter().rev()) {
+                    *value = table[usize::from(byte)];
+                }
+            } else {
+                for (value, &byte) in shown.iter_mut().zip(source) {
+                    *value = table[usize::from(byte)];
                 }
             }
         }
@@ -284,6 +294,49 @@ mod tests {
             }
         }
         assert_ne!(plain, mirrored);
+    }
+
+    /// The transform written pixel by pixel from SPEC 3.2, for comparison.
+    fn reference_transform(image: &[u8], a: &SampleAugmentation, n: &Normalizer) -> Vec<f32> {
+        let mut out = vec![0f32; IMAGE_BYTES];
+        for c in 0..3 {
+            for y in 0..IMAGE_SIDE {
+                for x in 0..IMAGE_SIDE {
+                    let cropped_x = if a.flip { IMAGE_SIDE - 1 - x } else { x };
+                    let (py, px) = (y + a.crop_top, cropped_x + a.crop_left);
+                    let inside = (PAD..PAD + IMAGE_SIDE).contains(&py)
+                        && (PAD..PAD + IMAGE_SIDE).contains(&px);
+                    let byte = if inside {
+                        image[c * PLANE + (py - PAD) * IMAGE_SIDE + px - PAD]
+                    } else {
+                        0
+                    };
+                    out[c * PLANE + y * IMAGE_SIDE + x] = n.value(c, byte);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_crop_offset_and_flip_matches_the_pixelwise_definition() {
+        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let image = pattern_image();
+        let mut out = vec![0f32; IMAGE_BYTES];
+        for crop_top in 0..=2 * PAD {
+            for crop_left in 0..=2 * PAD {
+                for flip in [false, true] {
+                    let a = SampleAugmentation {
+                        crop_top,
+                        crop_left,
+                        flip,
+                        cutout: None,
+                    };
+                    train_transform_into(&image, &a, 16, &normalizer, &mut out);
+                    assert_eq!(out, reference_transform(&image, &a, &normalizer), "{a:?}");
+                }
+            }
+        }
     }
 
     fn zeroed(out: &[f32]) -> Vec<(usize, usize, usize)> {

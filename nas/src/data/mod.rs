@@ -14,19 +14,43 @@
 //! # fn main() -> Result<(), prime_nas::data::DataError> {
 //! let data = load_cifar("data".as_ref(), DatasetKind::Cifar10, DownloadPolicy::IfMissing)?;
 //! let split = split_by_portion(data.train.len(), 0.5)?;
-//! let (seed, epoch) = (2, 0);
-//! let w_config = StreamConfig::per_epoch(seed, epoch, StreamId::WEIGHTS, 64);
-//! let mut w_stream = BatchStream::spawn(data.train.clone(), split.train.clone(), w_config)?;
-//! let alpha_config = StreamConfig::persistent(seed, epoch, StreamId::ALPHA, 64);
-//! let mut alpha_stream = BatchStream::spawn(data.train.clone(), split.valid.clone(), alpha_config)?;
+//! let (seed, epoch, batch_size) = (2, 0, 64);
+//! // Saved in the checkpoint of a resumed epoch; START otherwise.
+//! let (w_resume, alpha_resume) = (StreamPosition::START, StreamPosition::START);
+//! let w_config = StreamConfig::per_epoch(seed, epoch, StreamId::WEIGHTS, batch_size);
+//! let mut w_stream =
+//!     BatchStream::spawn(data.train.clone(), split.train.clone(), w_config.starting_at(w_resume))?;
+//! let alpha_config = StreamConfig::persistent(seed, epoch, StreamId::ALPHA, batch_size);
+//! let mut alpha_stream = BatchStream::spawn(
+//!     data.train.clone(),
+//!     split.valid.clone(),
+//!     alpha_config.starting_at(alpha_resume),
+//! )?;
+//! let device = tch::Device::cuda_if_available();
 //! while let Some(batch) = w_stream.next_batch() {
-//!     let batch = batch?.to_device(tch::Device::cuda_if_available());
-//!     let alpha_batch = alpha_stream.next_batch().expect("a persistent stream never ends")?;
-//!     // ... alpha step on alpha_batch, w step on batch ...
-//!     # let _ = (batch, alpha_batch);
+//!     let batch = batch?.to_device(device);
+//!     let take_alpha_step = true; // the schedule decides (SPEC 3.4 step 3)
+//!     if take_alpha_step {
+//!         // A persistent stream never ends: it starts a new permutation when a pass is done.
+//!         let Some(alpha_batch) = alpha_stream.next_batch() else { break };
+//!         let alpha_batch = alpha_batch?.to_device(device);
+//!         // ... alpha step on alpha_batch ...
+//!         # let _ = alpha_batch;
+//!     }
+//!     // ... w step on batch; a checkpoint stores w_stream.next_position() and
+//!     // alpha_stream.next_position() ...
+//!     # let _ = batch;
 //! }
-//! // For a checkpoint: w_stream.next_position(), alpha_stream.next_position().
-//! # let _: StreamPosition = alpha_stream.next_position();
+//! // End of epoch: inference over the valid subset, augmented like the reference (A18).
+//! let inference = StreamConfig::per_epoch(seed, epoch, StreamId::ALPHA_INFERENCE, batch_size);
+//! for batch in BatchStream::spawn(data.train.clone(), split.valid.clone(), inference)? {
+//!     let _batch = batch?;
+//! }
+//! // Evaluation on the test set: in order, test transform.
+//! let test = BatchStream::spawn(data.test.clone(), 0..data.test.len(), StreamConfig::eval(256))?;
+//! for batch in test {
+//!     let _batch = batch?;
+//! }
 //! # Ok(())
 //! # }
 //! ```
