@@ -44,7 +44,8 @@ impl StreamPosition {
 /// How a stream walks its subset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Passes {
-    /// Pass 0 only, then the stream ends (the per-epoch w loader and per-epoch inference).
+    /// Pass 0 only, then the stream ends (the per-epoch w loader and per-epoch inference);
+    /// its position after the last batch is pass 1, batch 0, where a started stream is empty.
     One,
     /// Endless: when a pass is exhausted the next starts with a new permutation (the persistent
     /// alpha iterator, SPEC 3.4 step 4a).
