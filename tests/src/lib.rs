@@ -1,1 +1,215 @@
-//! Helpers for darts-prime integration tests.
+//! Helpers for darts-prime integration tests: whole clusters in one process over real gRPC
+//! on 127.0.0.1:0, driven by the simulated trainer.
+
+use prime_coordinator::{CoordinatorConfig, RunningCoordinator};
+use prime_proto::client::{connect, Client};
+use prime_proto::pb;
+use prime_worker::observer::CheckpointPolicy;
+use prime_worker::simulated::SimulatedTrainer;
+use prime_worker::{Device, Faults, Worker, WorkerConfig, WorkerHandle};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Lease of test coordinators: short, so lost workers are noticed quickly.
+pub const TEST_LEASE: Duration = Duration::from_millis(1500);
+/// Heartbeat interval of test coordinators.
+pub const TEST_HEARTBEAT: Duration = Duration::from_millis(150);
+
+/// A coordinator configuration for tests.
+pub fn test_coordinator_config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        lease: TEST_LEASE,
+        heartbeat: TEST_HEARTBEAT,
+        keep_checkpoints: 2,
+    }
+}
+
+/// A worker configuration for tests: fast polling and small chunks.
+pub fn test_worker_config(url: &str, name: &str, slots: u32, work_dir: &Path) -> WorkerConfig {
+    let mut config = WorkerConfig::new(
+        url,
+        name,
+        (0..slots).map(Device::Cuda).collect(),
+        work_dir.to_path_buf(),
+    );
+    config.checkpoint = CheckpointPolicy {
+        every_epochs: 1,
+        every: Duration::from_secs(3600),
+    };
+    config.poll_interval = Duration::from_millis(30);
+    config.metric_flush = Duration::from_millis(50);
+    config.chunk_size = 16 << 10;
+    config.request_timeout = Duration::from_secs(10);
+    config
+}
+
+/// A worker running as a task of the test's runtime.
+pub struct TestWorker {
+    /// Its name.
+    pub name: String,
+    /// Stops it (preemption).
+    pub handle: WorkerHandle,
+    /// Its injected faults.
+    pub faults: Faults,
+    /// The task running it.
+    pub task: JoinHandle<Result<(), prime_worker::WorkerError>>,
+}
+
+/// A coordinator and workers in this process.
+pub struct Cluster {
+    /// State and work directories.
+    pub dir: tempfile::TempDir,
+    /// The coordinator.
+    pub coordinator: Option<RunningCoordinator>,
+    /// The trainer every worker shares.
+    pub trainer: Arc<SimulatedTrainer>,
+    /// The workers started so far.
+    pub workers: Vec<TestWorker>,
+}
+
+impl Cluster {
+    /// Starts a coordinator on 127.0.0.1:0 with a simulated trainer of `steps_per_epoch`
+    /// steps of `step_ms` milliseconds.
+    pub async fn start(steps_per_epoch: u64, step_ms: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let coordinator = prime_coordinator::start(
+            listener,
+            &dir.path().join("state"),
+            test_coordinator_config(),
+        )
+        .await
+        .expect("coordinator starts");
+        let trainer = Arc::new(SimulatedTrainer::new(
+            steps_per_epoch,
+            Duration::from_millis(step_ms),
+            40 << 10,
+        ));
+        Cluster {
+            dir,
+            coordinator: Some(coordinator),
+            trainer,
+            workers: Vec::new(),
+        }
+    }
+
+    /// The coordinator's URL.
+    pub fn url(&self) -> String {
+        self.coordinator
+            .as_ref()
+            .expect("coordinator running")
+            .url()
+    }
+
+    /// A client of the coordinator.
+    pub fn client(&self) -> Client {
+        connect(&self.url(), Duration::from_secs(10)).expect("client")
+    }
+
+    /// The work directory of worker `name`.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("workers").join(name)
+    }
+
+    /// Starts a worker with `slots` GPUs; `adjust` may change its configuration.
+    pub fn add_worker(&mut self, name: &str, slots: u32, adjust: impl FnOnce(&mut WorkerConfig)) {
+        let mut config = test_worker_config(&self.url(), name, slots, &self.work_dir(name));
+        adjust(&mut config);
+        let faults = config.faults.clone();
+        let worker = Worker::new(config, self.trainer.clone()).expect("worker");
+        let handle = worker.handle();
+        let task = tokio::spawn(worker.run());
+        self.workers.push(TestWorker {
+            name: name.to_string(),
+            handle,
+            faults,
+            task,
+        });
+    }
+
+    /// Submits a grid; panics with the coordinator's message if it is refused.
+    pub async fn submit(&self, toml: &str) -> pb::SubmitGridReply {
+        self.client()
+            .submit_grid(pb::SubmitGridRequest {
+                file_name: "grid.toml".into(),
+                toml: toml.to_string(),
+            })
+            .await
+            .expect("grid accepted")
+            .into_inner()
+    }
+
+    /// The trials of `grid`.
+    pub async fn trials(&self, grid: &str) -> Vec<pb::TrialView> {
+        self.client()
+            .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+            .await
+            .expect("list trials")
+            .into_inner()
+            .trials
+    }
+
+    /// Polls the trials of `grid` until `done` holds, or panics after `limit`.
+    pub async fn wait_for(
+        &self,
+        grid: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[pb::TrialView]) -> bool,
+    ) -> Vec<pb::TrialView> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let trials = self.trials(grid).await;
+            if done(&trials) {
+                return trials;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let states: Vec<String> = trials
+                    .iter()
+                    .map(|t| format!("{}:{}:{}", t.trial_id, t.state, t.reason))
+                    .collect();
+                panic!("timed out waiting for {what}; trials: {states:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Preempts every worker and waits for them to exit, then stops the coordinator.
+    pub async fn shutdown(mut self) {
+        for worker in self.workers.drain(..) {
+            worker.handle.preempt_and_exit();
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker.task).await;
+        }
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.shutdown().await.expect("coordinator stops");
+        }
+    }
+}
+
+/// A grid of `methods` x `seeds` on CIFAR-10 with `epochs` search epochs and one evaluation
+/// of `eval_epochs` per genotype.
+pub fn small_grid(
+    name: &str,
+    methods: &[&str],
+    seeds: &[u64],
+    epochs: u32,
+    eval_epochs: u32,
+) -> String {
+    let mut text = format!(
+        "version = 1\nname = \"{name}\"\ndatasets = [\"cifar10\"]\nseeds = {seeds:?}\nretries = 2\n\
+         [search]\nepochs = {epochs}\n[evaluation]\nseeds = 1\nrun = {{ epochs = {eval_epochs} }}\n"
+    );
+    for method in methods {
+        text.push_str(&format!("[[methods]]\npreset = \"{method}\"\n"));
+    }
+    text
+}
+
+/// Whether every trial is succeeded.
+pub fn all_succeeded(trials: &[pb::TrialView], expected: usize) -> bool {
+    trials.len() == expected && trials.iter().all(|trial| trial.state == "succeeded")
+}

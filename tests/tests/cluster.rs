@@ -1,0 +1,325 @@
+//! In-process clusters over real gRPC on 127.0.0.1:0 with the simulated trainer.
+
+use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
+use prime_proto::archive::sha256_hex;
+use prime_proto::pb;
+use prime_tests::{all_succeeded, small_grid, Cluster};
+use prime_worker::simulated::{expected_checksum, Fault, FaultRule};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn spec(trial: &pb::TrialView) -> TrialSpec {
+    serde_json::from_str(&trial.spec_json).unwrap()
+}
+
+fn result(trial: &pb::TrialView) -> TrialResult {
+    serde_json::from_str(&trial.result_json).unwrap()
+}
+
+/// Every succeeded trial's result equals an uninterrupted run's.
+fn assert_exact(trials: &[pb::TrialView], steps_per_epoch: u64) {
+    for trial in trials.iter().filter(|t| t.state == "succeeded") {
+        let checksum = result(trial).metrics["checksum"];
+        assert_eq!(
+            checksum,
+            expected_checksum(&spec(trial), steps_per_epoch),
+            "trial {}",
+            trial.trial_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_chain_to_evaluations_without_double_booking() {
+    let mut cluster = Cluster::start(6, 3).await;
+    cluster.add_worker("a", 2, |_| {});
+    cluster.add_worker("b", 1, |_| {});
+    let reply = cluster
+        .submit(&small_grid(
+            "chain",
+            &["darts", "darts-prime"],
+            &[101, 102],
+            2,
+            2,
+        ))
+        .await;
+    assert_eq!(reply.search_trials, 4);
+    let trials = cluster
+        .wait_for("chain", LIMIT, "searches and evaluations", |t| {
+            all_succeeded(t, 8)
+        })
+        .await;
+    let searches: Vec<_> = trials
+        .iter()
+        .filter(|t| spec(t).kind == TrialKind::Search)
+        .collect();
+    for evaluation in trials
+        .iter()
+        .filter(|t| spec(t).kind == TrialKind::Evaluation)
+    {
+        let parent = searches
+            .iter()
+            .find(|s| s.trial_id == evaluation.parent_id)
+            .unwrap();
+        assert_eq!(spec(evaluation).genotype, result(parent).genotype);
+        assert_eq!(spec(evaluation).search_seed, spec(parent).search_seed);
+        assert!(result(evaluation).metrics.contains_key("test_error"));
+    }
+    assert_exact(&trials, 6);
+    assert_eq!(cluster.trainer.double_bookings(), 0);
+    let mut client = cluster.client();
+    let checkpoints = client
+        .trial_checkpoints(pb::TrialRef {
+            trial_id: searches[0].trial_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    assert!(
+        checkpoints.iter().any(|c| c.r#final),
+        "final artifacts are kept"
+    );
+    assert!(
+        checkpoints.len() <= 4,
+        "retention keeps the last two, the best and the final"
+    );
+    let metrics = client
+        .trial_metrics(pb::TrialRef {
+            trial_id: searches[0].trial_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    assert_eq!(metrics.iter().filter(|m| m.kind == "step").count(), 12);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_chunk_is_refused_and_sent_again() {
+    let mut cluster = Cluster::start(4, 2).await;
+    cluster.add_worker("flaky", 1, |config| {
+        config.faults.corrupt_chunks.store(3, Ordering::SeqCst);
+    });
+    cluster
+        .submit(&small_grid("chunks", &["pr"], &[7], 2, 1))
+        .await;
+    let trials = cluster
+        .wait_for("chunks", LIMIT, "the grid", |t| all_succeeded(t, 2))
+        .await;
+    assert_eq!(
+        cluster.workers[0]
+            .faults
+            .corrupt_chunks
+            .load(Ordering::SeqCst),
+        0
+    );
+    let mut client = cluster.client();
+    let logs = client
+        .trial_logs(pb::TrialRef {
+            trial_id: trials[0].trial_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lines;
+    assert!(
+        logs.iter().any(|line| line.line.contains("checkpoint")),
+        "{logs:?}"
+    );
+    // A raw corrupted chunk gets DATA_LOSS.
+    let status = client
+        .put_checkpoint_chunk(pb::CheckpointChunk {
+            trial_id: trials[0].trial_id,
+            epoch: 1,
+            upload_id: "raw".into(),
+            offset: 0,
+            data: b"abc".to_vec(),
+            sha256: sha256_hex(b"abd"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::FailedPrecondition,
+        "a finished trial is fenced first"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_spend_the_retry_budget_and_divergence_fails_at_once() {
+    let mut cluster = Cluster::start(4, 2).await;
+    let rule = |method: &str, fault, times| FaultRule {
+        method: Some(method.into()),
+        seed: None,
+        kind: Some(TrialKind::Search),
+        fault,
+        times,
+    };
+    cluster
+        .trainer
+        .inject(rule("darts", Fault::Crash { at_epoch: 1 }, 1));
+    cluster
+        .trainer
+        .inject(rule("pr", Fault::Diverge { at_epoch: 1 }, 1));
+    cluster
+        .trainer
+        .inject(rule("fimt", Fault::CorruptResult, 1));
+    cluster
+        .trainer
+        .inject(rule("cs10", Fault::Crash { at_epoch: 0 }, 5));
+    cluster.add_worker("w", 2, |_| {});
+    cluster
+        .submit(&small_grid(
+            "faults",
+            &["darts", "pr", "fimt", "cs10"],
+            &[1],
+            2,
+            1,
+        ))
+        .await;
+    let trials = cluster
+        .wait_for("faults", LIMIT, "every trial to settle", |t| {
+            t.len() == 6
+                && t.iter()
+                    .all(|t| matches!(t.state.as_str(), "succeeded" | "failed"))
+        })
+        .await;
+    let search = |method: &str| {
+        trials
+            .iter()
+            .find(|t| spec(t).method == method && spec(t).kind == TrialKind::Search)
+            .unwrap()
+    };
+    let crashed = search("darts");
+    assert_eq!(
+        (crashed.state.as_str(), crashed.failures, crashed.attempts),
+        ("succeeded", 1, 2)
+    );
+    let diverged = search("pr");
+    assert_eq!(
+        (diverged.state.as_str(), diverged.reason.as_str()),
+        ("failed", "failed: diverged")
+    );
+    let corrupt = search("fimt");
+    assert_eq!((corrupt.state.as_str(), corrupt.failures), ("succeeded", 1));
+    let doomed = search("cs10");
+    assert_eq!(
+        (doomed.state.as_str(), doomed.failures),
+        ("failed", 3),
+        "retries = 2"
+    );
+    assert!(
+        doomed.reason.contains("simulated crash"),
+        "{}",
+        doomed.reason
+    );
+    assert_exact(&trials, 4);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_trial_resumes_elsewhere_from_its_checkpoint() {
+    let mut cluster = Cluster::start(10, 10).await;
+    cluster.add_worker("first", 1, |_| {});
+    cluster
+        .submit(&small_grid("preempt", &["darts-prime"], &[3], 4, 1))
+        .await;
+    cluster
+        .wait_for("preempt", LIMIT, "two epochs", |t| {
+            t.first()
+                .and_then(|t| t.progress)
+                .is_some_and(|p| p.epochs_done >= 2)
+        })
+        .await;
+    let first = cluster.workers.remove(0);
+    first.handle.preempt_and_exit();
+    tokio::time::timeout(Duration::from_secs(10), first.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let trials = cluster.trials("preempt").await;
+    assert_eq!(trials[0].state, "preempted");
+    assert_eq!(trials[0].failures, 0);
+    cluster.add_worker("second", 1, |_| {});
+    let trials = cluster
+        .wait_for("preempt", LIMIT, "the grid", |t| all_succeeded(t, 2))
+        .await;
+    let resumed = cluster.trainer.starts();
+    assert!(
+        resumed
+            .iter()
+            .any(|s| s.trial_id == trials[0].trial_id && s.from_epoch >= 2),
+        "{resumed:?}"
+    );
+    assert_exact(&trials, 10);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_trials_and_protocol_mismatch_is_refused() {
+    let mut cluster = Cluster::start(1000, 10).await;
+    cluster.add_worker("w", 1, |_| {});
+    cluster
+        .submit(&small_grid("cancel", &["darts", "pr"], &[1], 50, 1))
+        .await;
+    cluster
+        .wait_for("cancel", LIMIT, "a running trial", |t| {
+            t.iter().any(|t| t.state == "running")
+        })
+        .await;
+    let cancelled = cluster
+        .client()
+        .cancel_trials(pb::CancelRequest {
+            target: Some(pb::cancel_request::Target::Grid("cancel".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cancelled;
+    assert_eq!(cancelled, 2);
+    // The worker stops the trial once a heartbeat tells it to, and starts no other.
+    let mut client = cluster.client();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let workers = client
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if workers[0].trials.is_empty() && cluster.trainer.starts().len() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{workers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = cluster.submit_raw_without_version().await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+    assert!(error.message().contains("protocol"), "{}", error.message());
+    cluster.shutdown().await;
+}
+
+trait RawCalls {
+    async fn submit_raw_without_version(&self) -> Result<(), tonic::Status>;
+}
+
+impl RawCalls for Cluster {
+    async fn submit_raw_without_version(&self) -> Result<(), tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::coordinator_client::CoordinatorClient::new(channel);
+        client
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,68 @@
+//! Worker configuration.
+
+use crate::observer::CheckpointPolicy;
+use crate::trainer::Device;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Faults a test can inject into a worker's traffic.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// While positive, each checkpoint chunk is sent with one byte flipped (then decremented).
+    pub corrupt_chunks: Arc<AtomicU32>,
+}
+
+/// Everything a worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// URL of the coordinator, for example `http://head:50051`.
+    pub coordinator: String,
+    /// Stable name of this worker (host name by default).
+    pub name: String,
+    /// One slot per device.
+    pub devices: Vec<Device>,
+    /// Where run directories live.
+    pub work_dir: PathBuf,
+    /// When checkpoints are uploaded.
+    pub checkpoint: CheckpointPolicy,
+    /// Pause between requests for work while nothing is queued.
+    pub poll_interval: Duration,
+    /// Size of checkpoint chunks on the wire.
+    pub chunk_size: usize,
+    /// Metric records per batch.
+    pub metric_batch: usize,
+    /// Longest time a metric waits before it is sent.
+    pub metric_flush: Duration,
+    /// How long the coordinator may stay unreachable before a trial's reports are given up
+    /// (the coordinator requeues the trial after its lease anyway).
+    pub max_outage: Duration,
+    /// Time limit of one call to the coordinator.
+    pub request_timeout: Duration,
+    /// Fault injection (tests).
+    pub faults: Faults,
+}
+
+impl WorkerConfig {
+    /// A configuration with the default tunables.
+    pub fn new(coordinator: &str, name: &str, devices: Vec<Device>, work_dir: PathBuf) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.to_string(),
+            name: name.to_string(),
+            devices,
+            work_dir,
+            checkpoint: CheckpointPolicy {
+                every_epochs: 1,
+                every: Duration::from_secs(15 * 60),
+            },
+            poll_interval: Duration::from_secs(2),
+            chunk_size: 1 << 20,
+            metric_batch: 512,
+            metric_flush: Duration::from_millis(500),
+            max_outage: Duration::from_secs(30 * 60),
+            request_timeout: Duration::from_secs(60),
+            faults: Faults::default(),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `worker`: the darts-prime worker daemon. One slot per `--gpu` (or `--cpu`); it dials the
+//! coordinator, so the node needs no inbound port. SIGTERM or SIGUSR1 (Slurm's warning
+//! signal): running trials checkpoint, report "preempted", and the worker exits cleanly.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use prime_worker::nas::NasTrainer;
+use prime_worker::observer::CheckpointPolicy;
+use prime_worker::simulated::SimulatedTrainer;
+use prime_worker::{Device, Trainer, Worker, WorkerConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Which trainer runs the trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TrainerKind {
+    /// The prime-nas engine (libtorch).
+    Nas,
+    /// A simulated trainer without tensors, for smoke tests of a deployment.
+    Simulated,
+}
+
+/// Runs darts-prime trials handed out by a coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about)]
+struct Args {
+    /// URL of the coordinator.
+    #[arg(long)]
+    coordinator: String,
+    /// A GPU to train on (repeat for several; one trial per GPU).
+    #[arg(long = "gpu")]
+    gpus: Vec<u32>,
+    /// Train on the CPU (machines without GPUs).
+    #[arg(long, conflicts_with = "gpus")]
+    cpu: bool,
+    /// Name of this worker (default: the host name); a restarted worker keeps its name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Directory for run directories.
+    #[arg(long, default_value = "runs/worker")]
+    work_dir: PathBuf,
+    /// Directory of the method presets.
+    #[arg(long, default_value = "configs/methods")]
+    methods_dir: PathBuf,
+    /// Directory of the datasets.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Upload a checkpoint every N epochs...
+    #[arg(long, default_value_t = 1)]
+    checkpoint_epochs: u32,
+    /// ...or every M minutes, whichever comes first.
+    #[arg(long, default_value_t = 15.0)]
+    checkpoint_minutes: f64,
+    /// Seconds between requests for work while the queue is empty.
+    #[arg(long, default_value_t = 2.0)]
+    poll_secs: f64,
+    /// The trainer.
+    #[arg(long, value_enum, default_value_t = TrainerKind::Nas)]
+    trainer: TrainerKind,
+    /// Simulated trainer: steps per epoch.
+    #[arg(long, default_value_t = 20)]
+    sim_steps_per_epoch: u64,
+    /// Simulated trainer: milliseconds per step.
+    #[arg(long, default_value_t = 50)]
+    sim_step_ms: u64,
+    /// Simulated trainer: bytes of simulated weights per checkpoint.
+    #[arg(long, default_value_t = 64 << 10)]
+    sim_weights_bytes: usize,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let devices: Vec<Device> = if args.cpu {
+        vec![Device::Cpu]
+    } else {
+        args.gpus.iter().map(|&gpu| Device::Cuda(gpu)).collect()
+    };
+    anyhow::ensure!(!devices.is_empty(), "give at least one --gpu N, or --cpu");
+    let trainer: Arc<dyn Trainer> = match args.trainer {
+        TrainerKind::Nas => Arc::new(NasTrainer {
+            methods_dir: args.methods_dir.clone(),
+            data_dir: args.data_dir.clone(),
+            synthetic_dir: args.work_dir.join("synthetic-data"),
+        }),
+        TrainerKind::Simulated => Arc::new(SimulatedTrainer::new(
+            args.sim_steps_per_epoch,
+            Duration::from_millis(args.sim_step_ms),
+            args.sim_weights_bytes,
+        )),
+    };
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let mut config = WorkerConfig::new(&args.coordinator, &name, devices, args.work_dir.clone());
+    config.checkpoint = CheckpointPolicy {
+        every_epochs: args.checkpoint_epochs,
+        every: Duration::from_secs_f64(args.checkpoint_minutes * 60.0),
+    };
+    config.poll_interval = Duration::from_secs_f64(args.poll_secs);
+    std::fs::create_dir_all(&config.work_dir)
+        .with_context(|| format!("creating {}", config.work_dir.display()))?;
+    let worker = Worker::new(config, trainer)?;
+    let handle = worker.handle();
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM"),
+            _ = sigusr1.recv() => tracing::info!("SIGUSR1"),
+            _ = sigint.recv() => tracing::info!("SIGINT"),
+        }
+        handle.preempt_and_exit();
+    });
+    tracing::info!(worker = %name, coordinator = %args.coordinator, "worker starting");
+    worker.run().await?;
+    tracing::info!("worker stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The real trainer: runs trials with the prime-nas engine.
+//!
+//! A trial's method preset (`configs/methods/<method>.toml`) plus its grid settings become a
+//! `SearchConfig`; the run directory is the trial's, so a resumed attempt continues from the
+//! checkpoint the worker restored there.
+
+use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
+use prime_core::config::SearchConfig;
+use prime_core::dataset::DatasetKind;
+use prime_core::grid::{DataSource, RunSettings, Task};
+use prime_core::observer::RunObserver;
+use prime_core::trial::{TrialKind, TrialResult};
+use prime_nas::data::DownloadPolicy;
+use prime_nas::search::{run_search, RunOptions, SearchError};
+use std::path::PathBuf;
+
+/// Training images of a synthetic data set (demos and smoke tests).
+const SYNTHETIC_TRAIN_IMAGES: usize = 512;
+/// Test images of a synthetic data set.
+const SYNTHETIC_TEST_IMAGES: usize = 128;
+
+/// Trains with prime-nas.
+#[derive(Debug, Clone)]
+pub struct NasTrainer {
+    /// Directory of the method presets (`<method>.toml`).
+    pub methods_dir: PathBuf,
+    /// Directory holding the real datasets.
+    pub data_dir: PathBuf,
+    /// Where synthetic datasets are generated.
+    pub synthetic_dir: PathBuf,
+}
+
+/// The `--set` overrides that apply a trial's settings to its preset.
+pub fn overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec<String> {
+    let mut list = vec![
+        format!("data.dataset=\"{}\"", dataset.name()),
+        format!("seed={seed}"),
+    ];
+    let mut push = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            list.push(format!("{key}={value}"));
+        }
+    };
+    push("epochs", settings.epochs.map(|v| v.to_string()));
+    push(
+        "data.batch_size",
+        settings.batch_size.map(|v| v.to_string()),
+    );
+    push(
+        "network.init_channels",
+        settings.init_channels.map(|v| v.to_string()),
+    );
+    push("network.layers", settings.layers.map(|v| v.to_string()));
+    push("regularizer.rho", settings.rho.map(|v| format!("{v:?}")));
+    push(
+        "compat",
+        settings.compat.as_ref().map(|v| format!("\"{v}\"")),
+    );
+    push("data.limit", settings.train_samples.map(|v| v.to_string()));
+    list
+}
+
+fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
+    match task {
+        Task::Cifar10 => Ok(DatasetKind::Cifar10),
+        Task::Cifar100 => Ok(DatasetKind::Cifar100),
+        Task::Ptb => Err(TrainError::Failed(
+            "Penn Treebank search is not available in this build of prime-nas".into(),
+        )),
+    }
+}
+
+fn failure(error: SearchError) -> TrainError {
+    match error {
+        SearchError::Diverged { .. } => TrainError::Diverged(error.to_string()),
+        other => TrainError::Failed(other.to_string()),
+    }
+}
+
+impl NasTrainer {
+    fn data_dir(
+        &self,
+        dataset: DatasetKind,
+        settings: &RunSettings,
+    ) -> Result<PathBuf, TrainError> {
+        if settings.data != Some(DataSource::Synthetic) {
+            return Ok(self.data_dir.clone());
+        }
+        let dir = self.synthetic_dir.join(dataset.name());
+        if !dir.join(".complete").exists() {
+            prime_nas::data::write_synthetic(
+                &dir,
+                dataset,
+                SYNTHETIC_TRAIN_IMAGES,
+                SYNTHETIC_TEST_IMAGES,
+                0,
+            )
+            .map_err(|error| TrainError::Failed(format!("synthetic data: {error}")))?;
+            std::fs::write(dir.join(".complete"), b"")
+                .map_err(|error| TrainError::Failed(format!("synthetic data: {error}")))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Trainer for NasTrainer {
+    fn train(
+        &self,
+        job: &TrainJob,
+        observer: &mut dyn RunObserver,
+    ) -> Result<TrainEnd, TrainError> {
+        let spec = &job.spec;
+        if spec.kind == TrialKind::Evaluation {
+            return Err(TrainError::Failed(
+                "evaluation trials need prime_nas::eval::run_eval, which this build lacks".into(),
+            ));
+        }
+        let dataset = image_dataset(spec.dataset)?;
+        let preset = self.methods_dir.join(format!("{}.toml", spec.method));
+        let config = SearchConfig::load(
+            &preset,
+            &overrides(dataset, spec.search_seed, &spec.settings),
+        )
+        .map_err(|error| TrainError::Failed(error.to_string()))?;
+        let options = RunOptions {
+            run_dir: job.run_dir.clone(),
+            data_dir: self.data_dir(dataset, &spec.settings)?,
+            device: match job.device {
+                Device::Cpu => tch::Device::Cpu,
+                Device::Cuda(index) => tch::Device::Cuda(index as usize),
+            },
+            resume: job.resume,
+            download: DownloadPolicy::Never,
+        };
+        let outcome = run_search(&config, &options, observer).map_err(failure)?;
+        if !outcome.finished {
+            return Ok(TrainEnd::Stopped);
+        }
+        let genotype = serde_json::to_value(&outcome.genotype)
+            .map_err(|error| TrainError::Failed(format!("genotype: {error}")))?;
+        let mut result = TrialResult {
+            genotype: Some(genotype),
+            ..TrialResult::default()
+        };
+        if let Some(accuracy) = outcome.valid_acc {
+            result.metrics.insert("search_valid_acc".into(), accuracy);
+        }
+        Ok(TrainEnd::Finished {
+            result,
+            artifacts: Some(job.run_dir.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_become_config_overrides() {
+        let settings = RunSettings {
+            epochs: Some(2),
+            rho: Some(0.5),
+            compat: Some("fixed".into()),
+            train_samples: Some(64),
+            ..RunSettings::default()
+        };
+        let list = overrides(DatasetKind::Cifar100, 101, &settings);
+        assert_eq!(
+            list,
+            vec![
+                "data.dataset=\"cifar100\"",
+                "seed=101",
+                "epochs=2",
+                "regularizer.rho=0.5",
+                "compat=\"fixed\"",
+                "data.limit=64",
+            ]
+        );
+        let preset = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs/methods/darts-prime.toml");
+        let config = SearchConfig::load(&preset, &list).unwrap();
+        assert_eq!(
+            (config.epochs, config.seed, config.data.limit),
+            (2, 101, Some(64))
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The worker's `RunObserver`: forwards metrics and checkpoints from the training thread to
+//! the slot's async side, decides when a checkpoint is due, and turns stop, preemption and a
+//! diverged loss into `CheckpointAndStop`.
+
+use prime_core::metrics::MetricRecord;
+use prime_core::observer::{Control, Progress, RunObserver};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// When checkpoints are uploaded: every N epochs or every M of wall time, whichever first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Upload after this many completed epochs since the last upload (0: never by epochs).
+    pub every_epochs: u32,
+    /// Upload after this much time since the last upload.
+    pub every: Duration,
+}
+
+/// Flags the async side sets and the training thread reads at each step boundary.
+#[derive(Debug, Default)]
+pub struct SlotControl {
+    /// Stop at once and discard (cancelled, or reassigned elsewhere).
+    pub stop: AtomicBool,
+    /// Checkpoint, report preempted, stop (SIGTERM, SIGUSR1, drain).
+    pub preempt: AtomicBool,
+    /// A non-finite loss was seen.
+    pub diverged: AtomicBool,
+    /// The latest progress the training loop reported.
+    pub progress: Mutex<Option<Progress>>,
+}
+
+impl SlotControl {
+    /// The latest progress, if any.
+    pub fn progress(&self) -> Option<Progress> {
+        *self
+            .progress
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// What the training thread sends to the slot's async side.
+#[derive(Debug)]
+pub enum TrainEvent {
+    /// A metric record.
+    Metric(MetricRecord),
+    /// A packed checkpoint to upload.
+    Checkpoint {
+        /// Tar archive of the checkpoint directory, relative to the run directory.
+        archive: Vec<u8>,
+        /// Where the run stood.
+        progress: Progress,
+        /// Higher is better.
+        score: Option<f64>,
+    },
+}
+
+/// Whether a metric value named `name` is a loss that must stay finite.
+fn is_loss(name: &str) -> bool {
+    name == "loss" || name.ends_with("_loss")
+}
+
+/// The observer handed to a trainer.
+pub struct SlotObserver {
+    run_dir: PathBuf,
+    events: UnboundedSender<TrainEvent>,
+    control: std::sync::Arc<SlotControl>,
+    policy: CheckpointPolicy,
+    last_upload_epochs: u32,
+    last_upload: Instant,
+    score: Option<f64>,
+}
+
+impl SlotObserver {
+    /// An observer for a run in `run_dir` that resumed at `resumed_epochs` completed epochs.
+    pub fn new(
+        run_dir: &Path,
+        events: UnboundedSender<TrainEvent>,
+        control: std::sync::Arc<SlotControl>,
+        policy: CheckpointPolicy,
+        resumed_epochs: u32,
+    ) -> Self {
+        SlotObserver {
+            run_dir: run_dir.to_path_buf(),
+            events,
+            control,
+            policy,
+            last_upload_epochs: resumed_epochs,
+            last_upload: Instant::now(),
+            score: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.control.stop.load(Ordering::SeqCst)
+            || self.control.preempt.load(Ordering::SeqCst)
+            || self.control.diverged.load(Ordering::SeqCst)
+            || self.events.is_closed()
+    }
+
+    fn due(&self, progress: &Progress) -> bool {
+        let by_epochs = self.policy.every_epochs > 0
+            && progress.epochs_done >= self.last_upload_epochs + self.policy.every_epochs;
+        let by_time = progress.epochs_done > self.last_upload_epochs
+            && self.last_upload.elapsed() >= self.policy.every;
+        by_epochs || by_time
+    }
+}
+
+impl RunObserver for SlotObserver {
+    fn on_metric(&mut self, record: &MetricRecord) {
+        if record
+            .values
+            .iter()
+            .any(|(name, value)| is_loss(name) && !value.is_finite())
+        {
+            self.control.diverged.store(true, Ordering::SeqCst);
+        }
+        if let Some(accuracy) = record.get("valid_acc") {
+            self.score = Some(accuracy);
+        } else if let Some(perplexity) = record.get("valid_ppl") {
+            self.score = Some(-perplexity);
+        }
+        // A closed channel means the slot is gone; `control` stops the run.
+        let _ = self.events.send(TrainEvent::Metric(record.clone()));
+    }
+
+    fn on_checkpoint(&mut self, dir: &Path, progress: &Progress) {
+        let discard = self.control.stop.load(Ordering::SeqCst)
+            || self.control.diverged.load(Ordering::SeqCst);
+        let wanted = self.control.preempt.load(Ordering::SeqCst) || self.due(progress);
+        if discard || !wanted {
+            return;
+        }
+        // The whole run directory travels: besides the checkpoint itself, a resumed run may
+        // need its records and resolved config on another worker.
+        tracing::debug!(dir = %dir.display(), epochs_done = progress.epochs_done, "packing checkpoint");
+        match prime_proto::archive::pack_dir(&self.run_dir, &self.run_dir) {
+            Ok(archive) => {
+                self.last_upload_epochs = progress.epochs_done;
+                self.last_upload = Instant::now();
+                let _ = self.events.send(TrainEvent::Checkpoint {
+                    archive,
+                    progress: *progress,
+                    score: self.score,
+                });
+            }
+            Err(error) => {
+                tracing::error!(%error, dir = %self.run_dir.display(), "cannot pack checkpoint")
+            }
+        }
+    }
+
+    fn control(&mut self, progress: &Progress) -> Control {
+        *self
+            .control
+            .progress
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(*progress);
+        if self.stopping() {
+            Control::CheckpointAndStop
+        } else if self.due(progress) {
+            Control::Checkpoint
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prime_core::metrics::MetricKind;
+    use std::sync::Arc;
+
+    fn progress(epochs_done: u32) -> Progress {
+        Progress {
+            epochs_done,
+            epochs_total: 10,
+            steps_done: u64::from(epochs_done) * 5,
+            steps_total: 50,
+        }
+    }
+
+    #[test]
+    fn checkpoints_when_due_and_stops_on_divergence() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("ckpt");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join("w"), b"1").unwrap();
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let control = Arc::new(SlotControl::default());
+        let policy = CheckpointPolicy {
+            every_epochs: 2,
+            every: Duration::from_secs(3600),
+        };
+        let mut observer = SlotObserver::new(dir.path(), sender, control.clone(), policy, 0);
+        assert_eq!(observer.control(&progress(1)), Control::Continue);
+        observer.on_checkpoint(&checkpoint, &progress(1));
+        assert_eq!(observer.control(&progress(2)), Control::Checkpoint);
+        observer.on_checkpoint(&checkpoint, &progress(2));
+        assert!(matches!(
+            receiver.try_recv(),
+            Ok(TrainEvent::Checkpoint { .. })
+        ));
+        assert!(receiver.try_recv().is_err(), "epoch 1 was not due");
+        assert_eq!(observer.control(&progress(3)), Control::Continue);
+        assert_eq!(control.progress().unwrap().epochs_done, 3);
+        let record = MetricRecord::new(MetricKind::Step, 3, 15, 3.0).with("loss", f64::NAN);
+        observer.on_metric(&record);
+        assert_eq!(observer.control(&progress(3)), Control::CheckpointAndStop);
+        observer.on_checkpoint(&checkpoint, &progress(3));
+        assert!(matches!(receiver.try_recv(), Ok(TrainEvent::Metric(_))));
+        assert!(
+            receiver.try_recv().is_err(),
+            "a diverged checkpoint is not uploaded"
+        );
+    }
+}

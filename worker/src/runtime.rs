@@ -1,0 +1,297 @@
+//! The worker runtime: registers with the coordinator, keeps its lease with heartbeats,
+//! and runs one slot loop per device that asks for trials and runs them.
+
+use crate::config::WorkerConfig;
+use crate::observer::SlotControl;
+use crate::slot::run_trial;
+use crate::trainer::{Device, Trainer};
+use prime_core::trial::TrialId;
+use prime_proto::client::{connect, is_transient, Client, UrlError};
+use prime_proto::pb;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tonic::Code;
+
+/// First pause after a failed call; doubled up to `MAX_BACKOFF`.
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between retries.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3);
+
+/// A worker failure that ends it.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The coordinator URL is malformed.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The coordinator refused the worker.
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+}
+
+/// A trial running on a slot.
+pub(crate) struct RunningTrial {
+    pub trial_id: TrialId,
+    pub epoch: u64,
+    pub control: Arc<SlotControl>,
+}
+
+/// State shared by the session task and the slot loops.
+pub(crate) struct Shared {
+    pub config: WorkerConfig,
+    pub trainer: Arc<dyn Trainer>,
+    pub client: Client,
+    /// Current session; 0 while not registered.
+    pub session: watch::Sender<u64>,
+    pub running: Mutex<BTreeMap<u32, RunningTrial>>,
+    pub shutting_down: AtomicBool,
+    pub shutdown: Notify,
+}
+
+impl Shared {
+    pub fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, RunningTrial>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn running_reports(&self) -> Vec<pb::RunningTrial> {
+        self.running()
+            .iter()
+            .map(|(slot, trial)| pb::RunningTrial {
+                trial_id: trial.trial_id,
+                epoch: trial.epoch,
+                slot: *slot,
+                progress: trial.control.progress().as_ref().map(pb::Progress::from),
+            })
+            .collect()
+    }
+
+    fn control_of(&self, trial_id: TrialId) -> Option<Arc<SlotControl>> {
+        self.running()
+            .values()
+            .find(|trial| trial.trial_id == trial_id)
+            .map(|trial| trial.control.clone())
+    }
+
+    /// Asks every running trial to checkpoint and stop, and the slots to take no more.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for trial in self.running().values() {
+            trial.control.preempt.store(true, Ordering::SeqCst);
+        }
+        self.shutdown.notify_waiters();
+    }
+
+    /// Marks the session invalid so the session task registers again.
+    pub fn session_expired(&self) {
+        self.session.send_replace(0);
+    }
+}
+
+/// Handle to stop a running worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+}
+
+impl WorkerHandle {
+    /// Preemption (SIGTERM, SIGUSR1): running trials checkpoint, report "preempted" and stop;
+    /// `Worker::run` returns once they have.
+    pub fn preempt_and_exit(&self) {
+        tracing::info!("preempting running trials and exiting");
+        self.shared.begin_shutdown();
+    }
+}
+
+/// A worker: one slot per device.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+fn slots(devices: &[Device]) -> Vec<pb::Slot> {
+    devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| pb::Slot {
+            index: index as u32,
+            device: device.to_string(),
+        })
+        .collect()
+}
+
+impl Worker {
+    /// A worker for `config` that trains with `trainer`.
+    pub fn new(config: WorkerConfig, trainer: Arc<dyn Trainer>) -> Result<Worker, WorkerError> {
+        if config.devices.is_empty() {
+            return Err(WorkerError::Config(
+                "a worker needs at least one device".into(),
+            ));
+        }
+        let client = connect(&config.coordinator, config.request_timeout)?;
+        let (session, _) = watch::channel(0);
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                config,
+                trainer,
+                client,
+                session,
+                running: Mutex::new(BTreeMap::new()),
+                shutting_down: AtomicBool::new(false),
+                shutdown: Notify::new(),
+            }),
+        })
+    }
+
+    /// A handle to stop the worker.
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until `WorkerHandle::preempt_and_exit` and every slot has finished its trial.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let session_task = tokio::spawn(keep_session(self.shared.clone()));
+        let mut slot_tasks = Vec::new();
+        for (index, device) in self.shared.config.devices.iter().enumerate() {
+            slot_tasks.push(tokio::spawn(slot_loop(
+                self.shared.clone(),
+                index as u32,
+                *device,
+            )));
+        }
+        for task in slot_tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "slot task failed");
+            }
+        }
+        session_task.abort();
+        match session_task.await {
+            Ok(Err(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Waits for `pause`, or less if the worker starts shutting down.
+pub(crate) async fn pause(shared: &Shared, pause: Duration) {
+    let notified = shared.shutdown.notified();
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = notified => {}
+    }
+}
+
+async fn register(shared: &Shared) -> Result<pb::RegisterWorkerReply, WorkerError> {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let request = pb::RegisterWorkerRequest {
+            name: shared.config.name.clone(),
+            slots: slots(&shared.config.devices),
+            running: shared.running_reports(),
+        };
+        match shared.client.clone().register_worker(request).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) if is_transient(&status) => {
+                tracing::warn!(%status, "coordinator unreachable; retrying registration");
+            }
+            Err(status) => return Err(WorkerError::Refused(status.message().to_string())),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
+    let mut heartbeat_every = Duration::from_secs(5);
+    loop {
+        if *shared.session.borrow() == 0 {
+            let reply = register(&shared).await?;
+            heartbeat_every = Duration::from_millis(reply.heartbeat_ms.max(10));
+            for trial in shared.running().values() {
+                if !reply.accepted.contains(&trial.trial_id) {
+                    tracing::warn!(
+                        trial_id = trial.trial_id,
+                        "trial no longer ours; stopping it"
+                    );
+                    trial.control.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            tracing::info!(session = reply.session, "registered with the coordinator");
+            shared.session.send_replace(reply.session);
+        }
+        tokio::time::sleep(heartbeat_every).await;
+        let request = pb::HeartbeatRequest {
+            name: shared.config.name.clone(),
+            session: *shared.session.borrow(),
+            running: shared.running_reports(),
+        };
+        match shared.client.clone().heartbeat(request).await {
+            Ok(reply) => {
+                let orders = reply.into_inner();
+                for trial_id in orders.stop {
+                    if let Some(control) = shared.control_of(trial_id) {
+                        tracing::warn!(trial_id, "coordinator says stop");
+                        control.stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                for trial_id in orders.preempt {
+                    if let Some(control) = shared.control_of(trial_id) {
+                        control.preempt.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            Err(status) if status.code() == Code::Unauthenticated => {
+                tracing::warn!(%status, "session expired; registering again");
+                shared.session_expired();
+            }
+            Err(status) => tracing::warn!(%status, "heartbeat failed"),
+        }
+    }
+}
+
+async fn slot_loop(shared: Arc<Shared>, slot: u32, device: Device) {
+    let mut session_changes = shared.session.subscribe();
+    loop {
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let session = *session_changes.borrow_and_update();
+        if session == 0 {
+            tokio::select! {
+                _ = session_changes.changed() => {}
+                _ = pause(&shared, MAX_BACKOFF) => {}
+            }
+            continue;
+        }
+        let request = pb::RequestTrialRequest {
+            name: shared.config.name.clone(),
+            session,
+            slot,
+        };
+        match shared.client.clone().request_trial(request).await {
+            Ok(reply) => match reply.into_inner().assignment {
+                Some(assignment) => run_trial(&shared, slot, device, assignment).await,
+                None => pause(&shared, shared.config.poll_interval).await,
+            },
+            Err(status) if status.code() == Code::Unauthenticated => {
+                if *shared.session.borrow() == session {
+                    shared.session_expired();
+                }
+            }
+            Err(status) => {
+                tracing::warn!(%status, slot, "asking for work failed");
+                pause(&shared, shared.config.poll_interval.max(MIN_BACKOFF)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! A simulated trainer: no tensors, just deterministic "training" with the timing, metrics,
+//! checkpoints and exact resume of a real run. It drives cluster tests and smoke tests of a
+//! deployment (`worker --trainer simulated`), and can be told to crash, diverge, hang or
+//! report a corrupt result.
+
+use crate::trainer::{TrainEnd, TrainError, TrainJob, Trainer};
+use prime_core::metrics::{MetricKind, MetricRecord};
+use prime_core::observer::{Control, Progress, RunObserver};
+use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Epochs of a simulated run whose spec does not set them.
+const DEFAULT_EPOCHS: u32 = 3;
+/// Name of the checkpoint directory inside the run directory.
+const CHECKPOINT_DIR: &str = "checkpoint";
+/// Name of the final artifacts directory inside the run directory.
+const FINAL_DIR: &str = "final";
+
+/// A misbehaviour to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail with an error at the start of this epoch.
+    Crash {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
+    /// Report a NaN loss at the start of this epoch.
+    Diverge {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
+    /// Stop making progress at the start of this epoch (still honours stop requests).
+    Hang {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
+    /// Finish with a result the coordinator must refuse.
+    CorruptResult,
+}
+
+/// Which trials a fault applies to, and how many attempts it affects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    /// Only trials of this method (any when `None`).
+    pub method: Option<String>,
+    /// Only trials of this search seed (any when `None`).
+    pub seed: Option<u64>,
+    /// Only searches or only evaluations (any when `None`).
+    pub kind: Option<TrialKind>,
+    /// The misbehaviour.
+    pub fault: Fault,
+    /// Attempts it still affects.
+    pub times: u32,
+}
+
+impl FaultRule {
+    fn matches(&self, spec: &TrialSpec) -> bool {
+        self.times > 0
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|method| *method == spec.method)
+            && self.seed.is_none_or(|seed| seed == spec.search_seed)
+            && self.kind.is_none_or(|kind| kind == spec.kind)
+    }
+}
+
+/// One start of a simulated run, for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The trial.
+    pub trial_id: u64,
+    /// Completed epochs it resumed from (0 for a fresh start).
+    pub from_epoch: u32,
+}
+
+/// The simulated trainer.
+#[derive(Debug)]
+pub struct SimulatedTrainer {
+    /// Weight steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Wall time of one step.
+    pub step_time: Duration,
+    /// Size of the simulated weights file in a checkpoint.
+    pub weights_bytes: usize,
+    faults: Mutex<Vec<FaultRule>>,
+    active: Mutex<HashSet<(PathBuf, String)>>,
+    double_bookings: Mutex<u32>,
+    starts: Mutex<Vec<Start>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SimState {
+    epochs_done: u32,
+    steps_done: u64,
+    accumulator: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// One deterministic "training step": a 64-bit mix of the state and the step.
+fn mix(accumulator: u64, step: u64) -> u64 {
+    let mut x = accumulator ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn unit(accumulator: u64) -> f64 {
+    (accumulator >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn io_error(what: &str, error: std::io::Error) -> TrainError {
+    TrainError::Failed(format!("{what}: {error}"))
+}
+
+impl SimulatedTrainer {
+    /// A trainer with `steps_per_epoch` steps of `step_time` each.
+    pub fn new(steps_per_epoch: u64, step_time: Duration, weights_bytes: usize) -> Self {
+        SimulatedTrainer {
+            steps_per_epoch: steps_per_epoch.max(1),
+            step_time,
+            weights_bytes,
+            faults: Mutex::new(Vec::new()),
+            active: Mutex::new(HashSet::new()),
+            double_bookings: Mutex::new(0),
+            starts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, rule: FaultRule) {
+        lock(&self.faults).push(rule);
+    }
+
+    /// How often a run started on a device of a worker that was already training.
+    pub fn double_bookings(&self) -> u32 {
+        *lock(&self.double_bookings)
+    }
+
+    /// Every start so far.
+    pub fn starts(&self) -> Vec<Start> {
+        lock(&self.starts).clone()
+    }
+
+    fn take_fault(&self, spec: &TrialSpec) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let rule = faults.iter_mut().find(|rule| rule.matches(spec))?;
+        rule.times -= 1;
+        Some(rule.fault)
+    }
+
+    fn write_checkpoint(&self, run_dir: &Path, state: &SimState) -> Result<PathBuf, TrainError> {
+        let temporary = run_dir.join(format!("{CHECKPOINT_DIR}.tmp"));
+        let target = run_dir.join(CHECKPOINT_DIR);
+        let write = || -> std::io::Result<()> {
+            if temporary.exists() {
+                std::fs::remove_dir_all(&temporary)?;
+            }
+            std::fs::create_dir_all(&temporary)?;
+            let state_json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+            std::fs::write(temporary.join("state.json"), state_json)?;
+            std::fs::write(
+                temporary.join("weights.bin"),
+                self.weights(state.accumulator),
+            )?;
+            if target.exists() {
+                std::fs::remove_dir_all(&target)?;
+            }
+            std::fs::rename(&temporary, &target)
+        };
+        write().map_err(|error| io_error("writing a checkpoint", error))?;
+        Ok(target)
+    }
+
+    fn weights(&self, accumulator: u64) -> Vec<u8> {
+        let mut x = accumulator;
+        (0..self.weights_bytes)
+            .map(|index| {
+                x = mix(x, index as u64);
+                x as u8
+            })
+            .collect()
+    }
+
+    fn result(&self, spec: &TrialSpec, state: &SimState) -> TrialResult {
+        let quality = unit(state.accumulator);
+        let mut result = TrialResult::default();
+        result
+            .metrics
+            .insert("checksum".into(), (state.accumulator >> 12) as f64);
+        match spec.kind {
+            TrialKind::Search => {
+                let ops = [
+                    "sep_conv_3x3",
+                    "dil_conv_3x3",
+                    "skip_connect",
+                    "max_pool_3x3",
+                ];
+                let pick = |shift: u32| ops[((state.accumulator >> shift) % 4) as usize];
+                result.genotype = Some(serde_json::json!({
+                    "normal": [[pick(0), 0], [pick(2), 1]],
+                    "reduce": [[pick(4), 0], [pick(6), 1]],
+                }));
+                result
+                    .metrics
+                    .insert("search_valid_acc".into(), 80.0 + 10.0 * quality);
+            }
+            TrialKind::Evaluation if spec.dataset.uses_perplexity() => {
+                result
+                    .metrics
+                    .insert(result_keys::TEST_PPL.into(), 60.0 + 5.0 * quality);
+                result
+                    .metrics
+                    .insert(result_keys::VALID_PPL.into(), 62.0 + 5.0 * quality);
+                result.metrics.insert(result_keys::PARAMS_M.into(), 23.0);
+            }
+            TrialKind::Evaluation => {
+                result
+                    .metrics
+                    .insert(result_keys::TEST_ERROR.into(), 2.5 + quality);
+                result
+                    .metrics
+                    .insert(result_keys::PARAMS_M.into(), 3.0 + quality);
+            }
+        }
+        result
+    }
+
+    fn load_state(&self, job: &TrainJob) -> Result<SimState, TrainError> {
+        if !job.resume {
+            return Ok(SimState {
+                epochs_done: 0,
+                steps_done: 0,
+                accumulator: mix(job.spec.search_seed, job.spec.eval_seed.unwrap_or(u64::MAX)),
+            });
+        }
+        let path = job.run_dir.join(CHECKPOINT_DIR).join("state.json");
+        let text =
+            std::fs::read(&path).map_err(|error| io_error("reading the checkpoint", error))?;
+        serde_json::from_slice(&text)
+            .map_err(|error| TrainError::Failed(format!("corrupt checkpoint state: {error}")))
+    }
+
+    fn run(&self, job: &TrainJob, observer: &mut dyn RunObserver) -> Result<TrainEnd, TrainError> {
+        let mut state = self.load_state(job)?;
+        lock(&self.starts).push(Start {
+            trial_id: job.trial_id,
+            from_epoch: state.epochs_done,
+        });
+        let epochs = job.spec.settings.epochs.unwrap_or(DEFAULT_EPOCHS);
+        let steps_total = u64::from(epochs) * self.steps_per_epoch;
+        let fault = self.take_fault(&job.spec);
+        let progress = |state: &SimState| Progress {
+            epochs_done: state.epochs_done,
+            epochs_total: epochs,
+            steps_done: state.steps_done,
+            steps_total,
+        };
+        while state.epochs_done < epochs {
+            let epoch = state.epochs_done;
+            match fault {
+                Some(Fault::Crash { at_epoch }) if at_epoch == epoch => {
+                    return Err(TrainError::Failed(format!(
+                        "simulated crash at epoch {epoch}"
+                    )));
+                }
+                Some(Fault::Diverge { at_epoch }) if at_epoch == epoch => {
+                    let record = MetricRecord::new(
+                        MetricKind::Step,
+                        epoch,
+                        state.steps_done,
+                        f64::from(epoch),
+                    )
+                    .with("loss", f64::NAN);
+                    observer.on_metric(&record);
+                }
+                Some(Fault::Hang { at_epoch }) if at_epoch == epoch => loop {
+                    std::thread::sleep(self.step_time.max(Duration::from_millis(5)));
+                    if observer.control(&progress(&state)) == Control::CheckpointAndStop {
+                        return Ok(TrainEnd::Stopped);
+                    }
+                },
+                _ => {}
+            }
+            for _ in 0..self.steps_per_epoch {
+                match observer.control(&progress(&state)) {
+                    Control::Continue => {}
+                    Control::Checkpoint => {
+                        let dir = self.write_checkpoint(&job.run_dir, &state)?;
+                        observer.on_checkpoint(&dir, &progress(&state));
+                    }
+                    Control::CheckpointAndStop => {
+                        let dir = self.write_checkpoint(&job.run_dir, &state)?;
+                        observer.on_checkpoint(&dir, &progress(&state));
+                        return Ok(TrainEnd::Stopped);
+                    }
+                }
+                std::thread::sleep(self.step_time);
+                state.accumulator = mix(state.accumulator, state.steps_done);
+                state.steps_done += 1;
+                let clock = state.steps_done as f64 / self.steps_per_epoch as f64;
+                let loss = 2.3 * (1.0 - 0.5 * clock / f64::from(epochs.max(1)))
+                    + 0.1 * unit(state.accumulator);
+                let record = MetricRecord::new(MetricKind::Step, epoch, state.steps_done, clock)
+                    .with("loss", loss);
+                observer.on_metric(&record);
+            }
+            state.epochs_done += 1;
+            let record = MetricRecord::new(
+                MetricKind::Epoch,
+                epoch,
+                state.steps_done,
+                f64::from(state.epochs_done),
+            )
+            .with(
+                "valid_acc",
+                50.0 + 40.0 * f64::from(state.epochs_done) / f64::from(epochs),
+            )
+            .with("valid_loss", 1.0 / f64::from(state.epochs_done));
+            observer.on_metric(&record);
+            let dir = self.write_checkpoint(&job.run_dir, &state)?;
+            observer.on_checkpoint(&dir, &progress(&state));
+        }
+        if observer.control(&progress(&state)) == Control::CheckpointAndStop {
+            return Ok(TrainEnd::Stopped);
+        }
+        let mut result = self.result(&job.spec, &state);
+        if fault == Some(Fault::CorruptResult) {
+            result.genotype = None;
+            result.metrics.insert("test_error".into(), f64::INFINITY);
+        }
+        let final_dir = job.run_dir.join(FINAL_DIR);
+        let write_final = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&final_dir)?;
+            std::fs::write(
+                final_dir.join("weights.bin"),
+                self.weights(state.accumulator),
+            )?;
+            let result_json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
+            std::fs::write(final_dir.join("result.json"), result_json)
+        };
+        write_final().map_err(|error| io_error("writing the final artifacts", error))?;
+        let record = MetricRecord::new(
+            MetricKind::Final,
+            epochs,
+            state.steps_done,
+            f64::from(epochs),
+        )
+        .with("checksum", (state.accumulator >> 12) as f64);
+        observer.on_metric(&record);
+        Ok(TrainEnd::Finished {
+            result,
+            artifacts: Some(final_dir),
+        })
+    }
+}
+
+impl Trainer for SimulatedTrainer {
+    fn train(
+        &self,
+        job: &TrainJob,
+        observer: &mut dyn RunObserver,
+    ) -> Result<TrainEnd, TrainError> {
+        let key = (
+            job.run_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            job.device.to_string(),
+        );
+        if !lock(&self.active).insert(key.clone()) {
+            *lock(&self.double_bookings) += 1;
+        }
+        let result = self.run(job, observer);
+        lock(&self.active).remove(&key);
+        result
+    }
+}
+
+/// The result an uninterrupted simulated run of `spec` produces (tests compare resumed runs
+/// against it).
+pub fn expected_checksum(spec: &TrialSpec, steps_per_epoch: u64) -> f64 {
+    let epochs = spec.settings.epochs.unwrap_or(DEFAULT_EPOCHS);
+    let mut accumulator = mix(spec.search_seed, spec.eval_seed.unwrap_or(u64::MAX));
+    for step in 0..u64::from(epochs) * steps_per_epoch.max(1) {
+        accumulator = mix(accumulator, step);
+    }
+    (accumulator >> 12) as f64
+}

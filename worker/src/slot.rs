@@ -1,0 +1,407 @@
+//! One trial on one slot: restore the last committed checkpoint, train on a dedicated
+//! thread, stream metrics in batches, upload checkpoints, and report how it ended.
+
+use crate::observer::{SlotControl, SlotObserver, TrainEvent};
+use crate::runtime::{RunningTrial, Shared, MAX_BACKOFF, MIN_BACKOFF};
+use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
+use crate::transfer::{self, Upload};
+use prime_core::observer::Progress;
+use prime_core::trial::{TrialId, TrialSpec};
+use prime_proto::client::is_transient;
+use prime_proto::pb::{self, finish_trial_request::Outcome};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Code, Status};
+
+type TrainResult = std::thread::Result<Result<TrainEnd, TrainError>>;
+
+/// Sends a trial's reports, retrying while the coordinator is unreachable and noticing when
+/// the assignment has been fenced.
+struct Reporter<'a> {
+    shared: &'a Shared,
+    trial_id: TrialId,
+    epoch: u64,
+    control: Arc<SlotControl>,
+    /// The coordinator refused a report: the assignment is no longer ours.
+    fenced: bool,
+    uploads: u32,
+    pending: Vec<pb::Metric>,
+    logs: Vec<String>,
+}
+
+impl Reporter<'_> {
+    /// Calls `op` until it succeeds, is refused, or the outage lasts too long.
+    async fn call<T, F, Fut>(&mut self, what: &str, mut op: F) -> Option<T>
+    where
+        F: FnMut(prime_proto::client::Client) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        if self.fenced {
+            return None;
+        }
+        let started = Instant::now();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match op(self.shared.client.clone()).await {
+                Ok(value) => return Some(value),
+                Err(status) if is_transient(&status) => {
+                    if started.elapsed() > self.shared.config.max_outage {
+                        tracing::error!(trial_id = self.trial_id, %status, what, "coordinator unreachable too long; giving the trial up");
+                        self.give_up();
+                        return None;
+                    }
+                    tracing::debug!(trial_id = self.trial_id, %status, what, "coordinator unreachable; will retry");
+                }
+                Err(status)
+                    if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) =>
+                {
+                    tracing::warn!(trial_id = self.trial_id, %status, what, "report refused: assignment fenced");
+                    self.give_up();
+                    return None;
+                }
+                Err(status) => {
+                    tracing::error!(trial_id = self.trial_id, %status, what, "report rejected");
+                    return None;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.fenced = true;
+        self.control.stop.store(true, Ordering::SeqCst);
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() && self.logs.is_empty() {
+            return;
+        }
+        let batch = pb::MetricBatch {
+            trial_id: self.trial_id,
+            epoch: self.epoch,
+            metrics: std::mem::take(&mut self.pending),
+            logs: std::mem::take(&mut self.logs),
+        };
+        self.call("metrics", |mut client| {
+            let batch = batch.clone();
+            async move { client.report_metrics(batch).await }
+        })
+        .await;
+    }
+
+    async fn upload(
+        &mut self,
+        archive: &[u8],
+        progress: Progress,
+        score: Option<f64>,
+        is_final: bool,
+    ) {
+        self.uploads += 1;
+        let upload = Upload {
+            trial_id: self.trial_id,
+            epoch: self.epoch,
+            upload_id: format!("u{}", self.uploads),
+            archive,
+            progress,
+            is_final,
+            score,
+        };
+        let (chunk_size, corrupt) = (
+            self.shared.config.chunk_size,
+            self.shared.config.faults.corrupt_chunks.clone(),
+        );
+        let committed = self
+            .call("checkpoint", |mut client| {
+                let (upload, corrupt) = (&upload, corrupt.clone());
+                async move { transfer::upload(&mut client, upload, chunk_size, &corrupt).await }
+            })
+            .await;
+        if let Some(checkpoint_id) = committed {
+            tracing::info!(
+                trial_id = self.trial_id,
+                checkpoint_id,
+                epochs_done = progress.epochs_done,
+                bytes = archive.len(),
+                "checkpoint committed"
+            );
+        }
+    }
+
+    async fn handle(&mut self, event: TrainEvent) {
+        match event {
+            TrainEvent::Metric(record) => {
+                self.pending.push((&record).into());
+                if self.pending.len() >= self.shared.config.metric_batch {
+                    self.flush().await;
+                }
+            }
+            TrainEvent::Checkpoint {
+                archive,
+                progress,
+                score,
+            } => {
+                self.flush().await;
+                self.upload(&archive, progress, score, false).await;
+            }
+        }
+    }
+
+    async fn finish(&mut self, outcome: Outcome) {
+        self.flush().await;
+        let request = pb::FinishTrialRequest {
+            trial_id: self.trial_id,
+            epoch: self.epoch,
+            outcome: Some(outcome),
+        };
+        self.call("finish", |mut client| {
+            let request = request.clone();
+            async move { client.finish_trial(request).await }
+        })
+        .await;
+    }
+}
+
+/// Runs one assignment on `slot`, from restore to the final report.
+pub(crate) async fn run_trial(
+    shared: &Arc<Shared>,
+    slot: u32,
+    device: Device,
+    assignment: pb::Assignment,
+) {
+    let control = Arc::new(SlotControl::default());
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        control.preempt.store(true, Ordering::SeqCst);
+    }
+    shared.running().insert(
+        slot,
+        RunningTrial {
+            trial_id: assignment.trial_id,
+            epoch: assignment.epoch,
+            control: control.clone(),
+        },
+    );
+    let mut reporter = Reporter {
+        shared,
+        trial_id: assignment.trial_id,
+        epoch: assignment.epoch,
+        control: control.clone(),
+        fenced: false,
+        uploads: 0,
+        pending: Vec::new(),
+        logs: Vec::new(),
+    };
+    tracing::info!(trial_id = assignment.trial_id, epoch = assignment.epoch, slot, %device, "trial started");
+    reporter.logs.push(format!(
+        "epoch {}: started on worker {} slot {slot} ({device}){}",
+        assignment.epoch,
+        shared.config.name,
+        assignment
+            .resume
+            .as_ref()
+            .map_or(String::new(), |checkpoint| format!(
+                ", resuming from checkpoint {}",
+                checkpoint.checkpoint_id
+            ))
+    ));
+    if let Some(outcome) = attempt(shared, &mut reporter, device, &assignment).await {
+        reporter.finish(outcome).await;
+    }
+    shared.running().remove(&slot);
+    tracing::info!(trial_id = assignment.trial_id, slot, "slot free");
+}
+
+fn failed(reason: String, diverged: bool) -> Outcome {
+    Outcome::Failed(pb::Failure { reason, diverged })
+}
+
+/// Restores, trains and uploads; the outcome to report, or `None` when nothing may be
+/// reported (stopped or fenced).
+async fn attempt(
+    shared: &Arc<Shared>,
+    reporter: &mut Reporter<'_>,
+    device: Device,
+    assignment: &pb::Assignment,
+) -> Option<Outcome> {
+    let spec: TrialSpec = match serde_json::from_str(&assignment.spec_json) {
+        Ok(spec) => spec,
+        Err(error) => return Some(failed(format!("invalid trial spec: {error}"), false)),
+    };
+    let run_dir = shared
+        .config
+        .work_dir
+        .join(format!("trial-{}", assignment.trial_id));
+    let resumed_epochs = match restore(reporter, &run_dir, assignment.resume.as_ref()).await {
+        Ok(epochs) => epochs,
+        Err(reason) if reporter.fenced => {
+            tracing::warn!(reason, "restore abandoned");
+            return None;
+        }
+        Err(reason) => return Some(failed(reason, false)),
+    };
+    if reporter.control.preempt.load(Ordering::SeqCst) {
+        return Some(Outcome::Preempted(pb::Preempted {}));
+    }
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let job = TrainJob {
+        trial_id: assignment.trial_id,
+        spec,
+        run_dir: run_dir.clone(),
+        device,
+        resume: assignment.resume.is_some(),
+    };
+    let mut observer = SlotObserver::new(
+        &run_dir,
+        events,
+        reporter.control.clone(),
+        shared.config.checkpoint,
+        resumed_epochs,
+    );
+    let trainer = shared.trainer.clone();
+    let (done_sender, mut done) = tokio::sync::oneshot::channel::<TrainResult>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("train-{}", assignment.trial_id))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                trainer.train(&job, &mut observer)
+            }));
+            drop(observer);
+            let _ = done_sender.send(result);
+        });
+    if let Err(error) = spawned {
+        return Some(failed(
+            format!("cannot start the training thread: {error}"),
+            false,
+        ));
+    }
+    let mut flush_timer = tokio::time::interval(shared.config.metric_flush);
+    let result = loop {
+        tokio::select! {
+            Some(event) = receiver.recv() => reporter.handle(event).await,
+            _ = flush_timer.tick() => reporter.flush().await,
+            result = &mut done => break result,
+        }
+    };
+    // The thread always sends before it ends; a closed channel means it was torn down.
+    let result = result.unwrap_or_else(|_| {
+        Ok(Err(TrainError::Failed(
+            "the training thread vanished".into(),
+        )))
+    });
+    while let Some(event) = receiver.recv().await {
+        reporter.handle(event).await;
+    }
+    let control = reporter.control.clone();
+    if reporter.fenced || control.stop.load(Ordering::SeqCst) {
+        return None;
+    }
+    if control.diverged.load(Ordering::SeqCst) {
+        return Some(failed("diverged".into(), true));
+    }
+    match result {
+        Ok(Ok(TrainEnd::Finished { result, artifacts })) => {
+            if let Some(artifacts) = artifacts {
+                upload_artifacts(reporter, &run_dir, artifacts).await;
+            }
+            match serde_json::to_string(&result) {
+                Ok(json) => Some(Outcome::SucceededJson(json)),
+                Err(error) => Some(failed(format!("unserialisable result: {error}"), false)),
+            }
+        }
+        Ok(Ok(TrainEnd::Stopped)) if control.preempt.load(Ordering::SeqCst) => {
+            Some(Outcome::Preempted(pb::Preempted {}))
+        }
+        Ok(Ok(TrainEnd::Stopped)) => Some(failed(
+            "the trainer stopped without being asked".into(),
+            false,
+        )),
+        Ok(Err(TrainError::Diverged(reason))) => {
+            tracing::warn!(reason, "trial diverged");
+            Some(failed("diverged".into(), true))
+        }
+        Ok(Err(TrainError::Failed(reason))) => Some(failed(reason, false)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(failed(format!("the trainer panicked: {message}"), false))
+        }
+    }
+}
+
+async fn upload_artifacts(
+    reporter: &mut Reporter<'_>,
+    run_dir: &std::path::Path,
+    artifacts: PathBuf,
+) {
+    let base = run_dir.to_path_buf();
+    let packed =
+        tokio::task::spawn_blocking(move || prime_proto::archive::pack_dir(&base, &artifacts))
+            .await;
+    match packed {
+        Ok(Ok(archive)) => {
+            let progress = reporter.control.progress().unwrap_or(Progress {
+                epochs_done: 0,
+                epochs_total: 0,
+                steps_done: 0,
+                steps_total: 0,
+            });
+            reporter.upload(&archive, progress, None, true).await;
+        }
+        Ok(Err(error)) => tracing::error!(%error, "cannot pack the final artifacts"),
+        Err(error) => tracing::error!(%error, "packing the final artifacts failed"),
+    }
+}
+
+/// Empties the run directory and unpacks the checkpoint to resume from; returns the epochs
+/// it had completed.
+async fn restore(
+    reporter: &mut Reporter<'_>,
+    run_dir: &std::path::Path,
+    resume: Option<&pb::CheckpointInfo>,
+) -> Result<u32, String> {
+    let dir = run_dir.to_path_buf();
+    let cleared = tokio::task::spawn_blocking(move || {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)
+    })
+    .await;
+    match cleared {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(format!("cannot prepare {}: {error}", run_dir.display())),
+        Err(error) => return Err(format!("cannot prepare {}: {error}", run_dir.display())),
+    }
+    let Some(info) = resume else {
+        return Ok(0);
+    };
+    let (trial_id, chunk_size) = (reporter.trial_id, reporter.shared.config.chunk_size);
+    let archive = reporter
+        .call("download", |mut client| {
+            let info = info.clone();
+            async move { transfer::download(&mut client, trial_id, &info, chunk_size).await }
+        })
+        .await
+        .ok_or_else(|| format!("cannot download checkpoint {}", info.checkpoint_id))?;
+    let dir = run_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || prime_proto::archive::unpack(&archive, &dir))
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| format!("cannot unpack checkpoint {}: {error}", info.checkpoint_id))?;
+    tracing::info!(
+        trial_id,
+        checkpoint_id = info.checkpoint_id,
+        "resuming from checkpoint"
+    );
+    Ok(info
+        .progress
+        .as_ref()
+        .map_or(0, |progress| progress.epochs_done))
+}
