@@ -1,6 +1,7 @@
 //! `prime`: the darts-prime command line.
 
 mod commands;
+mod device;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,24 @@ enum Command {
     /// Micro-benchmarks, printed as one JSON line.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Submit a grid file to the coordinator.
+    Submit(commands::cluster::submit::SubmitArgs),
+    /// Trial states and progress of a grid (or a summary of every grid).
+    Status(commands::cluster::status::StatusArgs),
+    /// Live progress bars of a grid until it is over.
+    Watch(commands::cluster::status::WatchArgs),
+    /// The paper's tables for a grid: mean ± std over seeds.
+    Results(commands::cluster::results::ResultsArgs),
+    /// Cancel a grid or one trial.
+    Cancel(commands::cluster::manage::CancelArgs),
+    /// List workers; cordon, uncordon or drain one.
+    Workers(commands::cluster::manage::WorkersArgs),
+    /// A trial's log: assignments, checkpoints, outcomes.
+    Logs(commands::cluster::manage::LogsArgs),
+    /// Download a trial's genotype, metrics and weights.
+    Fetch(commands::cluster::fetch::FetchArgs),
+    /// A coordinator and a worker in this process run a small grid end to end.
+    Demo(commands::cluster::demo::DemoArgs),
 }
 
 fn main() {
@@ -41,6 +60,15 @@ fn main() {
         Command::Genotype(command) => commands::genotype::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Submit(args) => commands::cluster::submit::run(args),
+        Command::Status(args) => commands::cluster::status::run_status(args),
+        Command::Watch(args) => commands::cluster::status::run_watch(args),
+        Command::Results(args) => commands::cluster::results::run(args),
+        Command::Cancel(args) => commands::cluster::manage::run_cancel(args),
+        Command::Workers(args) => commands::cluster::manage::run_workers(args),
+        Command::Logs(args) => commands::cluster::manage::run_logs(args),
+        Command::Fetch(args) => commands::cluster::fetch::run(args),
+        Command::Demo(args) => commands::cluster::demo::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -1,11 +1,129 @@
-//! `prime bench`.
-use clap::Subcommand;
+//! `prime bench`: micro-benchmarks that print one JSON line each, in the shape of the
+//! eager-PyTorch yardstick (`bench/pytorch_search_step.py`).
+
+use crate::device::{apply_threads, parse_device};
+use clap::{Args, Subcommand};
+use prime_core::config::SearchConfig;
+use prime_nas::search::trainer::SearchTrainer;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
 
 /// Subcommands of `prime bench`.
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// One first-order search iteration (alpha step + weight step) of the search network.
+    SearchStep(SearchStepArgs),
+    /// Assignment latency and metric ingestion of a coordinator on loopback.
+    Coordinator(crate::commands::cluster::bench::CoordinatorBenchArgs),
+}
+
+/// Arguments of `prime bench search-step`.
+#[derive(Debug, Args)]
+pub struct SearchStepArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per batch (both the alpha and the weight batch).
+    #[arg(long, default_value_t = 64)]
+    batch: i64,
+    /// Initial channels C.
+    #[arg(long, default_value_t = 16)]
+    channels: i64,
+    /// Number of cells.
+    #[arg(long, default_value_t = 8)]
+    layers: i64,
+    /// Side of the square input images.
+    #[arg(long, default_value_t = 32)]
+    image_size: i64,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
 
 /// Runs `prime bench`.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        BenchCommand::SearchStep(args) => search_step(args),
+        BenchCommand::Coordinator(args) => crate::commands::cluster::bench::run(args),
+    }
+}
+
+fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
+    apply_threads(args.threads)?;
+    let device = parse_device(&args.device)?;
+    if args.iters == 0 || args.batch < 1 || args.image_size < 4 {
+        anyhow::bail!("expected --iters >= 1, --batch >= 1 and --image-size >= 4");
+    }
+    let mut config = SearchConfig::default();
+    config.seed = 0;
+    config.network.init_channels = args.channels;
+    config.network.layers = args.layers;
+    config.validate("prime bench search-step")?;
+    let mut trainer = SearchTrainer::new(&config, 10, device)?;
+    let images = |seed: i64| {
+        tch::manual_seed(seed);
+        let x = Tensor::randn(
+            [args.batch, 3, args.image_size, args.image_size],
+            (Kind::Float, device),
+        );
+        let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
+        (x, y)
+    };
+    let (x, y) = images(1);
+    let (xv, yv) = images(2);
+    let lr = config.weights.lr;
+    let mut times = Vec::with_capacity(args.iters);
+    for iteration in 0..args.warmup + args.iters {
+        synchronize(device);
+        let start = Instant::now();
+        trainer.arch_step(&xv, &yv, |_| None)?;
+        trainer.weight_step(&x, &y, lr, false)?;
+        synchronize(device);
+        if iteration >= args.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    let params = prime_nas::cnn::search_net::trainable_parameter_count(&trainer.vs);
+    let round = |value: f64| (value * 1e5).round() / 1e5;
+    let line = serde_json::json!({
+        "impl": "darts-prime-tch",
+        "device": device_name(device),
+        "threads": tch::get_num_threads(),
+        "batch": args.batch,
+        "channels": args.channels,
+        "layers": args.layers,
+        "image_size": args.image_size,
+        "params": params,
+        "median_s": round(median),
+        "min_s": round(times[0]),
+        "max_s": round(times[times.len() - 1]),
+        "images_per_s": (2.0 * args.batch as f64 / median * 100.0).round() / 100.0,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(index) => format!("cuda:{index}"),
+        _ => "cpu".to_string(),
+    }
 }

@@ -1,0 +1,64 @@
+//! Parsing `--device` and `--threads`.
+
+use anyhow::{bail, Context};
+use tch::Device;
+
+/// Parses `cpu`, `cuda` or `cuda:N`, checking that the GPU exists.
+pub fn parse_device(text: &str) -> anyhow::Result<Device> {
+    let text = text.trim().to_ascii_lowercase();
+    let device = match text.as_str() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => Device::Cuda(0),
+        _ => {
+            let index = text
+                .strip_prefix("cuda:")
+                .with_context(|| format!("device `{text}`: expected cpu, cuda or cuda:N"))?;
+            let index: usize = index
+                .parse()
+                .with_context(|| format!("device `{text}`: `{index}` is not a GPU index"))?;
+            Device::Cuda(index)
+        }
+    };
+    let available = if tch::Cuda::is_available() {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    };
+    if let Device::Cuda(index) = device {
+        if index >= available {
+            bail!(
+                "device `{text}`: this machine has {available} CUDA device(s) visible to libtorch"
+            );
+        }
+    }
+    Ok(device)
+}
+
+/// Sets libtorch's intra-op thread count when given.
+pub fn apply_threads(threads: Option<i32>) -> anyhow::Result<()> {
+    if let Some(threads) = threads {
+        if threads < 1 {
+            bail!("--threads {threads}: expected at least 1");
+        }
+        tch::set_num_threads(threads);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_and_rejects_nonsense() {
+        assert_eq!(parse_device("CPU").unwrap(), Device::Cpu);
+        let error = parse_device("gpu0").unwrap_err().to_string();
+        assert!(error.contains("expected cpu, cuda or cuda:N"), "{error}");
+        let error = parse_device("cuda:x").unwrap_err().to_string();
+        assert!(error.contains("not a GPU index"), "{error}");
+        if !tch::Cuda::is_available() {
+            let error = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(error.contains("0 CUDA device"), "{error}");
+        }
+    }
+}
