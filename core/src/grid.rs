@@ -610,6 +610,20 @@ run = { epochs = 600 }
     }
 
     #[test]
+    fn the_paper_grids_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/grids");
+        let mut searches = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let grid = GridSpec::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(grid.seeds, vec![101, 102, 103, 104], "{}", path.display());
+            searches += grid.search_trials().len();
+        }
+        // Table 1: (5 + 4) methods, Table 2: 2, Table S1: 6 + 1; four seeds each.
+        assert_eq!(searches, (5 + 4 + 2 + 6 + 1) * 4);
+    }
+
+    #[test]
     fn a_syntax_error_has_a_line() {
         let error = error_of("version = 1\nname = \"x\n");
         assert_eq!(error.line, 2);

@@ -112,6 +112,20 @@ fn mix(accumulator: u64, step: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The state a fresh run of `spec` starts from: its seeds and method decide everything.
+fn initial_accumulator(spec: &TrialSpec) -> u64 {
+    let method = spec
+        .method
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+        });
+    mix(
+        spec.search_seed ^ method,
+        spec.eval_seed.unwrap_or(u64::MAX),
+    )
+}
+
 fn unit(accumulator: u64) -> f64 {
     (accumulator >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -238,7 +252,7 @@ impl SimulatedTrainer {
             return Ok(SimState {
                 epochs_done: 0,
                 steps_done: 0,
-                accumulator: mix(job.spec.search_seed, job.spec.eval_seed.unwrap_or(u64::MAX)),
+                accumulator: initial_accumulator(&job.spec),
             });
         }
         let path = job.run_dir.join(CHECKPOINT_DIR).join("state.json");
@@ -388,7 +402,7 @@ impl Trainer for SimulatedTrainer {
 /// against it).
 pub fn expected_checksum(spec: &TrialSpec, steps_per_epoch: u64) -> f64 {
     let epochs = spec.settings.epochs.unwrap_or(DEFAULT_EPOCHS);
-    let mut accumulator = mix(spec.search_seed, spec.eval_seed.unwrap_or(u64::MAX));
+    let mut accumulator = initial_accumulator(spec);
     for step in 0..u64::from(epochs) * steps_per_epoch.max(1) {
         accumulator = mix(accumulator, step);
     }

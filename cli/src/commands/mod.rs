@@ -1,6 +1,7 @@
 //! One module per `prime` subcommand.
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
 pub mod genotype;
 pub mod search;

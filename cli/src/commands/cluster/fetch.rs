@@ -1,0 +1,133 @@
+//! `prime fetch TRIAL --out DIR`: a trial's spec, result (with its genotype), metrics and
+//! artifacts (the final weights, or else the last checkpoint), verified by sha256.
+
+use super::{connect, runtime, status_error};
+use anyhow::Context;
+use clap::Args;
+use prime_core::trial::TrialResult;
+use prime_proto::pb;
+use std::path::{Path, PathBuf};
+
+/// Bytes per checkpoint read.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Arguments of `prime fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The trial id.
+    pub trial: u64,
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// URL of the coordinator.
+    #[arg(long, default_value_t = super::default_coordinator())]
+    pub coordinator: String,
+}
+
+fn write(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Fetches trial `trial_id` into `out`; returns the files written.
+pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut client = connect(coordinator)?;
+    let trials = client
+        .list_trials(pb::ListTrialsRequest {
+            grid: String::new(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .trials;
+    let trial = trials
+        .into_iter()
+        .find(|t| t.trial_id == trial_id)
+        .with_context(|| format!("no trial {trial_id}"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    let spec: serde_json::Value = serde_json::from_str(&trial.spec_json)?;
+    let path = out.join("spec.json");
+    write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    written.push(path);
+    if !trial.result_json.is_empty() {
+        let result: TrialResult = serde_json::from_str(&trial.result_json)?;
+        let path = out.join("result.json");
+        write(&path, serde_json::to_vec_pretty(&result)?)?;
+        written.push(path);
+        if let Some(genotype) = &result.genotype {
+            let path = out.join("genotype.json");
+            write(&path, serde_json::to_vec_pretty(genotype)?)?;
+            written.push(path);
+        }
+    }
+    let metrics = client
+        .trial_metrics(pb::TrialRef { trial_id })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .metrics;
+    let mut lines = String::new();
+    for metric in metrics {
+        let record = prime_core::metrics::MetricRecord::try_from(metric)?;
+        lines.push_str(&serde_json::to_string(&record)?);
+        lines.push('\n');
+    }
+    let path = out.join("metrics.jsonl");
+    write(&path, lines)?;
+    written.push(path);
+    let checkpoints = client
+        .trial_checkpoints(pb::TrialRef { trial_id })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .checkpoints;
+    let chosen = checkpoints
+        .iter()
+        .rfind(|c| c.r#final)
+        .or_else(|| checkpoints.last());
+    if let Some(checkpoint) = chosen {
+        let mut archive = Vec::with_capacity(checkpoint.size as usize);
+        while (archive.len() as u64) < checkpoint.size {
+            let data = client
+                .read_checkpoint(pb::ReadCheckpointRequest {
+                    trial_id,
+                    checkpoint_id: checkpoint.checkpoint_id,
+                    offset: archive.len() as u64,
+                    length: READ_CHUNK as u32,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .data;
+            anyhow::ensure!(
+                !data.is_empty(),
+                "checkpoint {} ended early",
+                checkpoint.checkpoint_id
+            );
+            archive.extend_from_slice(&data);
+        }
+        anyhow::ensure!(
+            prime_proto::archive::sha256_hex(&archive) == checkpoint.sha256,
+            "checkpoint {} failed its sha256 check",
+            checkpoint.checkpoint_id
+        );
+        let dir = out.join(if checkpoint.r#final {
+            "artifacts"
+        } else {
+            "checkpoint"
+        });
+        prime_proto::archive::unpack(&archive, &dir)
+            .with_context(|| format!("unpacking into {}", dir.display()))?;
+        written.push(dir);
+    }
+    Ok(written)
+}
+
+/// Runs `prime fetch`.
+pub fn run(args: FetchArgs) -> anyhow::Result<()> {
+    let written = runtime()?.block_on(fetch(&args.coordinator, args.trial, &args.out))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! `prime status [GRID]` (a table with per-trial progress) and `prime watch GRID` (live
+//! progress bars until every trial is over).
+
+use super::{connect, runtime, status_error};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use prime_core::trial::{TrialKind, TrialSpec};
+use prime_proto::pb;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Arguments of `prime status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this grid (default: a summary of every grid).
+    pub grid: Option<String>,
+    /// URL of the coordinator.
+    #[arg(long, default_value_t = super::default_coordinator())]
+    pub coordinator: String,
+}
+
+/// Arguments of `prime watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The grid.
+    pub grid: String,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// URL of the coordinator.
+    #[arg(long, default_value_t = super::default_coordinator())]
+    pub coordinator: String,
+}
+
+/// Fetches the trials of `grid` (all grids when empty).
+pub async fn fetch_trials(coordinator: &str, grid: &str) -> anyhow::Result<Vec<pb::TrialView>> {
+    let mut client = connect(coordinator)?;
+    let reply = client
+        .list_trials(pb::ListTrialsRequest {
+            grid: grid.to_string(),
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(reply.into_inner().trials)
+}
+
+/// A short name of a trial: `search darts cifar10 s101` or `eval ... e0`.
+pub fn trial_name(spec: &TrialSpec) -> String {
+    match (spec.kind, spec.eval_seed) {
+        (TrialKind::Evaluation, Some(eval_seed)) => {
+            format!(
+                "eval   {} {} s{} e{eval_seed}",
+                spec.label, spec.dataset, spec.search_seed
+            )
+        }
+        _ => format!(
+            "search {} {} s{}",
+            spec.label, spec.dataset, spec.search_seed
+        ),
+    }
+}
+
+fn progress_cell(trial: &pb::TrialView) -> String {
+    let progress = trial.progress.unwrap_or_default();
+    if progress.epochs_total == 0 {
+        return "-".into();
+    }
+    let fraction = f64::from(progress.epochs_done) / f64::from(progress.epochs_total);
+    let filled = (fraction * 10.0).round() as usize;
+    format!(
+        "[{}{}] {}/{}",
+        "#".repeat(filled.min(10)),
+        ".".repeat(10 - filled.min(10)),
+        progress.epochs_done,
+        progress.epochs_total
+    )
+}
+
+/// The per-trial status table of one grid.
+pub fn trial_table(trials: &[pb::TrialView]) -> String {
+    let mut out = format!(
+        "{:>5}  {:<42} {:<10} {:<20} {:>8} {:>9}  {:<14} {}\n",
+        "id", "trial", "state", "progress", "attempts", "failures", "worker", "note"
+    );
+    for trial in trials {
+        let name = serde_json::from_str::<TrialSpec>(&trial.spec_json)
+            .map(|spec| trial_name(&spec))
+            .unwrap_or_else(|_| "?".into());
+        out.push_str(&format!(
+            "{:>5}  {:<42} {:<10} {:<20} {:>8} {:>9}  {:<14} {}\n",
+            trial.trial_id,
+            name,
+            trial.state,
+            progress_cell(trial),
+            trial.attempts,
+            trial.failures,
+            trial.worker,
+            trial.reason
+        ));
+    }
+    out
+}
+
+/// Counts of trials per state, per grid.
+pub fn grid_summary(trials: &[pb::TrialView]) -> String {
+    let mut grids: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for trial in trials {
+        *grids
+            .entry(&trial.grid)
+            .or_default()
+            .entry(&trial.state)
+            .or_default() += 1;
+    }
+    let states = [
+        "queued",
+        "running",
+        "preempted",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ];
+    let mut out = format!("{:<24}", "grid");
+    for state in states {
+        out.push_str(&format!(" {state:>9}"));
+    }
+    out.push('\n');
+    for (grid, counts) in grids {
+        out.push_str(&format!("{grid:<24}"));
+        for state in states {
+            out.push_str(&format!(" {:>9}", counts.get(state).copied().unwrap_or(0)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `prime status`.
+pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let grid = args.grid.clone().unwrap_or_default();
+    let trials = runtime()?.block_on(fetch_trials(&args.coordinator, &grid))?;
+    match args.grid {
+        Some(grid) => {
+            anyhow::ensure!(!trials.is_empty(), "no trials in grid `{grid}`");
+            print!("{}", trial_table(&trials));
+        }
+        None if trials.is_empty() => {
+            eprintln!("no grids yet: submit one with `prime submit GRID.toml`")
+        }
+        None => print!("{}", grid_summary(&trials)),
+    }
+    Ok(())
+}
+
+/// Shows live progress bars of `grid` until every trial is over.
+pub async fn watch(
+    coordinator: &str,
+    grid: &str,
+    interval: Duration,
+) -> anyhow::Result<Vec<pb::TrialView>> {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:<44} [{bar:30}] {pos:>3}/{len:<3} {msg}")?
+        .progress_chars("=> ");
+    let mut shown: BTreeMap<u64, ProgressBar> = BTreeMap::new();
+    loop {
+        let trials = fetch_trials(coordinator, grid).await?;
+        anyhow::ensure!(!trials.is_empty(), "no trials in grid `{grid}`");
+        for trial in &trials {
+            let bar = shown.entry(trial.trial_id).or_insert_with(|| {
+                let bar = bars.add(ProgressBar::new(1));
+                bar.set_style(style.clone());
+                let name = serde_json::from_str::<TrialSpec>(&trial.spec_json)
+                    .map(|spec| trial_name(&spec))
+                    .unwrap_or_default();
+                bar.set_prefix(format!("{:>4} {name}", trial.trial_id));
+                bar
+            });
+            let progress = trial.progress.unwrap_or_default();
+            bar.set_length(u64::from(progress.epochs_total.max(1)));
+            bar.set_position(u64::from(progress.epochs_done));
+            let note = if trial.worker.is_empty() {
+                trial.state.clone()
+            } else {
+                format!("{} on {}", trial.state, trial.worker)
+            };
+            bar.set_message(note);
+            if matches!(trial.state.as_str(), "succeeded" | "failed" | "cancelled")
+                && !bar.is_finished()
+            {
+                bar.finish();
+            }
+        }
+        let over = trials
+            .iter()
+            .all(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled"));
+        if over {
+            return Ok(trials);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Runs `prime watch`.
+pub fn run_watch(args: WatchArgs) -> anyhow::Result<()> {
+    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let trials = runtime()?.block_on(watch(&args.coordinator, &args.grid, interval))?;
+    let failed = trials.iter().filter(|t| t.state == "failed").count();
+    eprintln!(
+        "grid `{}` is over: {} trials, {failed} failed",
+        args.grid,
+        trials.len()
+    );
+    Ok(())
+}
