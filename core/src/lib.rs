@@ -13,3 +13,4 @@ pub mod presets;
 pub mod primitives;
 pub mod projection;
 pub mod trial;
+pub mod eval_config;

@@ -1,0 +1,474 @@
+//! The evaluation (retraining) configuration: TOML, `version = 1`, unknown keys rejected,
+//! validated once at load with the field path in every error. Every default is the paper's
+//! CIFAR evaluation setting (SPEC 6.1, `train.py --auxiliary --cutout`), and the default
+//! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
+
+use crate::config::{apply_override, CheckpointConfig, ConfigError, CONFIG_VERSION};
+use crate::dataset::DatasetKind;
+use crate::genotype::Genotype;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// Data settings of an evaluation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalDataConfig {
+    /// Dataset.
+    pub dataset: DatasetKind,
+    /// Minibatch size of training and of the test pass.
+    pub batch_size: usize,
+    /// Use only the first N images of the training set and of the test set (small demos and
+    /// tests); none = all.
+    pub limit: Option<usize>,
+    /// Cutout augmentation of the training images.
+    pub cutout: bool,
+    /// Cutout square side.
+    pub cutout_length: usize,
+    /// Batches decoded ahead of the training thread.
+    pub prefetch: usize,
+}
+
+impl Default for EvalDataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::Cifar10,
+            batch_size: 96,
+            limit: None,
+            cutout: true,
+            cutout_length: 16,
+            prefetch: 4,
+        }
+    }
+}
+
+/// Shape and regularisation of the evaluation network (NetworkCIFAR, SPEC 6.2-6.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalNetworkConfig {
+    /// Initial channels C.
+    pub init_channels: i64,
+    /// Number of cells; reductions at layers/3 and 2·layers/3.
+    pub layers: i64,
+    /// Auxiliary classifier on the output of cell 2·layers/3.
+    pub auxiliary: bool,
+    /// Weight of the auxiliary loss.
+    pub auxiliary_weight: f64,
+    /// Final drop-path probability; epoch e uses drop_path_prob · e / epochs.
+    pub drop_path_prob: f64,
+}
+
+impl Default for EvalNetworkConfig {
+    fn default() -> Self {
+        Self {
+            init_channels: 36,
+            layers: 20,
+            auxiliary: true,
+            auxiliary_weight: 0.4,
+            drop_path_prob: 0.2,
+        }
+    }
+}
+
+/// The weight optimizer (SGD with momentum) and its cosine schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalWeightsConfig {
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Final learning rate of the cosine schedule.
+    pub lr_min: f64,
+    /// Epoch e trains with lr(e + lr_offset): 1 = authors' code, 0 = original DARTS.
+    pub lr_offset: u32,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay (every parameter, auxiliary head included).
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (every parameter, auxiliary head included).
+    pub grad_clip: f64,
+}
+
+impl Default for EvalWeightsConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.025,
+            lr_min: 0.0,
+            lr_offset: 1,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+        }
+    }
+}
+
+/// Reduced-precision arithmetic for the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Autocast {
+    /// Float32 everywhere (the reference's arithmetic).
+    #[default]
+    Off,
+    /// bfloat16 convolutions and activations, float32 master weights and batch norm.
+    Bf16,
+    /// float16 convolutions and activations with dynamic loss scaling, float32 master weights
+    /// and batch norm.
+    Fp16,
+}
+
+impl Autocast {
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Autocast::Off => "off",
+            Autocast::Bf16 => "bf16",
+            Autocast::Fp16 => "fp16",
+        }
+    }
+}
+
+impl fmt::Display for Autocast {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Speed options for GPUs; all off by default for fidelity to the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeedConfig {
+    /// Keep activations and convolution weights in the channels-last (NHWC) memory format.
+    pub channels_last: bool,
+    /// Reduced-precision arithmetic.
+    pub autocast: Autocast,
+    /// Let cuDNN time its convolution algorithms and pick the fastest (not bitwise
+    /// reproducible).
+    pub cudnn_benchmark: bool,
+}
+
+/// Everything an evaluation run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// Name of the evaluated genotype, for records and reports.
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// Random seed (weights, data order, augmentation, drop path).
+    #[serde(default)]
+    pub seed: u64,
+    /// Number of epochs.
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Training steps between step records (each one reads the device once).
+    #[serde(default = "default_report_every")]
+    pub report_every: u32,
+    /// Data.
+    #[serde(default)]
+    pub data: EvalDataConfig,
+    /// Network shape and regularisation.
+    #[serde(default)]
+    pub network: EvalNetworkConfig,
+    /// Weight optimizer.
+    #[serde(default)]
+    pub weights: EvalWeightsConfig,
+    /// GPU speed options.
+    #[serde(default)]
+    pub speed: SpeedConfig,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// The cells to train.
+    #[serde(default = "default_genotype")]
+    pub genotype: Genotype,
+}
+
+/// The name of the default genotype.
+pub const DEFAULT_GENOTYPE: &str = "DARTS_V2";
+
+fn default_label() -> String {
+    DEFAULT_GENOTYPE.to_string()
+}
+
+fn default_epochs() -> u32 {
+    600
+}
+
+fn default_report_every() -> u32 {
+    50
+}
+
+fn default_genotype() -> Genotype {
+    Genotype::builtin(DEFAULT_GENOTYPE).unwrap_or_else(|_| unreachable!("DARTS_V2 is built in"))
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            label: default_label(),
+            seed: 0,
+            epochs: default_epochs(),
+            report_every: default_report_every(),
+            data: EvalDataConfig::default(),
+            network: EvalNetworkConfig::default(),
+            weights: EvalWeightsConfig::default(),
+            speed: SpeedConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            genotype: default_genotype(),
+        }
+    }
+}
+
+impl EvalConfig {
+    /// Reads and validates a config file, applying `overrides` (`key=value`, dotted keys).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &origin, overrides)
+    }
+
+    /// The defaults with `overrides` applied, validated.
+    pub fn from_overrides(overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::from_toml("version = 1\n", "evaluation defaults", overrides)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: error.to_string(),
+        };
+        // Parsing the text itself first keeps line and column in the file's errors.
+        let config: EvalConfig =
+            toml::from_str(text).map_err(|error| parse_error(origin, error))?;
+        if overrides.is_empty() {
+            config.validate(origin)?;
+            return Ok(config);
+        }
+        let mut table: toml::Table = text.parse().map_err(|error| parse_error(origin, error))?;
+        for text in overrides {
+            apply_override(&mut table, text)?;
+        }
+        let origin = format!("{origin} (with --set overrides)");
+        let config: EvalConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error| parse_error(&origin, error))?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// The config as TOML text (written next to a run's artifacts).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Number of classes of the dataset.
+    pub fn classes(&self) -> i64 {
+        self.data.dataset.classes() as i64
+    }
+
+    /// The drop-path probability of 0-based `epoch`: drop_path_prob · epoch / epochs.
+    pub fn drop_path_at(&self, epoch: u32) -> f64 {
+        self.network.drop_path_prob * f64::from(epoch) / f64::from(self.epochs.max(1))
+    }
+
+    /// Checks every range; the error names the field.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                field: field.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.version != CONFIG_VERSION {
+            return invalid(
+                "version",
+                "expected 1 (the only config version this build reads)",
+            );
+        }
+        if self.epochs == 0 {
+            return invalid("epochs", "expected at least 1");
+        }
+        if self.report_every == 0 {
+            return invalid("report_every", "expected at least 1 step");
+        }
+        let data = &self.data;
+        if data.batch_size == 0 {
+            return invalid("data.batch_size", "expected at least 1");
+        }
+        if data.limit == Some(0) {
+            return invalid("data.limit", "expected at least 1 image (or no limit)");
+        }
+        if data.cutout_length == 0 || data.cutout_length > 32 {
+            return invalid("data.cutout_length", "expected 1..=32 pixels");
+        }
+        if data.prefetch == 0 {
+            return invalid("data.prefetch", "expected at least 1 batch");
+        }
+        let network = &self.network;
+        if network.init_channels < 2 || network.init_channels % 2 != 0 {
+            return invalid(
+                "network.init_channels",
+                "expected an even number >= 2 (factorized reductions halve channels)",
+            );
+        }
+        if network.layers < 3 {
+            return invalid(
+                "network.layers",
+                "expected at least 3 (two reduction cells and a normal one)",
+            );
+        }
+        if !(network.auxiliary_weight.is_finite() && network.auxiliary_weight >= 0.0) {
+            return invalid("network.auxiliary_weight", "expected a number >= 0");
+        }
+        if !(0.0..1.0).contains(&network.drop_path_prob) {
+            return invalid("network.drop_path_prob", "expected 0 <= probability < 1");
+        }
+        let weights = &self.weights;
+        if !(weights.lr > 0.0 && weights.lr.is_finite()) {
+            return invalid("weights.lr", "expected a finite number > 0");
+        }
+        if !(weights.lr_min >= 0.0 && weights.lr_min <= weights.lr) {
+            return invalid("weights.lr_min", "expected 0 <= lr_min <= lr");
+        }
+        if weights.lr_offset > 1 {
+            return invalid(
+                "weights.lr_offset",
+                "expected 0 (original DARTS) or 1 (authors' code)",
+            );
+        }
+        if !(0.0..1.0).contains(&weights.momentum) {
+            return invalid("weights.momentum", "expected 0 <= momentum < 1");
+        }
+        if !(weights.weight_decay >= 0.0 && weights.weight_decay.is_finite()) {
+            return invalid("weights.weight_decay", "expected a finite number >= 0");
+        }
+        if !(weights.grad_clip > 0.0) {
+            return invalid("weights.grad_clip", "expected > 0");
+        }
+        if let Err(error) = self.genotype.validate() {
+            return invalid("genotype", &error.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genotype::Gene;
+    use crate::primitives::CnnOp;
+
+    #[test]
+    fn minimal_file_gets_the_paper_defaults() {
+        let config = EvalConfig::from_toml("version = 1\n", "t.toml", &[]).unwrap();
+        assert_eq!(config, EvalConfig::default());
+        assert_eq!(
+            (config.network.init_channels, config.network.layers),
+            (36, 20)
+        );
+        assert_eq!(
+            (config.data.batch_size, config.epochs, config.seed),
+            (96, 600, 0)
+        );
+        assert_eq!(config.weights.lr_min, 0.0);
+        assert!(config.network.auxiliary && config.data.cutout);
+        assert_eq!(config.network.auxiliary_weight, 0.4);
+        assert_eq!(config.speed, SpeedConfig::default());
+        assert_eq!(config.speed.autocast, Autocast::Off);
+        assert_eq!(config.genotype, Genotype::builtin("DARTS_V2").unwrap());
+    }
+
+    #[test]
+    fn drop_path_grows_linearly_from_zero() {
+        let config = EvalConfig::default();
+        assert_eq!(config.drop_path_at(0), 0.0);
+        assert!((config.drop_path_at(300) - 0.1).abs() < 1e-12);
+        assert!((config.drop_path_at(599) - 0.2 * 599.0 / 600.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn overrides_set_nested_values_with_types() {
+        let overrides: Vec<String> = [
+            "data.dataset=cifar100",
+            "epochs=3",
+            "speed.autocast=bf16",
+            "speed.channels_last=true",
+            "network.init_channels=8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = EvalConfig::from_overrides(&overrides).unwrap();
+        assert_eq!(config.data.dataset, DatasetKind::Cifar100);
+        assert_eq!(config.classes(), 100);
+        assert_eq!(config.epochs, 3);
+        assert_eq!(config.speed.autocast, Autocast::Bf16);
+        assert!(config.speed.channels_last);
+        assert_eq!(config.network.init_channels, 8);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_place() {
+        let error =
+            EvalConfig::from_toml("version = 1\n[speed]\nautocast = \"fp8\"\n", "a.toml", &[])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("a.toml") && error.contains("line 3"),
+            "{error}"
+        );
+        assert!(error.contains("fp8"), "{error}");
+        let error =
+            EvalConfig::from_toml("version = 1\n[network]\ndroppath = 0.1\n", "b.toml", &[])
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("droppath"), "{error}");
+        let error = EvalConfig::from_overrides(&["network.drop_path_prob=1.5".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("field `network.drop_path_prob`"), "{error}");
+        let error = EvalConfig::from_overrides(&["network.init_channels=7".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("field `network.init_channels`"), "{error}");
+    }
+
+    #[test]
+    fn a_genotype_with_an_unknown_op_names_the_op_and_line() {
+        let text = "version = 1\n[genotype]\nnormal = [[\"sep_conv_3x3\", 0], [\"conv_9x9\", 1]]\n\
+                    normal_concat = [2]\nreduce = [[\"max_pool_3x3\", 0], [\"max_pool_3x3\", 1]]\n\
+                    reduce_concat = [2]\n";
+        let error = EvalConfig::from_toml(text, "g.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("conv_9x9"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_genotype_is_a_field_error() {
+        let mut config = EvalConfig::default();
+        config.genotype.normal.push(Gene::new(CnnOp::SepConv3x3, 0));
+        let error = config.validate("x").unwrap_err().to_string();
+        assert!(error.contains("field `genotype`"), "{error}");
+        assert!(error.contains("normal cell has 9 genes"), "{error}");
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let mut config = EvalConfig::default();
+        config.data.limit = Some(500);
+        config.speed.autocast = Autocast::Fp16;
+        config.genotype = Genotype::builtin("NASNet").unwrap();
+        config.label = "NASNet".to_string();
+        let text = config.to_toml();
+        assert!(text.contains("[genotype]"), "{text}");
+        assert_eq!(EvalConfig::from_toml(&text, "x", &[]).unwrap(), config);
+    }
+}
