@@ -128,9 +128,8 @@ impl Coordinator for CoordinatorService {
                 })
             })
             .collect::<Result<_, CoordinatorError>>()?;
-        let (trial_id, epoch, logs) = (batch.trial_id, batch.epoch, batch.logs);
         self.state
-            .try_call(move |state| state.ingest_metrics(trial_id, epoch, &rows, &logs))
+            .ingest_metrics(batch.trial_id, batch.epoch, rows, batch.logs)
             .await?;
         Ok(Response::new(pb::Ack {}))
     }

@@ -455,3 +455,69 @@ async fn the_event_loop_expires_leases_in_paused_time() {
         .unwrap();
     assert_eq!(after, TrialState::Preempted);
 }
+
+#[tokio::test]
+async fn metric_batches_are_group_committed_and_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open(dir.path(), Instant::now());
+    let (handle, _thread) = StateHandle::spawn(state);
+    let grid_text = grid("g", 0, "1", 2);
+    let now = Instant::now();
+    let assignment = handle
+        .try_call(move |state| {
+            state.submit_grid("g.toml", &grid_text)?;
+            let (session, _) = state.register("w", slots(1), &[], now)?;
+            state.request_trial("w", session, 0, now)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let row = |step| crate::db::MetricRow {
+        kind: "step".into(),
+        step,
+        epoch: 0,
+        clock: 0.0,
+        values_json: r#"{"loss":1.5}"#.into(),
+    };
+    let sends: Vec<_> = (0..20u64)
+        .map(|batch| {
+            let handle = handle.clone();
+            let rows = (0..10).map(|i| row(batch * 10 + i)).collect();
+            let epoch = assignment.epoch;
+            tokio::spawn(async move {
+                handle
+                    .ingest_metrics(
+                        assignment.trial_id,
+                        epoch,
+                        rows,
+                        vec![format!("batch {batch}")],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    let stale = handle
+        .ingest_metrics(
+            assignment.trial_id,
+            assignment.epoch + 1,
+            vec![row(999)],
+            vec![],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, CoordinatorError::Fenced { .. }));
+    let trial_id = assignment.trial_id;
+    let (metrics, logs) = handle
+        .try_call(move |state| Ok((state.metrics(trial_id)?, state.logs(trial_id)?)))
+        .await
+        .unwrap();
+    assert_eq!(metrics.len(), 200);
+    assert_eq!(metrics[7].values["loss"], 1.5);
+    assert_eq!(
+        logs.iter().filter(|l| l.line.starts_with("batch ")).count(),
+        20
+    );
+}

@@ -147,6 +147,22 @@ impl State {
         Ok(())
     }
 
+    /// Stores several metric batches (already fenced) in one transaction.
+    pub fn ingest_metric_batches(
+        &mut self,
+        batches: &[(TrialId, Vec<MetricRow>, Vec<String>)],
+    ) -> Result<(), CoordinatorError> {
+        self.db.transaction(|transaction| {
+            for (trial_id, rows, logs) in batches {
+                db::insert_metrics(transaction, *trial_id, rows)?;
+                for line in logs {
+                    db::insert_log(transaction, *trial_id, line)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Records a verified checkpoint of a running trial and applies retention; returns its
     /// id and the store keys to delete.
     pub fn record_checkpoint(
