@@ -1,6 +1,8 @@
 //! Helpers for darts-prime integration tests: whole clusters in one process over real gRPC
 //! on 127.0.0.1:0, driven by the simulated trainer.
 
+pub mod process;
+
 use prime_coordinator::{CoordinatorConfig, RunningCoordinator};
 use prime_proto::client::{connect, Client};
 use prime_proto::pb;
@@ -161,21 +163,7 @@ impl Cluster {
         what: &str,
         done: impl Fn(&[pb::TrialView]) -> bool,
     ) -> Vec<pb::TrialView> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let trials = self.trials(grid).await;
-            if done(&trials) {
-                return trials;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let states: Vec<String> = trials
-                    .iter()
-                    .map(|t| format!("{}:{}:{}", t.trial_id, t.state, t.reason))
-                    .collect();
-                panic!("timed out waiting for {what}; trials: {states:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(&self.url(), grid, limit, what, done).await
     }
 
     /// Preempts every worker and waits for them to exit, then stops the coordinator.
@@ -212,4 +200,41 @@ pub fn small_grid(
 /// Whether every trial is succeeded.
 pub fn all_succeeded(trials: &[pb::TrialView], expected: usize) -> bool {
     trials.len() == expected && trials.iter().all(|trial| trial.state == "succeeded")
+}
+
+/// The trials of `grid` at the coordinator `url`; empty while it is unreachable.
+pub async fn list_trials(url: &str, grid: &str) -> Vec<pb::TrialView> {
+    let Ok(mut client) = connect(url, Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    client
+        .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+        .await
+        .map(|reply| reply.into_inner().trials)
+        .unwrap_or_default()
+}
+
+/// Polls the trials of `grid` at `url` until `done` holds, or panics after `limit`.
+pub async fn wait_for(
+    url: &str,
+    grid: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[pb::TrialView]) -> bool,
+) -> Vec<pb::TrialView> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let trials = list_trials(url, grid).await;
+        if done(&trials) {
+            return trials;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let states: Vec<String> = trials
+                .iter()
+                .map(|t| format!("{}:{}:{}:{}", t.trial_id, t.state, t.worker, t.reason))
+                .collect();
+            panic!("timed out waiting for {what}; trials: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,16 +1,20 @@
 //! The real trainer: runs trials with the prime-nas engine.
 //!
-//! A trial's method preset (`configs/methods/<method>.toml`) plus its grid settings become a
-//! `SearchConfig`; the run directory is the trial's, so a resumed attempt continues from the
-//! checkpoint the worker restored there.
+//! A search trial's method preset (`configs/methods/<method>.toml`) plus its grid settings
+//! become a `SearchConfig`; an evaluation trial's settings and genotype become an
+//! `EvalConfig` (SPEC 6.1 defaults otherwise). The run directory is the trial's, so a resumed
+//! attempt continues from the checkpoint the worker restored there.
 
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::config::SearchConfig;
 use prime_core::dataset::DatasetKind;
+use prime_core::eval_config::EvalConfig;
+use prime_core::genotype::Genotype;
 use prime_core::grid::{DataSource, RunSettings, Task};
 use prime_core::observer::RunObserver;
-use prime_core::trial::{TrialKind, TrialResult};
+use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_nas::data::DownloadPolicy;
+use prime_nas::eval::{run_eval, EvalError};
 use prime_nas::search::{run_search, RunOptions, SearchError};
 use std::path::PathBuf;
 
@@ -28,6 +32,25 @@ pub struct NasTrainer {
     pub data_dir: PathBuf,
     /// Where synthetic datasets are generated.
     pub synthetic_dir: PathBuf,
+}
+
+/// The `--set` overrides that apply an evaluation trial's settings to the SPEC 6.1 defaults.
+pub fn eval_overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec<String> {
+    let mut list = vec![
+        format!("data.dataset=\"{}\"", dataset.name()),
+        format!("seed={seed}"),
+    ];
+    let mut push = |key: &str, value: Option<u32>| {
+        if let Some(value) = value {
+            list.push(format!("{key}={value}"));
+        }
+    };
+    push("epochs", settings.epochs);
+    push("data.batch_size", settings.batch_size);
+    push("network.init_channels", settings.init_channels);
+    push("network.layers", settings.layers);
+    push("data.limit", settings.train_samples);
+    list
 }
 
 /// The `--set` overrides that apply a trial's settings to its preset.
@@ -77,7 +100,68 @@ fn failure(error: SearchError) -> TrainError {
     }
 }
 
+fn eval_failure(error: EvalError) -> TrainError {
+    match error {
+        EvalError::Diverged { .. } => TrainError::Diverged(error.to_string()),
+        other => TrainError::Failed(other.to_string()),
+    }
+}
+
 impl NasTrainer {
+    fn options(&self, job: &TrainJob, dataset: DatasetKind) -> Result<RunOptions, TrainError> {
+        Ok(RunOptions {
+            run_dir: job.run_dir.clone(),
+            data_dir: self.data_dir(dataset, &job.spec.settings)?,
+            device: match job.device {
+                Device::Cpu => tch::Device::Cpu,
+                Device::Cuda(index) => tch::Device::Cuda(index as usize),
+            },
+            resume: job.resume,
+            download: DownloadPolicy::Never,
+        })
+    }
+
+    fn evaluate(
+        &self,
+        job: &TrainJob,
+        spec: &TrialSpec,
+        observer: &mut dyn RunObserver,
+    ) -> Result<TrainEnd, TrainError> {
+        let dataset = image_dataset(spec.dataset)?;
+        let genotype_json = spec
+            .genotype
+            .clone()
+            .ok_or_else(|| TrainError::Failed("an evaluation trial without a genotype".into()))?;
+        let seed = spec.eval_seed.unwrap_or(0);
+        let mut config = EvalConfig::from_overrides(&eval_overrides(dataset, seed, &spec.settings))
+            .map_err(|error| TrainError::Failed(error.to_string()))?;
+        config.genotype = serde_json::from_value::<Genotype>(genotype_json)
+            .map_err(|error| TrainError::Failed(format!("the genotype is unreadable: {error}")))?;
+        config.label = format!("{} {} seed {}", spec.label, spec.dataset, spec.search_seed);
+        config
+            .validate("evaluation trial")
+            .map_err(|error| TrainError::Failed(error.to_string()))?;
+        let options = self.options(job, dataset)?;
+        let outcome = run_eval(&config, &options, observer).map_err(eval_failure)?;
+        if !outcome.finished {
+            return Ok(TrainEnd::Stopped);
+        }
+        let mut result = TrialResult::default();
+        if let Some(test_error) = outcome.test_error {
+            result
+                .metrics
+                .insert(result_keys::TEST_ERROR.into(), test_error);
+        }
+        result.metrics.insert(
+            result_keys::PARAMS_M.into(),
+            outcome.params.network as f64 / 1e6,
+        );
+        Ok(TrainEnd::Finished {
+            result,
+            artifacts: Some(job.run_dir.clone()),
+        })
+    }
+
     fn data_dir(
         &self,
         dataset: DatasetKind,
@@ -111,9 +195,7 @@ impl Trainer for NasTrainer {
     ) -> Result<TrainEnd, TrainError> {
         let spec = &job.spec;
         if spec.kind == TrialKind::Evaluation {
-            return Err(TrainError::Failed(
-                "evaluation trials need prime_nas::eval::run_eval, which this build lacks".into(),
-            ));
+            return self.evaluate(job, spec, observer);
         }
         let dataset = image_dataset(spec.dataset)?;
         let preset = self.methods_dir.join(format!("{}.toml", spec.method));
@@ -122,16 +204,7 @@ impl Trainer for NasTrainer {
             &overrides(dataset, spec.search_seed, &spec.settings),
         )
         .map_err(|error| TrainError::Failed(error.to_string()))?;
-        let options = RunOptions {
-            run_dir: job.run_dir.clone(),
-            data_dir: self.data_dir(dataset, &spec.settings)?,
-            device: match job.device {
-                Device::Cpu => tch::Device::Cpu,
-                Device::Cuda(index) => tch::Device::Cuda(index as usize),
-            },
-            resume: job.resume,
-            download: DownloadPolicy::Never,
-        };
+        let options = self.options(job, dataset)?;
         let outcome = run_search(&config, &options, observer).map_err(failure)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
@@ -184,5 +257,14 @@ mod tests {
             (config.epochs, config.seed, config.data.limit),
             (2, 101, Some(64))
         );
+        let list = eval_overrides(DatasetKind::Cifar10, 3, &settings);
+        let config = EvalConfig::from_overrides(&list).unwrap();
+        assert_eq!(
+            (config.epochs, config.seed, config.data.limit),
+            (2, 3, Some(64))
+        );
+        let genotype = Genotype::builtin("DARTS_V2").unwrap();
+        let json = serde_json::to_value(&genotype).unwrap();
+        assert_eq!(serde_json::from_value::<Genotype>(json).unwrap(), genotype);
     }
 }

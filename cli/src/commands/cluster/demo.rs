@@ -47,7 +47,7 @@ run = { epochs = 2, batch_size = 16, init_channels = 4, layers = 3, data = "synt
 /// Which trainer the demo's worker uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoTrainer {
-    /// The prime-nas engine (searches; evaluations once prime-nas has them).
+    /// The prime-nas engine.
     Nas,
     /// The simulated trainer (no tensors): shows the orchestration alone, in seconds.
     Simulated,
@@ -93,12 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             64 << 10,
         )),
     };
-    // Evaluations need prime_nas::eval, which the engine does not have yet; the simulated
-    // trainer shows the whole search -> evaluation chain.
-    let grid = match args.trainer {
-        DemoTrainer::Nas => DEMO_GRID.to_string(),
-        DemoTrainer::Simulated => format!("{DEMO_GRID}{DEMO_EVALUATION}"),
-    };
+    let grid = format!("{DEMO_GRID}{DEMO_EVALUATION}");
     let started = Instant::now();
     let runtime = super::runtime()?;
     let table = runtime.block_on(async {
