@@ -4,3 +4,5 @@ pub mod cnn;
 pub mod data;
 pub mod optim;
 pub mod search;
+pub mod eval;
+pub mod torch_rng;

@@ -3,3 +3,4 @@
 pub mod layers;
 pub mod ops;
 pub mod search_net;
+pub mod eval_net;

@@ -1,6 +1,7 @@
 //! The append-only record files of a run directory: metrics, activated-alpha history and the
 //! genotype of every epoch, as JSON lines. Their lengths are saved in checkpoints, so a
-//! resumed run first cuts them back to the checkpoint and never duplicates a line.
+//! resumed run first cuts them back to the checkpoint and never duplicates a line. Runs
+//! without alphas (evaluations) keep the metrics file only.
 
 use prime_core::genotype::Genotype;
 use prime_core::metrics::MetricRecord;
@@ -16,7 +17,7 @@ pub const ALPHAS_FILE: &str = "alphas.jsonl";
 /// The genotype at the start of every epoch, one line each.
 pub const GENOTYPES_FILE: &str = "genotypes.jsonl";
 
-/// Byte lengths of the record files at a checkpoint.
+/// Byte lengths of the record files at a checkpoint (0 for a file the run does not keep).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordLengths {
     /// Length of the metrics file.
@@ -51,35 +52,29 @@ struct GenotypeRecord<'a> {
 pub struct RunRecords {
     dir: PathBuf,
     metrics: BufWriter<File>,
-    alphas: BufWriter<File>,
-    genotypes: BufWriter<File>,
+    alphas: Option<BufWriter<File>>,
+    genotypes: Option<BufWriter<File>>,
 }
 
 impl RunRecords {
     /// Opens (creating) the record files in `dir`; with `lengths`, first cuts each file back
     /// to its length at the checkpoint, else starts them empty.
     pub fn open(dir: &Path, lengths: Option<RecordLengths>) -> std::io::Result<Self> {
-        let open = |name: &str, length: Option<u64>| -> std::io::Result<BufWriter<File>> {
-            let path = dir.join(name);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|error| annotate(&path, error))?;
-            file.set_len(length.unwrap_or(0))
-                .map_err(|error| annotate(&path, error))?;
-            let file = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|error| annotate(&path, error))?;
-            Ok(BufWriter::new(file))
-        };
         Ok(Self {
             dir: dir.to_path_buf(),
-            metrics: open(METRICS_FILE, lengths.map(|l| l.metrics))?,
-            alphas: open(ALPHAS_FILE, lengths.map(|l| l.alphas))?,
-            genotypes: open(GENOTYPES_FILE, lengths.map(|l| l.genotypes))?,
+            metrics: open_at(dir, METRICS_FILE, lengths.map(|l| l.metrics))?,
+            alphas: Some(open_at(dir, ALPHAS_FILE, lengths.map(|l| l.alphas))?),
+            genotypes: Some(open_at(dir, GENOTYPES_FILE, lengths.map(|l| l.genotypes))?),
+        })
+    }
+
+    /// Opens (creating) only the metrics file, as [`RunRecords::open`] does.
+    pub fn open_metrics_only(dir: &Path, lengths: Option<RecordLengths>) -> std::io::Result<Self> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics: open_at(dir, METRICS_FILE, lengths.map(|l| l.metrics))?,
+            alphas: None,
+            genotypes: None,
         })
     }
 
@@ -90,7 +85,8 @@ impl RunRecords {
 
     /// Appends an alpha-history line.
     pub fn alphas(&mut self, record: &AlphaRecord) -> std::io::Result<()> {
-        write_line(&mut self.alphas, record, &self.dir.join(ALPHAS_FILE))
+        let path = self.dir.join(ALPHAS_FILE);
+        write_line(kept(&mut self.alphas, &path)?, record, &path)
     }
 
     /// Appends the genotype at the start of `epoch`.
@@ -99,7 +95,8 @@ impl RunRecords {
             epoch,
             genotype: std::borrow::Cow::Borrowed(genotype),
         };
-        write_line(&mut self.genotypes, &record, &self.dir.join(GENOTYPES_FILE))
+        let path = self.dir.join(GENOTYPES_FILE);
+        write_line(kept(&mut self.genotypes, &path)?, &record, &path)
     }
 
     /// Flushes every file and returns their lengths.
@@ -117,12 +114,49 @@ impl RunRecords {
                 .map_err(|error| annotate(&path, error))?
                 .len())
         };
+        let metrics = length(&mut self.metrics, METRICS_FILE)?;
+        let alphas = match self.alphas.as_mut() {
+            Some(writer) => length(writer, ALPHAS_FILE)?,
+            None => 0,
+        };
+        let genotypes = match self.genotypes.as_mut() {
+            Some(writer) => length(writer, GENOTYPES_FILE)?,
+            None => 0,
+        };
         Ok(RecordLengths {
-            metrics: length(&mut self.metrics, METRICS_FILE)?,
-            alphas: length(&mut self.alphas, ALPHAS_FILE)?,
-            genotypes: length(&mut self.genotypes, GENOTYPES_FILE)?,
+            metrics,
+            alphas,
+            genotypes,
         })
     }
+}
+
+/// Opens `dir/name` for appending after cutting it to `length` (empty without one).
+fn open_at(dir: &Path, name: &str, length: Option<u64>) -> std::io::Result<BufWriter<File>> {
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| annotate(&path, error))?;
+    file.set_len(length.unwrap_or(0))
+        .map_err(|error| annotate(&path, error))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|error| annotate(&path, error))?;
+    Ok(BufWriter::new(file))
+}
+
+/// The writer of a record file this run keeps, or an error naming the file.
+fn kept<'a>(
+    writer: &'a mut Option<BufWriter<File>>,
+    path: &Path,
+) -> std::io::Result<&'a mut BufWriter<File>> {
+    writer
+        .as_mut()
+        .ok_or_else(|| annotate(path, std::io::Error::other("this run keeps metrics only")))
 }
 
 fn write_line<T: Serialize>(
@@ -188,5 +222,28 @@ mod tests {
             .map(|r| r.step)
             .collect();
         assert_eq!(steps, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_metrics_only_run_creates_no_alpha_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = RunRecords::open_metrics_only(dir.path(), None).unwrap();
+        records
+            .metric(&MetricRecord::new(MetricKind::Epoch, 0, 4, 1.0))
+            .unwrap();
+        let lengths = records.flush().unwrap();
+        assert!(lengths.metrics > 0);
+        assert_eq!((lengths.alphas, lengths.genotypes), (0, 0));
+        assert!(!dir.path().join(ALPHAS_FILE).exists());
+        assert!(!dir.path().join(GENOTYPES_FILE).exists());
+        let error = records
+            .alphas(&AlphaRecord {
+                step: 0,
+                clock: 0.0,
+                normal: Vec::new(),
+                reduce: Vec::new(),
+            })
+            .unwrap_err();
+        assert!(error.to_string().contains(ALPHAS_FILE), "{error}");
     }
 }

@@ -1,0 +1,237 @@
+//! One training step and one test batch of evaluation training (SPEC 6.5, 6.6): the network,
+//! its SGD optimizer over every parameter (auxiliary head included), and the speed options.
+
+use super::precision::{convert_store_to_channels_last, to_channels_last, ComputeCopy, LossScaler};
+use super::EvalError;
+use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork, ParameterCounts};
+use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::search::trainer::{accuracy_count, StepTensors};
+use prime_core::eval_config::{Autocast, EvalConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The evaluation network with its optimizer and speed options.
+pub struct EvalTrainer {
+    /// The variable store of the float32 master weights and batch-norm statistics.
+    pub vs: nn::VarStore,
+    /// The network on the master weights.
+    pub net: EvalNetwork,
+    params: Vec<(String, Tensor)>,
+    optimizer: Sgd,
+    compute: Option<ComputeCopy>,
+    scaler: Option<LossScaler>,
+    channels_last: bool,
+    aux_weight: f64,
+    grad_clip: f64,
+}
+
+impl std::fmt::Debug for EvalTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalTrainer")
+            .field("shape", self.net.shape())
+            .field("compute", &self.compute)
+            .field("channels_last", &self.channels_last)
+            .finish()
+    }
+}
+
+impl EvalTrainer {
+    /// Builds the network of `config` on `device`, drawing the weights from the torch
+    /// generator seeded with `config.seed`, and applies the speed options.
+    pub fn new(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
+        let speed = &config.speed;
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(speed.cudnn_benchmark);
+        }
+        tch::manual_seed(config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let shape = network_shape(config);
+        let net = EvalNetwork::new(&vs, shape, &config.genotype)?;
+        let kind = match speed.autocast {
+            Autocast::Off => None,
+            Autocast::Bf16 => Some(Kind::BFloat16),
+            Autocast::Fp16 => Some(Kind::Half),
+        };
+        let compute = match kind {
+            Some(kind) => Some(ComputeCopy::new(
+                &vs,
+                shape,
+                &config.genotype,
+                kind,
+                speed.channels_last,
+            )?),
+            None => {
+                if speed.channels_last {
+                    convert_store_to_channels_last(&vs);
+                }
+                None
+            }
+        };
+        let params = optim::trainable_parameters(&vs);
+        let optimizer = Sgd::new(
+            params
+                .iter()
+                .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
+                .collect(),
+            SgdConfig {
+                momentum: config.weights.momentum,
+                weight_decay: config.weights.weight_decay,
+            },
+        )?;
+        if let Some(compute) = &compute {
+            compute.define_master_grads()?;
+        }
+        let scaler = (speed.autocast == Autocast::Fp16).then(|| LossScaler::new(device));
+        Ok(Self {
+            vs,
+            net,
+            params,
+            optimizer,
+            compute,
+            scaler,
+            channels_last: speed.channels_last,
+            aux_weight: config.network.auxiliary_weight,
+            grad_clip: config.weights.grad_clip,
+        })
+    }
+
+    /// Trainable parameters by the paper's convention.
+    pub fn parameter_counts(&self) -> ParameterCounts {
+        ParameterCounts::of(&self.vs)
+    }
+
+    /// The network that runs the passes and the batch converted for it.
+    fn prepared(&self, images: &Tensor) -> (&EvalNetwork, Tensor) {
+        match &self.compute {
+            Some(compute) => (compute.net(), compute.prepare(images)),
+            None if self.channels_last => (&self.net, to_channels_last(images)),
+            None => (&self.net, images.shallow_clone()),
+        }
+    }
+
+    /// One training step (SPEC 6.5, 6.6): loss CE(logits) + w·CE(aux logits) with drop path
+    /// `drop_prob` (masks drawn from a generator seeded with `mask_key`), backward,
+    /// global-norm clipping of every gradient, SGD at `lr`. Returns the loss and the number of
+    /// correct main predictions, on the device (no synchronisation, except that float16
+    /// training reads whether the gradients overflowed).
+    pub fn train_step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        drop_prob: f64,
+        mask_key: u64,
+    ) -> Result<StepTensors, EvalError> {
+        match &self.compute {
+            Some(compute) => compute.zero_grad()?,
+            None => self.optimizer.zero_grad()?,
+        }
+        let (net, input) = self.prepared(images);
+        let masks = (drop_prob > 0.0).then(|| {
+            DropPathMasks::sample(
+                drop_prob,
+                net.drop_path_sites(),
+                labels.size()[0],
+                mask_key,
+                labels.device(),
+            )
+        });
+        let output = net.forward_t(&input, true, masks.as_ref());
+        let logits = output.logits.to_kind(Kind::Float);
+        let mut loss = logits.cross_entropy_for_logits(labels);
+        if let Some(aux_logits) = &output.aux_logits {
+            let aux_loss = aux_logits
+                .to_kind(Kind::Float)
+                .cross_entropy_for_logits(labels);
+            loss += aux_loss * self.aux_weight;
+        }
+        match &self.scaler {
+            Some(scaler) => scaler.scale(&loss).backward(),
+            None => loss.backward(),
+        }
+        if let Some(compute) = &self.compute {
+            compute.transfer_grads()?;
+        }
+        let found_inf = match &self.scaler {
+            Some(scaler) => Some(scaler.unscale(self.params.iter().map(|(_, p)| p))?),
+            None => None,
+        };
+        // The norm before clipping is a device tensor nobody reads: no synchronisation.
+        let _norm = optim::clip_grad_norm(self.params.iter().map(|(_, p)| p), self.grad_clip)?;
+        match (found_inf, self.scaler.as_mut()) {
+            (Some(found_inf), Some(scaler)) => {
+                // As PyTorch's GradScaler: a step whose gradients overflowed is skipped.
+                if optim::read_scalar(&found_inf)? == 0.0 {
+                    self.optimizer.step(lr)?;
+                }
+                scaler.update(&found_inf)?;
+            }
+            _ => self.optimizer.step(lr)?,
+        }
+        if let Some(compute) = &self.compute {
+            compute.refresh()?;
+        }
+        Ok(StepTensors {
+            correct: accuracy_count(&logits, labels),
+            loss: loss.detach(),
+            count: labels.size()[0] as usize,
+        })
+    }
+
+    /// Eval-mode summed loss and correct count over one test batch (no drop path, no
+    /// auxiliary head), without gradients.
+    pub fn test_batch(&self, images: &Tensor, labels: &Tensor) -> StepTensors {
+        tch::no_grad(|| {
+            let (net, input) = self.prepared(images);
+            let logits = net
+                .forward_t(&input, false, None)
+                .logits
+                .to_kind(Kind::Float);
+            let count = labels.size()[0] as usize;
+            StepTensors {
+                loss: logits.cross_entropy_for_logits(labels) * count as f64,
+                correct: accuracy_count(&logits, labels),
+                count,
+            }
+        })
+    }
+
+    /// Every variable of the master store (weights and batch-norm statistics), by name.
+    pub fn variables(&self) -> Vec<(String, Tensor)> {
+        let mut variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        variables.sort_by(|(a, _), (b, _)| a.cmp(b));
+        variables
+    }
+
+    /// The optimizer's state tensors.
+    pub fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
+        self.optimizer.state()
+    }
+
+    /// Restores the optimizer's state.
+    pub fn load_optimizer_state(&mut self, entries: &[(String, Tensor)]) -> Result<(), OptimError> {
+        self.optimizer.load_state(entries)
+    }
+
+    /// The loss scaler's state (float16 training only).
+    pub fn loss_scale_state(&self) -> Option<Vec<(String, Tensor)>> {
+        self.scaler.as_ref().map(LossScaler::state)
+    }
+
+    /// Brings the reduced-precision copy up to date after the master weights were restored.
+    pub fn refresh_compute_copy(&self) -> Result<(), OptimError> {
+        match &self.compute {
+            Some(compute) => compute.refresh(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The network shape a config asks for.
+pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
+    EvalNetShape {
+        channels: config.network.init_channels,
+        classes: config.classes(),
+        layers: config.network.layers,
+        auxiliary: config.network.auxiliary,
+    }
+}
