@@ -233,3 +233,129 @@ fn missing_dataset_is_a_clear_error() {
     .to_string();
     assert!(error.contains("data_batch_1.bin"), "{error}");
 }
+
+#[test]
+fn every_method_preset_runs_a_few_steps() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    for method in prime_core::presets::METHOD_NAMES {
+        let overrides: Vec<String> = [
+            "epochs=1",
+            "data.batch_size=8",
+            "data.limit=96",
+            "network.init_channels=2",
+            "network.layers=3",
+            "network.steps=2",
+            "network.multiplier=2",
+            "schedule.h0=1000.0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = prime_core::presets::method_config(method, &overrides).unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let outcome = run_search(
+            &config,
+            &options(run.path(), data.path(), false),
+            &mut NullObserver,
+        )
+        .unwrap_or_else(|error| panic!("{method}: {error}"));
+        assert!(outcome.finished, "{method}");
+        let metrics = read_metrics(run.path()).unwrap();
+        let alpha_steps = metrics
+            .iter()
+            .filter(|r| r.get("alpha_step").is_some())
+            .count();
+        assert!(alpha_steps > 0, "{method}: no alpha step was taken");
+        let step = metrics.iter().find(|r| r.kind == MetricKind::Step).unwrap();
+        assert!(
+            step.get("dist_normal").is_some(),
+            "{method}: no discretization distance"
+        );
+        if config.regularizer.kind != prime_core::config::RegularizerKind::None {
+            assert!(
+                metrics.iter().any(|r| r.get("regularizer").is_some()),
+                "{method}: regularizer value not recorded"
+            );
+        }
+    }
+}
+
+#[test]
+fn resume_is_exact_with_fimt_prox_admm_and_crb() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    for (method, compat) in [("darts-prime", "reference"), ("admm-fimt-crb", "fixed")] {
+        let overrides: Vec<String> = [
+            "epochs=2",
+            "data.batch_size=8",
+            "data.limit=96",
+            "network.init_channels=2",
+            "network.layers=3",
+            "network.steps=2",
+            "network.multiplier=2",
+            "regularizer.admm_freq=2",
+            "schedule.h0=1000.0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once(format!("compat=\"{compat}\"")))
+        .collect();
+        let config = prime_core::presets::method_config(method, &overrides).unwrap();
+        let straight = tempfile::tempdir().unwrap();
+        run_search(
+            &config,
+            &options(straight.path(), data.path(), false),
+            &mut NullObserver,
+        )
+        .unwrap();
+        let resumed = tempfile::tempdir().unwrap();
+        let stopped = run_search(
+            &config,
+            &options(resumed.path(), data.path(), false),
+            &mut StopAt { stop_at: 13 },
+        )
+        .unwrap();
+        assert!(!stopped.finished);
+        run_search(
+            &config,
+            &options(resumed.path(), data.path(), true),
+            &mut NullObserver,
+        )
+        .unwrap();
+        let a = tensors_of_latest(straight.path());
+        let b = tensors_of_latest(resumed.path());
+        assert_eq!(a.len(), b.len(), "{method}");
+        for ((group, name, tensor_a), (_, _, tensor_b)) in a.iter().zip(&b) {
+            assert!(
+                tensor_a.equal(tensor_b),
+                "{method}: {group}/{name} differs after resume"
+            );
+        }
+        assert_eq!(
+            read_metrics(straight.path()).unwrap(),
+            read_metrics(resumed.path()).unwrap(),
+            "{method}: metrics differ after resume"
+        );
+    }
+}
+
+#[test]
+fn second_order_search_runs() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let mut config = tiny_config(1);
+    config.arch.order = prime_core::config::ArchOrder::Second;
+    config.data.limit = Some(64);
+    let run = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &config,
+        &options(run.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+}

@@ -274,10 +274,31 @@ impl ArchParams {
         ]
     }
 
+    /// CRB progressive pruning (SPEC 5.5): wherever alpha <= 0 the mask becomes 0 for good;
+    /// then alpha <- alpha * mask.
+    pub fn apply_masks(&mut self) {
+        tch::no_grad(|| {
+            for (alpha, mask) in [
+                (&self.normal, &self.normal_mask),
+                (&self.reduce, &self.reduce_mask),
+            ] {
+                let pruned = alpha.le(0.0);
+                let _ = mask.shallow_clone().masked_fill_(&pruned, 0.0);
+                let _ = alpha.shallow_clone().f_mul_(mask);
+            }
+        });
+    }
+
+    /// Number of pruned (masked) ops of the normal and the reduce cells.
+    pub fn pruned_counts(&self) -> (i64, i64) {
+        let count = |mask: &Tensor| mask.eq(0.0).sum(Kind::Int64).int64_value(&[]);
+        (count(&self.normal_mask), count(&self.reduce_mask))
+    }
+
     /// act(alpha), differentiable.
     pub fn activate(&self, raw: &Tensor) -> Tensor {
         match self.activation {
-            Activation::Softmax => raw.softmax(-1, Kind::Float),
+            Activation::Softmax => raw.softmax(-1, raw.kind()),
             Activation::Crb => raw.clamp(0.0, 1.0),
         }
     }

@@ -60,10 +60,15 @@ impl Sgd {
         let position = self.params.position(name)?;
         Ok(self.momentum_buffers[position].as_ref())
     }
-}
 
-impl Optimizer for Sgd {
-    fn step(&mut self, lr: f64) -> Result<(), OptimError> {
+    /// Like [`Optimizer::step`], but only parameters whose index (in construction order)
+    /// satisfies `include` are updated; the others keep their parameters and state, as
+    /// PyTorch leaves parameters whose gradient is `None` (CRB-pruned ops, which never ran).
+    pub fn step_where(
+        &mut self,
+        lr: f64,
+        include: impl Fn(usize) -> bool,
+    ) -> Result<(), OptimError> {
         check_lr(lr)?;
         let Self {
             params,
@@ -72,7 +77,15 @@ impl Optimizer for Sgd {
             scalars,
         } = self;
         tch::no_grad(|| {
-            for ((_, param), buffer) in params.as_slice().iter().zip(momentum_buffers.iter_mut()) {
+            for (index, ((_, param), buffer)) in params
+                .as_slice()
+                .iter()
+                .zip(momentum_buffers.iter_mut())
+                .enumerate()
+            {
+                if !include(index) {
+                    continue;
+                }
                 let grad = param.f_grad()?;
                 if !grad.defined() {
                     continue;
@@ -107,6 +120,12 @@ impl Optimizer for Sgd {
             }
             Ok(())
         })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, lr: f64) -> Result<(), OptimError> {
+        self.step_where(lr, |_| true)
     }
 
     fn parameters(&self) -> &[(String, Tensor)] {

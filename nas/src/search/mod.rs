@@ -2,6 +2,7 @@
 //! search, run directory, checkpoints and exact resume.
 
 pub mod records;
+pub mod regularizer;
 pub mod schedule;
 pub mod trainer;
 
@@ -11,18 +12,18 @@ use crate::data::{
     StreamPosition,
 };
 use crate::optim::{self, OptimError};
-use prime_core::config::{
-    AlphaBatchPolicy, ArchOrder, RegularizerKind, ScheduleKind, SearchConfig,
-};
+use prime_core::config::{AlphaBatchPolicy, ArchOrder, Compat, ScheduleKind, SearchConfig};
 use prime_core::genotype::Genotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
-use prime_core::projection::derive_genotype;
+use prime_core::primitives::Activation;
+use prime_core::projection::{derive_genotype, frobenius_distance, project_cell};
 use records::{AlphaRecord, RecordLengths, RunRecords};
+use regularizer::{ArchRegularizer, RegularizerError};
 use schedule::{AlphaSchedule, ScheduleState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 use trainer::SearchTrainer;
 
 /// The resolved config of a run, next to its artifacts.
@@ -84,6 +85,9 @@ pub enum SearchError {
     /// A run-directory file could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The regularizer failed.
+    #[error(transparent)]
+    Regularizer(#[from] RegularizerError),
     /// A genotype could not be derived.
     #[error("genotype: {0}")]
     Genotype(String),
@@ -117,6 +121,7 @@ struct LoopState {
     alpha_position: StreamPosition,
     schedule: ScheduleState,
     alpha_steps_in_epoch: u64,
+    alpha_counter: u64,
     last_alpha_loss: f64,
     train_loss_sum: f64,
     train_correct: f64,
@@ -133,7 +138,6 @@ pub fn run_search(
     options: &RunOptions,
     observer: &mut dyn RunObserver,
 ) -> Result<SearchOutcome, SearchError> {
-    check_supported(config)?;
     let run_dir = &options.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
     let config_text = config.to_toml();
@@ -158,6 +162,7 @@ pub fn run_search(
 
     let classes = config.data.dataset.classes() as i64;
     let mut trainer = SearchTrainer::new(config, classes, options.device)?;
+    let mut regularizer = ArchRegularizer::new(config, &trainer.net.arch)?;
     let mut schedule = AlphaSchedule::new(&config.schedule, config.compat);
     let mut state = LoopState {
         epoch: 0,
@@ -167,6 +172,7 @@ pub fn run_search(
         alpha_position: StreamPosition::START,
         schedule: schedule.state,
         alpha_steps_in_epoch: 0,
+        alpha_counter: 0,
         last_alpha_loss: 0.0,
         train_loss_sum: 0.0,
         train_correct: 0.0,
@@ -178,7 +184,8 @@ pub fn run_search(
     };
     let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
         let (checkpoint, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        state = restore(&mut trainer, &checkpoint, &path)?;
+        state = restore(&mut trainer, &regularizer, &checkpoint, &path)?;
+        regularizer.alpha_counter = state.alpha_counter;
         if state.config_sha256 != config_sha256 {
             return Err(SearchError::Resume {
                 dir: run_dir.clone(),
@@ -199,7 +206,13 @@ pub fn run_search(
         std::fs::write(run_dir.join(CONFIG_FILE), &config_text)
             .map_err(|error| annotate(run_dir, error))?;
         let mut records = RunRecords::open(run_dir, None)?;
-        record_alphas(&trainer, &mut records, 0, 0.0)?;
+        let (normal, reduce) = trainer.net.arch.activated_rows();
+        records.alphas(&AlphaRecord {
+            step: 0,
+            clock: 0.0,
+            normal,
+            reduce,
+        })?;
         records
     };
 
@@ -249,6 +262,7 @@ pub fn run_search(
                     state.alpha_position = alpha_stream.next_position();
                     save(
                         &trainer,
+                        &regularizer,
                         &mut state,
                         &schedule,
                         &mut records,
@@ -261,6 +275,7 @@ pub fn run_search(
                     state.alpha_position = alpha_stream.next_position();
                     save(
                         &trainer,
+                        &regularizer,
                         &mut state,
                         &schedule,
                         &mut records,
@@ -295,13 +310,36 @@ pub fn run_search(
                     .next_batch()
                     .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??
                     .to_device(options.device);
-                let arch = trainer.arch_step(&alpha_batch.images, &alpha_batch.labels, |_| None)?;
+                let extra = regularizer.loss(&trainer.net.arch, state.clock)?;
+                let extra_value = extra
+                    .as_ref()
+                    .map(|term| term.detach().to_kind(Kind::Double));
+                let arch = match config.arch.order {
+                    ArchOrder::First => {
+                        trainer.arch_step(&alpha_batch.images, &alpha_batch.labels, extra)?
+                    }
+                    ArchOrder::Second => trainer.arch_step_unrolled(
+                        (&batch.images, &batch.labels),
+                        (&alpha_batch.images, &alpha_batch.labels),
+                        lr,
+                        extra,
+                    )?,
+                };
                 let (alpha_loss, _) = arch.host();
                 state.last_alpha_loss = alpha_loss;
                 state.alpha_steps_in_epoch += 1;
                 step_record = step_record
                     .with("alpha_loss", alpha_loss)
                     .with("alpha_step", 1.0);
+                if let Some(value) = extra_value {
+                    step_record = step_record.with("regularizer", value.double_value(&[]));
+                }
+                if regularizer.after_alpha_step(&trainer.net.arch)? {
+                    step_record = step_record.with("zu_step", 1.0);
+                }
+                if config.compat == Compat::Fixed {
+                    trainer.mask_alphas(true)?;
+                }
             }
             let step = trainer.weight_step(&batch.images, &batch.labels, lr, fimt_needed)?;
             let (loss, correct) = step.tensors.host();
@@ -319,16 +357,36 @@ pub fn run_search(
                 let ewma = schedule.observe_fimt(fimt);
                 step_record = step_record.with("fimt", fimt).with("fimt_ewma", ewma);
             }
+            trainer.mask_alphas(config.compat == Compat::Fixed)?;
+            if regularizer.after_weight_step(&trainer.net.arch)? {
+                step_record = step_record.with("zu_step", 1.0);
+            }
+            state.alpha_counter = regularizer.alpha_counter;
             let count = step.tensors.count as f64;
             state.train_loss_sum += loss * count;
             state.train_correct += correct;
             state.train_count += count;
+            let (normal, reduce) = trainer.net.arch.activated_rows();
+            let (dist_normal, dist_reduce) = discretization_distances(&trainer, &normal, &reduce)?;
             step_record = step_record
                 .with("loss", loss)
-                .with("acc", 100.0 * correct / count);
+                .with("acc", 100.0 * correct / count)
+                .with("dist_normal", dist_normal)
+                .with("dist_reduce", dist_reduce);
+            if config.arch.activation == Activation::Crb {
+                let (pruned_normal, pruned_reduce) = trainer.net.arch.pruned_counts();
+                step_record = step_record
+                    .with("pruned_normal", pruned_normal as f64)
+                    .with("pruned_reduce", pruned_reduce as f64);
+            }
             records.metric(&step_record)?;
             observer.on_metric(&step_record);
-            record_alphas(&trainer, &mut records, state.global_step, state.clock)?;
+            records.alphas(&AlphaRecord {
+                step: state.global_step,
+                clock: state.clock,
+                normal,
+                reduce,
+            })?;
         }
         drop(alpha_stream);
 
@@ -372,6 +430,7 @@ pub fn run_search(
             };
             save(
                 &trainer,
+                &regularizer,
                 &mut state,
                 &schedule,
                 &mut records,
@@ -427,22 +486,6 @@ pub fn run_search(
     })
 }
 
-/// Rejects settings that this build does not implement yet.
-fn check_supported(config: &SearchConfig) -> Result<(), SearchError> {
-    if config.arch.order == ArchOrder::Second {
-        return Err(SearchError::Unsupported(
-            "arch.order = \"second\" (unrolled DARTS) is not available yet".to_string(),
-        ));
-    }
-    if config.regularizer.kind != RegularizerKind::None {
-        return Err(SearchError::Unsupported(format!(
-            "regularizer.kind = {:?} is not available yet",
-            config.regularizer.kind
-        )));
-    }
-    Ok(())
-}
-
 /// The genotype of the current alphas (SPEC 2).
 pub fn current_genotype(trainer: &SearchTrainer) -> Result<Genotype, SearchError> {
     let (normal, reduce) = trainer.net.arch.activated_rows();
@@ -452,20 +495,19 @@ pub fn current_genotype(trainer: &SearchTrainer) -> Result<Genotype, SearchError
         .map_err(|error| SearchError::Genotype(error.to_string()))
 }
 
-fn record_alphas(
+/// ||act(alpha) - Pi_S(act(alpha))||_F of the normal and the reduce cells (SPEC 8).
+fn discretization_distances(
     trainer: &SearchTrainer,
-    records: &mut RunRecords,
-    step: u64,
-    clock: f64,
-) -> Result<(), SearchError> {
-    let (normal, reduce) = trainer.net.arch.activated_rows();
-    records.alphas(&AlphaRecord {
-        step,
-        clock,
-        normal,
-        reduce,
-    })?;
-    Ok(())
+    normal: &[Vec<f32>],
+    reduce: &[Vec<f32>],
+) -> Result<(f64, f64), SearchError> {
+    let primitives = trainer.net.arch.activation.primitives();
+    let distance = |rows: &[Vec<f32>]| {
+        project_cell(rows, primitives)
+            .map(|projection| frobenius_distance(rows, &projection.z))
+            .map_err(|error| SearchError::Genotype(error.to_string()))
+    };
+    Ok((distance(normal)?, distance(reduce)?))
 }
 
 /// Eval-mode mean loss and top-1 accuracy (%) over the alpha split, which uses the training
@@ -515,6 +557,7 @@ fn infer(
 #[allow(clippy::too_many_arguments)]
 fn save(
     trainer: &SearchTrainer,
+    regularizer: &ArchRegularizer,
     state: &mut LoopState,
     schedule: &AlphaSchedule,
     records: &mut RunRecords,
@@ -539,6 +582,12 @@ fn save(
         trainer.net.arch.reduce_mask.shallow_clone(),
     ));
     checkpoint.groups.insert("arch".to_string(), arch);
+    let regularizer_state = regularizer.state_tensors();
+    if !regularizer_state.is_empty() {
+        checkpoint
+            .groups
+            .insert("regularizer".to_string(), regularizer_state);
+    }
     checkpoint.groups.insert(
         "weight_optimizer".to_string(),
         trainer.weight_optimizer_state()?,
@@ -556,6 +605,7 @@ fn save(
 
 fn restore(
     trainer: &mut SearchTrainer,
+    regularizer: &ArchRegularizer,
     checkpoint: &Checkpoint,
     path: &Path,
 ) -> Result<LoopState, SearchError> {
@@ -571,6 +621,11 @@ fn restore(
         trainer.net.arch.reduce_mask.shallow_clone(),
     ));
     checkpoint::restore_named(&arch, checkpoint.group("arch"), path)?;
+    checkpoint::restore_named(
+        &regularizer.state_tensors(),
+        checkpoint.group("regularizer"),
+        path,
+    )?;
     trainer.load_optimizer_states(
         checkpoint.group("weight_optimizer"),
         checkpoint.group("arch_optimizer"),

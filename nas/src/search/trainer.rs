@@ -1,7 +1,8 @@
-//! One search iteration's building blocks: the architecture step, the weight step and the
-//! inference pass (SPEC 3.4), around a search network and its two optimizers.
+//! One search iteration's building blocks: the architecture step (first order or unrolled),
+//! the weight step and the inference pass (SPEC 3.4, 3.7), around a search network and its
+//! two optimizers.
 
-use crate::cnn::search_net::{SearchNetShape, SearchNetwork};
+use crate::cnn::search_net::{to_rows, SearchNetShape, SearchNetwork};
 use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use prime_core::config::SearchConfig;
 use prime_core::primitives::Activation;
@@ -10,7 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 /// Device-side results of a step; read them with [`StepTensors::host`] only when needed.
 #[derive(Debug)]
 pub struct StepTensors {
-    /// Mean cross-entropy of the batch.
+    /// Mean loss of the batch (cross-entropy, plus the regulariser for alpha steps).
     pub loss: Tensor,
     /// Number of correct top-1 predictions.
     pub correct: Tensor,
@@ -33,6 +34,25 @@ impl StepTensors {
     }
 }
 
+/// What a weight step produced.
+#[derive(Debug)]
+pub struct WeightStep {
+    /// Loss and accuracy.
+    pub tensors: StepTensors,
+    /// Trace of the empirical Fisher (sum of squared raw gradients, a 0-d tensor), when asked
+    /// for.
+    pub fimt: Option<Tensor>,
+    /// Global gradient norm before clipping (a 0-d tensor on the device).
+    pub grad_norm: Tensor,
+}
+
+/// Norm of the weight perturbation of the finite-difference Hessian-vector product of the
+/// unrolled step (DARTS: eps = 0.01 / ||v||).
+pub const HVP_RADIUS: f64 = 0.01;
+
+/// Where a weight belongs in a mixed op: (reduction cell, alpha row, alpha column).
+type OpSlot = Option<(bool, usize, usize)>;
+
 /// The search network with its weight optimizer (SGD) and architecture optimizer (Adam).
 pub struct SearchTrainer {
     /// The variable store holding weights and BN statistics.
@@ -40,17 +60,19 @@ pub struct SearchTrainer {
     /// The network (with its alphas).
     pub net: SearchNetwork,
     weights: Vec<(String, Tensor)>,
+    weight_slots: Vec<OpSlot>,
     weight_optimizer: Sgd,
     arch_optimizer: Adam,
     arch_lr: f64,
+    momentum: f64,
+    weight_decay: f64,
     grad_clip: f64,
 }
 
 impl SearchTrainer {
     /// Builds the network for `classes` classes on `device`, drawing weights then alphas from
-    /// the torch generator seeded with `config.seed`.
+    /// the torch generator seeded with `config.seed` (under [`crate::torch_rng::seeded`]).
     pub fn new(config: &SearchConfig, classes: i64, device: Device) -> Result<Self, OptimError> {
-        tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
         let shape = SearchNetShape {
             channels: config.network.init_channels,
@@ -61,13 +83,17 @@ impl SearchTrainer {
             stem_multiplier: config.network.stem_multiplier,
             activation: config.arch.activation,
         };
-        let net = SearchNetwork::new(&vs, shape);
+        let mut net = crate::torch_rng::seeded(config.seed, || SearchNetwork::new(&vs, shape));
+        if shape.activation == Activation::Crb {
+            net.arch.apply_masks();
+        }
         let weights = optim::trainable_parameters(&vs);
+        let weight_slots = weights
+            .iter()
+            .map(|(name, _)| op_slot(name, &shape))
+            .collect();
         let weight_optimizer = Sgd::new(
-            weights
-                .iter()
-                .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
-                .collect(),
+            shallow_copies(&weights),
             SgdConfig {
                 momentum: config.weights.momentum,
                 weight_decay: config.weights.weight_decay,
@@ -91,9 +117,12 @@ impl SearchTrainer {
             vs,
             net,
             weights,
+            weight_slots,
             weight_optimizer,
             arch_optimizer,
             arch_lr: config.arch.lr,
+            momentum: config.weights.momentum,
+            weight_decay: config.weights.weight_decay,
             grad_clip: config.weights.grad_clip,
         })
     }
@@ -103,32 +132,22 @@ impl SearchTrainer {
         &self.weights
     }
 
-    /// The weight optimizer.
-    pub fn weight_optimizer(&mut self) -> &mut Sgd {
-        &mut self.weight_optimizer
-    }
-
-    /// The architecture optimizer.
-    pub fn arch_optimizer(&mut self) -> &mut Adam {
-        &mut self.arch_optimizer
-    }
-
-    /// First-order architecture step (SPEC 3.4 step 4b): alpha <- Adam(∇_alpha (CE + extra)).
+    /// First-order architecture step (SPEC 3.4 step 4b): alpha <- Adam(∇_alpha(CE + extra)),
+    /// where `extra` is the regulariser, already computed from the alphas.
     ///
     /// The weights are frozen during the backward pass: the reference discards the weight
     /// gradients of this pass, so skipping them changes no result and saves their cost.
-    /// `extra_loss` adds a regulariser computed from the alphas (given the arch params).
     pub fn arch_step(
         &mut self,
         images: &Tensor,
         labels: &Tensor,
-        extra_loss: impl FnOnce(&SearchNetwork) -> Option<Tensor>,
+        extra: Option<Tensor>,
     ) -> Result<StepTensors, OptimError> {
         self.arch_optimizer.zero_grad()?;
         set_requires_grad(&self.weights, false);
         let logits = self.net.forward_t(images, true);
-        let mut loss = logits.cross_entropy_for_logits(labels);
-        if let Some(extra) = extra_loss(&self.net) {
+        let mut loss = logits.apply_cross_entropy(labels);
+        if let Some(extra) = extra {
             loss += extra;
         }
         loss.backward();
@@ -140,12 +159,149 @@ impl SearchTrainer {
             count: labels.size()[0] as usize,
         })
     }
-}
 
-impl SearchTrainer {
+    /// Second-order (unrolled) architecture step (SPEC 3.7) on the train batch `(x, y)` and the
+    /// valid batch `(xv, yv)` with the virtual step size `xi` (the epoch's weight LR).
+    pub fn arch_step_unrolled(
+        &mut self,
+        train: (&Tensor, &Tensor),
+        valid: (&Tensor, &Tensor),
+        xi: f64,
+        extra: Option<Tensor>,
+    ) -> Result<StepTensors, OptimError> {
+        let (gradients, step) = self.unrolled_arch_gradient(train, valid, xi, HVP_RADIUS, extra)?;
+        let arch = self.net.arch.named();
+        tch::no_grad(|| {
+            for ((_, alpha), gradient) in arch.iter().zip(&gradients) {
+                let mut grad = alpha.grad();
+                grad.copy_(gradient);
+            }
+        });
+        self.arch_optimizer.step(self.arch_lr)?;
+        Ok(step)
+    }
+
+    /// The unrolled architecture gradient dL_val(w', alpha)/d alpha with
+    /// w' = w - xi·(mu·buf + ∇_w L_train + wd·w), the Hessian-vector product taken by finite
+    /// differences at w ± radius·v/||v|| (the reference uses [`HVP_RADIUS`]). BN statistics
+    /// change as in the reference: the train-batch forwards update them, the forward of the
+    /// virtual model does not.
+    pub fn unrolled_arch_gradient(
+        &mut self,
+        (x, y): (&Tensor, &Tensor),
+        (xv, yv): (&Tensor, &Tensor),
+        xi: f64,
+        radius: f64,
+        extra: Option<Tensor>,
+    ) -> Result<(Vec<Tensor>, StepTensors), OptimError> {
+        let arch = self.net.arch.named();
+        let params: Vec<Tensor> = self
+            .weights
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        // 1. Gradient of the training loss at w.
+        optim::zero_grad(&params)?;
+        set_requires_grad(&arch, false);
+        self.net
+            .forward_t(x, true)
+            .apply_cross_entropy(y)
+            .backward();
+        set_requires_grad(&arch, true);
+        let original: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
+        let buffers: Vec<Tensor> = self
+            .vs
+            .variables()
+            .into_values()
+            .filter(|t| !t.requires_grad())
+            .collect();
+        let saved_buffers: Vec<Tensor> = buffers.iter().map(|b| b.detach().copy()).collect();
+        let momentum: Option<Vec<Tensor>> = if self.momentum != 0.0 {
+            self.weights
+                .iter()
+                .map(|(name, _)| {
+                    self.weight_optimizer
+                        .momentum_buffer(name)
+                        .map(|buffer| buffer.map(|b| b.detach() * self.momentum))
+                })
+                .collect::<Result<Option<Vec<Tensor>>, OptimError>>()?
+        } else {
+            None
+        };
+        // 2. The virtual step w' (no clipping).
+        tch::no_grad(|| {
+            for (index, param) in params.iter().enumerate() {
+                let mut direction = param.grad() + &original[index] * self.weight_decay;
+                if let Some(momentum) = &momentum {
+                    direction += &momentum[index];
+                }
+                let mut param = param.shallow_clone();
+                param.copy_(&(&original[index] - direction * xi));
+            }
+        });
+        // 3. Validation loss of the virtual model: da and v.
+        optim::zero_grad(&params)?;
+        self.arch_optimizer.zero_grad()?;
+        let logits = self.net.forward_t(xv, true);
+        let mut loss = logits.apply_cross_entropy(yv);
+        if let Some(extra) = extra {
+            loss += extra;
+        }
+        loss.backward();
+        let step = StepTensors {
+            correct: accuracy_count(&logits, yv),
+            loss: loss.detach(),
+            count: yv.size()[0] as usize,
+        };
+        let da: Vec<Tensor> = arch.iter().map(|(_, a)| a.grad().copy()).collect();
+        let v: Vec<Tensor> = params.iter().map(|p| p.grad().copy()).collect();
+        tch::no_grad(|| {
+            for (param, original) in params.iter().zip(&original) {
+                param.shallow_clone().copy_(original);
+            }
+            for (buffer, saved) in buffers.iter().zip(&saved_buffers) {
+                buffer.shallow_clone().copy_(saved);
+            }
+        });
+        // 4. Finite-difference Hessian-vector product on the training batch.
+        let v_norm = Tensor::stack(&v.iter().map(|g| g.norm()).collect::<Vec<_>>(), 0)
+            .norm()
+            .double_value(&[]);
+        let eps = radius / v_norm;
+        let arch_gradient_at = |sign: f64| -> Result<Vec<Tensor>, OptimError> {
+            tch::no_grad(|| {
+                for ((param, original), v) in params.iter().zip(&original).zip(&v) {
+                    param.shallow_clone().copy_(&(original + v * (sign * eps)));
+                }
+            });
+            self.arch_optimizer.zero_grad()?;
+            set_requires_grad(&self.weights, false);
+            self.net
+                .forward_t(x, true)
+                .apply_cross_entropy(y)
+                .backward();
+            set_requires_grad(&self.weights, true);
+            Ok(arch.iter().map(|(_, a)| a.grad().copy()).collect())
+        };
+        let plus = arch_gradient_at(1.0)?;
+        let minus = arch_gradient_at(-1.0)?;
+        tch::no_grad(|| {
+            for (param, original) in params.iter().zip(&original) {
+                param.shallow_clone().copy_(original);
+            }
+        });
+        let gradients = da
+            .iter()
+            .zip(plus.iter().zip(&minus))
+            .map(|(da, (plus, minus))| da - (plus - minus) * (xi / (2.0 * eps)))
+            .collect();
+        Ok((gradients, step))
+    }
+
     /// Weight step (SPEC 3.4 steps 5-8): CE backward with the alphas frozen (their gradient
     /// from this pass is never used), the FIMT of the raw gradients when `fimt` is set, global
-    /// norm clipping, one SGD step at `lr`.
+    /// norm clipping, one SGD step at `lr`. Weights of ops that did not run (CRB-pruned) are
+    /// left alone, as PyTorch leaves parameters without a gradient.
     pub fn weight_step(
         &mut self,
         images: &Tensor,
@@ -156,8 +312,9 @@ impl SearchTrainer {
         self.weight_optimizer.zero_grad()?;
         let arch = self.net.arch.named();
         set_requires_grad(&arch, false);
+        let active = self.active_columns();
         let logits = self.net.forward_t(images, true);
-        let loss = logits.cross_entropy_for_logits(labels);
+        let loss = logits.apply_cross_entropy(labels);
         loss.backward();
         set_requires_grad(&arch, true);
         let params: Vec<&Tensor> = self.weights.iter().map(|(_, tensor)| tensor).collect();
@@ -167,7 +324,20 @@ impl SearchTrainer {
             None
         };
         let grad_norm = optim::clip_grad_norm(params.iter().copied(), self.grad_clip)?;
-        self.weight_optimizer.step(lr)?;
+        match &active {
+            None => self.weight_optimizer.step(lr)?,
+            Some([normal, reduce]) => {
+                let slots = &self.weight_slots;
+                self.weight_optimizer
+                    .step_where(lr, |index| match slots[index] {
+                        None => true,
+                        Some((reduction, row, column)) => {
+                            let active = if reduction { reduce } else { normal };
+                            active[row][column]
+                        }
+                    })?
+            }
+        }
         Ok(WeightStep {
             tensors: StepTensors {
                 correct: accuracy_count(&logits, labels),
@@ -179,49 +349,58 @@ impl SearchTrainer {
         })
     }
 
+    /// With CRB: which (row, column) ops run in the next forward (raw alpha > 0), for the
+    /// normal and the reduce cells; none with softmax (every op runs).
+    fn active_columns(&self) -> Option<[Vec<Vec<bool>>; 2]> {
+        if self.net.arch.activation == Activation::Softmax {
+            return None;
+        }
+        let positive = |raw: &Tensor| -> Vec<Vec<bool>> {
+            to_rows(raw)
+                .iter()
+                .map(|row| row.iter().map(|value| *value > 0.0).collect())
+                .collect()
+        };
+        Some([
+            positive(&self.net.arch.normal),
+            positive(&self.net.arch.reduce),
+        ])
+    }
+
+    /// CRB progressive pruning (SPEC 5.5): masks alphas <= 0 for good; with `clear_moments`
+    /// (compat fixed, SPEC B9) also zeroes Adam's moments of masked entries.
+    pub fn mask_alphas(&mut self, clear_moments: bool) -> Result<(), OptimError> {
+        if self.net.arch.activation != Activation::Crb {
+            return Ok(());
+        }
+        self.net.arch.apply_masks();
+        if clear_moments {
+            let masks = [
+                ("alphas_normal", self.net.arch.normal_mask.shallow_clone()),
+                ("alphas_reduce", self.net.arch.reduce_mask.shallow_clone()),
+            ];
+            for (name, mask) in masks {
+                if self.arch_optimizer.step_count(name)? > 0 {
+                    self.arch_optimizer.zero_state_where(name, &mask)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Eval-mode loss sum and correct count over one batch, without gradients.
     pub fn infer(&self, images: &Tensor, labels: &Tensor) -> StepTensors {
         tch::no_grad(|| {
             let logits = self.net.forward_t(images, false);
             let count = labels.size()[0] as usize;
             StepTensors {
-                loss: logits.cross_entropy_for_logits(labels) * count as f64,
+                loss: logits.apply_cross_entropy(labels) * count as f64,
                 correct: accuracy_count(&logits, labels),
                 count,
             }
         })
     }
-}
 
-/// What a weight step produced.
-#[derive(Debug)]
-pub struct WeightStep {
-    /// Loss and accuracy.
-    pub tensors: StepTensors,
-    /// Trace of the empirical Fisher (sum of squared raw gradients, a 0-d tensor), when asked
-    /// for.
-    pub fimt: Option<Tensor>,
-    /// Global gradient norm before clipping (a 0-d tensor on the device).
-    pub grad_norm: Tensor,
-}
-
-/// Toggles gradient recording of leaf tensors in place.
-pub fn set_requires_grad(params: &[(String, Tensor)], requires_grad: bool) {
-    for (_, param) in params {
-        let _ = param.set_requires_grad(requires_grad);
-    }
-}
-
-/// Number of rows whose arg-max equals the label.
-pub fn accuracy_count(logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits
-        .detach()
-        .argmax(-1, false)
-        .eq_tensor(labels)
-        .sum(Kind::Int64)
-}
-
-impl SearchTrainer {
     /// The weight optimizer's state tensors.
     pub fn weight_optimizer_state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
         self.weight_optimizer.state()
@@ -240,5 +419,238 @@ impl SearchTrainer {
     ) -> Result<(), OptimError> {
         self.weight_optimizer.load_state(weight)?;
         self.arch_optimizer.load_state(arch)
+    }
+}
+
+/// The mixed-op slot of a weight named `cells.<c>.edges.<row>.<column>.…`.
+fn op_slot(name: &str, shape: &SearchNetShape) -> OpSlot {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        ["cells", cell, "edges", row, column, ..] => {
+            let cell: i64 = cell.parse().ok()?;
+            Some((
+                shape.is_reduction(cell),
+                row.parse().ok()?,
+                column.parse().ok()?,
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    named
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
+        .collect()
+}
+
+/// Mean cross-entropy of logits against class labels, in the logits' precision (tch's
+/// `cross_entropy_for_logits` always computes in float32).
+pub trait CrossEntropy {
+    /// The loss.
+    fn apply_cross_entropy(&self, labels: &Tensor) -> Tensor;
+}
+
+impl CrossEntropy for Tensor {
+    fn apply_cross_entropy(&self, labels: &Tensor) -> Tensor {
+        self.log_softmax(-1, self.kind()).nll_loss(labels)
+    }
+}
+
+/// Toggles gradient recording of leaf tensors in place.
+pub fn set_requires_grad(params: &[(String, Tensor)], requires_grad: bool) {
+    for (_, param) in params {
+        let _ = param.set_requires_grad(requires_grad);
+    }
+}
+
+/// Number of rows whose arg-max equals the label.
+pub fn accuracy_count(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits
+        .detach()
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .sum(Kind::Int64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prime_core::config::SearchConfig;
+
+    fn tiny_config(activation: Activation) -> SearchConfig {
+        let mut config = SearchConfig::default();
+        config.network.init_channels = 2;
+        config.network.layers = 3;
+        config.network.steps = 2;
+        config.network.multiplier = 2;
+        config.arch.activation = activation;
+        config
+    }
+
+    fn batch(seed: i64, kind: Kind) -> (Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let x = Tensor::randn([4, 3, 8, 8], (kind, Device::Cpu));
+        let y = Tensor::randint(3, [4], (Kind::Int64, Device::Cpu));
+        (x, y)
+    }
+
+    /// L_val(w - xi·(∇_w L_train(w, alpha) + wd·w), alpha), evaluated directly.
+    fn unrolled_loss(
+        trainer: &SearchTrainer,
+        train: &(Tensor, Tensor),
+        valid: &(Tensor, Tensor),
+        xi: f64,
+        wd: f64,
+    ) -> f64 {
+        let params: Vec<Tensor> = trainer
+            .weights
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        optim::zero_grad(&params).unwrap();
+        trainer
+            .net
+            .forward_t(&train.0, true)
+            .apply_cross_entropy(&train.1)
+            .backward();
+        let original: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
+        tch::no_grad(|| {
+            for (param, original) in params.iter().zip(&original) {
+                let step = param.grad() + original * wd;
+                param.shallow_clone().copy_(&(original - step * xi));
+            }
+        });
+        let loss = tch::no_grad(|| {
+            trainer
+                .net
+                .forward_t(&valid.0, true)
+                .apply_cross_entropy(&valid.1)
+                .double_value(&[])
+        });
+        tch::no_grad(|| {
+            for (param, original) in params.iter().zip(&original) {
+                param.shallow_clone().copy_(original);
+            }
+        });
+        loss
+    }
+
+    #[test]
+    fn unrolled_gradient_matches_finite_differences() {
+        tch::set_num_threads(1);
+        let config = tiny_config(Activation::Softmax);
+        let mut trainer = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
+        let variables: Vec<Tensor> = trainer.vs.variables().into_values().collect();
+        tch::no_grad(|| {
+            for mut variable in variables {
+                variable.set_data(&variable.to_kind(Kind::Double));
+            }
+            for alpha in [&trainer.net.arch.normal, &trainer.net.arch.reduce] {
+                let mut alpha = alpha.shallow_clone();
+                alpha.set_data(&(alpha.to_kind(Kind::Double) * 300.0));
+            }
+        });
+        assert_eq!(trainer.weights[0].1.kind(), Kind::Double);
+        let train = batch(1, Kind::Double);
+        let valid = batch(2, Kind::Double);
+        let (xi, wd) = (0.5, config.weights.weight_decay);
+        let (gradients, _) = trainer
+            .unrolled_arch_gradient((&train.0, &train.1), (&valid.0, &valid.1), xi, 1e-7, None)
+            .unwrap();
+        let first_order = {
+            trainer.arch_optimizer.zero_grad().unwrap();
+            trainer
+                .net
+                .forward_t(&valid.0, true)
+                .apply_cross_entropy(&valid.1)
+                .backward();
+            trainer.net.arch.normal.grad().copy()
+        };
+        // ReLU networks are piecewise smooth: both finite differences stay tiny so that no
+        // kink lies between the evaluation points.
+        let h = 1e-7;
+        let mut largest_correction: f64 = 0.0;
+        for (row, column) in [(0, 1), (1, 3), (2, 4), (3, 7), (4, 6)] {
+            let entry = trainer.net.arch.normal.get(row).get(column);
+            let value = entry.double_value(&[]);
+            let at = |delta: f64| {
+                tch::no_grad(|| {
+                    let _ = entry.shallow_clone().fill_(value + delta);
+                });
+                unrolled_loss(&trainer, &train, &valid, xi, wd)
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            at(0.0);
+            let analytic = gradients[0].double_value(&[row, column]);
+            let tolerance = 1e-4 + 1e-3 * numeric.abs();
+            assert!(
+                (numeric - analytic).abs() < tolerance,
+                "alpha[{row}][{column}]: unrolled {analytic} vs finite differences {numeric}"
+            );
+            largest_correction =
+                largest_correction.max((analytic - first_order.double_value(&[row, column])).abs());
+        }
+        assert!(
+            largest_correction > 1e-5,
+            "the second-order term should matter here"
+        );
+    }
+
+    #[test]
+    fn pruned_crb_ops_stay_pruned_and_are_not_stepped() {
+        tch::set_num_threads(1);
+        let config = tiny_config(Activation::Crb);
+        let mut trainer = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
+        tch::no_grad(|| {
+            let _ = trainer.net.arch.normal.get(0).get(3).fill_(-0.5);
+            let _ = trainer.net.arch.normal.get(1).fill_(-0.5);
+        });
+        trainer.mask_alphas(true).unwrap();
+        assert_eq!(trainer.net.arch.pruned_counts().0, 1 + 7);
+        let name = "cells.0.edges.0.3.first.depthwise.weight";
+        let pruned_weight = trainer
+            .weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.detach().copy())
+            .expect("sep_conv_3x3 of edge 0 exists");
+        let (x, y) = batch(3, Kind::Float);
+        for _ in 0..3 {
+            // A large push upwards cannot bring a pruned op back.
+            trainer
+                .arch_step(
+                    &x,
+                    &y,
+                    Some(trainer.net.arch.normal.sum(Kind::Float) * -100.0),
+                )
+                .unwrap();
+            trainer.mask_alphas(true).unwrap();
+            trainer.weight_step(&x, &y, 0.1, true).unwrap();
+            trainer.mask_alphas(true).unwrap();
+        }
+        assert_eq!(trainer.net.arch.normal.double_value(&[0, 3]), 0.0);
+        assert_eq!(
+            trainer
+                .net
+                .arch
+                .normal
+                .get(1)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        let after = trainer
+            .weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.detach())
+            .unwrap();
+        assert!(
+            after.equal(&pruned_weight),
+            "a pruned op's weights must not move"
+        );
     }
 }
