@@ -186,7 +186,7 @@ impl RunObserver for ProgressObserver {
                     record.get("valid_acc").unwrap_or(f64::NAN),
                     record.get("alpha_steps").unwrap_or(0.0),
                 );
-                if self.quiet {
+                if self.quiet || self.bar.is_hidden() {
                     eprintln!("{line}");
                 } else {
                     self.bar.println(line);
