@@ -187,7 +187,7 @@ impl Db {
 
     /// Every trial, by id.
     pub fn load_trials(&self) -> rusqlite::Result<Vec<TrialRow>> {
-        let mut statement = self.connection.prepare(
+        let mut statement = self.connection.prepare_cached(
             "SELECT id, parent_id, spec_json, state, epoch, failures, attempts, worker, slot,
                     progress_json, result_json, reason, run_ms, attempt_started_unix_ms
              FROM trials ORDER BY id",
@@ -217,7 +217,7 @@ impl Db {
     pub fn cordoned_workers(&self) -> rusqlite::Result<Vec<String>> {
         let mut statement = self
             .connection
-            .prepare("SELECT name FROM workers WHERE cordoned = 1")?;
+            .prepare_cached("SELECT name FROM workers WHERE cordoned = 1")?;
         let rows = statement.query_map([], |row| row.get(0))?;
         rows.collect()
     }
@@ -232,7 +232,7 @@ impl Db {
 
     /// The checkpoints of a trial, oldest first.
     pub fn checkpoints(&self, trial_id: u64) -> rusqlite::Result<Vec<CheckpointRow>> {
-        let mut statement = self.connection.prepare(
+        let mut statement = self.connection.prepare_cached(
             "SELECT id, trial_id, size, sha256, progress_json, final, score, key, created_unix_ms
              FROM checkpoints WHERE trial_id = ?1 ORDER BY id",
         )?;
@@ -256,14 +256,14 @@ impl Db {
     pub fn logs(&self, trial_id: u64) -> rusqlite::Result<Vec<(u64, String)>> {
         let mut statement = self
             .connection
-            .prepare("SELECT unix_ms, line FROM logs WHERE trial_id = ?1 ORDER BY rowid")?;
+            .prepare_cached("SELECT unix_ms, line FROM logs WHERE trial_id = ?1 ORDER BY rowid")?;
         let rows = statement.query_map([trial_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
         rows.collect()
     }
 
     /// A trial's metric rows, by kind then step.
     pub fn metrics(&self, trial_id: u64) -> rusqlite::Result<Vec<MetricRow>> {
-        let mut statement = self.connection.prepare(
+        let mut statement = self.connection.prepare_cached(
             "SELECT kind, step, epoch, clock, values_json FROM metrics
              WHERE trial_id = ?1 ORDER BY step, kind",
         )?;

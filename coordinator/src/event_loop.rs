@@ -14,7 +14,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows that trigger a group commit even while requests keep arriving.
-const GROUP_COMMIT_ROWS: usize = 8192;
+const GROUP_COMMIT_ROWS: usize = 2048;
 
 type Call = Box<dyn FnOnce(&mut State) + Send>;
 
