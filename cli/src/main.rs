@@ -26,6 +26,9 @@ enum Command {
     /// Micro-benchmarks, printed as one JSON line.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// FIMT schedule tools: replay a FIMT sequence without training.
+    #[command(subcommand)]
+    Schedule(commands::schedule::ScheduleCommand),
     /// Submit a grid file to the coordinator.
     Submit(commands::cluster::submit::SubmitArgs),
     /// Trial states and progress of a grid (or a summary of every grid).
@@ -60,6 +63,7 @@ fn main() {
         Command::Genotype(command) => commands::genotype::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Schedule(command) => commands::schedule::run(command),
         Command::Submit(args) => commands::cluster::submit::run(args),
         Command::Status(args) => commands::cluster::status::run_status(args),
         Command::Watch(args) => commands::cluster::status::run_watch(args),

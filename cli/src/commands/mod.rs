@@ -4,4 +4,5 @@ pub mod bench;
 pub mod cluster;
 pub mod data;
 pub mod genotype;
+pub mod schedule;
 pub mod search;
