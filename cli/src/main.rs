@@ -26,6 +26,9 @@ enum Command {
     /// Micro-benchmarks, printed as one JSON line.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// The paper's figures from a search run directory (SVG and PNG).
+    #[command(subcommand)]
+    Plot(commands::plot::PlotCommand),
     /// FIMT schedule tools: replay a FIMT sequence without training.
     #[command(subcommand)]
     Schedule(commands::schedule::ScheduleCommand),
@@ -63,6 +66,7 @@ fn main() {
         Command::Genotype(command) => commands::genotype::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Plot(command) => commands::plot::run(command),
         Command::Schedule(command) => commands::schedule::run(command),
         Command::Submit(args) => commands::cluster::submit::run(args),
         Command::Status(args) => commands::cluster::status::run_status(args),

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod cluster;
 pub mod data;
 pub mod genotype;
+pub mod plot;
 pub mod schedule;
 pub mod search;

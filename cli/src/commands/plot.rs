@@ -1,0 +1,175 @@
+//! `prime plot`: the paper's figures from a search run directory, as SVG and PNG.
+//!
+//! `plot alphas` draws Figure 1 (the activated alpha of every op on every edge over training,
+//! one panel per edge, one figure per cell type); `plot schedule` draws Figure 3 (the FIMT, its
+//! EWMA and the threshold on a log axis, with a mark at every alpha step).
+
+pub mod figures;
+pub mod raster;
+pub mod run_dir;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use figures::{save, AlphaFigure, Figure, ImageFormat, ScheduleFigure};
+use std::path::{Path, PathBuf};
+
+/// Subcommands of `prime plot`.
+#[derive(Debug, Subcommand)]
+pub enum PlotCommand {
+    /// Figure 1: activated alpha of every op on every edge over training, for both cell types
+    /// (writes alphas_normal.* and alphas_reduce.*).
+    Alphas(AlphasArgs),
+    /// Figure 3: FIMT, its EWMA and the threshold on a log axis, with the alpha steps
+    /// (writes schedule.*).
+    Schedule(ScheduleArgs),
+}
+
+/// Which files to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatChoice {
+    /// SVG only.
+    Svg,
+    /// PNG only.
+    Png,
+    /// SVG and PNG.
+    Both,
+}
+
+impl FormatChoice {
+    fn formats(self) -> &'static [ImageFormat] {
+        match self {
+            FormatChoice::Svg => &[ImageFormat::Svg],
+            FormatChoice::Png => &[ImageFormat::Png],
+            FormatChoice::Both => &[ImageFormat::Svg, ImageFormat::Png],
+        }
+    }
+}
+
+/// Options shared by the figures.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Directory of the figures (default: RUN_DIR/figures).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Image format.
+    #[arg(long, value_enum, default_value = "both")]
+    format: FormatChoice,
+}
+
+/// Arguments of `prime plot alphas`.
+#[derive(Debug, Args)]
+pub struct AlphasArgs {
+    /// A search run directory (with alphas.jsonl and config.toml).
+    run_dir: PathBuf,
+    /// Also draw the `none` op (the paper leaves it out).
+    #[arg(long)]
+    with_none: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `prime plot schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// A search run directory (with metrics.jsonl of a FIMT-scheduled run).
+    run_dir: PathBuf,
+    /// Start of the clock range shown, in epochs (default: 0).
+    #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
+    from: Option<f64>,
+    /// End of the clock range shown, in epochs (default: the end of the run); the paper's
+    /// figure is `--from 0 --to 1`.
+    #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
+    to: Option<f64>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Runs `prime plot`.
+pub fn run(command: PlotCommand) -> anyhow::Result<()> {
+    let written = match command {
+        PlotCommand::Alphas(args) => plot_alphas(&args)?,
+        PlotCommand::Schedule(args) => plot_schedule(&args)?,
+    };
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn check_run_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("run directory {} does not exist", dir.display());
+    }
+    Ok(())
+}
+
+fn write_all<F: Figure>(
+    figure: &F,
+    output: &OutputArgs,
+    run_dir: &Path,
+    stem: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = output
+        .out
+        .clone()
+        .unwrap_or_else(|| run_dir.join("figures"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the figure directory {}", dir.display()))?;
+    let mut written = Vec::new();
+    for format in output.format.formats() {
+        let path = dir.join(format!("{stem}.{}", format.extension()));
+        save(figure, &path, *format)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn plot_alphas(args: &AlphasArgs) -> anyhow::Result<Vec<PathBuf>> {
+    check_run_dir(&args.run_dir)?;
+    let config = run_dir::read_config(&args.run_dir)?;
+    let history = run_dir::read_alpha_history(&args.run_dir)?;
+    let method = config.as_ref().map(|config| config.method.as_str());
+    let mut written = Vec::new();
+    for (cell_name, cell, stem) in [
+        ("Normal", &history.normal, "alphas_normal"),
+        ("Reduction", &history.reduce, "alphas_reduce"),
+    ] {
+        let figure = AlphaFigure {
+            history: &history,
+            cell_name,
+            cell,
+            with_none: args.with_none,
+            method,
+        };
+        written.extend(write_all(&figure, &args.output, &args.run_dir, stem)?);
+    }
+    Ok(written)
+}
+
+fn plot_schedule(args: &ScheduleArgs) -> anyhow::Result<Vec<PathBuf>> {
+    check_run_dir(&args.run_dir)?;
+    for (flag, value) in [("--from", args.from), ("--to", args.to)] {
+        if value.is_some_and(|value| !(value.is_finite() && value >= 0.0)) {
+            bail!("{flag} must be a finite number of epochs >= 0");
+        }
+    }
+    let config = run_dir::read_config(&args.run_dir)?;
+    let history = run_dir::read_fimt_history(&args.run_dir)?;
+    let last = history.last_clock();
+    let from = args.from.unwrap_or(0.0);
+    let to = args.to.unwrap_or(last);
+    if from >= to {
+        bail!("--from ({from}) must be below --to ({to})");
+    }
+    if from >= last {
+        bail!("--from {from} is past the end of the run (its last step is at epoch {last:.3})");
+    }
+    let figure = ScheduleFigure {
+        history: &history,
+        from,
+        to,
+        lambda: config.as_ref().map(|config| config.schedule.ewma),
+        method: config.as_ref().map(|config| config.method.as_str()),
+    };
+    write_all(&figure, &args.output, &args.run_dir, "schedule")
+}
