@@ -287,7 +287,11 @@ fn resume_is_exact_with_fimt_prox_admm_and_crb() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
     synthetic_data(data.path());
-    for (method, compat) in [("darts-prime", "reference"), ("admm-fimt-crb", "fixed")] {
+    for (method, compat) in [
+        ("darts-prime", "reference"),
+        ("cs10", "reference"),
+        ("admm-fimt-crb", "fixed"),
+    ] {
         let overrides: Vec<String> = [
             "epochs=2",
             "data.batch_size=8",

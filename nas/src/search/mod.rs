@@ -217,7 +217,7 @@ pub fn run_search(
     };
 
     let steps_total = steps_per_epoch * u64::from(config.epochs);
-    let fimt_needed = config.schedule.kind == ScheduleKind::Fimt;
+    let fimt_schedule = config.schedule.kind == ScheduleKind::Fimt;
     while state.epoch < config.epochs {
         let epoch = state.epoch;
         let lr = optim::cosine_lr(
@@ -302,7 +302,7 @@ pub fn run_search(
             let mut step_record =
                 MetricRecord::new(MetricKind::Step, epoch, state.global_step + 1, state.clock)
                     .with("lr", lr);
-            if fimt_needed {
+            if fimt_schedule {
                 step_record = step_record.with("threshold", threshold);
             }
             if alpha_step {
@@ -341,7 +341,8 @@ pub fn run_search(
                     trainer.mask_alphas(true)?;
                 }
             }
-            let step = trainer.weight_step(&batch.images, &batch.labels, lr, fimt_needed)?;
+            // The FIMT is tracked under every schedule, as the reference logs it (SPEC 8.1).
+            let step = trainer.weight_step(&batch.images, &batch.labels, lr, true)?;
             let (loss, correct) = step.tensors.host();
             state.global_step += 1;
             state.step_in_epoch += 1;
@@ -409,6 +410,17 @@ pub fn run_search(
                 .with("valid_acc", valid_acc)
                 .with("alpha_steps", state.alpha_steps_in_epoch as f64)
                 .with("last_alpha_loss", state.last_alpha_loss);
+        let (normal, reduce) = trainer.net.arch.activated_rows();
+        let (dist_normal, dist_reduce) = discretization_distances(&trainer, &normal, &reduce)?;
+        let mut epoch_record = epoch_record
+            .with("dist_normal", dist_normal)
+            .with("dist_reduce", dist_reduce);
+        if config.arch.activation == Activation::Crb {
+            let (pruned_normal, pruned_reduce) = trainer.net.arch.pruned_counts();
+            epoch_record = epoch_record
+                .with("pruned_normal", pruned_normal as f64)
+                .with("pruned_reduce", pruned_reduce as f64);
+        }
         records.metric(&epoch_record)?;
         observer.on_metric(&epoch_record);
 
