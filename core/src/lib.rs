@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod eval_config;
 pub mod genotype;
 pub mod grid;
 pub mod metrics;
@@ -13,4 +14,3 @@ pub mod presets;
 pub mod primitives;
 pub mod projection;
 pub mod trial;
-pub mod eval_config;

@@ -2,7 +2,7 @@
 pub mod checkpoint;
 pub mod cnn;
 pub mod data;
+pub mod eval;
 pub mod optim;
 pub mod search;
-pub mod eval;
 pub mod torch_rng;
