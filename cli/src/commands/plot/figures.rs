@@ -134,6 +134,38 @@ fn decimals(span: f64) -> usize {
     }
 }
 
+/// Decimal places that tell apart about five ticks over `span`.
+fn span_decimals(span: f64) -> usize {
+    (-(span / 5.0).log10()).ceil().clamp(0.0, 6.0) as usize
+}
+
+/// Ticks of a logarithmic axis from `low` to `high`: 1-2-3-5 per decade over short ranges,
+/// 1-2-5 over a few decades, powers of ten (every other one past eight decades) beyond.
+fn log_ticks(low: f64, high: f64) -> Vec<f64> {
+    let decades = (high / low).log10();
+    let mantissas: &[f64] = if decades <= 1.5 {
+        &[1.0, 2.0, 3.0, 5.0]
+    } else if decades <= 4.0 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let every = if decades > 8.0 { 2 } else { 1 };
+    let mut ticks = Vec::new();
+    for exponent in (low.log10().floor() as i32)..=(high.log10().ceil() as i32) {
+        if exponent.rem_euclid(every) != 0 {
+            continue;
+        }
+        for mantissa in mantissas {
+            let value = mantissa * 10f64.powi(exponent);
+            if (low..=high).contains(&value) {
+                ticks.push(value);
+            }
+        }
+    }
+    ticks
+}
+
 /// A tick label with at most `decimals` decimal places and no trailing zeros.
 fn tick(value: f64, decimals: usize) -> String {
     let text = format!("{value:.decimals$}");
@@ -195,16 +227,35 @@ impl AlphaFigure<'_> {
         (self.history.steps + 1).max(3)
     }
 
-    fn y_max(&self) -> f64 {
+    /// The y range shared by every panel: the drawn values with a margin.
+    fn y_range(&self) -> (f64, f64) {
         let ops = self.shown_ops();
-        let highest = self
+        let (low, high) = self
             .cell
             .values
             .iter()
             .flat_map(|edge| ops.iter().flat_map(move |(column, _)| edge[*column].iter()))
-            .copied()
-            .fold(0.0f32, f32::max);
-        (f64::from(highest) * 1.08).max(0.05)
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), value| {
+                (low.min(*value), high.max(*value))
+            });
+        if !low.is_finite() {
+            return (0.0, 1.0);
+        }
+        let (low, high) = (f64::from(low), f64::from(high));
+        let middle = (low + high) / 2.0;
+        let half = ((high - low) / 2.0).max(0.005) * 1.1;
+        // Activated alpha lies in [0, 1]: the margin does not reach past those bounds.
+        let bottom = if low >= 0.0 {
+            (middle - half).max(0.0)
+        } else {
+            middle - half
+        };
+        let top = if high <= 1.0 {
+            (middle + half).min(1.0)
+        } else {
+            middle + half
+        };
+        (bottom, top)
     }
 
     fn title(&self) -> String {
@@ -229,7 +280,7 @@ impl AlphaFigure<'_> {
         area: &DrawingArea<DB, Shift>,
         node: usize,
         source: usize,
-        y_max: f64,
+        (y_low, y_high): (f64, f64),
     ) -> anyhow::Result<()> {
         let x_max = self.history.clock.last().copied().unwrap_or(0.0).max(1e-9);
         let bottom = node + 1 == self.history.steps;
@@ -240,10 +291,10 @@ impl AlphaFigure<'_> {
             .caption(edge_label(node, source), (FONT, 17))
             .x_label_area_size(if bottom { 44 } else { 26 })
             .y_label_area_size(if left { 58 } else { 42 })
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .build_cartesian_2d(0.0..x_max, y_low..y_high)
             .map_err(failed)?;
         let x_format = |value: &f64| tick(*value, decimals(x_max));
-        let y_format = |value: &f64| tick(*value, decimals(y_max));
+        let y_format = |value: &f64| tick(*value, span_decimals(y_high - y_low));
         let mut mesh = chart.configure_mesh();
         mesh.x_labels(5)
             .y_labels(5)
@@ -344,10 +395,10 @@ impl Figure for AlphaFigure<'_> {
                 (PANEL.0, PANEL.1),
             )
         };
-        let y_max = self.y_max();
+        let y_range = self.y_range();
         for node in 0..self.history.steps {
             for source in 0..node + 2 {
-                self.draw_panel(&cell(node, source), node, source, y_max)?;
+                self.draw_panel(&cell(node, source), node, source, y_range)?;
             }
         }
         self.draw_legend(&cell(0, self.columns() - 1))
@@ -468,7 +519,12 @@ impl ScheduleFigure<'_> {
             .caption(self.title(), (FONT, 24).into_font().style(FontStyle::Bold))
             .x_label_area_size(56)
             .y_label_area_size(SCHEDULE_Y_LABELS)
-            .build_cartesian_2d(self.from..self.to, (low..high).log_scale())
+            .build_cartesian_2d(
+                self.from..self.to,
+                (low..high)
+                    .log_scale()
+                    .with_key_points(log_ticks(low, high)),
+            )
             .map_err(failed)?;
         let x_format = |value: &f64| tick(*value, decimals(self.to - self.from));
         let y_format = |value: &f64| log_tick(*value);
@@ -487,7 +543,7 @@ impl ScheduleFigure<'_> {
             .draw()
             .map_err(failed)?;
         let marks = self.marks();
-        if marks.len() <= MAX_MARKS {
+        if !marks.is_empty() && marks.len() <= MAX_MARKS {
             let mark_style = BLACK.mix(0.6).stroke_width(1);
             chart
                 .draw_series(
@@ -637,6 +693,11 @@ mod tests {
         assert_eq!(log_tick(1e5), "1e5");
         assert_eq!(log_tick(0.001), "1e-3");
         assert_eq!(tick(2.0, 1), "2");
+        assert_eq!(log_ticks(0.7, 40.0), [1.0, 2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(log_ticks(3.0, 9.0), [3.0, 5.0]);
+        assert_eq!(log_ticks(1e-3, 1e7), [1e-2, 1.0, 1e2, 1e4, 1e6]);
+        assert_eq!(span_decimals(0.35), 2);
+        assert_eq!(span_decimals(30.0), 0);
         assert_eq!(tick(0.25, 2), "0.25");
         assert_eq!(tick(0.30, 2), "0.3");
         assert_eq!(tick(-0.001, 2), "0");
