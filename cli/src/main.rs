@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run an architecture search locally.
     Search(commands::search::SearchArgs),
+    /// Retrain a genotype from scratch on CIFAR and report its test error.
+    Eval(commands::eval::EvalArgs),
     /// Derive, show and count genotypes.
     #[command(subcommand)]
     Genotype(commands::genotype::GenotypeCommand),
@@ -63,6 +65,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Search(args) => commands::search::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Genotype(command) => commands::genotype::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),

@@ -261,9 +261,10 @@ impl EvalConfig {
         Ok(config)
     }
 
-    /// The config as TOML text (written next to a run's artifacts).
+    /// The config as TOML text (written next to a run's artifacts); arrays stay on one line,
+    /// so each genotype cell reads as one line.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        toml::to_string(self).unwrap_or_default()
     }
 
     /// Number of classes of the dataset.
@@ -348,8 +349,8 @@ impl EvalConfig {
         if !(weights.weight_decay >= 0.0 && weights.weight_decay.is_finite()) {
             return invalid("weights.weight_decay", "expected a finite number >= 0");
         }
-        if !(weights.grad_clip > 0.0) {
-            return invalid("weights.grad_clip", "expected > 0");
+        if !(weights.grad_clip > 0.0 && weights.grad_clip.is_finite()) {
+            return invalid("weights.grad_clip", "expected a finite number > 0");
         }
         if let Err(error) = self.genotype.validate() {
             return invalid("genotype", &error.to_string());

@@ -237,6 +237,9 @@ fn tiny_evaluation_learns_and_writes_its_run_directory() {
     assert_eq!(report["test_error"].as_f64(), outcome.test_error);
     assert_eq!(report["params"].as_i64(), Some(outcome.params.network));
     assert_eq!(report["label"].as_str(), Some("DARTS_V2"));
+    let genotype: prime_core::genotype::Genotype =
+        serde_json::from_value(report["genotype"].clone()).unwrap();
+    assert_eq!(genotype, config.genotype);
     let saved = EvalConfig::load(&run.path().join("config.toml"), &[]).unwrap();
     assert_eq!(saved, config);
 }

@@ -4,6 +4,10 @@
 use crate::device::{apply_threads, parse_device};
 use clap::{Args, Subcommand};
 use prime_core::config::SearchConfig;
+use prime_core::eval_config::EvalConfig;
+use prime_nas::data::IMAGE_SIDE;
+use prime_nas::eval::resolve_genotype;
+use prime_nas::eval::trainer::EvalTrainer;
 use prime_nas::search::trainer::SearchTrainer;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -13,6 +17,8 @@ use tch::{Device, Kind, Tensor};
 pub enum BenchCommand {
     /// One first-order search iteration (alpha step + weight step) of the search network.
     SearchStep(SearchStepArgs),
+    /// One training step of the evaluation network (forward, backward, clip, SGD).
+    EvalStep(EvalStepArgs),
     /// Assignment latency and metric ingestion of a coordinator on loopback.
     Coordinator(crate::commands::cluster::bench::CoordinatorBenchArgs),
 }
@@ -46,10 +52,46 @@ pub struct SearchStepArgs {
     warmup: usize,
 }
 
+/// Arguments of `prime bench eval-step`.
+#[derive(Debug, Args)]
+pub struct EvalStepArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The genotype: a built-in name, a genotype file or a run directory.
+    #[arg(long, default_value = "DARTS_V2")]
+    genotype: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 96)]
+    batch: i64,
+    /// Initial channels C.
+    #[arg(long, default_value_t = 36)]
+    channels: i64,
+    /// Number of cells.
+    #[arg(long, default_value_t = 20)]
+    layers: i64,
+    /// Drop-path probability of the timed steps.
+    #[arg(long, default_value_t = 0.2)]
+    drop_path: f64,
+    /// Override an evaluation config value, e.g. --set speed.autocast=bf16. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
 /// Runs `prime bench`.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::SearchStep(args) => search_step(args),
+        BenchCommand::EvalStep(args) => eval_step(args),
         BenchCommand::Coordinator(args) => crate::commands::cluster::bench::run(args),
     }
 }
@@ -60,8 +102,10 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     if args.iters == 0 || args.batch < 1 || args.image_size < 4 {
         anyhow::bail!("expected --iters >= 1, --batch >= 1 and --image-size >= 4");
     }
-    let mut config = SearchConfig::default();
-    config.seed = 0;
+    let mut config = SearchConfig {
+        seed: 0,
+        ..SearchConfig::default()
+    };
     config.network.init_channels = args.channels;
     config.network.layers = args.layers;
     config.validate("prime bench search-step")?;
@@ -90,11 +134,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         }
     }
     times.sort_by(f64::total_cmp);
-    let median = if times.len() % 2 == 1 {
-        times[times.len() / 2]
-    } else {
-        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-    };
+    let median = median(&times);
     let params = prime_nas::cnn::search_net::trainable_parameter_count(&trainer.vs);
     let round = |value: f64| (value * 1e5).round() / 1e5;
     let line = serde_json::json!({
@@ -113,6 +153,75 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     });
     println!("{line}");
     Ok(())
+}
+
+fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
+    apply_threads(args.threads)?;
+    let device = parse_device(&args.device)?;
+    if args.iters == 0 || args.batch < 1 || !(0.0..1.0).contains(&args.drop_path) {
+        anyhow::bail!("expected --iters >= 1, --batch >= 1 and 0 <= --drop-path < 1");
+    }
+    let (genotype, label) = resolve_genotype(&args.genotype)?;
+    let mut overrides = vec![
+        format!("network.init_channels={}", args.channels),
+        format!("network.layers={}", args.layers),
+        format!("data.batch_size={}", args.batch),
+    ];
+    overrides.extend(args.overrides.iter().cloned());
+    let mut config = EvalConfig::from_overrides(&overrides)?;
+    config.genotype = genotype;
+    config.validate("prime bench eval-step")?;
+    let mut trainer = EvalTrainer::new(&config, device)?;
+    let side = IMAGE_SIDE as i64;
+    tch::manual_seed(1);
+    let x = Tensor::randn([args.batch, 3, side, side], (Kind::Float, device));
+    let y = Tensor::randint(config.classes(), [args.batch], (Kind::Int64, device));
+    let lr = config.weights.lr;
+    let mut times = Vec::with_capacity(args.iters);
+    for iteration in 0..args.warmup + args.iters {
+        synchronize(device);
+        let start = Instant::now();
+        trainer.train_step(&x, &y, lr, args.drop_path, iteration as u64)?;
+        synchronize(device);
+        if iteration >= args.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = median(&times);
+    let params = trainer.parameter_counts();
+    let round = |value: f64| (value * 1e5).round() / 1e5;
+    let line = serde_json::json!({
+        "impl": "darts-prime-tch",
+        "bench": "eval-step",
+        "device": device_name(device),
+        "threads": tch::get_num_threads(),
+        "batch": args.batch,
+        "channels": args.channels,
+        "layers": args.layers,
+        "image_size": side,
+        "genotype": label,
+        "params": params.network,
+        "aux_params": params.auxiliary,
+        "autocast": config.speed.autocast,
+        "channels_last": config.speed.channels_last,
+        "cudnn_benchmark": config.speed.cudnn_benchmark,
+        "median_s": round(median),
+        "min_s": round(times[0]),
+        "max_s": round(times[times.len() - 1]),
+        "images_per_s": (args.batch as f64 / median * 100.0).round() / 100.0,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// The median of sorted, non-empty `times`.
+fn median(times: &[f64]) -> f64 {
+    if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    }
 }
 
 fn synchronize(device: Device) {

@@ -26,6 +26,22 @@ pub enum GenotypeCommand {
         /// A genotype file (JSON or reference text) or a built-in name such as `DARTS_V2`.
         genotype: String,
     },
+    /// Print the evaluation network's parameters as JSON: `params` (auxiliary head excluded,
+    /// the paper's "Params (M)" · 1e6), `aux_params`, `params_m` and `macs` per 32x32 image.
+    Params {
+        /// A built-in name, a genotype file, or a run directory holding genotype.json.
+        #[arg(long, value_name = "NAME|FILE|RUN_DIR")]
+        genotype: String,
+        /// Number of classes (10 for CIFAR-10, 100 for CIFAR-100).
+        #[arg(long, default_value_t = 10)]
+        classes: i64,
+        /// Initial channels C.
+        #[arg(long, default_value_t = 36)]
+        channels: i64,
+        /// Number of cells.
+        #[arg(long, default_value_t = 20)]
+        layers: i64,
+    },
 }
 
 /// Runs `prime genotype`.
@@ -38,6 +54,16 @@ pub fn run(command: GenotypeCommand) -> anyhow::Result<()> {
         }
         GenotypeCommand::Show { genotype } => {
             print!("{}", describe(&resolve(&genotype)?));
+            Ok(())
+        }
+        GenotypeCommand::Params {
+            genotype,
+            classes,
+            channels,
+            layers,
+        } => {
+            let json = crate::commands::eval::params_json(&genotype, classes, channels, layers)?;
+            println!("{json}");
             Ok(())
         }
     }

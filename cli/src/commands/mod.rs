@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod data;
+pub mod eval;
 pub mod genotype;
 pub mod plot;
 pub mod schedule;

@@ -613,7 +613,7 @@ fn write_weights(path: &Path, variables: &[(String, Tensor)]) -> Result<(), Eval
     Ok(())
 }
 
-/// Writes the test report of a finished run.
+/// Writes the test report of a finished run: pretty JSON, the genotype on one line.
 fn write_report(
     run_dir: &Path,
     config: &EvalConfig,
@@ -636,11 +636,14 @@ fn write_report(
         "params_m": outcome.params.millions(),
         "macs": outcome.macs,
         "speed": config.speed,
-        "genotype": config.genotype,
     });
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let body = text.strip_suffix("\n}").unwrap_or(&text);
+    let text = format!(
+        "{body},\n  \"genotype\": {}\n}}\n",
+        config.genotype.to_json()
+    );
     let path = run_dir.join(TEST_REPORT);
-    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
-    text.push('\n');
     std::fs::write(&path, text).map_err(|error| annotate(&path, error))?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork, ParameterCo
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::trainer::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
+use std::sync::Mutex;
 use tch::{nn, Device, Kind, Tensor};
 
 /// The evaluation network with its optimizer and speed options.
@@ -36,13 +37,17 @@ impl std::fmt::Debug for EvalTrainer {
 
 impl EvalTrainer {
     /// Builds the network of `config` on `device`, drawing the weights from the torch
-    /// generator seeded with `config.seed`, and applies the speed options.
+    /// generator seeded with `config.seed` (see [`with_seeded_generator`]), and applies the
+    /// speed options.
     pub fn new(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
+        with_seeded_generator(config.seed, || Self::build(config, device))
+    }
+
+    fn build(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
         let speed = &config.speed;
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(speed.cudnn_benchmark);
         }
-        tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
         let shape = network_shape(config);
         let net = EvalNetwork::new(&vs, shape, &config.genotype)?;
@@ -226,6 +231,20 @@ impl EvalTrainer {
     }
 }
 
+/// Serialises the users of libtorch's global generator that must not interleave.
+static GLOBAL_GENERATOR: Mutex<()> = Mutex::new(());
+
+/// Seeds libtorch's global generator with `seed` and runs `draw` while no other caller of this
+/// function can use the generator, so that the draws depend on the seed only, even with other
+/// runs initialising networks on other threads (the worker's slots, parallel tests).
+pub fn with_seeded_generator<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
+    let _guard = GLOBAL_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    draw()
+}
+
 /// The network shape a config asks for.
 pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
     EvalNetShape {
@@ -233,5 +252,63 @@ pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
         classes: config.classes(),
         layers: config.network.layers,
         auxiliary: config.network.auxiliary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 50 small draws from the global generator, yielding the thread between them.
+    fn interleavable_draws() -> Vec<f32> {
+        (0..50)
+            .flat_map(|_| {
+                std::thread::yield_now();
+                Vec::<f32>::try_from(Tensor::rand([4], (Kind::Float, Device::Cpu))).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seeded_draws_on_concurrent_threads_depend_on_the_seed_only() {
+        let reference = with_seeded_generator(5, interleavable_draws);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let start = std::sync::Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..20)
+                        .map(|_| with_seeded_generator(5, interleavable_draws))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            for draws in thread.join().unwrap() {
+                assert!(draws == reference, "another thread's draws interleaved");
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_seed_builds_the_same_network() {
+        let config = EvalConfig::from_overrides(&[
+            "network.init_channels=4".to_string(),
+            "network.layers=3".to_string(),
+            "seed=5".to_string(),
+        ])
+        .unwrap();
+        let weights = |config: &EvalConfig| -> Vec<Tensor> {
+            let trainer = EvalTrainer::new(config, Device::Cpu).unwrap();
+            trainer.variables().into_iter().map(|(_, t)| t).collect()
+        };
+        let a = weights(&config);
+        let b = weights(&config);
+        assert!(a.iter().zip(&b).all(|(a, b)| a.equal(b)));
+        let mut other = config.clone();
+        other.seed = 6;
+        let c = weights(&other);
+        assert!(a.iter().zip(&c).any(|(a, c)| !a.equal(c)));
     }
 }

@@ -1,0 +1,355 @@
+//! `prime eval`: retrain a genotype from scratch on CIFAR (SPEC section 6) with a progress
+//! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
+
+use crate::device::{apply_threads, parse_device};
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use prime_core::eval_config::EvalConfig;
+use prime_core::metrics::{MetricKind, MetricRecord};
+use prime_core::observer::{Control, Progress, RunObserver};
+use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
+use prime_nas::data::{DownloadPolicy, IMAGE_SIDE};
+use prime_nas::eval::{resolve_genotype, run_eval, RunOptions, CONFIG_FILE, TEST_REPORT};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Arguments of `prime eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The genotype: a built-in name (DARTS_V2, NASNet, ...), a genotype file (JSON or
+    /// reference text), or a search run directory (its genotype.json or genotype.txt).
+    #[arg(
+        long,
+        value_name = "NAME|FILE|RUN_DIR",
+        required_unless_present = "resume"
+    )]
+    genotype: Option<String>,
+    /// Dataset (cifar10 or cifar100); shorthand for --set data.dataset=NAME.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Epochs (default 600); shorthand for --set epochs=N.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Seed (default 0); shorthand for --set seed=N.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Evaluation config file (TOML, version = 1); default: the paper's settings (SPEC 6.1).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Directory holding the dataset (or where to download it).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Never download a missing dataset.
+    #[arg(long)]
+    no_download: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Run directory (default: runs/eval-<genotype>-<dataset>-seed<seed>, made unique).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint, with the config stored there.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// libtorch intra-op threads.
+    #[arg(long)]
+    threads: Option<i32>,
+    /// No progress bar (log epoch lines only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `prime eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    apply_threads(args.threads)?;
+    let device = parse_device(&args.device)?;
+    let (config, run_dir, resume) = match &args.resume {
+        Some(dir) => {
+            if args.genotype.is_some()
+                || args.dataset.is_some()
+                || args.epochs.is_some()
+                || args.seed.is_some()
+                || args.config.is_some()
+                || !args.overrides.is_empty()
+            {
+                bail!(
+                    "--resume continues with the config stored in the run directory; drop \
+                     --genotype, --dataset, --epochs, --seed, --config and --set"
+                );
+            }
+            let config = EvalConfig::load(&dir.join(CONFIG_FILE), &[])
+                .with_context(|| format!("{} is not an evaluation run directory", dir.display()))?;
+            (config, dir.clone(), true)
+        }
+        None => {
+            let config = new_config(&args)?;
+            let run_dir = match &args.out {
+                Some(dir) => dir.clone(),
+                None => unique_run_dir(&config),
+            };
+            if run_dir.join(CONFIG_FILE).exists() {
+                bail!(
+                    "{} already holds a run; continue it with --resume {0} or choose another --out",
+                    run_dir.display()
+                );
+            }
+            (config, run_dir, false)
+        }
+    };
+    let options = RunOptions {
+        run_dir: run_dir.clone(),
+        data_dir: args.data_dir.clone(),
+        device,
+        resume,
+        download: if args.no_download {
+            DownloadPolicy::Never
+        } else {
+            DownloadPolicy::IfMissing
+        },
+    };
+    eprintln!(
+        "eval: {} on {} (C {}, {} layers, {} epochs, batch {}, seed {}, autocast {}, device {:?}) -> {}",
+        config.label,
+        config.data.dataset,
+        config.network.init_channels,
+        config.network.layers,
+        config.epochs,
+        config.data.batch_size,
+        config.seed,
+        config.speed.autocast,
+        device,
+        run_dir.display()
+    );
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_interrupts(Arc::clone(&interrupted));
+    let mut observer = EvalProgress::new(args.quiet, config.epochs, interrupted);
+    let outcome = run_eval(&config, &options, &mut observer)?;
+    observer.bar.finish_and_clear();
+    if !outcome.finished {
+        eprintln!(
+            "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}",
+            outcome.epochs_done,
+            config.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
+    let report_path = run_dir.join(TEST_REPORT);
+    let report = std::fs::read_to_string(&report_path)
+        .with_context(|| format!("cannot read {}", report_path.display()))?;
+    print!("{report}");
+    eprintln!(
+        "eval finished: test error {:.2}% with {:.2}M parameters (paper convention, auxiliary \
+         head excluded); report in {}",
+        outcome.test_error.unwrap_or(f64::NAN),
+        outcome.params.millions(),
+        report_path.display()
+    );
+    Ok(())
+}
+
+/// The config of a new run: defaults or `--config`, the shorthands and `--set`, the genotype.
+fn new_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
+    let argument = args
+        .genotype
+        .as_deref()
+        .context("--genotype is required for a new run")?;
+    let (genotype, label) = resolve_genotype(argument)?;
+    let mut overrides = Vec::new();
+    if let Some(dataset) = &args.dataset {
+        let dataset: prime_core::dataset::DatasetKind = dataset.parse()?;
+        overrides.push(format!("data.dataset=\"{dataset}\""));
+    }
+    if let Some(epochs) = args.epochs {
+        overrides.push(format!("epochs={epochs}"));
+    }
+    if let Some(seed) = args.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    overrides.extend(args.overrides.iter().cloned());
+    let mut config = match &args.config {
+        Some(path) => EvalConfig::load(path, &overrides)?,
+        None => EvalConfig::from_overrides(&overrides)?,
+    };
+    config.genotype = genotype;
+    config.label = label;
+    config.validate("prime eval")?;
+    Ok(config)
+}
+
+fn unique_run_dir(config: &EvalConfig) -> PathBuf {
+    let label: String = config
+        .label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = format!("eval-{label}-{}-seed{}", config.data.dataset, config.seed);
+    let runs = Path::new("runs");
+    let mut candidate = runs.join(&base);
+    let mut counter = 2;
+    while candidate.exists() {
+        candidate = runs.join(format!("{base}-{counter}"));
+        counter += 1;
+    }
+    candidate
+}
+
+/// Sets `flag` on the first Ctrl-C; a second one ends the process at once.
+fn watch_interrupts(flag: Arc<AtomicBool>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::warn!("Ctrl-C will not checkpoint: {error}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("interrupts".to_string())
+        .spawn(move || {
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                eprintln!(
+                    "\ninterrupted: checkpointing at the next step (Ctrl-C again to quit now)"
+                );
+                flag.store(true, Ordering::SeqCst);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
+        });
+    if let Err(error) = spawned {
+        tracing::warn!("Ctrl-C will not checkpoint: {error}");
+    }
+}
+
+/// Shows progress on stderr: a bar with loss, accuracy, throughput and ETA; a line per epoch.
+struct EvalProgress {
+    bar: ProgressBar,
+    quiet: bool,
+    epochs: u32,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl EvalProgress {
+    fn new(quiet: bool, epochs: u32, interrupted: Arc<AtomicBool>) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  elapsed {elapsed_precise}  eta {eta_precise}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        };
+        Self {
+            bar,
+            quiet,
+            epochs,
+            interrupted,
+        }
+    }
+
+    fn line(&self, line: String) {
+        if self.quiet {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+impl RunObserver for EvalProgress {
+    fn on_metric(&mut self, record: &MetricRecord) {
+        let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+        match record.kind {
+            MetricKind::Step => self.bar.set_message(format!(
+                "loss {:.4}  acc {:5.1}%  {:.0} img/s",
+                value("loss"),
+                value("acc"),
+                value("images_per_s")
+            )),
+            MetricKind::Epoch => self.line(format!(
+                "epoch {}/{}: lr {:.6}  drop path {:.3}  train loss {:.4} acc {:.2}%  test acc \
+                 {:.2}% error {:.2}%  {:.0} img/s",
+                record.epoch + 1,
+                self.epochs,
+                value("lr"),
+                value("drop_path_prob"),
+                value("train_loss"),
+                value("train_acc"),
+                value("test_acc"),
+                value("test_error"),
+                value("images_per_s"),
+            )),
+            MetricKind::AlphaStep | MetricKind::Final => {}
+        }
+    }
+
+    fn on_checkpoint(&mut self, dir: &Path, _progress: &Progress) {
+        tracing::debug!("checkpoint written to {}", dir.display());
+    }
+
+    fn control(&mut self, progress: &Progress) -> Control {
+        if self.bar.length() != Some(progress.steps_total) {
+            self.bar.set_length(progress.steps_total);
+        }
+        self.bar.set_position(progress.steps_done);
+        self.bar.set_prefix(format!(
+            "epoch {}/{}",
+            (progress.epochs_done + 1).min(progress.epochs_total),
+            progress.epochs_total
+        ));
+        if self.interrupted.load(Ordering::SeqCst) {
+            Control::CheckpointAndStop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+/// Parameters (SPEC 6.7 convention) and multiply-accumulates of the evaluation network of
+/// `genotype` (a built-in name, a genotype file or a run directory), as printed by
+/// `prime genotype params`.
+pub fn params_json(
+    genotype: &str,
+    classes: i64,
+    channels: i64,
+    layers: i64,
+) -> anyhow::Result<serde_json::Value> {
+    let (genotype, _) = resolve_genotype(genotype)?;
+    let shape = EvalNetShape {
+        channels,
+        classes,
+        layers,
+        auxiliary: true,
+    };
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    EvalNetwork::new(&vs, shape, &genotype)?;
+    let counts = ParameterCounts::of(&vs);
+    Ok(serde_json::json!({
+        "params": counts.network,
+        "aux_params": counts.auxiliary,
+        "params_m": counts.millions(),
+        "macs": multiply_accumulates(&shape, &genotype, IMAGE_SIDE as i64),
+    }))
+}
