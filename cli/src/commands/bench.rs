@@ -126,7 +126,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     for iteration in 0..args.warmup + args.iters {
         synchronize(device);
         let start = Instant::now();
-        trainer.arch_step(&xv, &yv, |_| None)?;
+        trainer.arch_step(&xv, &yv, None)?;
         trainer.weight_step(&x, &y, lr, false)?;
         synchronize(device);
         if iteration >= args.warmup {
