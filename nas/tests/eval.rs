@@ -327,3 +327,28 @@ fn resuming_with_another_config_is_refused() {
     .to_string();
     assert!(error.contains("cannot resume"), "{error}");
 }
+
+#[test]
+fn a_single_image_batch_with_the_auxiliary_head_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic(data.path(), DatasetKind::Cifar10, 33, 8, 1).unwrap();
+    let config = tiny_config(1, &["data.limit=33"]);
+    let run = tempfile::tempdir().unwrap();
+    let error = run_eval(
+        &config,
+        &options(run.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("single image"), "{error}");
+    let without_head = tiny_config(1, &["data.limit=33", "network.auxiliary=false"]);
+    let outcome = run_eval(
+        &without_head,
+        &options(run.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    assert_eq!(outcome.params.auxiliary, 0);
+}

@@ -278,6 +278,15 @@ pub fn run_eval(
         )));
     }
 
+    let single_image_batch = batch_size == 1 || train_count % batch_size == 1;
+    if config.network.auxiliary && single_image_batch {
+        return Err(EvalError::Unsupported(format!(
+            "{train_count} training images in batches of {batch_size} give a batch of a single \
+             image, but the auxiliary head's batch norm over 1x1 maps needs at least two images \
+             in training; change data.batch_size or data.limit"
+        )));
+    }
+
     let mut trainer = EvalTrainer::new(config, device)?;
     let params = trainer.parameter_counts();
     let macs = multiply_accumulates(&network_shape(config), &config.genotype, IMAGE_SIDE as i64);
