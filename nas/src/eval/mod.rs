@@ -186,10 +186,12 @@ struct LoopState {
 mod exact_float {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes the float as a string.
     pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&value.to_string())
     }
 
+    /// Reads the float back from its string.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse()
@@ -201,6 +203,7 @@ mod exact_float {
 mod exact_optional_float {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes the float as a string, or null.
     pub fn serialize<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(value) => serializer.serialize_some(&value.to_string()),
@@ -208,6 +211,7 @@ mod exact_optional_float {
         }
     }
 
+    /// Reads the float back from its string, or null.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<f64>, D::Error> {
