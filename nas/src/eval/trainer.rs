@@ -7,7 +7,6 @@ use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork, ParameterCo
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::trainer::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
-use std::sync::Mutex;
 use tch::{nn, Device, Kind, Tensor};
 
 /// The evaluation network with its optimizer and speed options.
@@ -37,10 +36,10 @@ impl std::fmt::Debug for EvalTrainer {
 
 impl EvalTrainer {
     /// Builds the network of `config` on `device`, drawing the weights from the torch
-    /// generator seeded with `config.seed` (see [`with_seeded_generator`]), and applies the
+    /// generator seeded with `config.seed` (see [`crate::torch_rng::seeded`]), and applies the
     /// speed options.
     pub fn new(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
-        with_seeded_generator(config.seed, || Self::build(config, device))
+        crate::torch_rng::seeded(config.seed, || Self::build(config, device))
     }
 
     fn build(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
@@ -231,20 +230,6 @@ impl EvalTrainer {
     }
 }
 
-/// Serialises the users of libtorch's global generator that must not interleave.
-static GLOBAL_GENERATOR: Mutex<()> = Mutex::new(());
-
-/// Seeds libtorch's global generator with `seed` and runs `draw` while no other caller of this
-/// function can use the generator, so that the draws depend on the seed only, even with other
-/// runs initialising networks on other threads (the worker's slots, parallel tests).
-pub fn with_seeded_generator<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
-    let _guard = GLOBAL_GENERATOR
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::manual_seed(seed as i64);
-    draw()
-}
-
 /// The network shape a config asks for.
 pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
     EvalNetShape {
@@ -258,38 +243,6 @@ pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// 50 small draws from the global generator, yielding the thread between them.
-    fn interleavable_draws() -> Vec<f32> {
-        (0..50)
-            .flat_map(|_| {
-                std::thread::yield_now();
-                Vec::<f32>::try_from(Tensor::rand([4], (Kind::Float, Device::Cpu))).unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn seeded_draws_on_concurrent_threads_depend_on_the_seed_only() {
-        let reference = with_seeded_generator(5, interleavable_draws);
-        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let start = std::sync::Arc::clone(&start);
-                std::thread::spawn(move || {
-                    start.wait();
-                    (0..20)
-                        .map(|_| with_seeded_generator(5, interleavable_draws))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for thread in threads {
-            for draws in thread.join().unwrap() {
-                assert!(draws == reference, "another thread's draws interleaved");
-            }
-        }
-    }
 
     #[test]
     fn the_same_seed_builds_the_same_network() {
