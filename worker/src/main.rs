@@ -41,9 +41,9 @@ struct Args {
     /// Directory for run directories.
     #[arg(long, default_value = "runs/worker")]
     work_dir: PathBuf,
-    /// Directory of the method presets.
-    #[arg(long, default_value = "configs/methods")]
-    methods_dir: PathBuf,
+    /// Directory of method presets replacing the compiled-in ones of configs/methods.
+    #[arg(long)]
+    methods_dir: Option<PathBuf>,
     /// Directory of the datasets.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,

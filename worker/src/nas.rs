@@ -26,8 +26,8 @@ const SYNTHETIC_TEST_IMAGES: usize = 128;
 /// Trains with prime-nas.
 #[derive(Debug, Clone)]
 pub struct NasTrainer {
-    /// Directory of the method presets (`<method>.toml`).
-    pub methods_dir: PathBuf,
+    /// Directory of method presets (`<method>.toml`) replacing the compiled-in ones.
+    pub methods_dir: Option<PathBuf>,
     /// Directory holding the real datasets.
     pub data_dir: PathBuf,
     /// Where synthetic datasets are generated.
@@ -198,11 +198,11 @@ impl Trainer for NasTrainer {
             return self.evaluate(job, spec, observer);
         }
         let dataset = image_dataset(spec.dataset)?;
-        let preset = self.methods_dir.join(format!("{}.toml", spec.method));
-        let config = SearchConfig::load(
-            &preset,
-            &overrides(dataset, spec.search_seed, &spec.settings),
-        )
+        let overrides = overrides(dataset, spec.search_seed, &spec.settings);
+        let config = match &self.methods_dir {
+            Some(dir) => SearchConfig::load(&dir.join(format!("{}.toml", spec.method)), &overrides),
+            None => prime_core::presets::method_config(&spec.method, &overrides),
+        }
         .map_err(|error| TrainError::Failed(error.to_string()))?;
         let options = self.options(job, dataset)?;
         let outcome = run_search(&config, &options, observer).map_err(failure)?;

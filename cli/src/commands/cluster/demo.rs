@@ -62,9 +62,9 @@ pub struct DemoArgs {
     /// Keep the coordinator state and runs here (default: a temporary directory).
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Directory of the method presets.
-    #[arg(long, default_value = "configs/methods")]
-    pub methods_dir: PathBuf,
+    /// Directory of method presets replacing the compiled-in ones of configs/methods.
+    #[arg(long)]
+    pub methods_dir: Option<PathBuf>,
 }
 
 /// Runs `prime demo`.
@@ -75,18 +75,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| temporary.path().to_path_buf());
     let trainer: Arc<dyn Trainer> = match args.trainer {
-        DemoTrainer::Nas => {
-            anyhow::ensure!(
-                args.methods_dir.join("darts.toml").exists(),
-                "no method presets in {} (run the demo from the repository root, or pass --methods-dir)",
-                args.methods_dir.display()
-            );
-            Arc::new(NasTrainer {
-                methods_dir: args.methods_dir.clone(),
-                data_dir: root.join("data"),
-                synthetic_dir: root.join("synthetic-data"),
-            })
-        }
+        DemoTrainer::Nas => Arc::new(NasTrainer {
+            methods_dir: args.methods_dir.clone(),
+            data_dir: root.join("data"),
+            synthetic_dir: root.join("synthetic-data"),
+        }),
         DemoTrainer::Simulated => Arc::new(SimulatedTrainer::new(
             20,
             Duration::from_millis(25),
