@@ -5,6 +5,7 @@ use crate::device::{apply_threads, parse_device};
 use clap::{Args, Subcommand};
 use prime_core::config::SearchConfig;
 use prime_core::eval_config::EvalConfig;
+use prime_core::primitives::Activation;
 use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::resolve_genotype;
 use prime_nas::eval::trainer::EvalTrainer;
@@ -50,6 +51,12 @@ pub struct SearchStepArgs {
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Activation of the architecture parameters (softmax or crb).
+    #[arg(long, default_value = "softmax")]
+    activation: Activation,
+    /// With crb: the fraction of ops pruned before timing (pruned ops never run).
+    #[arg(long, default_value_t = 0.0)]
+    pruned: f64,
 }
 
 /// Arguments of `prime bench eval-step`.
@@ -108,8 +115,17 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     };
     config.network.init_channels = args.channels;
     config.network.layers = args.layers;
+    config.arch.activation = args.activation;
     config.validate("prime bench search-step")?;
+    if !(0.0..=1.0).contains(&args.pruned)
+        || (args.pruned > 0.0 && args.activation != Activation::Crb)
+    {
+        anyhow::bail!("--pruned expects a fraction in [0, 1], with --activation crb");
+    }
     let mut trainer = SearchTrainer::new(&config, 10, device)?;
+    if args.pruned > 0.0 {
+        prune_fraction(&mut trainer, args.pruned)?;
+    }
     let images = |seed: i64| {
         tch::manual_seed(seed);
         let x = Tensor::randn(
@@ -145,6 +161,8 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         "channels": args.channels,
         "layers": args.layers,
         "image_size": args.image_size,
+        "activation": args.activation.name(),
+        "pruned": args.pruned,
         "params": params,
         "median_s": round(median),
         "min_s": round(times[0]),
@@ -222,6 +240,25 @@ fn median(times: &[f64]) -> f64 {
     } else {
         (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
     }
+}
+
+/// Prunes the given fraction of (edge, op) entries of both alpha tensors, chosen in a fixed
+/// scrambled order, as CRB's progressive pruning would.
+fn prune_fraction(trainer: &mut SearchTrainer, fraction: f64) -> anyhow::Result<()> {
+    for alpha in [&trainer.net.arch.normal, &trainer.net.arch.reduce] {
+        let count = alpha.numel();
+        let pruned = (fraction * count as f64).round() as usize;
+        let mut order: Vec<usize> = (0..count).collect();
+        order.sort_by_key(|index| (*index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
+        let flat = alpha.view([-1]);
+        tch::no_grad(|| {
+            for index in &order[..pruned] {
+                let _ = flat.get(*index as i64).fill_(-1.0);
+            }
+        });
+    }
+    trainer.mask_alphas(false)?;
+    Ok(())
 }
 
 fn synchronize(device: Device) {
