@@ -144,12 +144,12 @@ impl TrialState {
     /// Whether `self -> next` is a legal transition.
     pub fn can_become(self, next: TrialState) -> bool {
         use TrialState::*;
-        match (self, next) {
-            (Queued | Preempted, Running) => true,
-            (Queued | Preempted | Running, Cancelled) => true,
-            (Running, Succeeded | Failed | Preempted | Queued) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued | Preempted, Running)
+                | (Queued | Preempted | Running, Cancelled)
+                | (Running, Succeeded | Failed | Preempted | Queued)
+        )
     }
 }
 
