@@ -232,7 +232,17 @@ pub fn hash_file(path: &Path) -> Result<String, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(sha256_hex(&bytes))
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// An I/O error that names `path`.
+pub fn annotate(path: &Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
 fn sync_and_hash(path: &Path) -> Result<String, CheckpointError> {

@@ -3,7 +3,7 @@
 //! output of cell 2·layers/3.
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
-use super::ops::{FactorizedReduce, Op, ReluConvBn};
+use super::ops::{Op, Preprocess, ReluConvBn};
 use prime_core::genotype::{Gene, Genotype, ValidationError};
 use prime_core::primitives::CnnOp;
 use rand::{Rng, SeedableRng};
@@ -129,24 +129,6 @@ impl DropPathMasks {
     }
 }
 
-/// The preprocessing of a cell's first input.
-#[derive(Debug)]
-enum Preprocess {
-    /// After a reduction cell: halve the older input's resolution.
-    Reduce(FactorizedReduce),
-    /// Otherwise: ReLU, 1x1 conv, BN.
-    Plain(ReluConvBn),
-}
-
-impl Preprocess {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match self {
-            Preprocess::Reduce(op) => op.forward_t(xs, train),
-            Preprocess::Plain(op) => op.forward_t(xs, train),
-        }
-    }
-}
-
 /// An evaluation cell (SPEC 6.3): each node sums two ops of earlier states chosen by the
 /// genotype; the output concatenates the genotype's concat states.
 #[derive(Debug)]
@@ -172,21 +154,13 @@ impl EvalCell {
             prev,
             current,
         } = channels;
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(
-                &(path / "preprocess0"),
-                prev_prev,
-                current,
-                true,
-            ))
-        } else {
-            Preprocess::Plain(ReluConvBn::new(
-                &(path / "preprocess0"),
-                prev_prev,
-                current,
-                true,
-            ))
-        };
+        let preprocess0 = Preprocess::new(
+            &(path / "preprocess0"),
+            prev_prev,
+            current,
+            reduction_prev,
+            true,
+        );
         let preprocess1 = ReluConvBn::new(&(path / "preprocess1"), prev, current, true);
         let ops = genes
             .iter()

@@ -26,6 +26,35 @@ impl ReluConvBn {
     }
 }
 
+/// The preprocessing of a cell's first input: a factorized reduction after a reduction cell
+/// (halving the older input's resolution), else ReLU, 1x1 conv, BN.
+#[derive(Debug)]
+pub enum Preprocess {
+    /// After a reduction cell.
+    Reduce(FactorizedReduce),
+    /// Otherwise.
+    Plain(ReluConvBn),
+}
+
+impl Preprocess {
+    /// Builds the layer mapping `c_in` to `c_out` channels.
+    pub fn new(path: &nn::Path, c_in: i64, c_out: i64, reduction_prev: bool, affine: bool) -> Self {
+        if reduction_prev {
+            Preprocess::Reduce(FactorizedReduce::new(path, c_in, c_out, affine))
+        } else {
+            Preprocess::Plain(ReluConvBn::new(path, c_in, c_out, affine))
+        }
+    }
+
+    /// Applies the layer.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Preprocess::Reduce(op) => op.forward_t(xs, train),
+            Preprocess::Plain(op) => op.forward_t(xs, train),
+        }
+    }
+}
+
 /// ReLU -> depthwise k x k conv (stride, dilation) -> pointwise 1x1 conv -> BN.
 #[derive(Debug)]
 pub struct DilConv {

@@ -2,7 +2,7 @@
 //! architecture tensors kept outside the variable store.
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
-use super::ops::{zeros_for, FactorizedReduce, Op, ReluConvBn};
+use super::ops::{zeros_for, Op, Preprocess, ReluConvBn};
 use prime_core::primitives::{Activation, CnnOp};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -102,29 +102,6 @@ impl MixedOp {
     }
 }
 
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Plain(ReluConvBn),
-}
-
-impl std::fmt::Debug for Preprocess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Preprocess::Reduce(_) => "FactorizedReduce",
-            Preprocess::Plain(_) => "ReluConvBn",
-        })
-    }
-}
-
-impl Preprocess {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match self {
-            Preprocess::Reduce(op) => op.forward_t(xs, train),
-            Preprocess::Plain(op) => op.forward_t(xs, train),
-        }
-    }
-}
-
 /// A search cell: two preprocessed inputs, `steps` nodes summing mixed ops of all earlier
 /// states, output = concatenation of the last `multiplier` states.
 #[derive(Debug)]
@@ -149,21 +126,13 @@ impl SearchCell {
         reduction: bool,
         reduction_prev: bool,
     ) -> Self {
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(
-                &(path / "preprocess0"),
-                c_prev_prev,
-                c,
-                false,
-            ))
-        } else {
-            Preprocess::Plain(ReluConvBn::new(
-                &(path / "preprocess0"),
-                c_prev_prev,
-                c,
-                false,
-            ))
-        };
+        let preprocess0 = Preprocess::new(
+            &(path / "preprocess0"),
+            c_prev_prev,
+            c,
+            reduction_prev,
+            false,
+        );
         let preprocess1 = ReluConvBn::new(&(path / "preprocess1"), c_prev, c, false);
         let primitives = shape.activation.primitives();
         let mut edges = Vec::with_capacity(shape.edges());

@@ -13,7 +13,7 @@ pub mod trainer;
 pub use crate::search::RunOptions;
 pub use crate::search::{CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
 use crate::cnn::eval_net::{multiply_accumulates, EvalNetError, ParameterCounts};
 use crate::data::{
     batches_per_pass, load_cifar, BatchStream, CifarData, DataError, StreamConfig, StreamId,
@@ -709,15 +709,6 @@ fn restore(
             message: format!("state: {error}"),
         })
     })
-}
-
-fn annotate(path: &Path, error: std::io::Error) -> std::io::Error {
-    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod regularizer;
 pub mod schedule;
 pub mod trainer;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
 use crate::data::{
     load_cifar, split_by_portion, BatchStream, DataError, DownloadPolicy, StreamConfig, StreamId,
     StreamPosition,
@@ -648,13 +648,4 @@ fn restore(
             message: format!("state: {error}"),
         })
     })
-}
-
-fn annotate(path: &Path, error: std::io::Error) -> std::io::Error {
-    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
