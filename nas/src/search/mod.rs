@@ -139,12 +139,13 @@ pub fn run_search(
     observer: &mut dyn RunObserver,
 ) -> Result<SearchOutcome, SearchError> {
     let run_dir = &options.run_dir;
-    std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
     let config_text = config.to_toml();
     let config_sha256 = sha256_hex(config_text.as_bytes());
     let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
 
     let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
+    // Created only once the data is there, so a bad --data-dir leaves nothing behind.
+    std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
     let available = config
         .data
         .limit
