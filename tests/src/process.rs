@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Builds the daemons once per test process (a no-op when they are up to date) and returns
-/// the directory that holds them.
+/// Builds the daemons and the `prime` command line once per test process (a no-op when they
+/// are up to date) and returns the directory that holds them.
 pub fn binaries_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -33,6 +33,8 @@ pub fn binaries_dir() -> PathBuf {
                 "prime-coordinator",
                 "-p",
                 "prime-worker",
+                "-p",
+                "prime-cli",
                 "--bins",
             ]);
             if profile == "release" {
@@ -44,7 +46,7 @@ pub fn binaries_dir() -> PathBuf {
                 .expect("running cargo build for the daemons");
             assert!(
                 status.success(),
-                "building the coordinator and worker binaries failed"
+                "building the coordinator, worker and prime binaries failed"
             );
             dir
         })

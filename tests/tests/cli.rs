@@ -1,0 +1,283 @@
+//! The cluster commands of the real `prime` binary (`status`, `watch`, `workers`, `logs`,
+//! `fetch`) against a real coordinator and a worker with the simulated trainer.
+
+use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
+use prime_proto::client::connect;
+use prime_proto::pb;
+use prime_tests::process::{binaries_dir, start_coordinator, start_worker};
+use prime_tests::{all_succeeded, small_grid, wait_for};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A running `prime` command whose stdout and stderr go to files.
+struct Prime {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// How a `prime` command ended.
+struct Ended {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Prime {
+    /// Starts `prime ARGS` against the coordinator at `url`, its output under `dir`.
+    fn start(dir: &Path, url: &str, args: &[&str]) -> Prime {
+        let name = args.join("_").replace(['/', ' ', '-'], "");
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let child = Command::new(binaries_dir().join("prime"))
+            .args(args)
+            .env("PRIME_COORDINATOR", url)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting prime");
+        Prime {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Whether the command is still running.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("polling prime").is_none()
+    }
+
+    /// Waits for the command to end; panics (after killing it) if it runs past `limit`.
+    fn wait(mut self, limit: Duration) -> Ended {
+        let deadline = Instant::now() + limit;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for prime") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "prime ran past {limit:?}: {}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ended {
+            code,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs `prime ARGS` to its end and expects success; its stdout.
+fn prime_ok(dir: &Path, url: &str, args: &[&str]) -> String {
+    let ended = Prime::start(dir, url, args).wait(Duration::from_secs(30));
+    assert_eq!(
+        ended.code,
+        Some(0),
+        "prime {args:?} failed: {}{}",
+        ended.stdout,
+        ended.stderr
+    );
+    ended.stdout
+}
+
+/// The row of worker `name` in the output of `prime workers`.
+fn worker_row(listing: &str, name: &str) -> Option<Vec<String>> {
+    listing
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .find(|fields| fields.first().is_some_and(|first| first == name))
+}
+
+/// Polls `prime workers` until worker `name`'s row satisfies `done`.
+fn wait_for_worker(
+    dir: &Path,
+    url: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let listing = prime_ok(dir, url, &["workers"]);
+        if worker_row(&listing, name).is_some_and(|row| done(&row)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The row of trial `id` in the output of `prime status GRID`.
+fn trial_row(table: &str, id: u64) -> String {
+    table
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(&id.to_string()))
+        .unwrap_or_else(|| panic!("no row for trial {id} in\n{table}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let (_coordinator, addr) =
+        start_coordinator(&out.join("state"), "127.0.0.1:0", &out.join("c.log"));
+    let url = format!("http://{addr}");
+
+    let empty = Prime::start(out, &url, &["status"]).wait(Duration::from_secs(30));
+    assert_eq!(empty.code, Some(0), "{}", empty.stderr);
+    assert!(empty.stderr.contains("no grids yet"), "{}", empty.stderr);
+
+    let _worker = start_worker(&url, "w1", &out.join("w1"), 5, &out.join("w1.log"));
+    wait_for_worker(out, &url, "w1", "w1 to register", |row| row[2] == "no");
+    prime_ok(out, &url, &["workers", "--cordon", "w1"]);
+    wait_for_worker(out, &url, "w1", "the cordon", |row| row[2] == "yes");
+
+    connect(&url, Duration::from_secs(5))
+        .unwrap()
+        .submit_grid(pb::SubmitGridRequest {
+            file_name: "cli.toml".into(),
+            toml: small_grid("cli", &["darts"], &[1], 2, 1),
+        })
+        .await
+        .expect("grid accepted");
+    let mut watch = Prime::start(out, &url, &["watch", "cli", "--interval", "0.1"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued = prime_ok(out, &url, &["status", "cli"]);
+    let search_id = prime_tests::list_trials(&url, "cli").await[0].trial_id;
+    let row = trial_row(&queued, search_id);
+    assert!(
+        row.contains("search darts cifar10 s1") && row.contains("queued"),
+        "{queued}"
+    );
+
+    assert!(
+        watch.running(),
+        "prime watch ended while the grid was queued"
+    );
+    prime_ok(out, &url, &["workers", "--uncordon", "w1"]);
+    let watched = watch.wait(LIMIT);
+    assert_eq!(watched.code, Some(0), "{}", watched.stderr);
+    assert!(
+        watched
+            .stderr
+            .contains("grid `cli` is over: 2 trials, 0 failed"),
+        "{}",
+        watched.stderr
+    );
+    let trials = prime_tests::list_trials(&url, "cli").await;
+    assert!(all_succeeded(&trials, 2), "watch ended early: {trials:?}");
+
+    let summary = prime_ok(out, &url, &["status"]);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("cli "))
+        .expect(&summary);
+    let counts: Vec<&str> = line.split_whitespace().skip(1).collect();
+    assert_eq!(counts, ["0", "0", "0", "2", "0", "0"], "{summary}");
+    let table = prime_ok(out, &url, &["status", "cli"]);
+    for trial in &trials {
+        let row = trial_row(&table, trial.trial_id);
+        assert!(row.contains("succeeded"), "{table}");
+    }
+    let evaluation = trials
+        .iter()
+        .find(|t| t.parent_id == search_id)
+        .expect("evaluation");
+    assert!(
+        trial_row(&table, evaluation.trial_id).contains("eval   darts cifar10 s1 e0"),
+        "{table}"
+    );
+
+    let logs = prime_ok(out, &url, &["logs", &search_id.to_string()]);
+    assert!(
+        logs.lines().any(|l| l.contains("started on worker w1")),
+        "{logs}"
+    );
+
+    let fetched = out.join("fetched");
+    let listed = prime_ok(
+        out,
+        &url,
+        &[
+            "fetch",
+            &search_id.to_string(),
+            "--out",
+            fetched.to_str().unwrap(),
+        ],
+    );
+    for name in [
+        "spec.json",
+        "result.json",
+        "genotype.json",
+        "metrics.jsonl",
+        "artifacts",
+    ] {
+        assert!(
+            listed.contains(&*fetched.join(name).to_string_lossy()),
+            "{listed}"
+        );
+    }
+    let search = &trials.iter().find(|t| t.trial_id == search_id).unwrap();
+    let spec: TrialSpec =
+        serde_json::from_slice(&std::fs::read(fetched.join("spec.json")).unwrap()).unwrap();
+    assert_eq!((spec.kind, spec.search_seed), (TrialKind::Search, 1));
+    let result: TrialResult = serde_json::from_str(&search.result_json).unwrap();
+    let genotype: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("genotype.json")).unwrap()).unwrap();
+    assert_eq!(Some(genotype), result.genotype);
+    let metrics = std::fs::read_to_string(fetched.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 2, "{metrics}");
+    assert_eq!(
+        std::fs::metadata(fetched.join("artifacts/final/weights.bin"))
+            .unwrap()
+            .len(),
+        40000
+    );
+    let artifact: TrialResult = serde_json::from_slice(
+        &std::fs::read(fetched.join("artifacts/final/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(artifact, result);
+
+    connect(&url, Duration::from_secs(5))
+        .unwrap()
+        .submit_grid(pb::SubmitGridRequest {
+            file_name: "drain.toml".into(),
+            toml: small_grid("drain", &["darts"], &[2], 200, 1),
+        })
+        .await
+        .expect("grid accepted");
+    wait_for(&url, "drain", LIMIT, "a running trial", |t| {
+        t.iter()
+            .any(|t| t.state == "running" && t.progress.is_some_and(|p| p.epochs_done >= 1))
+    })
+    .await;
+    prime_ok(out, &url, &["workers", "--drain", "w1"]);
+    let drained = wait_for(&url, "drain", LIMIT, "the drained trial", |t| {
+        t.iter().all(|t| t.state == "preempted")
+    })
+    .await;
+    assert_eq!(drained[0].failures, 0);
+    wait_for_worker(out, &url, "w1", "the drained worker", |row| {
+        row[2] == "yes" && row.len() == 6
+    });
+}
