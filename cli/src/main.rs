@@ -2,6 +2,7 @@
 
 mod commands;
 mod device;
+mod progress;
 
 use clap::{Parser, Subcommand};
 

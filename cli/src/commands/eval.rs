@@ -2,18 +2,14 @@
 //! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
 
 use crate::device::{apply_threads, parse_device};
+use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use prime_core::eval_config::EvalConfig;
-use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, Progress, RunObserver};
 use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
 use prime_nas::data::{DownloadPolicy, IMAGE_SIDE};
 use prime_nas::eval::{resolve_genotype, run_eval, RunOptions, CONFIG_FILE, TEST_REPORT};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 /// Arguments of `prime eval`.
 #[derive(Debug, Args)]
@@ -90,7 +86,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let config = new_config(&args)?;
             let run_dir = match &args.out {
                 Some(dir) => dir.clone(),
-                None => unique_run_dir(&config),
+                None => unique_run_dir(&format!(
+                    "eval-{}-{}-seed{}",
+                    config.label, config.data.dataset, config.seed
+                )),
             };
             if run_dir.join(CONFIG_FILE).exists() {
                 bail!(
@@ -125,11 +124,37 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         device,
         run_dir.display()
     );
-    let interrupted = Arc::new(AtomicBool::new(false));
-    watch_interrupts(Arc::clone(&interrupted));
-    let mut observer = EvalProgress::new(args.quiet, config.epochs, interrupted);
+    let epochs = config.epochs;
+    let mut observer = RunProgress::new(
+        args.quiet,
+        Box::new(|record| {
+            let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+            Some(format!(
+                "loss {:.4}  acc {:5.1}%  {:.0} img/s",
+                value("loss"),
+                value("acc"),
+                value("images_per_s")
+            ))
+        }),
+        Box::new(move |record| {
+            let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+            Some(format!(
+                "epoch {}/{}: lr {:.6}  drop path {:.3}  train loss {:.4} acc {:.2}%  test acc \
+                 {:.2}% error {:.2}%  {:.0} img/s",
+                record.epoch + 1,
+                epochs,
+                value("lr"),
+                value("drop_path_prob"),
+                value("train_loss"),
+                value("train_acc"),
+                value("test_acc"),
+                value("test_error"),
+                value("images_per_s"),
+            ))
+        }),
+    );
     let outcome = run_eval(&config, &options, &mut observer)?;
-    observer.bar.finish_and_clear();
+    observer.finish();
     if !outcome.finished {
         eprintln!(
             "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}",
@@ -180,151 +205,6 @@ fn new_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
     config.label = label;
     config.validate("prime eval")?;
     Ok(config)
-}
-
-fn unique_run_dir(config: &EvalConfig) -> PathBuf {
-    let label: String = config
-        .label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let base = format!("eval-{label}-{}-seed{}", config.data.dataset, config.seed);
-    let runs = Path::new("runs");
-    let mut candidate = runs.join(&base);
-    let mut counter = 2;
-    while candidate.exists() {
-        candidate = runs.join(format!("{base}-{counter}"));
-        counter += 1;
-    }
-    candidate
-}
-
-/// Sets `flag` on the first Ctrl-C; a second one ends the process at once.
-fn watch_interrupts(flag: Arc<AtomicBool>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::warn!("Ctrl-C will not checkpoint: {error}");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("interrupts".to_string())
-        .spawn(move || {
-            runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    return;
-                }
-                eprintln!(
-                    "\ninterrupted: checkpointing at the next step (Ctrl-C again to quit now)"
-                );
-                flag.store(true, Ordering::SeqCst);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            });
-        });
-    if let Err(error) = spawned {
-        tracing::warn!("Ctrl-C will not checkpoint: {error}");
-    }
-}
-
-/// Shows progress on stderr: a bar with loss, accuracy, throughput and ETA; a line per epoch.
-struct EvalProgress {
-    bar: ProgressBar,
-    quiet: bool,
-    epochs: u32,
-    interrupted: Arc<AtomicBool>,
-}
-
-impl EvalProgress {
-    fn new(quiet: bool, epochs: u32, interrupted: Arc<AtomicBool>) -> Self {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  elapsed {elapsed_precise}  eta {eta_precise}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar
-        };
-        Self {
-            bar,
-            quiet,
-            epochs,
-            interrupted,
-        }
-    }
-
-    fn line(&self, line: String) {
-        if self.quiet {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-}
-
-impl RunObserver for EvalProgress {
-    fn on_metric(&mut self, record: &MetricRecord) {
-        let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
-        match record.kind {
-            MetricKind::Step => self.bar.set_message(format!(
-                "loss {:.4}  acc {:5.1}%  {:.0} img/s",
-                value("loss"),
-                value("acc"),
-                value("images_per_s")
-            )),
-            MetricKind::Epoch => self.line(format!(
-                "epoch {}/{}: lr {:.6}  drop path {:.3}  train loss {:.4} acc {:.2}%  test acc \
-                 {:.2}% error {:.2}%  {:.0} img/s",
-                record.epoch + 1,
-                self.epochs,
-                value("lr"),
-                value("drop_path_prob"),
-                value("train_loss"),
-                value("train_acc"),
-                value("test_acc"),
-                value("test_error"),
-                value("images_per_s"),
-            )),
-            MetricKind::AlphaStep | MetricKind::Final => {}
-        }
-    }
-
-    fn on_checkpoint(&mut self, dir: &Path, _progress: &Progress) {
-        tracing::debug!("checkpoint written to {}", dir.display());
-    }
-
-    fn control(&mut self, progress: &Progress) -> Control {
-        if self.bar.length() != Some(progress.steps_total) {
-            self.bar.set_length(progress.steps_total);
-        }
-        self.bar.set_position(progress.steps_done);
-        self.bar.set_prefix(format!(
-            "epoch {}/{}",
-            (progress.epochs_done + 1).min(progress.epochs_total),
-            progress.epochs_total
-        ));
-        if self.interrupted.load(Ordering::SeqCst) {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
 }
 
 /// Parameters (SPEC 6.7 convention) and multiply-accumulates of the evaluation network of

@@ -1,16 +1,15 @@
-//! `prime search`: a local architecture search with a progress bar.
+//! `prime search`: a local architecture search with a progress bar; Ctrl-C stops at the next
+//! step with a checkpoint, `--resume DIR` continues.
 
 use crate::device::{apply_threads, parse_device};
+use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use prime_core::config::SearchConfig;
-use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::presets;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::search::{run_search, RunOptions, CONFIG_FILE};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `prime search`.
 #[derive(Debug, Args)]
@@ -88,7 +87,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             };
             let run_dir = match &args.out {
                 Some(dir) => dir.clone(),
-                None => unique_run_dir(&config),
+                None => unique_run_dir(&format!(
+                    "{}-{}-seed{}",
+                    config.method, config.data.dataset, config.seed
+                )),
             };
             (config, run_dir, false)
         }
@@ -113,103 +115,41 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         device,
         run_dir.display()
     );
-    let mut observer = ProgressObserver::new(args.quiet, config.epochs);
+    let epochs = config.epochs;
+    let mut observer = RunProgress::new(
+        args.quiet,
+        Box::new(|record| {
+            let (loss, acc) = (record.get("loss")?, record.get("acc")?);
+            Some(format!("loss {loss:.4}  acc {acc:5.1}%"))
+        }),
+        Box::new(move |record| {
+            let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+            Some(format!(
+                "epoch {}/{}: train loss {:.4} acc {:.2}%  valid loss {:.4} acc {:.2}%  alpha steps {}",
+                record.epoch + 1,
+                epochs,
+                value("train_loss"),
+                value("train_acc"),
+                value("valid_loss"),
+                value("valid_acc"),
+                record.get("alpha_steps").unwrap_or(0.0),
+            ))
+        }),
+    );
     let outcome = run_search(&config, &options, &mut observer)?;
-    observer.bar.finish_and_clear();
+    observer.finish();
+    if !outcome.finished {
+        eprintln!(
+            "search stopped with a checkpoint; continue with: prime search --resume {} --data-dir {}",
+            run_dir.display(),
+            args.data_dir.display()
+        );
+        return Ok(());
+    }
     println!("{}", outcome.genotype.to_json());
     eprintln!(
         "search finished: genotype in {}",
         run_dir.join("genotype.txt").display()
     );
     Ok(())
-}
-
-fn unique_run_dir(config: &SearchConfig) -> PathBuf {
-    let base = format!(
-        "{}-{}-seed{}",
-        config.method, config.data.dataset, config.seed
-    );
-    let runs = Path::new("runs");
-    let mut candidate = runs.join(&base);
-    let mut counter = 2;
-    while candidate.exists() {
-        candidate = runs.join(format!("{base}-{counter}"));
-        counter += 1;
-    }
-    candidate
-}
-
-/// Shows progress on stderr: a bar with loss, accuracy and ETA; a line per epoch.
-struct ProgressObserver {
-    bar: ProgressBar,
-    quiet: bool,
-    epochs: u32,
-}
-
-impl ProgressObserver {
-    fn new(quiet: bool, epochs: u32) -> Self {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  elapsed {elapsed_precise}  eta {eta_precise}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar
-        };
-        Self { bar, quiet, epochs }
-    }
-}
-
-impl RunObserver for ProgressObserver {
-    fn on_metric(&mut self, record: &MetricRecord) {
-        match record.kind {
-            MetricKind::Step => {
-                self.bar.set_position(record.step);
-                if let (Some(loss), Some(acc)) = (record.get("loss"), record.get("acc")) {
-                    self.bar
-                        .set_message(format!("loss {loss:.4}  acc {acc:5.1}%"));
-                }
-            }
-            MetricKind::Epoch => {
-                let line = format!(
-                    "epoch {}/{}: train loss {:.4} acc {:.2}%  valid loss {:.4} acc {:.2}%  alpha steps {}",
-                    record.epoch + 1,
-                    self.epochs,
-                    record.get("train_loss").unwrap_or(f64::NAN),
-                    record.get("train_acc").unwrap_or(f64::NAN),
-                    record.get("valid_loss").unwrap_or(f64::NAN),
-                    record.get("valid_acc").unwrap_or(f64::NAN),
-                    record.get("alpha_steps").unwrap_or(0.0),
-                );
-                if self.quiet || self.bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    self.bar.println(line);
-                }
-            }
-            MetricKind::AlphaStep | MetricKind::Final => {}
-        }
-    }
-
-    fn on_checkpoint(&mut self, dir: &Path, _progress: &Progress) {
-        tracing::debug!("checkpoint written to {}", dir.display());
-    }
-
-    fn control(&mut self, progress: &Progress) -> Control {
-        if self.bar.length() != Some(progress.steps_total) {
-            self.bar.set_length(progress.steps_total);
-            self.bar.set_position(progress.steps_done);
-        }
-        self.bar.set_prefix(format!(
-            "epoch {}/{}",
-            progress.epochs_done + 1,
-            progress.epochs_total
-        ));
-        Control::Continue
-    }
 }
