@@ -1,0 +1,128 @@
+//! `prime search` as a user runs it: synthetic data, a tiny search, the run directory, resume
+//! and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn prime(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prime"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the prime binary runs")
+}
+
+const TINY: [&str; 14] = [
+    "--set",
+    "network.init_channels=2",
+    "--set",
+    "network.layers=3",
+    "--set",
+    "network.steps=2",
+    "--set",
+    "network.multiplier=2",
+    "--set",
+    "data.batch_size=8",
+    "--set",
+    "data.limit=64",
+    "--set",
+    "epochs=1",
+];
+
+#[test]
+fn search_writes_a_genotype_and_resume_of_a_finished_run_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = prime(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--size",
+            "128",
+            "--test-size",
+            "16",
+        ],
+        dir.path(),
+    );
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    let mut args = vec![
+        "search",
+        "--method",
+        "darts-prime",
+        "--seed",
+        "5",
+        "--no-download",
+        "--threads",
+        "1",
+        "--out",
+        "run",
+    ];
+    args.extend(TINY);
+    let search = prime(&args, dir.path());
+    let stderr = String::from_utf8_lossy(&search.stderr);
+    assert!(search.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch 1/1:"), "{stderr}");
+    let genotype: serde_json::Value =
+        serde_json::from_slice(&search.stdout).expect("genotype JSON on stdout");
+    assert_eq!(genotype["normal"].as_array().unwrap().len(), 4);
+    let run = dir.path().join("run");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "alphas.jsonl",
+        "genotype.json",
+        "genotype.txt",
+    ] {
+        assert!(run.join(file).exists(), "{file}");
+    }
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains("method = \"darts-prime\"") && config.contains("seed = 5"),
+        "{config}"
+    );
+    let resumed = prime(
+        &[
+            "search",
+            "--resume",
+            "run",
+            "--no-download",
+            "--threads",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        resumed.stdout, search.stdout,
+        "resuming a finished run gives the same genotype"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = prime(&["search", "--method", "dartz"], dir.path());
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("unknown method preset `dartz`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let range = prime(&["search", "--set", "data.train_portion=2"], dir.path());
+    let stderr = String::from_utf8_lossy(&range.stderr);
+    assert!(stderr.contains("field `data.train_portion`"), "{stderr}");
+    let missing = prime(&["search", "--no-download", "--out", "run"], dir.path());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
+    assert!(
+        !dir.path().join("run").exists(),
+        "a failed start leaves no run directory"
+    );
+}
