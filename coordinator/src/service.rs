@@ -226,6 +226,7 @@ impl Coordinator for CoordinatorService {
             Some(Outcome::Failed(failure)) => Finish::Failed {
                 reason: failure.reason,
                 diverged: failure.diverged,
+                invalid: failure.invalid,
             },
             Some(Outcome::Preempted(_)) => Finish::Preempted,
             None => {

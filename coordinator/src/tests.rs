@@ -123,6 +123,7 @@ fn many_virtual_workers_keep_the_invariants() {
                 (0, _) => Finish::Failed {
                     reason: "crash".into(),
                     diverged: false,
+                    invalid: false,
                 },
                 (1, _) => Finish::Preempted,
                 (_, TrialKind::Search) => success(true),
@@ -217,6 +218,7 @@ fn retry_budget_counts_crashes_and_divergence_fails_at_once() {
     let crash = || Finish::Failed {
         reason: "segfault".into(),
         diverged: false,
+        invalid: false,
     };
     let first = state.request_trial("w", session, 0, now).unwrap().unwrap();
     state.finish(first.trial_id, first.epoch, crash()).unwrap();
@@ -232,11 +234,38 @@ fn retry_budget_counts_crashes_and_divergence_fails_at_once() {
     let diverged = Finish::Failed {
         reason: "diverged".into(),
         diverged: true,
+        invalid: false,
     };
     state.finish(other.trial_id, other.epoch, diverged).unwrap();
     assert_eq!(state_of(&state, other.trial_id), TrialState::Failed);
     assert_eq!(state.trials[&other.trial_id].reason, "failed: diverged");
     assert_eq!(state.trials[&other.trial_id].failures, 1);
+}
+
+#[test]
+fn an_invalid_configuration_fails_at_once_with_retries_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let attempt = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let invalid = Finish::Failed {
+        reason: "unknown method `nope`".into(),
+        diverged: false,
+        invalid: true,
+    };
+    state
+        .finish(attempt.trial_id, attempt.epoch, invalid)
+        .unwrap();
+    let trial = &state.trials[&attempt.trial_id];
+    assert_eq!(trial.state, TrialState::Failed);
+    assert_eq!(
+        trial.reason,
+        "failed: invalid configuration: unknown method `nope`"
+    );
+    assert_eq!((trial.attempts, trial.failures), (1, 1));
+    state.check_invariants().unwrap();
 }
 
 #[test]

@@ -17,12 +17,15 @@ use rusqlite::{params, Transaction};
 pub enum Finish {
     /// The run finished; `TrialResult` JSON.
     Succeeded(String),
-    /// The training code failed (`diverged`: NaN or infinite loss).
+    /// The training code failed (`diverged`: NaN or infinite loss; `invalid`: a configuration
+    /// that cannot run).
     Failed {
         /// What went wrong.
         reason: String,
         /// Whether the loss diverged (no retry).
         diverged: bool,
+        /// Whether the trial's configuration cannot run (no retry).
+        invalid: bool,
     },
     /// The run checkpointed and stopped on request.
     Preempted,
@@ -240,6 +243,11 @@ impl State {
                 ),
             },
             Finish::Failed { diverged: true, .. } => (AttemptOutcome::Diverged, None, None),
+            Finish::Failed {
+                reason,
+                invalid: true,
+                ..
+            } => (AttemptOutcome::Invalid(reason), None, None),
             Finish::Failed { reason, .. } => (AttemptOutcome::Crashed(reason), None, None),
             Finish::Preempted => (AttemptOutcome::Preempted, None, None),
         };

@@ -180,6 +180,8 @@ pub enum AttemptOutcome {
     Crashed(String),
     /// The loss became NaN or infinite; the trial fails without retry.
     Diverged,
+    /// The trial's configuration cannot run; the trial fails without retry.
+    Invalid(String),
     /// The worker checkpointed and stopped (SIGTERM, SIGUSR1, drain); not a failure.
     Preempted,
     /// The worker's lease expired or it re-registered without the trial; not a failure.
@@ -191,7 +193,10 @@ pub enum AttemptOutcome {
 impl AttemptOutcome {
     /// Whether the outcome spends one unit of the retry budget.
     pub fn counts_as_failure(&self) -> bool {
-        matches!(self, AttemptOutcome::Crashed(_) | AttemptOutcome::Diverged)
+        matches!(
+            self,
+            AttemptOutcome::Crashed(_) | AttemptOutcome::Diverged | AttemptOutcome::Invalid(_)
+        )
     }
 
     /// The trial state after this outcome, given the failures counted so far (including this
@@ -199,7 +204,7 @@ impl AttemptOutcome {
     pub fn next_state(&self, failures: u32, retries: u32) -> TrialState {
         match self {
             AttemptOutcome::Succeeded => TrialState::Succeeded,
-            AttemptOutcome::Diverged => TrialState::Failed,
+            AttemptOutcome::Diverged | AttemptOutcome::Invalid(_) => TrialState::Failed,
             AttemptOutcome::Crashed(_) if failures > retries => TrialState::Failed,
             AttemptOutcome::Crashed(_) => TrialState::Queued,
             AttemptOutcome::Preempted | AttemptOutcome::Lost => TrialState::Preempted,
@@ -213,6 +218,7 @@ impl AttemptOutcome {
             AttemptOutcome::Succeeded => "succeeded".to_string(),
             AttemptOutcome::Crashed(reason) => format!("crashed: {reason}"),
             AttemptOutcome::Diverged => "failed: diverged".to_string(),
+            AttemptOutcome::Invalid(reason) => format!("failed: invalid configuration: {reason}"),
             AttemptOutcome::Preempted => "preempted".to_string(),
             AttemptOutcome::Lost => "lost (worker lease expired or worker restarted)".to_string(),
             AttemptOutcome::Cancelled => "cancelled".to_string(),
@@ -276,6 +282,13 @@ mod tests {
         assert_eq!(
             AttemptOutcome::Diverged.next_state(1, 5),
             TrialState::Failed
+        );
+        let invalid = AttemptOutcome::Invalid("unknown method `nope`".into());
+        assert!(invalid.counts_as_failure());
+        assert_eq!(invalid.next_state(1, 5), TrialState::Failed);
+        assert_eq!(
+            invalid.describe(),
+            "failed: invalid configuration: unknown method `nope`"
         );
     }
 

@@ -223,6 +223,40 @@ async fn crashes_spend_the_retry_budget_and_divergence_fails_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_fails_at_once_without_spending_retries() {
+    let mut cluster = Cluster::start(4, 2).await;
+    cluster.trainer.inject(FaultRule {
+        method: Some("darts".into()),
+        seed: None,
+        kind: Some(TrialKind::Search),
+        fault: Fault::Reject,
+        times: 5,
+    });
+    cluster.add_worker("w", 1, |_| {});
+    cluster
+        .submit(&small_grid("invalid", &["darts"], &[1], 2, 1))
+        .await;
+    let trials = cluster
+        .wait_for("invalid", LIMIT, "the trial to fail", |t| {
+            t.iter().any(|t| t.state == "failed")
+        })
+        .await;
+    assert_eq!(trials.len(), 1, "a failed search has no evaluations");
+    let trial = &trials[0];
+    assert_eq!(
+        (trial.attempts, trial.failures),
+        (1, 1),
+        "retries = 2, yet one attempt"
+    );
+    assert_eq!(
+        trial.reason,
+        "failed: invalid configuration: simulated rejection of method `darts`"
+    );
+    assert_eq!(cluster.trainer.starts().len(), 1, "never retried");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preempted_trial_resumes_elsewhere_from_its_checkpoint() {
     let mut cluster = Cluster::start(10, 10).await;
     cluster.add_worker("first", 1, |_| {});

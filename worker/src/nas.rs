@@ -87,7 +87,7 @@ fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
     match task {
         Task::Cifar10 => Ok(DatasetKind::Cifar10),
         Task::Cifar100 => Ok(DatasetKind::Cifar100),
-        Task::Ptb => Err(TrainError::Failed(
+        Task::Ptb => Err(TrainError::Invalid(
             "Penn Treebank search is not available in this build of prime-nas".into(),
         )),
     }
@@ -96,6 +96,7 @@ fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
 fn failure(error: SearchError) -> TrainError {
     match error {
         SearchError::Diverged { .. } => TrainError::Diverged(error.to_string()),
+        SearchError::Unsupported(_) => TrainError::Invalid(error.to_string()),
         other => TrainError::Failed(other.to_string()),
     }
 }
@@ -103,6 +104,7 @@ fn failure(error: SearchError) -> TrainError {
 fn eval_failure(error: EvalError) -> TrainError {
     match error {
         EvalError::Diverged { .. } => TrainError::Diverged(error.to_string()),
+        EvalError::Config(_) => TrainError::Invalid(error.to_string()),
         other => TrainError::Failed(other.to_string()),
     }
 }
@@ -131,16 +133,16 @@ impl NasTrainer {
         let genotype_json = spec
             .genotype
             .clone()
-            .ok_or_else(|| TrainError::Failed("an evaluation trial without a genotype".into()))?;
+            .ok_or_else(|| TrainError::Invalid("an evaluation trial without a genotype".into()))?;
         let seed = spec.eval_seed.unwrap_or(0);
         let mut config = EvalConfig::from_overrides(&eval_overrides(dataset, seed, &spec.settings))
-            .map_err(|error| TrainError::Failed(error.to_string()))?;
+            .map_err(|error| TrainError::Invalid(error.to_string()))?;
         config.genotype = serde_json::from_value::<Genotype>(genotype_json)
-            .map_err(|error| TrainError::Failed(format!("the genotype is unreadable: {error}")))?;
+            .map_err(|error| TrainError::Invalid(format!("the genotype is unreadable: {error}")))?;
         config.label = format!("{} {} seed {}", spec.label, spec.dataset, spec.search_seed);
         config
             .validate("evaluation trial")
-            .map_err(|error| TrainError::Failed(error.to_string()))?;
+            .map_err(|error| TrainError::Invalid(error.to_string()))?;
         let options = self.options(job, dataset)?;
         let outcome = run_eval(&config, &options, observer).map_err(eval_failure)?;
         if !outcome.finished {
@@ -160,6 +162,18 @@ impl NasTrainer {
             result,
             artifacts: Some(job.run_dir.clone()),
         })
+    }
+
+    /// The data set and search configuration of a search trial; `Invalid` when they cannot run.
+    fn search_config(&self, spec: &TrialSpec) -> Result<(DatasetKind, SearchConfig), TrainError> {
+        let dataset = image_dataset(spec.dataset)?;
+        let overrides = overrides(dataset, spec.search_seed, &spec.settings);
+        let config = match &self.methods_dir {
+            Some(dir) => SearchConfig::load(&dir.join(format!("{}.toml", spec.method)), &overrides),
+            None => prime_core::presets::method_config(&spec.method, &overrides),
+        }
+        .map_err(|error| TrainError::Invalid(error.to_string()))?;
+        Ok((dataset, config))
     }
 
     fn data_dir(
@@ -197,13 +211,7 @@ impl Trainer for NasTrainer {
         if spec.kind == TrialKind::Evaluation {
             return self.evaluate(job, spec, observer);
         }
-        let dataset = image_dataset(spec.dataset)?;
-        let overrides = overrides(dataset, spec.search_seed, &spec.settings);
-        let config = match &self.methods_dir {
-            Some(dir) => SearchConfig::load(&dir.join(format!("{}.toml", spec.method)), &overrides),
-            None => prime_core::presets::method_config(&spec.method, &overrides),
-        }
-        .map_err(|error| TrainError::Failed(error.to_string()))?;
+        let (dataset, config) = self.search_config(spec)?;
         let options = self.options(job, dataset)?;
         let outcome = run_search(&config, &options, observer).map_err(failure)?;
         if !outcome.finished {
@@ -266,5 +274,31 @@ mod tests {
         let genotype = Genotype::builtin("DARTS_V2").unwrap();
         let json = serde_json::to_value(&genotype).unwrap();
         assert_eq!(serde_json::from_value::<Genotype>(json).unwrap(), genotype);
+    }
+
+    #[test]
+    fn configurations_that_cannot_run_are_invalid_not_failures() {
+        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\", \"ptb\"]\nseeds = [1]\n\
+                    [[methods]]\npreset = \"darts\"\n";
+        let specs = prime_core::grid::GridSpec::parse("g.toml", text)
+            .unwrap()
+            .search_trials();
+        let trainer = NasTrainer {
+            methods_dir: None,
+            data_dir: PathBuf::new(),
+            synthetic_dir: PathBuf::new(),
+        };
+        let cifar = specs
+            .iter()
+            .find(|spec| spec.dataset == Task::Cifar10)
+            .unwrap();
+        assert!(trainer.search_config(cifar).is_ok());
+        let ptb = specs.iter().find(|spec| spec.dataset == Task::Ptb).unwrap();
+        let error = trainer.search_config(ptb).unwrap_err();
+        assert!(matches!(error, TrainError::Invalid(_)), "{error:?}");
+        let mut unknown = cifar.clone();
+        unknown.method = "no-such-method".into();
+        let error = trainer.search_config(&unknown).unwrap_err();
+        assert!(matches!(error, TrainError::Invalid(_)), "{error:?}");
     }
 }

@@ -40,6 +40,8 @@ pub enum Fault {
     },
     /// Finish with a result the coordinator must refuse.
     CorruptResult,
+    /// Refuse the trial's configuration as one that cannot run.
+    Reject,
 }
 
 /// Which trials a fault applies to, and how many attempts it affects.
@@ -276,6 +278,12 @@ impl SimulatedTrainer {
         let epochs = job.spec.settings.epochs.unwrap_or(DEFAULT_EPOCHS);
         let steps_total = u64::from(epochs) * self.steps_per_epoch;
         let fault = self.take_fault(&job.spec);
+        if fault == Some(Fault::Reject) {
+            return Err(TrainError::Invalid(format!(
+                "simulated rejection of method `{}`",
+                job.spec.method
+            )));
+        }
         let progress = |state: &SimState| Progress {
             epochs_done: state.epochs_done,
             epochs_total: epochs,

@@ -216,7 +216,20 @@ pub(crate) async fn run_trial(
 }
 
 fn failed(reason: String, diverged: bool) -> Outcome {
-    Outcome::Failed(pb::Failure { reason, diverged })
+    Outcome::Failed(pb::Failure {
+        reason,
+        diverged,
+        invalid: false,
+    })
+}
+
+/// A failure that no retry can mend: the trial's configuration cannot run.
+fn invalid(reason: String) -> Outcome {
+    Outcome::Failed(pb::Failure {
+        reason,
+        diverged: false,
+        invalid: true,
+    })
 }
 
 /// Restores, trains and uploads; the outcome to report, or `None` when nothing may be
@@ -229,7 +242,7 @@ async fn attempt(
 ) -> Option<Outcome> {
     let spec: TrialSpec = match serde_json::from_str(&assignment.spec_json) {
         Ok(spec) => spec,
-        Err(error) => return Some(failed(format!("invalid trial spec: {error}"), false)),
+        Err(error) => return Some(invalid(format!("unreadable trial spec: {error}"))),
     };
     let run_dir = shared
         .config
@@ -322,6 +335,10 @@ async fn attempt(
         Ok(Err(TrainError::Diverged(reason))) => {
             tracing::warn!(reason, "trial diverged");
             Some(failed("diverged".into(), true))
+        }
+        Ok(Err(TrainError::Invalid(reason))) => {
+            tracing::warn!(reason, "trial configuration is invalid");
+            Some(invalid(reason))
         }
         Ok(Err(TrainError::Failed(reason))) => Some(failed(reason, false)),
         Err(panic) => {

@@ -61,6 +61,10 @@ pub enum TrainError {
     /// The loss became NaN or infinite.
     #[error("diverged: {0}")]
     Diverged(String),
+    /// The trial's configuration cannot run (an unknown method, a setting or data set the
+    /// engine rejects); retrying cannot help.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
     /// Anything else that went wrong in the training code.
     #[error("{0}")]
     Failed(String),
