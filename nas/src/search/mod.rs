@@ -257,41 +257,28 @@ pub fn run_search(
                 steps_done: state.global_step,
                 steps_total,
             };
-            match observer.control(&progress) {
-                Control::Continue => {}
-                Control::Checkpoint => {
-                    state.alpha_position = alpha_stream.next_position();
-                    save(
-                        &trainer,
-                        &regularizer,
-                        &mut state,
-                        &schedule,
-                        &mut records,
-                        &checkpoint_dir,
-                        observer,
-                        &progress,
-                    )?;
-                }
-                Control::CheckpointAndStop => {
-                    state.alpha_position = alpha_stream.next_position();
-                    save(
-                        &trainer,
-                        &regularizer,
-                        &mut state,
-                        &schedule,
-                        &mut records,
-                        &checkpoint_dir,
-                        observer,
-                        &progress,
-                    )?;
-                    return Ok(SearchOutcome {
-                        genotype: current_genotype(&trainer)?,
-                        finished: false,
-                        epochs_done: epoch,
-                        valid_acc: state.valid_acc,
-                        valid_loss: state.valid_loss,
-                    });
-                }
+            let control = observer.control(&progress);
+            if control != Control::Continue {
+                state.alpha_position = alpha_stream.next_position();
+                save(
+                    &trainer,
+                    &regularizer,
+                    &mut state,
+                    &schedule,
+                    &mut records,
+                    &checkpoint_dir,
+                    observer,
+                    &progress,
+                )?;
+            }
+            if control == Control::CheckpointAndStop {
+                return Ok(SearchOutcome {
+                    genotype: current_genotype(&trainer)?,
+                    finished: false,
+                    epochs_done: epoch,
+                    valid_acc: state.valid_acc,
+                    valid_loss: state.valid_loss,
+                });
             }
             let Some(batch) = w_stream.next_batch() else {
                 break;
