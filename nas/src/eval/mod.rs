@@ -471,9 +471,7 @@ pub fn run_eval(
         state.train_correct = 0.0;
         state.train_count = 0;
         state.train_seconds = 0.0;
-        let every = config.checkpoint.every_epochs;
-        let last = state.epoch == config.epochs;
-        if last || (every > 0 && state.epoch.is_multiple_of(every)) {
+        if checkpoint::due_after_epoch(state.epoch, config.epochs, config.checkpoint.every_epochs) {
             let progress = Progress {
                 epochs_done: state.epoch,
                 epochs_total: config.epochs,

@@ -419,9 +419,7 @@ pub fn run_search(
         state.train_loss_sum = 0.0;
         state.train_correct = 0.0;
         state.train_count = 0.0;
-        let every = config.checkpoint.every_epochs;
-        let last = state.epoch == config.epochs;
-        if last || (every > 0 && state.epoch.is_multiple_of(every)) {
+        if checkpoint::due_after_epoch(state.epoch, config.epochs, config.checkpoint.every_epochs) {
             let progress = Progress {
                 epochs_done: state.epoch,
                 epochs_total: config.epochs,
