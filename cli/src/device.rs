@@ -1,7 +1,47 @@
-//! Parsing `--device` and `--threads`.
+//! Parsing `--device` and `--threads`, and the machine arguments every training command takes.
 
 use anyhow::{bail, Context};
+use clap::Args;
+use prime_nas::data::DownloadPolicy;
+use std::path::PathBuf;
 use tch::Device;
+
+/// Where a training command finds its data and what it runs on (`prime search`, `prime eval`).
+#[derive(Debug, Args)]
+pub struct MachineArgs {
+    /// Directory holding the dataset (or where to download it).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Never download a missing dataset.
+    #[arg(long)]
+    pub no_download: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch intra-op threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// No progress bar (log epoch lines only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl MachineArgs {
+    /// Applies `--threads` and returns the checked `--device`.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        apply_threads(self.threads)?;
+        parse_device(&self.device)
+    }
+
+    /// Whether a missing dataset may be downloaded.
+    pub fn download(&self) -> DownloadPolicy {
+        if self.no_download {
+            DownloadPolicy::Never
+        } else {
+            DownloadPolicy::IfMissing
+        }
+    }
+}
 
 /// Parses `cpu`, `cuda` or `cuda:N`, checking that the GPU exists.
 pub fn parse_device(text: &str) -> anyhow::Result<Device> {

@@ -1,13 +1,13 @@
 //! `prime eval`: retrain a genotype from scratch on CIFAR (SPEC section 6) with a progress
 //! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
 
-use crate::device::{apply_threads, parse_device};
+use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::eval_config::EvalConfig;
 use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
-use prime_nas::data::{DownloadPolicy, IMAGE_SIDE};
+use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::{resolve_genotype, run_eval, RunOptions, CONFIG_FILE, TEST_REPORT};
 use std::path::PathBuf;
 
@@ -37,33 +37,19 @@ pub struct EvalArgs {
     /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Directory holding the dataset (or where to download it).
-    #[arg(long, value_name = "DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// Never download a missing dataset.
-    #[arg(long)]
-    no_download: bool,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Run directory (default: runs/eval-<genotype>-<dataset>-seed<seed>, made unique).
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with the config stored there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// libtorch intra-op threads.
-    #[arg(long)]
-    threads: Option<i32>,
-    /// No progress bar (log epoch lines only).
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    machine: MachineArgs,
 }
 
 /// Runs `prime eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    apply_threads(args.threads)?;
-    let device = parse_device(&args.device)?;
+    let device = args.machine.device()?;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
             if args.genotype.is_some()
@@ -102,14 +88,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let options = RunOptions {
         run_dir: run_dir.clone(),
-        data_dir: args.data_dir.clone(),
+        data_dir: args.machine.data_dir.clone(),
         device,
         resume,
-        download: if args.no_download {
-            DownloadPolicy::Never
-        } else {
-            DownloadPolicy::IfMissing
-        },
+        download: args.machine.download(),
     };
     eprintln!(
         "eval: {} on {} (C {}, {} layers, {} epochs, batch {}, seed {}, autocast {}, device {:?}) -> {}",
@@ -126,7 +108,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     let epochs = config.epochs;
     let mut observer = RunProgress::new(
-        args.quiet,
+        args.machine.quiet,
         Box::new(|record| {
             let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
             Some(format!(

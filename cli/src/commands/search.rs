@@ -1,13 +1,12 @@
 //! `prime search`: a local architecture search with a progress bar; Ctrl-C stops at the next
 //! step with a checkpoint, `--resume DIR` continues.
 
-use crate::device::{apply_threads, parse_device};
+use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::SearchConfig;
 use prime_core::presets;
-use prime_nas::data::DownloadPolicy;
 use prime_nas::search::{run_search, RunOptions, CONFIG_FILE};
 use std::path::PathBuf;
 
@@ -29,33 +28,19 @@ pub struct SearchArgs {
     /// Override a config value (dotted key), e.g. --set data.batch_size=32. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Directory holding the dataset (or where to download it).
-    #[arg(long, value_name = "DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// Never download a missing dataset.
-    #[arg(long)]
-    no_download: bool,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Run directory (default: runs/<method>-<dataset>-seed<seed>, made unique).
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint, with the config stored there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// libtorch intra-op threads.
-    #[arg(long)]
-    threads: Option<i32>,
-    /// No progress bar (log epoch lines only).
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    machine: MachineArgs,
 }
 
 /// Runs `prime search`.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
-    apply_threads(args.threads)?;
-    let device = parse_device(&args.device)?;
+    let device = args.machine.device()?;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
             if args.method.is_some()
@@ -97,14 +82,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     };
     let options = RunOptions {
         run_dir: run_dir.clone(),
-        data_dir: args.data_dir.clone(),
+        data_dir: args.machine.data_dir.clone(),
         device,
         resume,
-        download: if args.no_download {
-            DownloadPolicy::Never
-        } else {
-            DownloadPolicy::IfMissing
-        },
+        download: args.machine.download(),
     };
     eprintln!(
         "search: method {} on {} (seed {}, {} epochs, device {:?}) -> {}",
@@ -117,7 +98,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     );
     let epochs = config.epochs;
     let mut observer = RunProgress::new(
-        args.quiet,
+        args.machine.quiet,
         Box::new(|record| {
             let (loss, acc) = (record.get("loss")?, record.get("acc")?);
             Some(format!("loss {loss:.4}  acc {acc:5.1}%"))
@@ -142,7 +123,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         eprintln!(
             "search stopped with a checkpoint; continue with: prime search --resume {} --data-dir {}",
             run_dir.display(),
-            args.data_dir.display()
+            args.machine.data_dir.display()
         );
         return Ok(());
     }
