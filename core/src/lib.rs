@@ -13,4 +13,8 @@ pub mod observer;
 pub mod presets;
 pub mod primitives;
 pub mod projection;
+pub mod rnn_config;
+pub mod rnn_genotype;
+pub mod rnn_projection;
+mod rnn_text;
 pub mod trial;

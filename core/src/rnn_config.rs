@@ -1,0 +1,866 @@
+//! Configurations of the recurrent (Penn Treebank) search and evaluation: TOML, `version = 1`,
+//! unknown keys rejected, validated once at load with the field path in every error, `--set`
+//! overrides as for the CNN configs. Defaults are the reference scripts' (SPEC 7.7, 7.9).
+
+use crate::config::{
+    apply_override, ArchOrder, CheckpointConfig, Compat, ConfigError, RegularizerKind,
+    ScheduleConfig, ScheduleKind, SearchConfig, CONFIG_VERSION,
+};
+use crate::primitives::Activation;
+use crate::rnn_genotype::RnnGenotype;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Data settings of a recurrent search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnDataConfig {
+    /// Columns of the weight and alpha batches (train and valid streams).
+    pub batch_size: usize,
+    /// Columns of the per-epoch validation pass.
+    pub eval_batch_size: usize,
+    /// Base sequence length (BPTT).
+    pub bptt: usize,
+    /// Use only the first N training tokens (small runs); none = all.
+    pub limit: Option<usize>,
+}
+
+impl Default for RnnDataConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            eval_batch_size: 10,
+            bptt: 35,
+            limit: None,
+        }
+    }
+}
+
+/// Width and dropouts of the language model (emsize = nhid = nhidlast).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnNetworkConfig {
+    /// Embedding and hidden width.
+    pub nhid: i64,
+    /// Locked dropout on the cell outputs.
+    pub dropout: f64,
+    /// Variational dropout on the hidden state inside the cell.
+    pub dropouth: f64,
+    /// Variational dropout on the input inside the cell.
+    pub dropoutx: f64,
+    /// Locked dropout on the embeddings.
+    pub dropouti: f64,
+    /// Embedding (word) dropout.
+    pub dropoute: f64,
+}
+
+impl RnnNetworkConfig {
+    /// The search model of SPEC 7.7 (300-d, no embedding dropout).
+    pub fn search() -> Self {
+        Self {
+            nhid: 300,
+            dropout: 0.75,
+            dropouth: 0.25,
+            dropoutx: 0.75,
+            dropouti: 0.2,
+            dropoute: 0.0,
+        }
+    }
+
+    /// The evaluation model of SPEC 7.9 (850-d, embedding dropout 0.1).
+    pub fn evaluation() -> Self {
+        Self {
+            nhid: 850,
+            dropoute: 0.1,
+            ..Self::search()
+        }
+    }
+
+    fn validate(&self, invalid: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
+        if self.nhid < 1 {
+            return Err(invalid("network.nhid", "expected at least 1"));
+        }
+        let rates = [
+            ("network.dropout", self.dropout),
+            ("network.dropouth", self.dropouth),
+            ("network.dropoutx", self.dropoutx),
+            ("network.dropouti", self.dropouti),
+            ("network.dropoute", self.dropoute),
+        ];
+        for (field, rate) in rates {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(invalid(field, "expected a rate 0 <= p < 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for RnnNetworkConfig {
+    fn default() -> Self {
+        Self::search()
+    }
+}
+
+/// The weight optimizer (SGD, constant LR scaled by seq_len / bptt) and the loss terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnWeightsConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    pub grad_clip: f64,
+    /// Activation regularisation (AR) coefficient on the dropped outputs.
+    pub ar_alpha: f64,
+    /// Temporal activation regularisation (TAR) coefficient on the raw outputs.
+    pub tar_beta: f64,
+}
+
+impl Default for RnnWeightsConfig {
+    fn default() -> Self {
+        Self {
+            lr: 20.0,
+            weight_decay: 5e-7,
+            grad_clip: 0.25,
+            ar_alpha: 0.0,
+            tar_beta: 1e-3,
+        }
+    }
+}
+
+impl RnnWeightsConfig {
+    fn validate(&self, invalid: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(invalid("weights.lr", "expected > 0"));
+        }
+        if !non_negative(self.weight_decay) {
+            return Err(invalid("weights.weight_decay", "expected >= 0"));
+        }
+        if !positive(self.grad_clip) {
+            return Err(invalid("weights.grad_clip", "expected > 0"));
+        }
+        if !non_negative(self.ar_alpha) || !non_negative(self.tar_beta) {
+            return Err(invalid(
+                "weights.tar_beta",
+                "expected ar_alpha, tar_beta >= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The recurrent alphas and their optimizer (Adam with PyTorch's default betas).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnArchConfig {
+    /// Activation of alpha.
+    pub activation: Activation,
+    /// Adam learning rate (constant).
+    pub lr: f64,
+    /// Adam beta1.
+    pub beta1: f64,
+    /// Adam beta2.
+    pub beta2: f64,
+    /// Adam epsilon.
+    pub eps: f64,
+    /// L2 weight decay of alpha.
+    pub weight_decay: f64,
+}
+
+impl Default for RnnArchConfig {
+    fn default() -> Self {
+        Self {
+            activation: Activation::Softmax,
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-3,
+        }
+    }
+}
+
+/// The alpha-step schedule; the RNN script's EWMA default is 1.0 (no smoothing, SPEC A7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnScheduleConfig {
+    /// Which schedule.
+    pub kind: ScheduleKind,
+    /// r (`--schedfreq`).
+    pub ratio: u32,
+    /// FIMT initial threshold h0.
+    pub h0: f64,
+    /// FIMT threshold growth h_i.
+    pub hi: f64,
+    /// FIMT EWMA coefficient lambda.
+    pub ewma: f64,
+}
+
+impl Default for RnnScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Alternate,
+            ratio: 1,
+            h0: 1.0,
+            hi: 1.05,
+            ewma: 1.0,
+        }
+    }
+}
+
+impl RnnScheduleConfig {
+    /// The same values as the shared schedule config.
+    pub fn to_schedule_config(&self) -> ScheduleConfig {
+        ScheduleConfig {
+            kind: self.kind,
+            ratio: self.ratio,
+            h0: self.h0,
+            hi: self.hi,
+            ewma: self.ewma,
+        }
+    }
+}
+
+/// The alpha regularizer (none or prox; the reference has no RNN ADMM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnRegularizerConfig {
+    /// `none` or `prox`.
+    pub kind: RegularizerKind,
+    /// rho (RNN script default 0.1; the paper states 1.0 for PTB, SPEC A6).
+    pub rho: f64,
+}
+
+impl Default for RnnRegularizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: RegularizerKind::None,
+            rho: 0.1,
+        }
+    }
+}
+
+/// Everything a recurrent search run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnnSearchConfig {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// Method name, for the record.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Random seed (weights, alphas, dropout masks, sequence lengths).
+    #[serde(default = "default_search_seed")]
+    pub seed: u64,
+    /// Reference or fixed behaviour of the reference code's quirks.
+    #[serde(default)]
+    pub compat: Compat,
+    /// Number of epochs.
+    #[serde(default = "default_search_epochs")]
+    pub epochs: u32,
+    /// Data.
+    #[serde(default)]
+    pub data: RnnDataConfig,
+    /// Model width and dropouts.
+    #[serde(default)]
+    pub network: RnnNetworkConfig,
+    /// Weight optimizer.
+    #[serde(default)]
+    pub weights: RnnWeightsConfig,
+    /// Architecture parameters.
+    #[serde(default)]
+    pub arch: RnnArchConfig,
+    /// Alpha-step schedule.
+    #[serde(default)]
+    pub schedule: RnnScheduleConfig,
+    /// Alpha regularizer.
+    #[serde(default)]
+    pub regularizer: RnnRegularizerConfig,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+fn default_method() -> String {
+    "darts".to_string()
+}
+
+fn default_search_seed() -> u64 {
+    3
+}
+
+fn default_search_epochs() -> u32 {
+    50
+}
+
+impl Default for RnnSearchConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            method: default_method(),
+            seed: default_search_seed(),
+            compat: Compat::default(),
+            epochs: default_search_epochs(),
+            data: RnnDataConfig::default(),
+            network: RnnNetworkConfig::search(),
+            weights: RnnWeightsConfig::default(),
+            arch: RnnArchConfig::default(),
+            schedule: RnnScheduleConfig::default(),
+            regularizer: RnnRegularizerConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+impl RnnSearchConfig {
+    /// The recurrent search of a CNN method preset: method name, seed, compat, epochs,
+    /// checkpoint cadence, alpha activation, schedule kind/ratio/h0/h_i and regularizer kind
+    /// come from `method`; everything else is the RNN script's default.
+    ///
+    /// `compat = reference` keeps the RNN script's EWMA 1.0 and rho 0.1; `compat = fixed`
+    /// takes the paper's values, the preset's EWMA and rho 1.0 (SPEC A6, A7, Appendix C).
+    /// CRB sets the alpha weight decay to 0 (SPEC 5.5). ADMM and the second-order step are
+    /// errors: the reference has neither for the RNN.
+    pub fn from_method(method: &SearchConfig) -> Result<Self, ConfigError> {
+        let invalid = |field: &str, message: &str| ConfigError::Invalid {
+            origin: format!("method `{}` (recurrent search)", method.method),
+            field: field.to_string(),
+            message: message.to_string(),
+        };
+        if method.regularizer.kind == RegularizerKind::Admm {
+            return Err(invalid(
+                "regularizer.kind",
+                "ADMM is not available for the recurrent (PTB) search; the reference has no \
+                 RNN ADMM (use none or prox)",
+            ));
+        }
+        if method.arch.order == ArchOrder::Second {
+            return Err(invalid(
+                "arch.order",
+                "the second-order step is not available for the recurrent search (SPEC B13)",
+            ));
+        }
+        let mut config = RnnSearchConfig {
+            method: method.method.clone(),
+            seed: method.seed,
+            compat: method.compat,
+            epochs: method.epochs,
+            checkpoint: method.checkpoint.clone(),
+            ..RnnSearchConfig::default()
+        };
+        config.arch.activation = method.arch.activation;
+        if method.arch.activation == Activation::Crb {
+            config.arch.weight_decay = 0.0;
+        }
+        config.schedule = RnnScheduleConfig {
+            kind: method.schedule.kind,
+            ratio: method.schedule.ratio,
+            h0: method.schedule.h0,
+            hi: method.schedule.hi,
+            ewma: match method.compat {
+                Compat::Reference => 1.0,
+                Compat::Fixed => method.schedule.ewma,
+            },
+        };
+        config.regularizer = RnnRegularizerConfig {
+            kind: method.regularizer.kind,
+            rho: match method.compat {
+                Compat::Reference => 0.1,
+                Compat::Fixed => 1.0,
+            },
+        };
+        config.validate("recurrent search from method")?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file, applying `overrides` (`key=value`, dotted keys).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = read(path)?;
+        Self::from_toml(&text, &origin, overrides)
+    }
+
+    /// The defaults with `overrides` applied, validated.
+    pub fn from_overrides(overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::from_toml("version = 1\n", "recurrent search defaults", overrides)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let config: Self = parse_with_overrides(text, origin, overrides)?;
+        config.validate(&overridden_origin(origin, overrides))?;
+        Ok(config)
+    }
+
+    /// This config with `overrides` applied, validated.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::from_toml(&self.to_toml(), "recurrent search config", overrides)
+    }
+
+    /// The config as TOML text (written next to a run's artifacts).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every range; the error names the field.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message: message.to_string(),
+        };
+        check_common(self.version, self.epochs, &self.data.limit, &invalid)?;
+        check_batches(
+            &[
+                ("data.batch_size", self.data.batch_size),
+                ("data.eval_batch_size", self.data.eval_batch_size),
+            ],
+            self.data.bptt,
+            &invalid,
+        )?;
+        self.network.validate(&invalid)?;
+        self.weights.validate(&invalid)?;
+        let arch = &self.arch;
+        if !positive(arch.lr) {
+            return Err(invalid("arch.lr", "expected > 0"));
+        }
+        if !(0.0..1.0).contains(&arch.beta1) || !(0.0..1.0).contains(&arch.beta2) {
+            return Err(invalid("arch.beta1", "expected betas in [0, 1)"));
+        }
+        if !positive(arch.eps) || !non_negative(arch.weight_decay) {
+            return Err(invalid(
+                "arch.eps",
+                "expected eps > 0 and weight_decay >= 0",
+            ));
+        }
+        let schedule = &self.schedule;
+        if schedule.ratio == 0 {
+            return Err(invalid("schedule.ratio", "expected at least 1"));
+        }
+        if !positive(schedule.h0) {
+            return Err(invalid("schedule.h0", "expected > 0"));
+        }
+        if !(schedule.hi.is_finite() && schedule.hi > 1.0) {
+            return Err(invalid("schedule.hi", "expected > 1"));
+        }
+        if !(schedule.ewma > 0.0 && schedule.ewma <= 1.0) {
+            return Err(invalid("schedule.ewma", "expected 0 < ewma <= 1"));
+        }
+        if self.regularizer.kind == RegularizerKind::Admm {
+            return Err(invalid(
+                "regularizer.kind",
+                "ADMM is not available for the recurrent search (use none or prox)",
+            ));
+        }
+        if !non_negative(self.regularizer.rho) {
+            return Err(invalid("regularizer.rho", "expected >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Data settings of a recurrent evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnEvalDataConfig {
+    /// Columns of the training batches.
+    pub batch_size: usize,
+    /// Columns of the per-epoch validation pass.
+    pub eval_batch_size: usize,
+    /// Columns of the final test pass.
+    pub test_batch_size: usize,
+    /// Base sequence length (BPTT).
+    pub bptt: usize,
+    /// Use only the first N training tokens (small runs); none = all.
+    pub limit: Option<usize>,
+}
+
+impl Default for RnnEvalDataConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            eval_batch_size: 10,
+            test_batch_size: 1,
+            bptt: 35,
+            limit: None,
+        }
+    }
+}
+
+/// The evaluation's weight optimizer: SGD switching to averaged SGD (NT-ASGD).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnEvalWeightsConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    pub grad_clip: f64,
+    /// AR coefficient.
+    pub ar_alpha: f64,
+    /// TAR coefficient.
+    pub tar_beta: f64,
+    /// NT-ASGD non-monotone interval.
+    pub nonmono: usize,
+    /// Standard deviation of the sequence-length jitter.
+    pub seq_len_std: f64,
+}
+
+impl Default for RnnEvalWeightsConfig {
+    fn default() -> Self {
+        Self {
+            lr: 20.0,
+            weight_decay: 8e-7,
+            grad_clip: 0.25,
+            ar_alpha: 0.0,
+            tar_beta: 1e-3,
+            nonmono: 5,
+            seq_len_std: 5.0,
+        }
+    }
+}
+
+/// Everything a recurrent evaluation (retraining) run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnnEvalConfig {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// Name of the evaluated genotype, for records.
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// Random seed.
+    #[serde(default = "default_eval_seed")]
+    pub seed: u64,
+    /// Maximum number of epochs.
+    #[serde(default = "default_eval_epochs")]
+    pub epochs: u32,
+    /// Stop after this many epochs without a new best validation loss (0 = never).
+    #[serde(default = "default_convergence")]
+    pub convergence: u32,
+    /// Data.
+    #[serde(default)]
+    pub data: RnnEvalDataConfig,
+    /// Model width and dropouts.
+    #[serde(default = "RnnNetworkConfig::evaluation")]
+    pub network: RnnNetworkConfig,
+    /// Weight optimizer.
+    #[serde(default)]
+    pub weights: RnnEvalWeightsConfig,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// The cell to train.
+    #[serde(default = "default_genotype")]
+    pub genotype: RnnGenotype,
+}
+
+fn default_label() -> String {
+    "DARTS_V2".to_string()
+}
+
+fn default_eval_seed() -> u64 {
+    1267
+}
+
+fn default_eval_epochs() -> u32 {
+    1200
+}
+
+fn default_convergence() -> u32 {
+    20
+}
+
+fn default_genotype() -> RnnGenotype {
+    RnnGenotype::builtin("DARTS_V2").unwrap_or_else(|_| unreachable!("DARTS_V2 is built in"))
+}
+
+impl Default for RnnEvalConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            label: default_label(),
+            seed: default_eval_seed(),
+            epochs: default_eval_epochs(),
+            convergence: default_convergence(),
+            data: RnnEvalDataConfig::default(),
+            network: RnnNetworkConfig::evaluation(),
+            weights: RnnEvalWeightsConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            genotype: default_genotype(),
+        }
+    }
+}
+
+impl RnnEvalConfig {
+    /// The defaults for `genotype` (labelled `label`) with `overrides` applied, validated.
+    pub fn for_genotype(
+        genotype: RnnGenotype,
+        label: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let config = RnnEvalConfig {
+            genotype,
+            label: label.to_string(),
+            ..RnnEvalConfig::default()
+        };
+        config.with_overrides(overrides)
+    }
+
+    /// Reads and validates a config file, applying `overrides` (`key=value`, dotted keys).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = read(path)?;
+        Self::from_toml(&text, &origin, overrides)
+    }
+
+    /// The defaults with `overrides` applied, validated.
+    pub fn from_overrides(overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::from_toml("version = 1\n", "recurrent evaluation defaults", overrides)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let config: Self = parse_with_overrides(text, origin, overrides)?;
+        config.validate(&overridden_origin(origin, overrides))?;
+        Ok(config)
+    }
+
+    /// This config with `overrides` applied, validated.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::from_toml(&self.to_toml(), "recurrent evaluation config", overrides)
+    }
+
+    /// The config as TOML text; arrays stay on one line.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every range and the genotype; the error names the field.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message: message.to_string(),
+        };
+        check_common(self.version, self.epochs, &self.data.limit, &invalid)?;
+        check_batches(
+            &[
+                ("data.batch_size", self.data.batch_size),
+                ("data.eval_batch_size", self.data.eval_batch_size),
+                ("data.test_batch_size", self.data.test_batch_size),
+            ],
+            self.data.bptt,
+            &invalid,
+        )?;
+        self.network.validate(&invalid)?;
+        let weights = &self.weights;
+        let shared = RnnWeightsConfig {
+            lr: weights.lr,
+            weight_decay: weights.weight_decay,
+            grad_clip: weights.grad_clip,
+            ar_alpha: weights.ar_alpha,
+            tar_beta: weights.tar_beta,
+        };
+        shared.validate(&invalid)?;
+        if !(weights.seq_len_std >= 0.0 && weights.seq_len_std.is_finite()) {
+            return Err(invalid(
+                "weights.seq_len_std",
+                "expected a finite value >= 0",
+            ));
+        }
+        if let Err(error) = self.genotype.validate() {
+            return Err(invalid("genotype", &error.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `value` is a number greater than 0 (false for NaN).
+fn positive(value: f64) -> bool {
+    value > 0.0
+}
+
+/// Whether `value` is a number not below 0 (false for NaN).
+fn non_negative(value: f64) -> bool {
+    value >= 0.0
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: path.display().to_string(),
+        source,
+    })
+}
+
+fn overridden_origin(origin: &str, overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        origin.to_string()
+    } else {
+        format!("{origin} (with --set overrides)")
+    }
+}
+
+/// Parses `text` (keeping line and column in its errors), then applies `overrides`.
+fn parse_with_overrides<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<T, ConfigError> {
+    let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
+        origin: origin.to_string(),
+        message: error.to_string(),
+    };
+    let config: T = toml::from_str(text).map_err(|error| parse_error(origin, error))?;
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let mut table: toml::Table = text.parse().map_err(|error| parse_error(origin, error))?;
+    for text in overrides {
+        apply_override(&mut table, text)?;
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|error| parse_error(&overridden_origin(origin, overrides), error))
+}
+
+fn check_common(
+    version: u32,
+    epochs: u32,
+    limit: &Option<usize>,
+    invalid: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if version != CONFIG_VERSION {
+        return Err(invalid(
+            "version",
+            "expected 1 (the only config version this build reads)",
+        ));
+    }
+    if epochs == 0 {
+        return Err(invalid("epochs", "expected at least 1"));
+    }
+    if limit.is_some_and(|limit| limit < 3) {
+        return Err(invalid(
+            "data.limit",
+            "expected at least 3 training tokens (or no limit)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_batches(
+    batches: &[(&str, usize)],
+    bptt: usize,
+    invalid: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (field, size) in batches {
+        if *size == 0 {
+            return Err(invalid(field, "expected at least 1"));
+        }
+    }
+    if bptt < 2 {
+        return Err(invalid("data.bptt", "expected at least 2"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets::method_config;
+
+    #[test]
+    fn defaults_are_the_reference_scripts() {
+        let search = RnnSearchConfig::from_toml("version = 1\n", "s.toml", &[]).unwrap();
+        assert_eq!(search, RnnSearchConfig::default());
+        assert_eq!((search.seed, search.network.nhid), (3, 300));
+        assert_eq!(search.schedule.ewma, 1.0);
+        assert_eq!(search.arch.beta1, 0.9);
+        let eval = RnnEvalConfig::from_toml("version = 1\n", "e.toml", &[]).unwrap();
+        assert_eq!(eval, RnnEvalConfig::default());
+        assert_eq!((eval.seed, eval.epochs, eval.convergence), (1267, 1200, 20));
+        assert_eq!((eval.network.nhid, eval.network.dropoute), (850, 0.1));
+        let partial =
+            RnnEvalConfig::from_toml("version = 1\n[network]\nnhid = 16\n", "p", &[]).unwrap();
+        assert_eq!(partial.network.nhid, 16);
+    }
+
+    #[test]
+    fn overrides_and_errors_name_the_field() {
+        let overrides: Vec<String> = ["data.bptt=7", "network.nhid=12", "data.limit=500"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let config = RnnSearchConfig::from_overrides(&overrides).unwrap();
+        assert_eq!(
+            (config.data.bptt, config.network.nhid, config.data.limit),
+            (7, 12, Some(500))
+        );
+        let error = RnnSearchConfig::from_overrides(&["network.dropout=1.5".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("field `network.dropout`"), "{error}");
+        let error = RnnEvalConfig::from_toml("version = 1\n[data]\nbpt = 3\n", "x.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("x.toml") && error.contains("bpt"), "{error}");
+        let error = RnnEvalConfig::from_overrides(&["oops".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected key=value"), "{error}");
+    }
+
+    #[test]
+    fn method_presets_map_onto_the_recurrent_search() {
+        let prime =
+            RnnSearchConfig::from_method(&method_config("darts-prime", &[]).unwrap()).unwrap();
+        assert_eq!(prime.method, "darts-prime");
+        assert_eq!(prime.schedule.kind, ScheduleKind::Fimt);
+        assert_eq!((prime.schedule.ratio, prime.schedule.ewma), (10, 1.0));
+        assert_eq!(
+            (prime.regularizer.kind, prime.regularizer.rho),
+            (RegularizerKind::Prox, 0.1)
+        );
+        let fixed = method_config("darts-prime", &["compat=fixed".to_string()]).unwrap();
+        let fixed = RnnSearchConfig::from_method(&fixed).unwrap();
+        assert_eq!((fixed.schedule.ewma, fixed.regularizer.rho), (0.2, 1.0));
+        let crb = RnnSearchConfig::from_method(&method_config("crb", &[]).unwrap()).unwrap();
+        assert_eq!(
+            (crb.arch.activation, crb.arch.weight_decay),
+            (Activation::Crb, 0.0)
+        );
+        let error = RnnSearchConfig::from_method(&method_config("admm", &[]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ADMM"), "{error}");
+        let small = prime.with_overrides(&["epochs=2".to_string()]).unwrap();
+        assert_eq!((small.epochs, small.method.as_str()), (2, "darts-prime"));
+    }
+
+    #[test]
+    fn configs_round_trip_and_bad_genotypes_are_rejected() {
+        let eval = RnnEvalConfig::for_genotype(
+            RnnGenotype::builtin("ENAS").unwrap(),
+            "ENAS",
+            &["epochs=3".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            RnnEvalConfig::from_toml(&eval.to_toml(), "x", &[]).unwrap(),
+            eval
+        );
+        let mut bad = RnnEvalConfig::default();
+        bad.genotype.concat = vec![0];
+        let error = bad.validate("b").unwrap_err().to_string();
+        assert!(error.contains("field `genotype`"), "{error}");
+        let search = RnnSearchConfig::default();
+        assert_eq!(
+            RnnSearchConfig::from_toml(&search.to_toml(), "y", &[]).unwrap(),
+            search
+        );
+    }
+}
