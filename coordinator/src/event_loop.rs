@@ -1,25 +1,29 @@
 //! The event loop: one thread owns the `State`; gRPC handlers send it closures and await
 //! their answers, so the state never needs a lock and SQLite is written from one place.
 //!
-//! Metric batches take a faster path: they are fenced on arrival, then written together in
-//! one transaction when the loop has nothing else queued (group commit), and acknowledged
-//! only after that commit. Assignments therefore never wait behind a queue of separate
-//! metric transactions, and an acknowledged metric is never lost.
+//! Two lanes feed it. Requests (assignments, heartbeats, finishes, client queries) always go
+//! first. Metric batches take the other lane: they are fenced on arrival, then written
+//! together in one transaction when no request is waiting (group commit), fenced again just
+//! before that commit (a request in between may have reassigned the trial), and acknowledged
+//! only after it. An assignment therefore waits at most for one group commit in progress,
+//! never behind a queue of metric rows, and an acknowledged metric is never lost.
 
 use crate::db::MetricRow;
 use crate::error::CoordinatorError;
 use crate::state::State;
 use prime_core::trial::TrialId;
+use std::future::Future;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-/// Rows that trigger a group commit even while requests keep arriving.
-const GROUP_COMMIT_ROWS: usize = 2048;
+/// Rows after which pending metric batches are committed even while more keep arriving;
+/// bounds how long one commit holds the loop (a few milliseconds) and so a request's wait.
+const GROUP_COMMIT_ROWS: usize = 1024;
 
 type Call = Box<dyn FnOnce(&mut State) + Send>;
 
 /// One metric batch waiting for its group commit.
-struct MetricBatch {
+pub(crate) struct MetricBatch {
     trial_id: TrialId,
     epoch: u64,
     rows: Vec<MetricRow>,
@@ -27,132 +31,190 @@ struct MetricBatch {
     reply: oneshot::Sender<Result<(), CoordinatorError>>,
 }
 
-enum Job {
-    Call(Call),
-    Metrics(MetricBatch),
-}
-
 /// A cheap, cloneable handle to the event loop.
 #[derive(Clone)]
 pub struct StateHandle {
-    sender: mpsc::UnboundedSender<Job>,
+    calls: mpsc::UnboundedSender<Call>,
+    metrics: mpsc::UnboundedSender<MetricBatch>,
 }
 
-fn commit(state: &mut State, pending: &mut Vec<MetricBatch>) {
-    let batches: Vec<(TrialId, Vec<MetricRow>, Vec<String>)> = pending
-        .iter_mut()
-        .map(|batch| {
-            (
-                batch.trial_id,
-                std::mem::take(&mut batch.rows),
-                std::mem::take(&mut batch.logs),
-            )
-        })
-        .collect();
-    let result = state.ingest_metric_batches(&batches);
-    for batch in pending.drain(..) {
-        let answer = match &result {
-            Ok(()) => Ok(()),
-            Err(error) => Err(CoordinatorError::Invalid(format!(
-                "metrics not stored: {error}"
-            ))),
+/// Fenced metric batches waiting for their group commit.
+#[derive(Default)]
+pub(crate) struct PendingMetrics {
+    batches: Vec<MetricBatch>,
+    rows: usize,
+}
+
+impl PendingMetrics {
+    /// A batch of `trial_id` at `epoch` and the receiver of its acknowledgement (tests).
+    #[cfg(test)]
+    pub(crate) fn batch(
+        trial_id: TrialId,
+        epoch: u64,
+        rows: Vec<MetricRow>,
+    ) -> (MetricBatch, oneshot::Receiver<Result<(), CoordinatorError>>) {
+        let (reply, answer) = oneshot::channel();
+        let batch = MetricBatch {
+            trial_id,
+            epoch,
+            rows,
+            logs: Vec::new(),
+            reply,
         };
-        // The caller may have gone away (client disconnect); the rows are stored anyway.
-        let _ = batch.reply.send(answer);
+        (batch, answer)
+    }
+
+    /// Fences `batch` and queues it for the next commit (or refuses it at once).
+    pub(crate) fn accept(&mut self, state: &State, batch: MetricBatch) {
+        if let Err(error) = state.check_fence(batch.trial_id, batch.epoch) {
+            let _ = batch.reply.send(Err(error));
+            return;
+        }
+        self.rows += batch.rows.len() + batch.logs.len();
+        self.batches.push(batch);
+    }
+
+    /// Writes the pending batches that are still current in one transaction and answers
+    /// every one of them.
+    pub(crate) fn commit(&mut self, state: &mut State) {
+        self.rows = 0;
+        let mut current = Vec::new();
+        let mut replies = Vec::new();
+        for batch in self.batches.drain(..) {
+            match state.check_fence(batch.trial_id, batch.epoch) {
+                Ok(()) => {
+                    current.push((batch.trial_id, batch.rows, batch.logs));
+                    replies.push(batch.reply);
+                }
+                // The caller may have gone away (client disconnect).
+                Err(error) => drop(batch.reply.send(Err(error))),
+            }
+        }
+        if current.is_empty() {
+            return;
+        }
+        let result = state.ingest_metric_batches(&current);
+        for reply in replies {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(CoordinatorError::Invalid(format!(
+                    "metrics not stored: {error}"
+                ))),
+            };
+            // The caller may have gone away (client disconnect); the rows are stored anyway.
+            let _ = reply.send(answer);
+        }
     }
 }
 
-fn run_loop(mut state: State, mut receiver: mpsc::UnboundedReceiver<Job>) {
-    let mut pending: Vec<MetricBatch> = Vec::new();
-    let mut pending_rows = 0;
+/// Serves both lanes until the handles are gone: requests first, then metric batches,
+/// committing them once no request waits or enough rows have gathered.
+async fn run_loop(
+    mut state: State,
+    mut calls: mpsc::UnboundedReceiver<Call>,
+    mut metrics: mpsc::UnboundedReceiver<MetricBatch>,
+) {
+    let mut pending = PendingMetrics::default();
     loop {
-        let job = if pending.is_empty() {
-            match receiver.blocking_recv() {
-                Some(job) => job,
-                None => return,
+        match calls.try_recv() {
+            Ok(call) => {
+                call(&mut state);
+                continue;
             }
-        } else {
-            match receiver.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
-                    commit(&mut state, &mut pending);
-                    pending_rows = 0;
-                    continue;
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {}
+        }
+        match metrics.try_recv() {
+            Ok(batch) => {
+                pending.accept(&state, batch);
+                if pending.rows >= GROUP_COMMIT_ROWS {
+                    pending.commit(&mut state);
                 }
+                continue;
             }
-        };
-        match job {
-            Job::Call(call) => call(&mut state),
-            Job::Metrics(batch) => match state.check_fence(batch.trial_id, batch.epoch) {
-                Err(error) => {
-                    let _ = batch.reply.send(Err(error));
-                }
-                Ok(()) => {
-                    pending_rows += batch.rows.len() + batch.logs.len();
-                    pending.push(batch);
-                    if pending_rows >= GROUP_COMMIT_ROWS {
-                        commit(&mut state, &mut pending);
-                        pending_rows = 0;
-                    }
-                }
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {}
+        }
+        if !pending.batches.is_empty() {
+            pending.commit(&mut state);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            call = calls.recv() => match call {
+                Some(call) => call(&mut state),
+                None => break,
+            },
+            batch = metrics.recv() => match batch {
+                Some(batch) => pending.accept(&state, batch),
+                None => break,
             },
         }
     }
+    pending.commit(&mut state);
 }
 
 impl StateHandle {
     /// Moves `state` onto its own thread; the loop ends when every handle is dropped.
     pub fn spawn(state: State) -> (StateHandle, std::thread::JoinHandle<()>) {
-        let (sender, receiver) = mpsc::unbounded_channel::<Job>();
+        let (calls, call_receiver) = mpsc::unbounded_channel::<Call>();
+        let (metrics, metric_receiver) = mpsc::unbounded_channel::<MetricBatch>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("building the coordinator state thread's runtime");
         let thread = std::thread::Builder::new()
             .name("coordinator-state".into())
-            .spawn(move || run_loop(state, receiver))
+            .spawn(move || runtime.block_on(run_loop(state, call_receiver, metric_receiver)))
             .expect("spawning the coordinator state thread");
-        (StateHandle { sender }, thread)
+        (StateHandle { calls, metrics }, thread)
     }
 
-    /// Runs `job` on the event loop and returns its value.
-    pub async fn call<T: Send + 'static>(
+    /// Runs `job` on the event loop and returns its value. The job is queued at once, so
+    /// calls made one after another run in that order even if awaited later.
+    pub fn call<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut State) -> T + Send + 'static,
-    ) -> Result<T, CoordinatorError> {
+    ) -> impl Future<Output = Result<T, CoordinatorError>> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Job::Call(Box::new(move |state| {
-                // The caller may have gone away (client disconnect); the work is done anyway.
-                let _ = reply.send(job(state));
-            })))
-            .map_err(|_| CoordinatorError::ShuttingDown)?;
-        answer.await.map_err(|_| CoordinatorError::ShuttingDown)
+        let sent = self.calls.send(Box::new(move |state| {
+            // The caller may have gone away (client disconnect); the work is done anyway.
+            let _ = reply.send(job(state));
+        }));
+        async move {
+            sent.map_err(|_| CoordinatorError::ShuttingDown)?;
+            answer.await.map_err(|_| CoordinatorError::ShuttingDown)
+        }
     }
 
     /// Like `call`, for jobs that can fail.
-    pub async fn try_call<T: Send + 'static>(
+    pub fn try_call<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut State) -> Result<T, CoordinatorError> + Send + 'static,
-    ) -> Result<T, CoordinatorError> {
-        self.call(job).await?
+    ) -> impl Future<Output = Result<T, CoordinatorError>> {
+        let answer = self.call(job);
+        async move { answer.await? }
     }
 
     /// Stores a metric batch of a running trial (fenced by `epoch`), acknowledged once it is
-    /// committed.
-    pub async fn ingest_metrics(
+    /// committed. The batch is queued at once.
+    pub fn ingest_metrics(
         &self,
         trial_id: TrialId,
         epoch: u64,
         rows: Vec<MetricRow>,
         logs: Vec<String>,
-    ) -> Result<(), CoordinatorError> {
+    ) -> impl Future<Output = Result<(), CoordinatorError>> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Job::Metrics(MetricBatch {
-                trial_id,
-                epoch,
-                rows,
-                logs,
-                reply,
-            }))
-            .map_err(|_| CoordinatorError::ShuttingDown)?;
-        answer.await.map_err(|_| CoordinatorError::ShuttingDown)?
+        let sent = self.metrics.send(MetricBatch {
+            trial_id,
+            epoch,
+            rows,
+            logs,
+            reply,
+        });
+        async move {
+            sent.map_err(|_| CoordinatorError::ShuttingDown)?;
+            answer.await.map_err(|_| CoordinatorError::ShuttingDown)?
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod db;
 pub mod error;
 pub mod event_loop;
+pub mod latency;
 pub mod retention;
 pub mod server;
 pub mod service;

@@ -1,6 +1,7 @@
 //! Starting and stopping a coordinator: state, event loop, lease ticker and gRPC server.
 
 use crate::event_loop::StateHandle;
+use crate::latency::AssignmentTimings;
 use crate::service::CoordinatorService;
 use crate::state::{CoordinatorConfig, State};
 use crate::store::DirStore;
@@ -22,6 +23,8 @@ pub struct RunningCoordinator {
     pub addr: SocketAddr,
     /// A handle to its event loop (tests inspect the state through it).
     pub state: StateHandle,
+    /// Server-side latency of its assignments (`prime bench coordinator` reports it).
+    pub timings: Arc<AssignmentTimings>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
@@ -74,7 +77,8 @@ pub async fn start(
             }
         }
     });
-    let service = CoordinatorService::new(handle.clone(), store);
+    let timings = Arc::new(AssignmentTimings::default());
+    let service = CoordinatorService::new(handle.clone(), store, timings.clone());
     let server = CoordinatorServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -93,6 +97,7 @@ pub async fn start(
     Ok(RunningCoordinator {
         addr,
         state: handle,
+        timings,
         shutdown: Some(shutdown),
         server,
         ticker,

@@ -4,6 +4,7 @@
 use crate::db::MetricRow;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
+use crate::latency::AssignmentTimings;
 use crate::store::{CheckpointStore, StoreError};
 use crate::trials::{Finish, NewCheckpoint};
 use crate::workers::WorkerMode;
@@ -21,6 +22,7 @@ const MAX_READ_BYTES: u32 = 4 << 20;
 pub struct CoordinatorService {
     state: StateHandle,
     store: Arc<dyn CheckpointStore>,
+    timings: Arc<AssignmentTimings>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -42,9 +44,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl CoordinatorService {
-    /// A service over the event loop `state` and the checkpoint `store`.
-    pub fn new(state: StateHandle, store: Arc<dyn CheckpointStore>) -> Self {
-        CoordinatorService { state, store }
+    /// A service over the event loop `state` and the checkpoint `store` that records the
+    /// latency of its assignments in `timings`.
+    pub fn new(
+        state: StateHandle,
+        store: Arc<dyn CheckpointStore>,
+        timings: Arc<AssignmentTimings>,
+    ) -> Self {
+        CoordinatorService {
+            state,
+            store,
+            timings,
+        }
     }
 }
 
@@ -96,14 +107,27 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::RequestTrialRequest>,
     ) -> Reply<pb::RequestTrialReply> {
+        let received = std::time::Instant::now();
         let request = request.into_inner();
         let now = Instant::now();
-        let assignment = self
+        let (assignment, queued, on_loop) = self
             .state
             .try_call(move |state| {
-                state.request_trial(&request.name, request.session, request.slot, now)
+                let started = std::time::Instant::now();
+                let assignment =
+                    state.request_trial(&request.name, request.session, request.slot, now)?;
+                Ok((
+                    assignment,
+                    started.saturating_duration_since(received),
+                    started.elapsed(),
+                ))
             })
             .await?;
+        if assignment.is_some() {
+            self.timings.queued.record(queued);
+            self.timings.on_loop.record(on_loop);
+            self.timings.total.record(received.elapsed());
+        }
         Ok(Response::new(pb::RequestTrialReply { assignment }))
     }
 

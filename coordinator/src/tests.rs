@@ -550,3 +550,85 @@ async fn metric_batches_are_group_committed_and_fenced() {
         20
     );
 }
+
+fn metric_row(step: u64) -> crate::db::MetricRow {
+    crate::db::MetricRow {
+        kind: "step".into(),
+        step,
+        epoch: 0,
+        clock: 0.0,
+        values_json: r#"{"loss":1.5}"#.into(),
+    }
+}
+
+#[tokio::test]
+async fn requests_overtake_queued_metric_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(dir.path(), Instant::now());
+    state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    let now = Instant::now();
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let assignment = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let (handle, _thread) = StateHandle::spawn(state);
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let held = handle.call(move |_| hold.recv().unwrap());
+    let batches: Vec<_> = (0..8u64)
+        .map(|batch| {
+            let rows = (0..100).map(|i| metric_row(batch * 100 + i)).collect();
+            handle.ingest_metrics(assignment.trial_id, assignment.epoch, rows, vec![])
+        })
+        .collect();
+    let trial_id = assignment.trial_id;
+    let stored_when_served = handle.try_call(move |state| Ok(state.metrics(trial_id)?.len()));
+    release.send(()).unwrap();
+    held.await.unwrap();
+    assert_eq!(
+        stored_when_served.await.unwrap(),
+        0,
+        "the request waited behind metric batches queued before it"
+    );
+    for batch in batches {
+        batch.await.unwrap();
+    }
+    let stored = handle
+        .try_call(move |state| Ok(state.metrics(trial_id)?.len()))
+        .await
+        .unwrap();
+    assert_eq!(stored, 800);
+}
+
+#[test]
+fn a_batch_fenced_between_arrival_and_commit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let first = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let second = state.request_trial("w", session, 1, now).unwrap().unwrap();
+    let mut pending = crate::event_loop::PendingMetrics::default();
+    let (stale, mut stale_answer) =
+        crate::event_loop::PendingMetrics::batch(first.trial_id, first.epoch, vec![metric_row(1)]);
+    let (current, mut current_answer) = crate::event_loop::PendingMetrics::batch(
+        second.trial_id,
+        second.epoch,
+        vec![metric_row(1)],
+    );
+    pending.accept(&state, stale);
+    pending.accept(&state, current);
+    assert!(
+        stale_answer.try_recv().is_err(),
+        "accepted, not yet answered"
+    );
+    state
+        .finish(first.trial_id, first.epoch, Finish::Preempted)
+        .unwrap();
+    pending.commit(&mut state);
+    assert!(matches!(
+        stale_answer.try_recv(),
+        Ok(Err(CoordinatorError::Fenced { .. }))
+    ));
+    assert!(matches!(current_answer.try_recv(), Ok(Ok(()))));
+    assert!(state.metrics(first.trial_id).unwrap().is_empty());
+    assert_eq!(state.metrics(second.trial_id).unwrap().len(), 1);
+}

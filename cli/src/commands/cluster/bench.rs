@@ -5,8 +5,14 @@
 //!   finish it); latency is the round trip of each `RequestTrial` that got a trial;
 //! * ingestion: each worker holds a trial and streams metric batches as fast as it can;
 //!   points per second over the phase, and the assignment latency a probe sees meanwhile.
+//!
+//! Each latency is reported twice: as the workers see it (round trip, including their own
+//! scheduling on the shared cores) and as the coordinator sees it (`server_*`: from the
+//! handler receiving the request to handing back the assignment, split into the wait for the
+//! event loop and the work on it).
 
 use clap::Args;
+use prime_coordinator::latency::{AssignmentTimings, LatencySnapshot};
 use prime_proto::client::Client;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +60,45 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     }
     let index = ((sorted.len() - 1) as f64 * fraction).round() as usize;
     sorted[index]
+}
+
+/// Snapshots of the coordinator's server-side assignment timings.
+struct Snapshots {
+    total: LatencySnapshot,
+    queued: LatencySnapshot,
+    on_loop: LatencySnapshot,
+}
+
+impl Snapshots {
+    fn take(timings: &AssignmentTimings) -> Snapshots {
+        Snapshots {
+            total: timings.total.snapshot(),
+            queued: timings.queued.snapshot(),
+            on_loop: timings.on_loop.snapshot(),
+        }
+    }
+
+    fn since(&self, earlier: &Snapshots) -> Snapshots {
+        Snapshots {
+            total: self.total.since(&earlier.total),
+            queued: self.queued.since(&earlier.queued),
+            on_loop: self.on_loop.since(&earlier.on_loop),
+        }
+    }
+
+    /// Adds `PREFIX_p50_ms`, `PREFIX_p99_ms` (receipt to reply) and the p99 of their two
+    /// parts (waiting for the event loop, working on it) to `line`.
+    fn report(&self, prefix: &str, line: &mut serde_json::Value) {
+        let fields = [
+            ("p50_ms", self.total.quantile_ms(0.50)),
+            ("p99_ms", self.total.quantile_ms(0.99)),
+            ("queued_p99_ms", self.queued.quantile_ms(0.99)),
+            ("on_loop_p99_ms", self.on_loop.quantile_ms(0.99)),
+        ];
+        for (name, value) in fields {
+            line[format!("{prefix}_{name}")] = serde_json::json!(value);
+        }
+    }
 }
 
 /// A registered virtual worker.
@@ -214,6 +259,8 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         for index in 0..args.workers {
             workers.push(VirtualWorker::register(&url, format!("bench-{index}")).await?);
         }
+        let timings = coordinator.timings.clone();
+        let before_assignment = Snapshots::take(&timings);
         let started = Instant::now();
         let drains: Vec<_> = workers
             .into_iter()
@@ -227,6 +274,7 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
             latencies.extend(seen);
         }
         let assignment_wall = started.elapsed().as_secs_f64();
+        let assignment_server = Snapshots::take(&timings).since(&before_assignment);
         latencies.sort_by(f64::total_cmp);
 
         // Enough trials for every worker plus the probe's requests.
@@ -239,6 +287,7 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let probe_latencies = Arc::new(Mutex::new(Vec::new()));
         let prober = VirtualWorker::register(&url, "bench-probe".into()).await?;
+        let before_ingest = Snapshots::take(&timings);
         let probe_task = tokio::spawn(probe(prober, stop.clone(), probe_latencies.clone()));
         let started = Instant::now();
         let streams: Vec<_> = workers
@@ -258,10 +307,11 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         let ingest_wall = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::SeqCst);
         probe_task.await??;
+        let ingest_server = Snapshots::take(&timings).since(&before_ingest);
         coordinator.shutdown().await?;
         let mut probed = probe_latencies.lock().await.clone();
         probed.sort_by(f64::total_cmp);
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "bench": "coordinator",
             "queued_trials": queued,
             "workers": args.workers,
@@ -275,6 +325,8 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
             "assign_under_ingest_p50_ms": percentile(&probed, 0.50),
             "assign_under_ingest_p99_ms": percentile(&probed, 0.99),
         });
+        assignment_server.report("server_assign", &mut line);
+        ingest_server.report("server_assign_under_ingest", &mut line);
         println!("{line}");
         anyhow::Ok(())
     })
