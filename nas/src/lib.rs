@@ -4,5 +4,6 @@ pub mod cnn;
 pub mod data;
 pub mod eval;
 pub mod optim;
+pub mod rnn;
 pub mod search;
 pub mod torch_rng;

@@ -554,7 +554,7 @@ fn drop_path_key(seed: u64, step: u64) -> u64 {
 }
 
 /// The SplitMix64 finaliser: a bijective scramble of 64 bits.
-fn splitmix64(value: u64) -> u64 {
+pub(crate) fn splitmix64(value: u64) -> u64 {
     let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

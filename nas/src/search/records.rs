@@ -3,7 +3,6 @@
 //! resumed run first cuts them back to the checkpoint and never duplicates a line. Runs
 //! without alphas (evaluations) keep the metrics file only.
 
-use prime_core::genotype::Genotype;
 use prime_core::metrics::MetricRecord;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -41,10 +40,10 @@ pub struct AlphaRecord {
     pub reduce: Vec<Vec<f32>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct GenotypeRecord<'a> {
+#[derive(Debug, Serialize)]
+struct GenotypeRecord<'a, G> {
     epoch: u32,
-    genotype: std::borrow::Cow<'a, Genotype>,
+    genotype: &'a G,
 }
 
 /// The open record files of a run directory.
@@ -83,18 +82,16 @@ impl RunRecords {
         write_line(&mut self.metrics, record, &self.dir.join(METRICS_FILE))
     }
 
-    /// Appends an alpha-history line.
-    pub fn alphas(&mut self, record: &AlphaRecord) -> std::io::Result<()> {
+    /// Appends an alpha-history line ([`AlphaRecord`] for CNN searches, any other
+    /// serialisable record for the recurrent search).
+    pub fn alphas(&mut self, record: &impl Serialize) -> std::io::Result<()> {
         let path = self.dir.join(ALPHAS_FILE);
         write_line(kept(&mut self.alphas, &path)?, record, &path)
     }
 
-    /// Appends the genotype at the start of `epoch`.
-    pub fn genotype(&mut self, epoch: u32, genotype: &Genotype) -> std::io::Result<()> {
-        let record = GenotypeRecord {
-            epoch,
-            genotype: std::borrow::Cow::Borrowed(genotype),
-        };
+    /// Appends the genotype (a [`prime_core::genotype::Genotype`] or a recurrent one) at the start of `epoch`.
+    pub fn genotype(&mut self, epoch: u32, genotype: &impl Serialize) -> std::io::Result<()> {
+        let record = GenotypeRecord { epoch, genotype };
         let path = self.dir.join(GENOTYPES_FILE);
         write_line(kept(&mut self.genotypes, &path)?, &record, &path)
     }

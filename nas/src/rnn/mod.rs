@@ -1,0 +1,34 @@
+//! The recurrent (Penn Treebank) half of the engine (SPEC section 7): corpus, language model,
+//! search and evaluation loops.
+
+pub mod cell;
+pub mod corpus;
+pub mod dropout;
+pub mod model;
+
+use crate::eval::splitmix64;
+
+/// Range of the uniform initialisation of every RNN tensor (the reference's INITRANGE).
+pub const INIT_RANGE: f64 = 0.04;
+
+/// The random stream a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum DrawStream {
+    /// Dropout masks of a weight step.
+    WeightMasks = 1,
+    /// Dropout masks of an alpha step.
+    AlphaMasks = 2,
+    /// The sequence length of a training batch.
+    SequenceLength = 3,
+}
+
+/// The key of the random draws of (epoch, in-epoch batch, stream) in a run with `seed`: every
+/// draw is a pure function of it, so a resumed run repeats the straight run's draws.
+pub fn draw_key(seed: u64, epoch: u32, batch: u64, stream: DrawStream) -> u64 {
+    let mut key = splitmix64(seed ^ 0x726e_6e5f_6472_6177);
+    for part in [u64::from(epoch), batch, stream as u64] {
+        key = splitmix64(key ^ part);
+    }
+    key
+}
