@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 use std::io;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// Hex sha256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -34,6 +34,26 @@ pub fn unpack(archive: &[u8], base: &Path) -> io::Result<()> {
     tar::Archive::new(archive).unpack(base)
 }
 
+/// The distinct first components of the archive's entries (`checkpoint`, `final`, ...), in
+/// the order they first appear.
+pub fn top_level_entries(archive: &[u8]) -> io::Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = Vec::new();
+    for entry in tar::Archive::new(archive).entries()? {
+        let entry = entry?;
+        let path = entry.path()?;
+        let first = path.components().find_map(|component| match component {
+            Component::Normal(name) => Some(PathBuf::from(name)),
+            _ => None,
+        });
+        if let Some(first) = first {
+            if !names.contains(&first) {
+                names.push(first);
+            }
+        }
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +73,18 @@ mod tests {
         assert_eq!(weights, [1, 2, 3]);
         assert!(target.path().join("checkpoint/sub/state.json").exists());
         assert!(pack_dir(&dir, source.path()).is_err());
+        assert_eq!(
+            top_level_entries(&archive).unwrap(),
+            [PathBuf::from("checkpoint")]
+        );
+        std::fs::write(source.path().join("genotype.json"), b"{}").unwrap();
+        let whole = pack_dir(source.path(), source.path()).unwrap();
+        let mut names = top_level_entries(&whole).unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            [PathBuf::from("checkpoint"), PathBuf::from("genotype.json")]
+        );
+        assert!(top_level_entries(b"not a tar archive at all").is_err());
     }
 }

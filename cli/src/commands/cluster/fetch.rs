@@ -1,5 +1,12 @@
 //! `prime fetch TRIAL --out DIR`: a trial's spec, result (with its genotype), metrics and
-//! artifacts (the final weights, or else the last checkpoint), verified by sha256.
+//! artifacts (the final ones, or else the last checkpoint), verified by sha256.
+//!
+//! Workers upload archives relative to the trial's run directory (so that a resumed attempt
+//! unpacks them where they were), and fetch unpacks them at `DIR` itself: `DIR` looks like
+//! the run directory (`DIR/checkpoint/...`, `DIR/final/...` of the simulated trainer;
+//! `DIR/checkpoints/...` and the run's records of the prime-nas engine). `spec.json`,
+//! `result.json`, `genotype.json` and `metrics.jsonl` come from the coordinator and are
+//! written after unpacking: the coordinator's copies are the complete ones across attempts.
 
 use super::{connect, runtime, status_error};
 use anyhow::Context;
@@ -45,6 +52,24 @@ pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Resu
         .with_context(|| format!("no trial {trial_id}"))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
+    let checkpoints = client
+        .trial_checkpoints(pb::TrialRef { trial_id })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .checkpoints;
+    let chosen = checkpoints
+        .iter()
+        .rfind(|c| c.r#final)
+        .or_else(|| checkpoints.last());
+    if let Some(checkpoint) = chosen {
+        let archive = download(&mut client, trial_id, checkpoint).await?;
+        prime_proto::archive::unpack(&archive, out)
+            .with_context(|| format!("unpacking into {}", out.display()))?;
+        let entries = prime_proto::archive::top_level_entries(&archive)
+            .with_context(|| format!("listing checkpoint {}", checkpoint.checkpoint_id))?;
+        written.extend(entries.into_iter().map(|entry| out.join(entry)));
+    }
     let spec: serde_json::Value = serde_json::from_str(&trial.spec_json)?;
     let path = out.join("spec.json");
     write(&path, serde_json::to_vec_pretty(&spec)?)?;
@@ -75,52 +100,43 @@ pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Resu
     let path = out.join("metrics.jsonl");
     write(&path, lines)?;
     written.push(path);
-    let checkpoints = client
-        .trial_checkpoints(pb::TrialRef { trial_id })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .checkpoints;
-    let chosen = checkpoints
-        .iter()
-        .rfind(|c| c.r#final)
-        .or_else(|| checkpoints.last());
-    if let Some(checkpoint) = chosen {
-        let mut archive = Vec::with_capacity(checkpoint.size as usize);
-        while (archive.len() as u64) < checkpoint.size {
-            let data = client
-                .read_checkpoint(pb::ReadCheckpointRequest {
-                    trial_id,
-                    checkpoint_id: checkpoint.checkpoint_id,
-                    offset: archive.len() as u64,
-                    length: READ_CHUNK as u32,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .data;
-            anyhow::ensure!(
-                !data.is_empty(),
-                "checkpoint {} ended early",
-                checkpoint.checkpoint_id
-            );
-            archive.extend_from_slice(&data);
-        }
+    written.sort();
+    written.dedup();
+    Ok(written)
+}
+
+/// Reads checkpoint `checkpoint` of trial `trial_id` whole and verifies its sha256.
+async fn download(
+    client: &mut prime_proto::client::Client,
+    trial_id: u64,
+    checkpoint: &pb::CheckpointInfo,
+) -> anyhow::Result<Vec<u8>> {
+    let mut archive = Vec::with_capacity(checkpoint.size as usize);
+    while (archive.len() as u64) < checkpoint.size {
+        let data = client
+            .read_checkpoint(pb::ReadCheckpointRequest {
+                trial_id,
+                checkpoint_id: checkpoint.checkpoint_id,
+                offset: archive.len() as u64,
+                length: READ_CHUNK as u32,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .data;
         anyhow::ensure!(
-            prime_proto::archive::sha256_hex(&archive) == checkpoint.sha256,
-            "checkpoint {} failed its sha256 check",
+            !data.is_empty(),
+            "checkpoint {} ended early",
             checkpoint.checkpoint_id
         );
-        let dir = out.join(if checkpoint.r#final {
-            "artifacts"
-        } else {
-            "checkpoint"
-        });
-        prime_proto::archive::unpack(&archive, &dir)
-            .with_context(|| format!("unpacking into {}", dir.display()))?;
-        written.push(dir);
+        archive.extend_from_slice(&data);
     }
-    Ok(written)
+    anyhow::ensure!(
+        prime_proto::archive::sha256_hex(&archive) == checkpoint.sha256,
+        "checkpoint {} failed its sha256 check",
+        checkpoint.checkpoint_id
+    );
+    Ok(archive)
 }
 
 /// Runs `prime fetch`.
