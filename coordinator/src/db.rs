@@ -116,6 +116,8 @@ pub struct TrialRow {
     pub run_ms: u64,
     /// Start of the running attempt.
     pub attempt_started_unix_ms: Option<u64>,
+    /// Worker and slot of the latest attempt (running or ended), from the attempt history.
+    pub last_placement: Option<(String, u32)>,
 }
 
 /// A stored checkpoint's metadata.
@@ -188,9 +190,11 @@ impl Db {
     /// Every trial, by id.
     pub fn load_trials(&self) -> rusqlite::Result<Vec<TrialRow>> {
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, parent_id, spec_json, state, epoch, failures, attempts, worker, slot,
-                    progress_json, result_json, reason, run_ms, attempt_started_unix_ms
-             FROM trials ORDER BY id",
+            "SELECT t.id, t.parent_id, t.spec_json, t.state, t.epoch, t.failures, t.attempts,
+                    t.worker, t.slot, t.progress_json, t.result_json, t.reason, t.run_ms,
+                    t.attempt_started_unix_ms, a.worker, a.slot
+             FROM trials t LEFT JOIN attempts a ON a.trial_id = t.id AND a.epoch = t.epoch
+             ORDER BY t.id",
         )?;
         let rows = statement.query_map([], |row| {
             Ok(TrialRow {
@@ -208,6 +212,10 @@ impl Db {
                 reason: row.get(11)?,
                 run_ms: row.get(12)?,
                 attempt_started_unix_ms: row.get(13)?,
+                last_placement: match (row.get(14)?, row.get(15)?) {
+                    (Some(worker), Some(slot)) => Some((worker, slot)),
+                    _ => None,
+                },
             })
         })?;
         rows.collect()

@@ -72,6 +72,7 @@ impl Coordinator for CoordinatorService {
             .try_call(move |state| {
                 let (session, accepted) =
                     state.register(&request.name, request.slots, &request.running, now)?;
+                state.record_stalled(&request.name, session, request.stalled, now)?;
                 Ok((
                     session,
                     accepted,
@@ -94,7 +95,10 @@ impl Coordinator for CoordinatorService {
         let orders = self
             .state
             .try_call(move |state| {
-                state.heartbeat(&request.name, request.session, &request.running, now)
+                let orders =
+                    state.heartbeat(&request.name, request.session, &request.running, now)?;
+                state.record_stalled(&request.name, request.session, request.stalled, now)?;
+                Ok(orders)
             })
             .await?;
         Ok(Response::new(pb::HeartbeatReply {

@@ -58,6 +58,8 @@ pub(crate) struct Trial {
     pub failures: u32,
     pub attempts: u32,
     pub placement: Option<Placement>,
+    /// Where the latest attempt ran (kept after it ends, for status tables).
+    pub last_placement: Option<Placement>,
     pub progress: Progress,
     pub result_json: Option<String>,
     pub reason: String,
@@ -78,6 +80,9 @@ pub(crate) struct Worker {
     pub cordoned: bool,
     pub draining: bool,
     pub occupied: BTreeMap<u32, TrialId>,
+    /// Slots the worker last reported as stalled, and when it reported them.
+    pub stalled: Vec<pb::StalledSlot>,
+    pub stalled_reported: Instant,
 }
 
 /// The coordinator's state.
@@ -132,6 +137,9 @@ fn trial_from_row(row: TrialRow) -> Result<Trial, CoordinatorError> {
         failures: row.failures,
         attempts: row.attempts,
         placement,
+        last_placement: row
+            .last_placement
+            .map(|(worker, slot)| Placement { worker, slot }),
         progress: parse_progress(&row.progress_json),
         result_json: row.result_json,
         reason: row.reason,
@@ -223,6 +231,8 @@ impl State {
                 cordoned,
                 draining: false,
                 occupied: BTreeMap::new(),
+                stalled: Vec::new(),
+                stalled_reported: now,
             })
     }
 

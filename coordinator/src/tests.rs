@@ -632,3 +632,61 @@ fn a_batch_fenced_between_arrival_and_commit_is_refused() {
     assert!(state.metrics(first.trial_id).unwrap().is_empty());
     assert_eq!(state.metrics(second.trial_id).unwrap().len(), 1);
 }
+
+#[test]
+fn finished_trials_show_the_worker_of_their_last_attempt_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let worker_of = |state: &State, trial_id: u64| {
+        state
+            .list_trials("g")
+            .into_iter()
+            .find(|view| view.trial_id == trial_id)
+            .unwrap()
+            .worker
+    };
+    let (done, crashed) = {
+        let mut state = open(dir.path(), now);
+        state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
+        let (one, _) = state.register("w1", slots(1), &[], now).unwrap();
+        let (two, _) = state.register("w2", slots(2), &[], now).unwrap();
+        let done = state.request_trial("w1", one, 0, now).unwrap().unwrap();
+        assert_eq!(worker_of(&state, done.trial_id), "w1/0");
+        let crashed = state.request_trial("w2", two, 1, now).unwrap().unwrap();
+        let crash = || Finish::Failed {
+            reason: "boom".into(),
+            diverged: false,
+            invalid: false,
+        };
+        state
+            .finish(crashed.trial_id, crashed.epoch, crash())
+            .unwrap();
+        assert_eq!(
+            worker_of(&state, crashed.trial_id),
+            "",
+            "a requeued trial runs nowhere"
+        );
+        let retried = state.request_trial("w2", two, 1, now).unwrap().unwrap();
+        assert_eq!(retried.trial_id, crashed.trial_id);
+        state
+            .finish(retried.trial_id, retried.epoch, crash())
+            .unwrap();
+        assert_eq!(state_of(&state, crashed.trial_id), TrialState::Failed);
+        state
+            .finish(done.trial_id, done.epoch, success(true))
+            .unwrap();
+        assert_eq!(worker_of(&state, done.trial_id), "w1/0");
+        assert_eq!(worker_of(&state, crashed.trial_id), "w2/1");
+        let queued_evaluation = state
+            .list_trials("g")
+            .into_iter()
+            .find(|view| view.parent_id == done.trial_id)
+            .unwrap();
+        assert_eq!(queued_evaluation.worker, "");
+        (done.trial_id, crashed.trial_id)
+    };
+    let state = open(dir.path(), now);
+    assert_eq!(worker_of(&state, done), "w1/0");
+    assert_eq!(worker_of(&state, crashed), "w2/1");
+    state.check_invariants().unwrap();
+}

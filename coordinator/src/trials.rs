@@ -89,6 +89,7 @@ fn insert_trial(
         failures: 0,
         attempts: 0,
         placement: None,
+        last_placement: None,
         progress: Progress {
             epochs_done: 0,
             epochs_total: spec.settings.epochs.unwrap_or(0),
@@ -349,6 +350,10 @@ impl State {
                 worker: trial
                     .placement
                     .as_ref()
+                    .or(trial
+                        .last_placement
+                        .as_ref()
+                        .filter(|_| trial.state.is_terminal()))
                     .map(|p| format!("{}/{}", p.worker, p.slot))
                     .unwrap_or_default(),
                 result_json: trial.result_json.clone().unwrap_or_default(),

@@ -208,6 +208,7 @@ impl State {
             worker: name.to_string(),
             slot,
         });
+        trial.last_placement = trial.placement.clone();
         let started = db::unix_ms();
         trial.attempt_started_unix_ms = Some(started);
         let resume = self
@@ -246,6 +247,24 @@ impl State {
         };
         self.install(trial);
         Ok(Some(assignment))
+    }
+
+    /// Records the slots a live worker reports as stalled (out of service behind a hung
+    /// training thread), for `prime workers`.
+    pub fn record_stalled(
+        &mut self,
+        name: &str,
+        session: u64,
+        stalled: Vec<pb::StalledSlot>,
+        now: Instant,
+    ) -> Result<(), CoordinatorError> {
+        let worker = self.live_worker(name, session)?;
+        if !stalled.is_empty() && worker.stalled.is_empty() {
+            tracing::warn!(worker = %name, slots = ?stalled.iter().map(|s| s.slot).collect::<Vec<_>>(), "worker reports stalled slots");
+        }
+        worker.stalled = stalled;
+        worker.stalled_reported = now;
+        Ok(())
     }
 
     /// Cordons, uncordons or drains a worker (the cordon flag survives restarts).
@@ -289,6 +308,17 @@ impl State {
                 trials: worker.occupied.values().copied().collect(),
                 last_seen_ms_ago: now.saturating_duration_since(worker.last_seen).as_millis()
                     as u64,
+                stalled: worker
+                    .stalled
+                    .iter()
+                    .map(|stall| pb::StalledSlot {
+                        no_progress_ms: stall.no_progress_ms
+                            + now
+                                .saturating_duration_since(worker.stalled_reported)
+                                .as_millis() as u64,
+                        ..*stall
+                    })
+                    .collect(),
             })
             .collect()
     }

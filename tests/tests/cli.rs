@@ -134,6 +134,25 @@ fn trial_row(table: &str, id: u64) -> String {
         .to_string()
 }
 
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap();
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -197,6 +216,10 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     for trial in &trials {
         let row = trial_row(&table, trial.trial_id);
         assert!(row.contains("succeeded"), "{table}");
+        assert!(
+            row.split_whitespace().any(|field| field == "w1/0"),
+            "a finished trial shows the worker of its last attempt: {table}"
+        );
     }
     let evaluation = trials
         .iter()
@@ -224,15 +247,29 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
             fetched.to_str().unwrap(),
         ],
     );
-    for name in [
-        "spec.json",
-        "result.json",
+    let expected_files = [
+        "checkpoint/state.json",
+        "checkpoint/weights.bin",
+        "final/result.json",
+        "final/weights.bin",
         "genotype.json",
         "metrics.jsonl",
-        "artifacts",
+        "result.json",
+        "spec.json",
+    ];
+    assert_eq!(files_under(&fetched), expected_files, "{listed}");
+    for name in [
+        "checkpoint",
+        "final",
+        "genotype.json",
+        "metrics.jsonl",
+        "result.json",
+        "spec.json",
     ] {
         assert!(
-            listed.contains(&*fetched.join(name).to_string_lossy()),
+            listed
+                .lines()
+                .any(|line| Path::new(line) == fetched.join(name)),
             "{listed}"
         );
     }
@@ -246,16 +283,21 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     assert_eq!(Some(genotype), result.genotype);
     let metrics = std::fs::read_to_string(fetched.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 2, "{metrics}");
+    for weights in ["final/weights.bin", "checkpoint/weights.bin"] {
+        assert_eq!(
+            std::fs::metadata(fetched.join(weights)).unwrap().len(),
+            40000
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("checkpoint/state.json")).unwrap())
+            .unwrap();
     assert_eq!(
-        std::fs::metadata(fetched.join("artifacts/final/weights.bin"))
-            .unwrap()
-            .len(),
-        40000
+        state["epochs_done"], 2,
+        "the last checkpoint is the final one"
     );
-    let artifact: TrialResult = serde_json::from_slice(
-        &std::fs::read(fetched.join("artifacts/final/result.json")).unwrap(),
-    )
-    .unwrap();
+    let artifact: TrialResult =
+        serde_json::from_slice(&std::fs::read(fetched.join("final/result.json")).unwrap()).unwrap();
     assert_eq!(artifact, result);
 
     connect(&url, Duration::from_secs(5))
@@ -277,7 +319,28 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     })
     .await;
     assert_eq!(drained[0].failures, 0);
+    let unfinished = out.join("unfinished");
+    prime_ok(
+        out,
+        &url,
+        &[
+            "fetch",
+            &drained[0].trial_id.to_string(),
+            "--out",
+            unfinished.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        files_under(&unfinished),
+        [
+            "checkpoint/state.json",
+            "checkpoint/weights.bin",
+            "metrics.jsonl",
+            "spec.json"
+        ],
+        "an unfinished trial brings its last checkpoint"
+    );
     wait_for_worker(out, &url, "w1", "the drained worker", |row| {
-        row[2] == "yes" && row.len() == 6
+        row[2] == "yes" && row[6] == "-"
     });
 }

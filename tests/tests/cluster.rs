@@ -357,3 +357,140 @@ impl RawCalls for Cluster {
             .map(drop)
     }
 }
+
+/// The slots worker `name` reports as stalled, per `ListWorkers`.
+async fn stalled_slots(cluster: &Cluster, name: &str) -> Vec<pb::StalledSlot> {
+    cluster
+        .client()
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers
+        .into_iter()
+        .find(|worker| worker.name == name)
+        .map(|worker| worker.stalled)
+        .unwrap_or_default()
+}
+
+/// Polls until worker `name`'s stalled slots satisfy `done`, or panics after `LIMIT`.
+async fn wait_for_stalled(
+    cluster: &Cluster,
+    name: &str,
+    what: &str,
+    done: impl Fn(&[pb::StalledSlot]) -> bool,
+) -> Vec<pb::StalledSlot> {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let stalled = stalled_slots(cluster, name).await;
+        if done(&stalled) {
+            return stalled;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stalled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_training_thread_fails_its_attempt_and_its_slot_waits_for_the_thread() {
+    let mut cluster = Cluster::start(4, 10).await;
+    cluster.trainer.inject(FaultRule {
+        method: None,
+        seed: Some(1),
+        kind: Some(TrialKind::Search),
+        fault: Fault::Freeze { at_epoch: 1 },
+        times: 1,
+    });
+    let stall_timeout = |config: &mut prime_worker::WorkerConfig| {
+        config.stall_timeout = Duration::from_millis(500);
+    };
+    cluster.add_worker("w1", 1, stall_timeout);
+    cluster
+        .submit(&small_grid("stall", &["darts"], &[1], 3, 1))
+        .await;
+    let stalled = cluster
+        .wait_for("stall", LIMIT, "the stalled attempt to fail", |t| {
+            t.len() == 1 && t[0].failures == 1
+        })
+        .await;
+    let search = &stalled[0];
+    assert_eq!(
+        search.state, "queued",
+        "a stall spends a retry, not the trial"
+    );
+    assert!(
+        search.reason.contains("stalled: no progress for"),
+        "{}",
+        search.reason
+    );
+    let slots = wait_for_stalled(&cluster, "w1", "w1 to report its stalled slot", |s| {
+        !s.is_empty()
+    })
+    .await;
+    assert_eq!((slots[0].slot, slots[0].trial_id), (0, search.trial_id));
+    assert!(slots[0].no_progress_ms >= 500, "{slots:?}");
+
+    // The frozen thread still holds w1's only GPU: the retry must go to another worker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = cluster.trials("stall").await;
+    assert_eq!(
+        waiting[0].state, "queued",
+        "w1 took a trial on its stalled slot"
+    );
+    cluster.add_worker("w2", 1, stall_timeout);
+    let trials = cluster
+        .wait_for(
+            "stall",
+            LIMIT,
+            "the retried search and its evaluation",
+            |t| all_succeeded(t, 2),
+        )
+        .await;
+    let search = trials.iter().find(|t| t.parent_id == 0).unwrap();
+    assert_eq!((search.attempts, search.failures), (2, 1));
+    assert_eq!(search.worker, "w2/0");
+    assert_exact(&trials, 4);
+    let resumed = cluster
+        .trainer
+        .starts()
+        .into_iter()
+        .filter(|start| start.trial_id == search.trial_id)
+        .map(|start| start.from_epoch)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        resumed,
+        [0, 1],
+        "the retry resumed from the last checkpoint"
+    );
+    assert_eq!(cluster.trainer.double_bookings(), 0);
+    assert_eq!(stalled_slots(&cluster, "w1").await.len(), 1);
+
+    // Once the thread ends the slot serves again.
+    cluster.trainer.thaw();
+    wait_for_stalled(&cluster, "w1", "w1's slot back in service", |s| {
+        s.is_empty()
+    })
+    .await;
+    let mut client = cluster.client();
+    client
+        .set_worker_mode(pb::SetWorkerModeRequest {
+            name: "w2".into(),
+            mode: "cordon".into(),
+        })
+        .await
+        .unwrap();
+    cluster
+        .submit(&small_grid("after", &["darts"], &[2], 1, 1))
+        .await;
+    let after = cluster
+        .wait_for("after", LIMIT, "w1 to run a new grid", |t| {
+            all_succeeded(t, 2)
+        })
+        .await;
+    assert!(after.iter().all(|t| t.worker == "w1/0"), "{after:?}");
+    assert_eq!(cluster.trainer.double_bookings(), 0);
+    cluster.shutdown().await;
+}

@@ -7,6 +7,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Default stall timeout: far longer than any step, validation pass or checkpoint of the
+/// paper's runs (minutes at most), far shorter than leaving a GPU idle overnight.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Faults a test can inject into a worker's traffic.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
@@ -40,6 +44,9 @@ pub struct WorkerConfig {
     pub max_outage: Duration,
     /// Time limit of one call to the coordinator.
     pub request_timeout: Duration,
+    /// A running trial whose training thread shows no progress for this long is failed as
+    /// stalled, and its slot kept out of service until the thread ends; zero disables it.
+    pub stall_timeout: Duration,
     /// Fault injection (tests).
     pub faults: Faults,
 }
@@ -62,6 +69,7 @@ impl WorkerConfig {
             metric_flush: Duration::from_millis(500),
             max_outage: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(60),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             faults: Faults::default(),
         }
     }

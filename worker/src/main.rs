@@ -1,6 +1,8 @@
 //! `worker`: the darts-prime worker daemon. One slot per `--gpu` (or `--cpu`); it dials the
 //! coordinator, so the node needs no inbound port. SIGTERM or SIGUSR1 (Slurm's warning
 //! signal): running trials checkpoint, report "preempted", and the worker exits cleanly.
+//! A training thread that shows no progress for `--stall-timeout` has its attempt failed as
+//! stalled; its slot takes no trial until the thread ends (the other slots keep working).
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -56,6 +58,11 @@ struct Args {
     /// Seconds between requests for work while the queue is empty.
     #[arg(long, default_value_t = 2.0)]
     poll_secs: f64,
+    /// Fail a trial whose training thread shows no progress (no step, metric or checkpoint)
+    /// for this long, and keep its slot out of service until the thread ends: seconds, or a
+    /// number with s, m or h; 0 disables the watchdog.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    stall_timeout: Duration,
     /// The trainer.
     #[arg(long, value_enum, default_value_t = TrainerKind::Nas)]
     trainer: TrainerKind,
@@ -68,6 +75,22 @@ struct Args {
     /// Simulated trainer: bytes of simulated weights per checkpoint.
     #[arg(long, default_value_t = 64 << 10)]
     sim_weights_bytes: usize,
+}
+
+/// Parses `90`, `90s`, `30m` or `2h` (non-negative, finite).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit_secs) = match text.char_indices().last() {
+        Some((at, 's')) => (&text[..at], 1.0),
+        Some((at, 'm')) => (&text[..at], 60.0),
+        Some((at, 'h')) => (&text[..at], 3600.0),
+        _ => (text, 1.0),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!("`{text}` is not a duration: give seconds, or a number with s, m or h")
+    })?;
+    Duration::try_from_secs_f64(value * unit_secs)
+        .map_err(|_| format!("`{text}` is not a duration: it must be finite and not negative"))
 }
 
 fn host_name() -> String {
@@ -113,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         every: Duration::from_secs_f64(args.checkpoint_minutes * 60.0),
     };
     config.poll_interval = Duration::from_secs_f64(args.poll_secs);
+    config.stall_timeout = args.stall_timeout;
     std::fs::create_dir_all(&config.work_dir)
         .with_context(|| format!("creating {}", config.work_dir.display()))?;
     let worker = Worker::new(config, trainer)?;
@@ -132,4 +156,21 @@ async fn main() -> anyhow::Result<()> {
     worker.run().await?;
     tracing::info!("worker stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "m", "ten", "-5", "1d", "inf"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use prime_core::metrics::MetricRecord;
 use prime_core::observer::{Control, Progress, RunObserver};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -30,9 +30,17 @@ pub struct SlotControl {
     pub diverged: AtomicBool,
     /// The latest progress the training loop reported.
     pub progress: Mutex<Option<Progress>>,
+    /// Bumped whenever the training thread shows progress (a metric, a checkpoint, or a step
+    /// boundary with new progress); the stall watchdog watches it.
+    pub activity: AtomicU64,
 }
 
 impl SlotControl {
+    /// Notes that the training thread made progress.
+    pub fn bump_activity(&self) {
+        self.activity.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The latest progress, if any.
     pub fn progress(&self) -> Option<Progress> {
         *self
@@ -112,6 +120,7 @@ impl SlotObserver {
 
 impl RunObserver for SlotObserver {
     fn on_metric(&mut self, record: &MetricRecord) {
+        self.control.bump_activity();
         if record
             .values
             .iter()
@@ -129,6 +138,7 @@ impl RunObserver for SlotObserver {
     }
 
     fn on_checkpoint(&mut self, dir: &Path, progress: &Progress) {
+        self.control.bump_activity();
         let discard = self.control.stop.load(Ordering::SeqCst)
             || self.control.diverged.load(Ordering::SeqCst);
         let wanted = self.control.preempt.load(Ordering::SeqCst) || self.due(progress);
@@ -155,11 +165,16 @@ impl RunObserver for SlotObserver {
     }
 
     fn control(&mut self, progress: &Progress) -> Control {
-        *self
+        let previous = self
             .control
             .progress
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(*progress);
+            .unwrap_or_else(|poison| poison.into_inner())
+            .replace(*progress);
+        // Asking again at the same step is no progress (a loop that spins without training).
+        if previous != Some(*progress) {
+            self.control.bump_activity();
+        }
         if self.stopping() {
             Control::CheckpointAndStop
         } else if self.due(progress) {
@@ -209,8 +224,16 @@ mod tests {
         assert!(receiver.try_recv().is_err(), "epoch 1 was not due");
         assert_eq!(observer.control(&progress(3)), Control::Continue);
         assert_eq!(control.progress().unwrap().epochs_done, 3);
+        let active = control.activity.load(Ordering::SeqCst);
+        assert_eq!(observer.control(&progress(3)), Control::Continue);
+        assert_eq!(
+            control.activity.load(Ordering::SeqCst),
+            active,
+            "the same step again is no progress"
+        );
         let record = MetricRecord::new(MetricKind::Step, 3, 15, 3.0).with("loss", f64::NAN);
         observer.on_metric(&record);
+        assert_eq!(control.activity.load(Ordering::SeqCst), active + 1);
         assert_eq!(observer.control(&progress(3)), Control::CheckpointAndStop);
         observer.on_checkpoint(&checkpoint, &progress(3));
         assert!(matches!(receiver.try_recv(), Ok(TrainEvent::Metric(_))));

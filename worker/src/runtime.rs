@@ -41,6 +41,15 @@ pub(crate) struct RunningTrial {
     pub control: Arc<SlotControl>,
 }
 
+/// A slot out of service behind a stalled training thread.
+pub(crate) struct Stall {
+    pub trial_id: TrialId,
+    /// How long the thread had made no progress when the watchdog fired...
+    pub idle: Duration,
+    /// ...and when that was.
+    pub detected: tokio::time::Instant,
+}
+
 /// State shared by the session task and the slot loops.
 pub(crate) struct Shared {
     pub config: WorkerConfig,
@@ -49,6 +58,8 @@ pub(crate) struct Shared {
     /// Current session; 0 while not registered.
     pub session: watch::Sender<u64>,
     pub running: Mutex<BTreeMap<u32, RunningTrial>>,
+    /// Slots whose stalled training thread has not ended yet.
+    pub stalled: Mutex<BTreeMap<u32, Stall>>,
     pub shutting_down: AtomicBool,
     pub shutdown: Notify,
 }
@@ -58,6 +69,23 @@ impl Shared {
         self.running
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn stalled(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Stall>> {
+        self.stalled
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn stalled_reports(&self) -> Vec<pb::StalledSlot> {
+        self.stalled()
+            .iter()
+            .map(|(slot, stall)| pb::StalledSlot {
+                slot: *slot,
+                trial_id: stall.trial_id,
+                no_progress_ms: (stall.idle + stall.detected.elapsed()).as_millis() as u64,
+            })
+            .collect()
     }
 
     fn running_reports(&self) -> Vec<pb::RunningTrial> {
@@ -142,6 +170,7 @@ impl Worker {
                 client,
                 session,
                 running: Mutex::new(BTreeMap::new()),
+                stalled: Mutex::new(BTreeMap::new()),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Notify::new(),
             }),
@@ -181,13 +210,21 @@ impl Worker {
 
 /// Waits for `pause`, or less if the worker starts shutting down.
 pub(crate) async fn pause(shared: &Shared, pause: Duration) {
+    until_shutdown(shared, tokio::time::sleep(pause)).await;
+}
+
+/// Waits for `future`, or less if the worker starts shutting down; its output if it ended.
+pub(crate) async fn until_shutdown<T>(
+    shared: &Shared,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let notified = shared.shutdown.notified();
     if shared.shutting_down.load(Ordering::SeqCst) {
-        return;
+        return None;
     }
     tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = notified => {}
+        output = future => Some(output),
+        _ = notified => None,
     }
 }
 
@@ -198,6 +235,7 @@ async fn register(shared: &Shared) -> Result<pb::RegisterWorkerReply, WorkerErro
             name: shared.config.name.clone(),
             slots: slots(&shared.config.devices),
             running: shared.running_reports(),
+            stalled: shared.stalled_reports(),
         };
         match shared.client.clone().register_worker(request).await {
             Ok(reply) => return Ok(reply.into_inner()),
@@ -234,6 +272,7 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
             name: shared.config.name.clone(),
             session: *shared.session.borrow(),
             running: shared.running_reports(),
+            stalled: shared.stalled_reports(),
         };
         match shared.client.clone().heartbeat(request).await {
             Ok(reply) => {

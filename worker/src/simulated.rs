@@ -10,7 +10,7 @@ use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Epochs of a simulated run whose spec does not set them.
@@ -35,6 +35,12 @@ pub enum Fault {
     },
     /// Stop making progress at the start of this epoch (still honours stop requests).
     Hang {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
+    /// Block at the start of this epoch, deaf to stop requests (a deadlock, a stuck
+    /// collective) until `SimulatedTrainer::thaw`; then behave like `Hang`.
+    Freeze {
         /// 0-based epoch.
         at_epoch: u32,
     },
@@ -93,6 +99,8 @@ pub struct SimulatedTrainer {
     active: Mutex<HashSet<(PathBuf, String)>>,
     double_bookings: Mutex<u32>,
     starts: Mutex<Vec<Start>>,
+    thawed: Mutex<bool>,
+    thaw_signal: Condvar,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,12 +160,31 @@ impl SimulatedTrainer {
             active: Mutex::new(HashSet::new()),
             double_bookings: Mutex::new(0),
             starts: Mutex::new(Vec::new()),
+            thawed: Mutex::new(false),
+            thaw_signal: Condvar::new(),
         }
     }
 
     /// Adds a fault rule.
     pub fn inject(&self, rule: FaultRule) {
         lock(&self.faults).push(rule);
+    }
+
+    /// Releases every frozen run, and lets later `Freeze` faults pass without blocking.
+    pub fn thaw(&self) {
+        *lock(&self.thawed) = true;
+        self.thaw_signal.notify_all();
+    }
+
+    /// Blocks until `thaw`.
+    fn wait_for_thaw(&self) {
+        let mut thawed = lock(&self.thawed);
+        while !*thawed {
+            thawed = self
+                .thaw_signal
+                .wait(thawed)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
     }
 
     /// How often a run started on a device of a worker that was already training.
@@ -308,12 +335,19 @@ impl SimulatedTrainer {
                     .with("loss", f64::NAN);
                     observer.on_metric(&record);
                 }
-                Some(Fault::Hang { at_epoch }) if at_epoch == epoch => loop {
-                    std::thread::sleep(self.step_time.max(Duration::from_millis(5)));
-                    if observer.control(&progress(&state)) == Control::CheckpointAndStop {
-                        return Ok(TrainEnd::Stopped);
+                Some(Fault::Hang { at_epoch } | Fault::Freeze { at_epoch })
+                    if at_epoch == epoch =>
+                {
+                    if matches!(fault, Some(Fault::Freeze { .. })) {
+                        self.wait_for_thaw();
                     }
-                },
+                    loop {
+                        std::thread::sleep(self.step_time.max(Duration::from_millis(5)));
+                        if observer.control(&progress(&state)) == Control::CheckpointAndStop {
+                            return Ok(TrainEnd::Stopped);
+                        }
+                    }
+                }
                 _ => {}
             }
             // A run resumed mid-epoch (after a preemption) finishes that epoch's steps only.
@@ -384,9 +418,11 @@ impl SimulatedTrainer {
         )
         .with("checksum", checksum(state.accumulator));
         observer.on_metric(&record);
+        // Like the prime-nas engine, the whole run directory is the artifact: the last
+        // checkpoint and the final weights travel together.
         Ok(TrainEnd::Finished {
             result,
-            artifacts: Some(final_dir),
+            artifacts: Some(job.run_dir.clone()),
         })
     }
 }

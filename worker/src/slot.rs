@@ -2,7 +2,7 @@
 //! thread, stream metrics in batches, upload checkpoints, and report how it ended.
 
 use crate::observer::{SlotControl, SlotObserver, TrainEvent};
-use crate::runtime::{RunningTrial, Shared, MAX_BACKOFF, MIN_BACKOFF};
+use crate::runtime::{until_shutdown, RunningTrial, Shared, Stall, MAX_BACKOFF, MIN_BACKOFF};
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
 use crate::transfer::{self, Upload};
 use prime_core::observer::Progress;
@@ -13,7 +13,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 
 type TrainResult = std::thread::Result<Result<TrainEnd, TrainError>>;
@@ -208,11 +208,110 @@ pub(crate) async fn run_trial(
                 checkpoint.checkpoint_id
             ))
     ));
-    if let Some(outcome) = attempt(shared, &mut reporter, device, &assignment).await {
-        reporter.finish(outcome).await;
+    match attempt(shared, &mut reporter, device, &assignment).await {
+        AttemptEnd::Report(outcome) => reporter.finish(outcome).await,
+        AttemptEnd::Silent => {}
+        AttemptEnd::Stalled { idle, thread } => {
+            let reason = format!("stalled: no progress for {} s", whole_or_tenths(idle));
+            tracing::error!(
+                trial_id = assignment.trial_id,
+                slot,
+                %device,
+                reason,
+                "training thread stalled: failing the attempt; the slot takes no trial until \
+                 the thread ends (restart the worker to free it sooner)"
+            );
+            reporter.finish(failed(reason, false)).await;
+            shared.running().remove(&slot);
+            shared.stalled().insert(
+                slot,
+                Stall {
+                    trial_id: assignment.trial_id,
+                    idle,
+                    detected: tokio::time::Instant::now(),
+                },
+            );
+            let ended = until_shutdown(shared, thread).await.is_some();
+            shared.stalled().remove(&slot);
+            if ended {
+                tracing::warn!(
+                    trial_id = assignment.trial_id,
+                    slot,
+                    "the stalled training thread ended; the slot is back in service"
+                );
+            }
+        }
     }
     shared.running().remove(&slot);
     tracing::info!(trial_id = assignment.trial_id, slot, "slot free");
+}
+
+/// Seconds of `duration`: whole from ten seconds on, else to a tenth (short test timeouts).
+fn whole_or_tenths(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds >= 10.0 {
+        format!("{}", duration.as_secs())
+    } else {
+        format!("{seconds:.1}")
+    }
+}
+
+/// How an attempt ended, for `run_trial`.
+enum AttemptEnd {
+    /// Report this outcome.
+    Report(Outcome),
+    /// Report nothing (stopped on request, or fenced).
+    Silent,
+    /// The training thread made no progress for `idle`; it has been told to stop, and
+    /// `thread` answers once it ends, if it ever does.
+    Stalled {
+        idle: Duration,
+        thread: tokio::sync::oneshot::Receiver<TrainResult>,
+    },
+}
+
+/// Watches a training thread's activity counter; fires after `timeout` without a change
+/// (never when `timeout` is zero).
+struct StallWatchdog {
+    timeout: Duration,
+    seen: u64,
+    since: tokio::time::Instant,
+    ticks: tokio::time::Interval,
+}
+
+impl StallWatchdog {
+    fn new(timeout: Duration, control: &SlotControl) -> Self {
+        // Checking four times per timeout bounds the overshoot to a quarter of it.
+        let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        StallWatchdog {
+            timeout,
+            seen: control.activity.load(Ordering::SeqCst),
+            since: tokio::time::Instant::now(),
+            ticks: tokio::time::interval(every),
+        }
+    }
+
+    /// Waits until the thread has been idle for the timeout (forever when disabled); how long
+    /// it has been idle. Cancel-safe: the select loop drops and recreates it.
+    async fn stalled(&mut self, control: &SlotControl) -> Duration {
+        if self.timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            self.ticks.tick().await;
+            let now = tokio::time::Instant::now();
+            let activity = control.activity.load(Ordering::SeqCst);
+            if activity != self.seen {
+                self.seen = activity;
+                self.since = now;
+                continue;
+            }
+            let idle = now.saturating_duration_since(self.since);
+            if idle >= self.timeout {
+                return idle;
+            }
+        }
+    }
 }
 
 fn failed(reason: String, diverged: bool) -> Outcome {
@@ -232,17 +331,31 @@ fn invalid(reason: String) -> Outcome {
     })
 }
 
-/// Restores, trains and uploads; the outcome to report, or `None` when nothing may be
-/// reported (stopped or fenced).
+/// Restores, trains and uploads; how the attempt ended.
 async fn attempt(
     shared: &Arc<Shared>,
     reporter: &mut Reporter<'_>,
     device: Device,
     assignment: &pb::Assignment,
-) -> Option<Outcome> {
+) -> AttemptEnd {
+    match train(shared, reporter, device, assignment).await {
+        Ok(Some(outcome)) => AttemptEnd::Report(outcome),
+        Ok(None) => AttemptEnd::Silent,
+        Err(stalled) => stalled,
+    }
+}
+
+/// `attempt` proper: the outcome to report, `None` when nothing may be reported (stopped or
+/// fenced), or `Err(AttemptEnd::Stalled)` when the watchdog fired.
+async fn train(
+    shared: &Arc<Shared>,
+    reporter: &mut Reporter<'_>,
+    device: Device,
+    assignment: &pb::Assignment,
+) -> Result<Option<Outcome>, AttemptEnd> {
     let spec: TrialSpec = match serde_json::from_str(&assignment.spec_json) {
         Ok(spec) => spec,
-        Err(error) => return Some(invalid(format!("unreadable trial spec: {error}"))),
+        Err(error) => return Ok(Some(invalid(format!("unreadable trial spec: {error}")))),
     };
     let run_dir = shared
         .config
@@ -252,12 +365,12 @@ async fn attempt(
         Ok(epochs) => epochs,
         Err(reason) if reporter.fenced => {
             tracing::warn!(reason, "restore abandoned");
-            return None;
+            return Ok(None);
         }
-        Err(reason) => return Some(failed(reason, false)),
+        Err(reason) => return Ok(Some(failed(reason, false))),
     };
     if reporter.control.preempt.load(Ordering::SeqCst) {
-        return Some(Outcome::Preempted(pb::Preempted {}));
+        return Ok(Some(Outcome::Preempted(pb::Preempted {})));
     }
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let job = TrainJob {
@@ -286,17 +399,29 @@ async fn attempt(
             let _ = done_sender.send(result);
         });
     if let Err(error) = spawned {
-        return Some(failed(
+        return Ok(Some(failed(
             format!("cannot start the training thread: {error}"),
             false,
-        ));
+        )));
     }
     let mut flush_timer = tokio::time::interval(shared.config.metric_flush);
+    let control = reporter.control.clone();
+    let mut watchdog = StallWatchdog::new(shared.config.stall_timeout, &control);
     let result = loop {
         tokio::select! {
             Some(event) = receiver.recv() => reporter.handle(event).await,
             _ = flush_timer.tick() => reporter.flush().await,
             result = &mut done => break result,
+            idle = watchdog.stalled(&control) => {
+                // A thread that wakes up stops at its next step, its reports unheard.
+                control.stop.store(true, Ordering::SeqCst);
+                while let Ok(event) = receiver.try_recv() {
+                    if let TrainEvent::Metric(_) = event {
+                        reporter.handle(event).await;
+                    }
+                }
+                return Err(AttemptEnd::Stalled { idle, thread: done });
+            }
         }
     };
     // The thread always sends before it ends; a closed channel means it was torn down.
@@ -308,14 +433,13 @@ async fn attempt(
     while let Some(event) = receiver.recv().await {
         reporter.handle(event).await;
     }
-    let control = reporter.control.clone();
     if reporter.fenced || control.stop.load(Ordering::SeqCst) {
-        return None;
+        return Ok(None);
     }
     if control.diverged.load(Ordering::SeqCst) {
-        return Some(failed("diverged".into(), true));
+        return Ok(Some(failed("diverged".into(), true)));
     }
-    match result {
+    Ok(match result {
         Ok(Ok(TrainEnd::Finished { result, artifacts })) => {
             if let Some(artifacts) = artifacts {
                 upload_artifacts(reporter, &run_dir, artifacts).await;
@@ -349,9 +473,11 @@ async fn attempt(
                 .unwrap_or_else(|| "unknown panic".into());
             Some(failed(format!("the trainer panicked: {message}"), false))
         }
-    }
+    })
 }
 
+/// Uploads the final artifacts, packed relative to the run directory like every checkpoint
+/// (`prime fetch` unpacks them where the run directory's root was).
 async fn upload_artifacts(
     reporter: &mut Reporter<'_>,
     run_dir: &std::path::Path,

@@ -119,6 +119,7 @@ impl VirtualWorker {
                     device: "cpu".into(),
                 }],
                 running: Vec::new(),
+                stalled: Vec::new(),
             })
             .await?
             .into_inner()

@@ -70,6 +70,56 @@ fn format_seconds_ago(ms: u64) -> String {
     format!("{:.1}s ago", ms as f64 / 1000.0)
 }
 
+/// A dash for an empty list, else its items joined by commas.
+fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+/// The table of `prime workers`: one row per worker; a stalled slot (its training thread
+/// hung, its attempt failed, the slot out of service until the thread ends) shows as
+/// `SLOT:stalled(trial ID, no progress for N s)` in the last column.
+pub fn workers_table(workers: &[pb::WorkerView]) -> String {
+    let mut out = format!(
+        "{:<20} {:<7} {:<9} {:<24} {:<14} {:<12} stalled\n",
+        "worker", "status", "cordoned", "slots", "last seen", "trials"
+    );
+    for worker in workers {
+        let slots: Vec<String> = worker
+            .slots
+            .iter()
+            .map(|s| format!("{}:{}", s.index, s.device))
+            .collect();
+        let trials: Vec<String> = worker.trials.iter().map(u64::to_string).collect();
+        let stalled: Vec<String> = worker
+            .stalled
+            .iter()
+            .map(|stall| {
+                format!(
+                    "{}:stalled(trial {}, no progress for {} s)",
+                    stall.slot,
+                    stall.trial_id,
+                    stall.no_progress_ms / 1000
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<20} {:<7} {:<9} {:<24} {:<14} {:<12} {}\n",
+            worker.name,
+            worker.status,
+            if worker.cordoned { "yes" } else { "no" },
+            slots.join(","),
+            format_seconds_ago(worker.last_seen_ms_ago),
+            list_or_dash(&trials),
+            list_or_dash(&stalled)
+        ));
+    }
+    out
+}
+
 /// Runs `prime workers`.
 pub fn run_workers(args: WorkersArgs) -> anyhow::Result<()> {
     let change = [
@@ -98,27 +148,7 @@ pub fn run_workers(args: WorkersArgs) -> anyhow::Result<()> {
             .map_err(status_error)?
             .into_inner()
             .workers;
-        println!(
-            "{:<20} {:<7} {:<9} {:<24} {:<14} trials",
-            "worker", "status", "cordoned", "slots", "last seen"
-        );
-        for worker in workers {
-            let slots: Vec<String> = worker
-                .slots
-                .iter()
-                .map(|s| format!("{}:{}", s.index, s.device))
-                .collect();
-            let trials: Vec<String> = worker.trials.iter().map(u64::to_string).collect();
-            println!(
-                "{:<20} {:<7} {:<9} {:<24} {:<14} {}",
-                worker.name,
-                worker.status,
-                if worker.cordoned { "yes" } else { "no" },
-                slots.join(","),
-                format_seconds_ago(worker.last_seen_ms_ago),
-                trials.join(",")
-            );
-        }
+        print!("{}", workers_table(&workers));
         anyhow::Ok(())
     })
 }
@@ -139,4 +169,64 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
         println!("{} {}", line.unix_ms, line.line);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_table_marks_stalled_slots() {
+        let worker = |name: &str, stalled: Vec<pb::StalledSlot>| pb::WorkerView {
+            name: name.into(),
+            slots: vec![
+                pb::Slot {
+                    index: 0,
+                    device: "cuda:0".into(),
+                },
+                pb::Slot {
+                    index: 1,
+                    device: "cuda:1".into(),
+                },
+            ],
+            status: "alive".into(),
+            cordoned: false,
+            trials: vec![7],
+            last_seen_ms_ago: 1500,
+            stalled,
+        };
+        let table = workers_table(&[
+            worker("calm", Vec::new()),
+            worker(
+                "stuck",
+                vec![pb::StalledSlot {
+                    slot: 0,
+                    trial_id: 12,
+                    no_progress_ms: 1_830_400,
+                }],
+            ),
+        ]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[1],
+            [
+                "calm",
+                "alive",
+                "no",
+                "0:cuda:0,1:cuda:1",
+                "1.5s",
+                "ago",
+                "7",
+                "-"
+            ]
+        );
+        assert_eq!(rows[2][7], "0:stalled(trial");
+        assert!(
+            table.contains("0:stalled(trial 12, no progress for 1830 s)"),
+            "{table}"
+        );
+    }
 }
