@@ -77,6 +77,9 @@ pub enum EvalError {
     /// Reading or streaming data failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The text corpus of a recurrent evaluation could not be read.
+    #[error(transparent)]
+    Corpus(#[from] crate::rnn::corpus::CorpusError),
     /// An optimizer failed.
     #[error(transparent)]
     Optim(#[from] OptimError),

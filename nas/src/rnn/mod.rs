@@ -5,6 +5,10 @@ pub mod cell;
 pub mod corpus;
 pub mod dropout;
 pub mod model;
+pub mod search;
+pub mod trainer;
+
+pub use search::{run_rnn_search, RnnSearchOutcome};
 
 use crate::eval::splitmix64;
 

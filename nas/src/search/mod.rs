@@ -76,6 +76,9 @@ pub enum SearchError {
     /// Reading or streaming data failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The text corpus of a recurrent search could not be read.
+    #[error(transparent)]
+    Corpus(#[from] crate::rnn::corpus::CorpusError),
     /// An optimizer failed.
     #[error(transparent)]
     Optim(#[from] OptimError),
