@@ -377,6 +377,7 @@ impl State {
             if let Some(worker) = self.workers.get_mut(&name) {
                 worker.alive = false;
                 worker.session = 0;
+                worker.stalled.clear();
             }
         }
         Ok(())

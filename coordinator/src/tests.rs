@@ -690,3 +690,42 @@ fn finished_trials_show_the_worker_of_their_last_attempt_across_restarts() {
     assert_eq!(worker_of(&state, crashed), "w2/1");
     state.check_invariants().unwrap();
 }
+
+#[test]
+fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let stall = pb::StalledSlot {
+        slot: 1,
+        trial_id: 7,
+        no_progress_ms: 2_000,
+    };
+    state
+        .record_stalled("w", session, vec![stall], now)
+        .unwrap();
+    let listed = state.list_workers(now + Duration::from_secs(3));
+    assert_eq!(
+        listed[0].stalled,
+        [pb::StalledSlot {
+            no_progress_ms: 5_000,
+            ..stall
+        }]
+    );
+    assert!(matches!(
+        state.record_stalled("w", session + 1, Vec::new(), now),
+        Err(CoordinatorError::SessionExpired { .. })
+    ));
+    state.record_stalled("w", session, Vec::new(), now).unwrap();
+    assert!(state.list_workers(now)[0].stalled.is_empty());
+    state
+        .record_stalled("w", session, vec![stall], now)
+        .unwrap();
+    state.tick(now + LEASE + Duration::from_secs(1)).unwrap();
+    let lost = state.list_workers(now + LEASE + Duration::from_secs(1));
+    assert_eq!(
+        (lost[0].status.as_str(), lost[0].stalled.len()),
+        ("lost", 0)
+    );
+}

@@ -494,3 +494,47 @@ async fn a_stalled_training_thread_fails_its_attempt_and_its_slot_waits_for_the_
     assert_eq!(cluster.trainer.double_bookings(), 0);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_stalled_slot_still_stops_cleanly_on_preemption() {
+    let mut cluster = Cluster::start(4, 20).await;
+    cluster.trainer.inject(FaultRule {
+        method: Some("darts".into()),
+        seed: None,
+        kind: Some(TrialKind::Search),
+        fault: Fault::Freeze { at_epoch: 0 },
+        times: 1,
+    });
+    cluster.add_worker("w", 2, |config| {
+        config.stall_timeout = Duration::from_millis(300);
+    });
+    cluster
+        .submit(&small_grid("mixed", &["darts", "pr"], &[1], 50, 1))
+        .await;
+    wait_for_stalled(&cluster, "w", "the frozen slot", |s| !s.is_empty()).await;
+    cluster
+        .wait_for("mixed", LIMIT, "the healthy trial to run", |t| {
+            t.iter().any(|t| t.state == "running")
+        })
+        .await;
+    let worker = cluster.workers.remove(0);
+    worker.handle.preempt_and_exit();
+    tokio::time::timeout(Duration::from_secs(20), worker.task)
+        .await
+        .expect("the worker exits although a training thread is hung")
+        .unwrap()
+        .unwrap();
+    let trials = cluster.trials("mixed").await;
+    let state_of = |method: &str| {
+        let trial = trials.iter().find(|t| spec(t).method == method).unwrap();
+        (trial.state.as_str(), trial.failures)
+    };
+    assert_eq!(state_of("darts"), ("queued", 1), "failed as stalled");
+    assert_eq!(
+        state_of("pr"),
+        ("preempted", 0),
+        "checkpointed and requeued"
+    );
+    cluster.trainer.thaw();
+    cluster.shutdown().await;
+}

@@ -221,8 +221,6 @@ pub(crate) async fn run_trial(
                 "training thread stalled: failing the attempt; the slot takes no trial until \
                  the thread ends (restart the worker to free it sooner)"
             );
-            reporter.finish(failed(reason, false)).await;
-            shared.running().remove(&slot);
             shared.stalled().insert(
                 slot,
                 Stall {
@@ -231,6 +229,8 @@ pub(crate) async fn run_trial(
                     detected: tokio::time::Instant::now(),
                 },
             );
+            reporter.finish(failed(reason, false)).await;
+            shared.running().remove(&slot);
             let ended = until_shutdown(shared, thread).await.is_some();
             shared.stalled().remove(&slot);
             if ended {
