@@ -18,6 +18,12 @@ use prime_nas::eval::{run_eval, EvalError};
 use prime_nas::search::{run_search, RunOptions, SearchError};
 use std::path::PathBuf;
 
+mod ptb;
+
+pub use ptb::PTB_DIR;
+
+/// Seed of the generated synthetic data sets.
+const SYNTHETIC_SEED: u64 = 0;
 /// Training images of a synthetic data set (demos and smoke tests).
 const SYNTHETIC_TRAIN_IMAGES: usize = 512;
 /// Test images of a synthetic data set.
@@ -88,7 +94,7 @@ fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
         Task::Cifar10 => Ok(DatasetKind::Cifar10),
         Task::Cifar100 => Ok(DatasetKind::Cifar100),
         Task::Ptb => Err(TrainError::Invalid(
-            "Penn Treebank search is not available in this build of prime-nas".into(),
+            "Penn Treebank trials run the recurrent engine, not an image network".into(),
         )),
     }
 }
@@ -111,16 +117,21 @@ fn eval_failure(error: EvalError) -> TrainError {
 
 impl NasTrainer {
     fn options(&self, job: &TrainJob, dataset: DatasetKind) -> Result<RunOptions, TrainError> {
-        Ok(RunOptions {
+        Ok(self.run_options(job, self.data_dir(dataset, &job.spec.settings)?))
+    }
+
+    /// The engine's options for `job` reading its data from `data_dir`.
+    fn run_options(&self, job: &TrainJob, data_dir: PathBuf) -> RunOptions {
+        RunOptions {
             run_dir: job.run_dir.clone(),
-            data_dir: self.data_dir(dataset, &job.spec.settings)?,
+            data_dir,
             device: match job.device {
                 Device::Cpu => tch::Device::Cpu,
                 Device::Cuda(index) => tch::Device::Cuda(index as usize),
             },
             resume: job.resume,
             download: DownloadPolicy::Never,
-        })
+        }
     }
 
     fn evaluate(
@@ -191,7 +202,7 @@ impl NasTrainer {
                 dataset,
                 SYNTHETIC_TRAIN_IMAGES,
                 SYNTHETIC_TEST_IMAGES,
-                0,
+                SYNTHETIC_SEED,
             )
             .map_err(|error| TrainError::Failed(format!("synthetic data: {error}")))?;
             std::fs::write(dir.join(".complete"), b"")
@@ -208,8 +219,11 @@ impl Trainer for NasTrainer {
         observer: &mut dyn RunObserver,
     ) -> Result<TrainEnd, TrainError> {
         let spec = &job.spec;
-        if spec.kind == TrialKind::Evaluation {
-            return self.evaluate(job, spec, observer);
+        match (spec.dataset, spec.kind) {
+            (Task::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
+            (Task::Ptb, TrialKind::Evaluation) => return self.evaluate_ptb(job, observer),
+            (_, TrialKind::Evaluation) => return self.evaluate(job, spec, observer),
+            (_, TrialKind::Search) => {}
         }
         let (dataset, config) = self.search_config(spec)?;
         let options = self.options(job, dataset)?;
@@ -278,7 +292,7 @@ mod tests {
 
     #[test]
     fn configurations_that_cannot_run_are_invalid_not_failures() {
-        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\", \"ptb\"]\nseeds = [1]\n\
+        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [1]\n\
                     [[methods]]\npreset = \"darts\"\n";
         let specs = prime_core::grid::GridSpec::parse("g.toml", text)
             .unwrap()
@@ -293,9 +307,6 @@ mod tests {
             .find(|spec| spec.dataset == Task::Cifar10)
             .unwrap();
         assert!(trainer.search_config(cifar).is_ok());
-        let ptb = specs.iter().find(|spec| spec.dataset == Task::Ptb).unwrap();
-        let error = trainer.search_config(ptb).unwrap_err();
-        assert!(matches!(error, TrainError::Invalid(_)), "{error:?}");
         let mut unknown = cifar.clone();
         unknown.method = "no-such-method".into();
         let error = trainer.search_config(&unknown).unwrap_err();
