@@ -4,10 +4,12 @@
 pub mod cell;
 pub mod corpus;
 pub mod dropout;
+pub mod eval;
 pub mod model;
 pub mod search;
 pub mod trainer;
 
+pub use eval::{run_rnn_eval, RnnEvalOutcome};
 pub use search::{run_rnn_search, RnnSearchOutcome};
 
 use crate::eval::splitmix64;

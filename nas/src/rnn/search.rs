@@ -10,7 +10,7 @@
 use super::corpus::{batchify, get_batch, load_corpus, CorpusError};
 use super::dropout::{DropoutMasks, DropoutRates};
 use super::model::{evaluate, nll, parameter_count, RnnModel};
-use super::trainer::{scaled_lr, search_seq_len, training_loss};
+use super::trainer::{perplexity, scaled_lr, search_seq_len, training_loss};
 use super::{draw_key, DrawStream};
 use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
 use crate::cnn::search_net::to_rows;
@@ -514,7 +514,7 @@ pub fn run_rnn_search(
             let projection = trainer.projection(activation)?;
             record = record
                 .with("loss", loss)
-                .with("ppl", loss.exp())
+                .with("ppl", perplexity(loss))
                 .with("fimt", fimt)
                 .with("fimt_ewma", ewma)
                 .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
@@ -548,10 +548,10 @@ pub fn run_rnn_search(
         let best = state.best_valid_loss.unwrap_or(valid_loss);
         let record = MetricRecord::new(MetricKind::Epoch, epoch, state.global_step, state.clock)
             .with("train_loss", train_loss)
-            .with("train_ppl", train_loss.exp())
+            .with("train_ppl", perplexity(train_loss))
             .with("valid_loss", valid_loss)
-            .with("valid_ppl", valid_loss.exp())
-            .with("best_valid_ppl", best.exp())
+            .with("valid_ppl", perplexity(valid_loss))
+            .with("best_valid_ppl", perplexity(best))
             .with("alpha_steps", state.alpha_steps_in_epoch as f64)
             .with(
                 "dist",
@@ -609,7 +609,7 @@ pub fn run_rnn_search(
     if let (Some(loss), Some(epoch)) = (state.best_valid_loss, state.best_epoch) {
         final_record = final_record
             .with("valid_loss", loss)
-            .with("valid_ppl", loss.exp())
+            .with("valid_ppl", perplexity(loss))
             .with("best_epoch", f64::from(epoch));
     }
     records.metric(&final_record)?;
@@ -624,7 +624,7 @@ pub fn run_rnn_search(
         "steps": state.global_step,
         "params": params,
         "best_valid_loss": state.best_valid_loss,
-        "best_valid_ppl": state.best_valid_loss.map(f64::exp),
+        "best_valid_ppl": state.best_valid_loss.map(perplexity),
         "best_epoch": state.best_epoch,
         "genotype": genotype,
         "genotype_text": genotype.to_reference_text(),
@@ -649,7 +649,7 @@ fn outcome(
         finished,
         epochs_done: state.epoch,
         genotype,
-        best_valid_ppl: state.best_valid_loss.map(f64::exp),
+        best_valid_ppl: state.best_valid_loss.map(perplexity),
         best_epoch: state.best_epoch,
         params,
     }

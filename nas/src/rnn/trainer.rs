@@ -72,6 +72,11 @@ pub fn scaled_lr(lr: f64, seq_len: usize, bptt: usize) -> f64 {
     lr * seq_len as f64 / bptt as f64
 }
 
+/// exp(loss), capped at the largest finite float so that records stay valid JSON.
+pub fn perplexity(loss: f64) -> f64 {
+    loss.exp().min(f64::MAX)
+}
+
 /// NT-ASGD's trigger (SPEC 7.9): with `history` the validation losses of the earlier
 /// SGD-phase epochs, switch when there are more than `nonmono` of them and `val` is worse than
 /// the best of all but the last `nonmono`.
