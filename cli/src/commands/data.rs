@@ -1,14 +1,17 @@
-//! `prime data`: synthetic datasets in the CIFAR binary format, and checks of dataset folders.
+//! `prime data`: synthetic datasets in the CIFAR binary format or as a Penn Treebank-style
+//! corpus, and checks of dataset folders.
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use prime_core::dataset::DatasetKind;
 use prime_nas::data::{load_cifar, write_synthetic, DownloadPolicy};
+use prime_nas::rnn::corpus::{load_corpus, write_synthetic_corpus};
 use std::path::PathBuf;
 
 /// Subcommands of `prime data`.
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Write a synthetic dataset in the exact CIFAR binary format (usable as --data-dir).
+    /// Write a synthetic dataset in the exact CIFAR binary format, or with --ptb a synthetic
+    /// corpus in Penn Treebank's text format (usable as --data-dir).
     Synth(SynthArgs),
     /// Read and validate a dataset folder (downloading it if allowed) and print what it holds.
     Check(CheckArgs),
@@ -29,9 +32,15 @@ pub struct SynthArgs {
     /// Number of test images.
     #[arg(long, default_value_t = 1000)]
     test_size: usize,
-    /// Seed of the images and labels.
+    /// Seed of the images and labels (or of the corpus's word chain).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Write a Penn Treebank-style corpus (`ptb/train.txt`, `valid.txt`, `test.txt`) instead.
+    #[arg(long)]
+    ptb: bool,
+    /// With --ptb: training tokens (validation and test get a fifth of it each).
+    #[arg(long, default_value_t = 50_000, requires = "ptb")]
+    tokens: usize,
 }
 
 /// Arguments of `prime data check`.
@@ -46,6 +55,9 @@ pub struct CheckArgs {
     /// Download the official archive (MD5-verified) when files are missing.
     #[arg(long)]
     download: bool,
+    /// Check a Penn Treebank corpus folder (`--data-dir` or its `ptb` folder) instead.
+    #[arg(long, conflicts_with = "download")]
+    ptb: bool,
 }
 
 fn parse_classes(value: &str) -> Result<DatasetKind, String> {
@@ -65,6 +77,24 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
 }
 
 fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    if args.ptb {
+        let dir = args.out.join("ptb");
+        let tokens = args.tokens.max(1);
+        let corpus = write_synthetic_corpus(&dir, tokens, tokens / 5, tokens / 5, args.seed)
+            .with_context(|| format!("writing a synthetic corpus to {}", dir.display()))?;
+        let [train, valid, test] = corpus.tokens;
+        println!(
+            "synthetic corpus in {}: {} words, {train} / {valid} / {test} train / valid / test \
+             tokens",
+            dir.display(),
+            corpus.vocab
+        );
+        println!(
+            "use it with --dataset ptb --data-dir {}",
+            args.out.display()
+        );
+        return Ok(());
+    }
     let summary = write_synthetic(
         &args.out,
         args.classes,
@@ -79,6 +109,19 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
+    if args.ptb {
+        let dir = super::ptb::corpus_dir(&args.data_dir);
+        let corpus = load_corpus(&dir)?;
+        println!(
+            "ptb in {}: {} words; {} / {} / {} train / valid / test tokens",
+            dir.display(),
+            corpus.dictionary.len(),
+            corpus.train.len(),
+            corpus.valid.len(),
+            corpus.test.len()
+        );
+        return Ok(());
+    }
     let policy = if args.download {
         DownloadPolicy::IfMissing
     } else {

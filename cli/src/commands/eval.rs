@@ -1,11 +1,14 @@
 //! `prime eval`: retrain a genotype from scratch on CIFAR (SPEC section 6) with a progress
 //! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
 
+use super::ptb;
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::eval_config::EvalConfig;
+use prime_core::grid::Task;
+use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
 use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::{resolve_genotype, run_eval, RunOptions, CONFIG_FILE, TEST_REPORT};
@@ -14,15 +17,17 @@ use std::path::PathBuf;
 /// Arguments of `prime eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The genotype: a built-in name (DARTS_V2, NASNet, ...), a genotype file (JSON or
-    /// reference text), or a search run directory (its genotype.json or genotype.txt).
+    /// The genotype: a built-in name (DARTS_V2, NASNet, ...; with --dataset ptb darts_v1,
+    /// darts_v2, enas), a genotype file (JSON or reference text), or a search run directory
+    /// (its genotype.json or genotype.txt).
     #[arg(
         long,
         value_name = "NAME|FILE|RUN_DIR",
         required_unless_present = "resume"
     )]
     genotype: Option<String>,
-    /// Dataset (cifar10 or cifar100); shorthand for --set data.dataset=NAME.
+    /// Dataset: cifar10 or cifar100 (shorthand for --set data.dataset=NAME), or ptb to retrain
+    /// a recurrent genotype on Penn Treebank (SPEC 7.9; corpus in --data-dir or its ptb folder).
     #[arg(long)]
     dataset: Option<String>,
     /// Epochs (default 600); shorthand for --set epochs=N.
@@ -31,7 +36,8 @@ pub struct EvalArgs {
     /// Seed (default 0); shorthand for --set seed=N.
     #[arg(long)]
     seed: Option<u64>,
-    /// Evaluation config file (TOML, version = 1); default: the paper's settings (SPEC 6.1).
+    /// Evaluation config file (TOML, version = 1; a recurrent one with --dataset ptb); default:
+    /// the paper's settings (SPEC 6.1, 7.9).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
@@ -47,23 +53,68 @@ pub struct EvalArgs {
     machine: MachineArgs,
 }
 
+/// The recurrent evaluation config of a PTB run (new or resumed), `None` for a CIFAR run.
+fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
+    if let Some(dir) = &args.resume {
+        let path = dir.join(CONFIG_FILE);
+        if !ptb::is_recurrent_config(&path) {
+            return Ok(None);
+        }
+        return Ok(Some(RnnEvalConfig::load(&path, &[]).with_context(
+            || format!("{} is not an evaluation run directory", dir.display()),
+        )?));
+    }
+    let Some(dataset) = &args.dataset else {
+        return Ok(None);
+    };
+    if dataset.parse::<Task>().ok() != Some(Task::Ptb) {
+        return Ok(None);
+    }
+    let argument = args
+        .genotype
+        .as_deref()
+        .context("--genotype is required for a new run")?;
+    let (genotype, label) = ptb::resolve_genotype(argument)?;
+    let mut overrides = Vec::new();
+    if let Some(epochs) = args.epochs {
+        overrides.push(format!("epochs={epochs}"));
+    }
+    if let Some(seed) = args.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    overrides.extend(args.overrides.iter().cloned());
+    let mut config = match &args.config {
+        Some(path) => RnnEvalConfig::load(path, &overrides)?,
+        None => RnnEvalConfig::for_genotype(genotype.clone(), &label, &overrides)?,
+    };
+    config.genotype = genotype;
+    config.label = label;
+    config.validate("prime eval")?;
+    Ok(Some(config))
+}
+
 /// Runs `prime eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if args.resume.is_some()
+        && (args.genotype.is_some()
+            || args.dataset.is_some()
+            || args.epochs.is_some()
+            || args.seed.is_some()
+            || args.config.is_some()
+            || !args.overrides.is_empty())
+    {
+        bail!(
+            "--resume continues with the config stored in the run directory; drop \
+             --genotype, --dataset, --epochs, --seed, --config and --set"
+        );
+    }
+    if let Some(config) = recurrent_config(&args)? {
+        let run_dir = args.resume.clone().or_else(|| args.out.clone());
+        return ptb::eval(&config, run_dir, args.resume.is_some(), &args.machine);
+    }
     let device = args.machine.device()?;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            if args.genotype.is_some()
-                || args.dataset.is_some()
-                || args.epochs.is_some()
-                || args.seed.is_some()
-                || args.config.is_some()
-                || !args.overrides.is_empty()
-            {
-                bail!(
-                    "--resume continues with the config stored in the run directory; drop \
-                     --genotype, --dataset, --epochs, --seed, --config and --set"
-                );
-            }
             let config = EvalConfig::load(&dir.join(CONFIG_FILE), &[])
                 .with_context(|| format!("{} is not an evaluation run directory", dir.display()))?;
             (config, dir.clone(), true)

@@ -6,5 +6,6 @@ pub mod data;
 pub mod eval;
 pub mod genotype;
 pub mod plot;
+pub mod ptb;
 pub mod schedule;
 pub mod search;

@@ -1,25 +1,30 @@
 //! `prime search`: a local architecture search with a progress bar; Ctrl-C stops at the next
 //! step with a checkpoint, `--resume DIR` continues.
 
+use super::ptb;
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::SearchConfig;
+use prime_core::grid::Task;
 use prime_core::presets;
+use prime_core::rnn_config::RnnSearchConfig;
 use prime_nas::search::{run_search, RunOptions, CONFIG_FILE};
 use std::path::PathBuf;
 
 /// Arguments of `prime search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Config file (TOML, version = 1); default: the `--method` preset.
+    /// Config file (TOML, version = 1; a recurrent search config with --dataset ptb); default:
+    /// the `--method` preset.
     #[arg(long, value_name = "FILE", conflicts_with = "method")]
     config: Option<PathBuf>,
     /// Method preset of configs/methods (darts, cs10, fimt, pr, darts-prime, crb, ...).
     #[arg(long, value_name = "NAME")]
     method: Option<String>,
-    /// Dataset (cifar10 or cifar100); shorthand for --set data.dataset=NAME.
+    /// Dataset: cifar10 or cifar100 (shorthand for --set data.dataset=NAME), or ptb for the
+    /// recurrent-cell search on Penn Treebank (corpus in --data-dir or its ptb folder).
     #[arg(long)]
     dataset: Option<String>,
     /// Seed; shorthand for --set seed=N.
@@ -38,18 +43,55 @@ pub struct SearchArgs {
     machine: MachineArgs,
 }
 
+/// The recurrent search config of a PTB run (new or resumed), `None` for a CIFAR run.
+fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>> {
+    if let Some(dir) = &args.resume {
+        let path = dir.join(CONFIG_FILE);
+        if !ptb::is_recurrent_config(&path) {
+            return Ok(None);
+        }
+        return Ok(Some(RnnSearchConfig::load(&path, &[]).with_context(
+            || format!("{} is not a search run directory", dir.display()),
+        )?));
+    }
+    let Some(dataset) = &args.dataset else {
+        return Ok(None);
+    };
+    if dataset.parse::<Task>().ok() != Some(Task::Ptb) {
+        return Ok(None);
+    }
+    let mut overrides = Vec::new();
+    if let Some(seed) = args.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    overrides.extend(args.overrides.iter().cloned());
+    let config = match &args.config {
+        Some(path) => RnnSearchConfig::load(path, &overrides)?,
+        None => {
+            let preset = presets::method_config(args.method.as_deref().unwrap_or("darts"), &[])?;
+            RnnSearchConfig::from_method(&preset)?.with_overrides(&overrides)?
+        }
+    };
+    Ok(Some(config))
+}
+
 /// Runs `prime search`.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    if args.resume.is_some()
+        && (args.method.is_some()
+            || args.dataset.is_some()
+            || args.seed.is_some()
+            || !args.overrides.is_empty())
+    {
+        bail!("--resume continues with the config stored in the run directory; drop --method, --dataset, --seed and --set");
+    }
+    if let Some(config) = recurrent_config(&args)? {
+        let run_dir = args.resume.clone().or_else(|| args.out.clone());
+        return ptb::search(&config, run_dir, args.resume.is_some(), &args.machine);
+    }
     let device = args.machine.device()?;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            if args.method.is_some()
-                || args.dataset.is_some()
-                || args.seed.is_some()
-                || !args.overrides.is_empty()
-            {
-                bail!("--resume continues with the config stored in the run directory; drop --method, --dataset, --seed and --set");
-            }
             let config = SearchConfig::load(&dir.join(CONFIG_FILE), &[])
                 .with_context(|| format!("{} is not a search run directory", dir.display()))?;
             (config, dir.clone(), true)

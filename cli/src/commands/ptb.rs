@@ -1,0 +1,217 @@
+//! The Penn Treebank side of `prime search` and `prime eval` (SPEC section 7): a recurrent-cell
+//! search of a method preset and the retraining of a recurrent genotype, with the same progress
+//! display, Ctrl-C checkpoints and `--resume` as the CIFAR commands.
+
+use crate::device::MachineArgs;
+use crate::progress::{unique_run_dir, RunProgress};
+use anyhow::{bail, Context};
+use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
+use prime_core::rnn_genotype::RnnGenotype;
+use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
+use prime_nas::search::{RunOptions, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT};
+use std::path::{Path, PathBuf};
+
+/// The corpus folder under `--data-dir`: the directory itself when it holds the corpus files,
+/// else its `ptb` subfolder (where the cluster worker looks too).
+pub fn corpus_dir(data_dir: &Path) -> PathBuf {
+    let holds_corpus = ["train.txt", "ptb.train.txt"]
+        .iter()
+        .any(|name| data_dir.join(name).is_file());
+    if holds_corpus {
+        data_dir.to_path_buf()
+    } else {
+        data_dir.join("ptb")
+    }
+}
+
+/// Whether the run config at `path` is a recurrent one (it has a BPTT length); unreadable
+/// files count as not recurrent, so the CIFAR loader reports what is wrong with them.
+pub fn is_recurrent_config(path: &Path) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|table| table.get("data")?.get("bptt").cloned())
+        .is_some()
+}
+
+fn options(machine: &MachineArgs, run_dir: &Path, resume: bool) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions {
+        run_dir: run_dir.to_path_buf(),
+        data_dir: corpus_dir(&machine.data_dir),
+        device: machine.device()?,
+        resume,
+        download: machine.download(),
+    })
+}
+
+/// Runs (or resumes, with `resume`) a recurrent search into `run_dir`.
+pub fn search(
+    config: &RnnSearchConfig,
+    run_dir: Option<PathBuf>,
+    resume: bool,
+    machine: &MachineArgs,
+) -> anyhow::Result<()> {
+    let run_dir = run_dir
+        .unwrap_or_else(|| unique_run_dir(&format!("{}-ptb-seed{}", config.method, config.seed)));
+    let options = options(machine, &run_dir, resume)?;
+    eprintln!(
+        "search: method {} on ptb (seed {}, {} epochs, {}-d cell, batch {}, device {:?}) -> {}",
+        config.method,
+        config.seed,
+        config.epochs,
+        config.network.nhid,
+        config.data.batch_size,
+        options.device,
+        run_dir.display()
+    );
+    let epochs = config.epochs;
+    let mut observer = RunProgress::new(
+        machine.quiet,
+        Box::new(|record| {
+            let (loss, ppl) = (record.get("loss")?, record.get("ppl")?);
+            Some(format!("loss {loss:.4}  ppl {ppl:8.2}"))
+        }),
+        Box::new(move |record| {
+            let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+            Some(format!(
+                "epoch {}/{}: train ppl {:.2}  valid ppl {:.2} (best {:.2})  alpha steps {}",
+                record.epoch + 1,
+                epochs,
+                value("train_ppl"),
+                value("valid_ppl"),
+                value("best_valid_ppl"),
+                record.get("alpha_steps").unwrap_or(0.0),
+            ))
+        }),
+    );
+    let outcome = run_rnn_search(config, &options, &mut observer)?;
+    observer.finish();
+    if !outcome.finished {
+        eprintln!(
+            "search stopped with a checkpoint; continue with: prime search --resume {} --data-dir {}",
+            run_dir.display(),
+            machine.data_dir.display()
+        );
+        return Ok(());
+    }
+    println!("{}", outcome.genotype.to_json());
+    eprintln!(
+        "search finished: best valid ppl {:.2}; genotype (best validation epoch) in {}",
+        outcome.best_valid_ppl.unwrap_or(f64::NAN),
+        run_dir.join(GENOTYPE_TEXT).display()
+    );
+    Ok(())
+}
+
+/// A recurrent genotype from a built-in name (darts_v1, darts_v2, enas), a genotype file (JSON
+/// or `Genotype_rnn(...)` text) or a search run directory; with a label for run names.
+pub fn resolve_genotype(argument: &str) -> anyhow::Result<(RnnGenotype, String)> {
+    let path = Path::new(argument);
+    let label = |path: &Path| {
+        path.file_stem().map_or_else(
+            || argument.to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    };
+    if path.is_dir() {
+        let file = [GENOTYPE_JSON, GENOTYPE_TEXT]
+            .iter()
+            .map(|name| path.join(name))
+            .find(|file| file.is_file())
+            .with_context(|| {
+                format!(
+                    "{}: no {GENOTYPE_JSON} or {GENOTYPE_TEXT} in this directory (is it a search \
+                     run directory?)",
+                    path.display()
+                )
+            })?;
+        return Ok((RnnGenotype::load(&file)?, label(path)));
+    }
+    if path.is_file() {
+        return Ok((RnnGenotype::load(path)?, label(path)));
+    }
+    let genotype = RnnGenotype::builtin(argument).map_err(|_| {
+        anyhow::anyhow!(
+            "`{argument}` is neither a run directory, a recurrent genotype file nor a built-in \
+             recurrent genotype (built-ins: {})",
+            RnnGenotype::builtin_names().join(", ")
+        )
+    })?;
+    Ok((genotype, argument.to_ascii_lowercase()))
+}
+
+/// Runs (or resumes, with `resume`) a recurrent evaluation into `run_dir`.
+pub fn eval(
+    config: &RnnEvalConfig,
+    run_dir: Option<PathBuf>,
+    resume: bool,
+    machine: &MachineArgs,
+) -> anyhow::Result<()> {
+    let run_dir = run_dir.unwrap_or_else(|| {
+        unique_run_dir(&format!("eval-{}-ptb-seed{}", config.label, config.seed))
+    });
+    if !resume && run_dir.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} already holds a run; continue it with --resume {0} or choose another --out",
+            run_dir.display()
+        );
+    }
+    let options = options(machine, &run_dir, resume)?;
+    eprintln!(
+        "eval: {} on ptb ({}-d cell, {} epochs, batch {}, seed {}, device {:?}) -> {}",
+        config.label,
+        config.network.nhid,
+        config.epochs,
+        config.data.batch_size,
+        config.seed,
+        options.device,
+        run_dir.display()
+    );
+    let epochs = config.epochs;
+    let mut observer = RunProgress::new(
+        machine.quiet,
+        Box::new(|record| {
+            let (loss, ppl) = (record.get("loss")?, record.get("ppl")?);
+            Some(format!("loss {loss:.4}  ppl {ppl:8.2}"))
+        }),
+        Box::new(move |record| {
+            let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
+            Some(format!(
+                "epoch {}/{}: train ppl {:.2}  valid ppl {:.2} (best {:.2})",
+                record.epoch + 1,
+                epochs,
+                value("train_ppl"),
+                value("valid_ppl"),
+                value("best_valid_ppl"),
+            ))
+        }),
+    );
+    let outcome = run_rnn_eval(config, &options, &mut observer)?;
+    observer.finish();
+    if !outcome.finished {
+        eprintln!(
+            "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}",
+            outcome.epochs_done,
+            config.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "valid_ppl": outcome.valid_ppl,
+            "test_ppl": outcome.test_ppl,
+            "best_epoch": outcome.best_epoch,
+            "asgd_epoch": outcome.asgd_epoch,
+            "params": outcome.params,
+        })
+    );
+    eprintln!(
+        "eval finished: valid ppl {:.2}, test ppl {:.2} with {:.2}M parameters",
+        outcome.valid_ppl.unwrap_or(f64::NAN),
+        outcome.test_ppl.unwrap_or(f64::NAN),
+        outcome.params as f64 / 1e6
+    );
+    Ok(())
+}
