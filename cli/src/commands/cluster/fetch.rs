@@ -35,7 +35,8 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Fetches trial `trial_id` into `out`; returns the files written.
+/// Fetches trial `trial_id` into `out`; returns the files and directories it wrote at the top
+/// of `out`, sorted.
 pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut client = connect(coordinator)?;
     let trials = client
