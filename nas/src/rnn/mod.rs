@@ -7,6 +7,7 @@ pub mod dropout;
 pub mod eval;
 pub mod model;
 pub mod search;
+pub mod search_trainer;
 pub mod trainer;
 
 pub use eval::{run_rnn_eval, RnnEvalOutcome};

@@ -9,15 +9,15 @@
 
 use super::corpus::{batchify, get_batch, load_corpus, CorpusError};
 use super::dropout::{DropoutMasks, DropoutRates};
-use super::model::{evaluate, nll, parameter_count, RnnModel};
-use super::trainer::{perplexity, scaled_lr, search_seq_len, training_loss};
+use super::model::{evaluate, parameter_count};
+use super::search_trainer::RnnSearchTrainer;
+use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
 use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
 use crate::cnn::search_net::to_rows;
-use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::optim;
 use crate::search::records::{RecordLengths, RunRecords};
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
-use crate::search::trainer::set_requires_grad;
 use crate::search::{
     RunOptions, SearchError, CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT,
     SUMMARY_FILE,
@@ -27,13 +27,10 @@ use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype};
-use prime_core::rnn_projection::{frobenius_distance_rows, project_rnn, RnnProjection};
+use prime_core::rnn_projection::{frobenius_distance_rows, project_rnn};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{nn, Device, Tensor};
-
-/// Tensors with their checkpoint names.
-type NamedTensors = Vec<(String, Tensor)>;
+use tch::Tensor;
 
 /// What a recurrent search produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,183 +59,6 @@ pub struct RnnAlphaRecord {
     pub clock: f64,
     /// act(alpha), (36, P).
     pub recurrent: Vec<Vec<f32>>,
-}
-
-/// The search model with its weight optimizer (SGD) and alpha optimizer (Adam).
-pub struct RnnSearchTrainer {
-    /// Weights and BN statistics.
-    pub vs: nn::VarStore,
-    /// The model (with its alphas).
-    pub model: RnnModel,
-    weights: Vec<(String, Tensor)>,
-    alphas: Vec<(String, Tensor)>,
-    weight_optimizer: Sgd,
-    arch_optimizer: Adam,
-    arch_lr: f64,
-    grad_clip: f64,
-    ar_alpha: f64,
-    tar_beta: f64,
-}
-
-/// Tensors of a weight step, read with one synchronisation when needed.
-#[derive(Debug)]
-pub struct RnnWeightStep {
-    /// Mean NLL of the batch.
-    pub raw_loss: Tensor,
-    /// Sum of squared raw gradients (FIMT).
-    pub fimt: Tensor,
-    /// Global gradient norm before clipping.
-    pub grad_norm: Tensor,
-    /// The new hidden state, detached.
-    pub hidden: Tensor,
-}
-
-impl RnnSearchTrainer {
-    /// Builds the model for `vocab` words, drawing weights then alphas from the generator
-    /// seeded with `config.seed`.
-    pub fn new(config: &RnnSearchConfig, vocab: i64, device: Device) -> Result<Self, OptimError> {
-        let vs = nn::VarStore::new(device);
-        let model = crate::torch_rng::seeded(config.seed, || {
-            RnnModel::search(
-                &vs.root(),
-                vocab,
-                config.network.nhid,
-                config.arch.activation,
-            )
-        });
-        let weights = optim::trainable_parameters(&vs);
-        let alphas: Vec<(String, Tensor)> = model
-            .alphas()
-            .map(|alphas| vec![("alphas".to_string(), alphas.shallow_clone())])
-            .unwrap_or_default();
-        let weight_optimizer = Sgd::new(
-            shallow_copies(&weights),
-            SgdConfig {
-                momentum: 0.0,
-                weight_decay: config.weights.weight_decay,
-            },
-        )?;
-        let arch_optimizer = Adam::new(
-            shallow_copies(&alphas),
-            AdamConfig {
-                beta1: config.arch.beta1,
-                beta2: config.arch.beta2,
-                eps: config.arch.eps,
-                weight_decay: config.arch.weight_decay,
-            },
-        )?;
-        Ok(Self {
-            vs,
-            model,
-            weights,
-            alphas,
-            weight_optimizer,
-            arch_optimizer,
-            arch_lr: config.arch.lr,
-            grad_clip: config.weights.grad_clip,
-            ar_alpha: config.weights.ar_alpha,
-            tar_beta: config.weights.tar_beta,
-        })
-    }
-
-    /// First-order alpha step (SPEC 7.7 step 6): Adam on the gradient of the batch's mean NLL
-    /// plus `extra` (the regularizer). The weights are frozen (their gradient from this pass is
-    /// discarded by the reference). Returns (NLL, new hidden).
-    pub fn arch_step(
-        &mut self,
-        input: &Tensor,
-        targets: &Tensor,
-        hidden: &Tensor,
-        masks: &DropoutMasks,
-        extra: Option<Tensor>,
-    ) -> Result<(Tensor, Tensor), OptimError> {
-        self.arch_optimizer.zero_grad()?;
-        set_requires_grad(&self.weights, false);
-        let output = self.model.forward(input, hidden, Some(masks));
-        let raw = nll(&output, targets);
-        let loss = match extra {
-            Some(extra) => &raw + extra,
-            None => raw.shallow_clone(),
-        };
-        loss.backward();
-        set_requires_grad(&self.weights, true);
-        self.arch_optimizer.step(self.arch_lr)?;
-        Ok((raw.detach(), output.hidden.detach()))
-    }
-
-    /// Weight step (SPEC 7.7 steps 7-9): NLL + AR + TAR backward with the alphas frozen, the
-    /// FIMT of the raw gradients, clipping, one SGD step at `lr`.
-    pub fn weight_step(
-        &mut self,
-        input: &Tensor,
-        targets: &Tensor,
-        hidden: &Tensor,
-        masks: &DropoutMasks,
-        lr: f64,
-    ) -> Result<RnnWeightStep, OptimError> {
-        self.weight_optimizer.zero_grad()?;
-        set_requires_grad(&self.alphas, false);
-        let output = self.model.forward(input, hidden, Some(masks));
-        let (raw, loss) = training_loss(&output, targets, self.ar_alpha, self.tar_beta);
-        loss.backward();
-        set_requires_grad(&self.alphas, true);
-        let params: Vec<&Tensor> = self.weights.iter().map(|(_, tensor)| tensor).collect();
-        let fimt = optim::grad_squared_sum(params.iter().copied())?;
-        let grad_norm = optim::clip_grad_norm(params.iter().copied(), self.grad_clip)?;
-        self.weight_optimizer.step(lr)?;
-        Ok(RnnWeightStep {
-            raw_loss: raw.detach(),
-            fimt,
-            grad_norm,
-            hidden: output.hidden.detach(),
-        })
-    }
-
-    /// act(alpha) on the host, (36, P).
-    pub fn activated_rows(&self) -> Vec<Vec<f32>> {
-        self.model
-            .activated_alphas()
-            .map(|activated| to_rows(&activated))
-            .unwrap_or_default()
-    }
-
-    /// The projection of the current alphas (SPEC 7.6).
-    pub fn projection(
-        &self,
-        activation: prime_core::primitives::Activation,
-    ) -> Result<RnnProjection, SearchError> {
-        project_rnn(&self.activated_rows(), rnn_primitives(activation))
-            .map_err(|error| SearchError::Genotype(error.to_string()))
-    }
-
-    /// Tensor groups of a checkpoint: weights, alphas and both optimizers.
-    fn checkpoint_groups(&self) -> Result<Vec<(&'static str, NamedTensors)>, OptimError> {
-        Ok(vec![
-            ("weights", self.vs.variables().into_iter().collect()),
-            ("arch", shallow_copies(&self.alphas)),
-            ("weight_optimizer", self.weight_optimizer.state()?),
-            ("arch_optimizer", self.arch_optimizer.state()?),
-        ])
-    }
-
-    /// Restores what [`RnnSearchTrainer::checkpoint_groups`] saved.
-    fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), SearchError> {
-        let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
-        checkpoint::restore_named(&self.alphas, checkpoint.group("arch"), path)?;
-        self.weight_optimizer
-            .load_state(checkpoint.group("weight_optimizer"))?;
-        self.arch_optimizer
-            .load_state(checkpoint.group("arch_optimizer"))?;
-        Ok(())
-    }
-}
-
-fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    named
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
-        .collect()
 }
 
 /// Everything besides tensors that a checkpoint restores.
@@ -324,7 +144,6 @@ pub fn run_rnn_search(
     let clock_step = 1.0 / (train_rows / bptt).max(1) as f64;
     let steps_total = u64::from(config.epochs) * train_rows.saturating_sub(2).div_ceil(bptt) as u64;
     let rates = DropoutRates::from(&config.network);
-    let activation = config.arch.activation;
 
     let mut state = LoopState {
         epoch: 0,
@@ -401,7 +220,7 @@ pub fn run_rnn_search(
             ),
         };
         if state.batch == 0 {
-            records.genotype(epoch, &trainer.projection(activation)?.genotype)?;
+            records.genotype(epoch, &trainer.projection()?.genotype)?;
         }
         loop {
             let progress = Progress {
@@ -426,7 +245,7 @@ pub fn run_rnn_search(
             if control == Control::CheckpointAndStop {
                 let genotype = match &state.best_genotype {
                     Some(genotype) => genotype.clone(),
-                    None => trainer.projection(activation)?.genotype,
+                    None => trainer.projection()?.genotype,
                 };
                 return Ok(outcome(&state, false, genotype, params));
             }
@@ -511,7 +330,7 @@ pub fn run_rnn_search(
             state.train_loss_sum += loss;
             state.train_batches += 1;
             let rows = trainer.activated_rows();
-            let projection = trainer.projection(activation)?;
+            let projection = trainer.projection()?;
             record = record
                 .with("loss", loss)
                 .with("ppl", perplexity(loss))
@@ -529,7 +348,7 @@ pub fn run_rnn_search(
         }
 
         let valid_loss = evaluate(&trainer.model, &data.valid, bptt);
-        let projection = trainer.projection(activation)?;
+        let projection = trainer.projection()?;
         if !valid_loss.is_finite() {
             return Err(SearchError::Diverged {
                 epoch,
@@ -592,7 +411,7 @@ pub fn run_rnn_search(
 
     let last_genotype = match final_genotype {
         Some(genotype) => genotype,
-        None => trainer.projection(activation)?.genotype,
+        None => trainer.projection()?.genotype,
     };
     let genotype = state
         .best_genotype

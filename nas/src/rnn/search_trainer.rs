@@ -1,0 +1,202 @@
+//! The recurrent search model with its two optimizers: the first-order alpha step and the
+//! weight step of SPEC 7.7 (steps 6-9), and their checkpoint state.
+
+use super::dropout::DropoutMasks;
+use super::model::{nll, RnnModel};
+use super::trainer::training_loss;
+use crate::checkpoint::{self, Checkpoint};
+use crate::cnn::search_net::to_rows;
+use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::search::trainer::set_requires_grad;
+use crate::search::SearchError;
+use prime_core::primitives::Activation;
+use prime_core::rnn_config::RnnSearchConfig;
+use prime_core::rnn_genotype::rnn_primitives;
+use prime_core::rnn_projection::{project_rnn, RnnProjection};
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+
+/// Tensors with their checkpoint names.
+type NamedTensors = Vec<(String, Tensor)>;
+
+/// The search model with its weight optimizer (SGD) and alpha optimizer (Adam).
+pub struct RnnSearchTrainer {
+    /// Weights and BN statistics.
+    pub vs: nn::VarStore,
+    /// The model (with its alphas).
+    pub model: RnnModel,
+    weights: Vec<(String, Tensor)>,
+    alphas: Vec<(String, Tensor)>,
+    weight_optimizer: Sgd,
+    arch_optimizer: Adam,
+    activation: Activation,
+    arch_lr: f64,
+    grad_clip: f64,
+    ar_alpha: f64,
+    tar_beta: f64,
+}
+
+/// Tensors of a weight step, read with one synchronisation when needed.
+#[derive(Debug)]
+pub struct RnnWeightStep {
+    /// Mean NLL of the batch.
+    pub raw_loss: Tensor,
+    /// Sum of squared raw gradients (FIMT).
+    pub fimt: Tensor,
+    /// Global gradient norm before clipping.
+    pub grad_norm: Tensor,
+    /// The new hidden state, detached.
+    pub hidden: Tensor,
+}
+
+impl RnnSearchTrainer {
+    /// Builds the model for `vocab` words, drawing weights then alphas from the generator
+    /// seeded with `config.seed`.
+    pub fn new(config: &RnnSearchConfig, vocab: i64, device: Device) -> Result<Self, OptimError> {
+        let vs = nn::VarStore::new(device);
+        let model = crate::torch_rng::seeded(config.seed, || {
+            RnnModel::search(
+                &vs.root(),
+                vocab,
+                config.network.nhid,
+                config.arch.activation,
+            )
+        });
+        let weights = optim::trainable_parameters(&vs);
+        let alphas: Vec<(String, Tensor)> = model
+            .alphas()
+            .map(|alphas| vec![("alphas".to_string(), alphas.shallow_clone())])
+            .unwrap_or_default();
+        let weight_optimizer = Sgd::new(
+            shallow_copies(&weights),
+            SgdConfig {
+                momentum: 0.0,
+                weight_decay: config.weights.weight_decay,
+            },
+        )?;
+        let arch_optimizer = Adam::new(
+            shallow_copies(&alphas),
+            AdamConfig {
+                beta1: config.arch.beta1,
+                beta2: config.arch.beta2,
+                eps: config.arch.eps,
+                weight_decay: config.arch.weight_decay,
+            },
+        )?;
+        Ok(Self {
+            vs,
+            model,
+            weights,
+            alphas,
+            weight_optimizer,
+            arch_optimizer,
+            activation: config.arch.activation,
+            arch_lr: config.arch.lr,
+            grad_clip: config.weights.grad_clip,
+            ar_alpha: config.weights.ar_alpha,
+            tar_beta: config.weights.tar_beta,
+        })
+    }
+
+    /// First-order alpha step (SPEC 7.7 step 6): Adam on the gradient of the batch's mean NLL
+    /// plus `extra` (the regularizer). The weights are frozen (their gradient from this pass is
+    /// discarded by the reference). Returns (NLL, new hidden).
+    pub fn arch_step(
+        &mut self,
+        input: &Tensor,
+        targets: &Tensor,
+        hidden: &Tensor,
+        masks: &DropoutMasks,
+        extra: Option<Tensor>,
+    ) -> Result<(Tensor, Tensor), OptimError> {
+        self.arch_optimizer.zero_grad()?;
+        set_requires_grad(&self.weights, false);
+        let output = self.model.forward(input, hidden, Some(masks));
+        let raw = nll(&output, targets);
+        let loss = match extra {
+            Some(extra) => &raw + extra,
+            None => raw.shallow_clone(),
+        };
+        loss.backward();
+        set_requires_grad(&self.weights, true);
+        self.arch_optimizer.step(self.arch_lr)?;
+        Ok((raw.detach(), output.hidden.detach()))
+    }
+
+    /// Weight step (SPEC 7.7 steps 7-9): NLL + AR + TAR backward with the alphas frozen, the
+    /// FIMT of the raw gradients, clipping, one SGD step at `lr`.
+    pub fn weight_step(
+        &mut self,
+        input: &Tensor,
+        targets: &Tensor,
+        hidden: &Tensor,
+        masks: &DropoutMasks,
+        lr: f64,
+    ) -> Result<RnnWeightStep, OptimError> {
+        self.weight_optimizer.zero_grad()?;
+        set_requires_grad(&self.alphas, false);
+        let output = self.model.forward(input, hidden, Some(masks));
+        let (raw, loss) = training_loss(&output, targets, self.ar_alpha, self.tar_beta);
+        loss.backward();
+        set_requires_grad(&self.alphas, true);
+        let params: Vec<&Tensor> = self.weights.iter().map(|(_, tensor)| tensor).collect();
+        let fimt = optim::grad_squared_sum(params.iter().copied())?;
+        let grad_norm = optim::clip_grad_norm(params.iter().copied(), self.grad_clip)?;
+        self.weight_optimizer.step(lr)?;
+        Ok(RnnWeightStep {
+            raw_loss: raw.detach(),
+            fimt,
+            grad_norm,
+            hidden: output.hidden.detach(),
+        })
+    }
+
+    /// act(alpha) on the host, (36, P).
+    pub fn activated_rows(&self) -> Vec<Vec<f32>> {
+        self.model
+            .activated_alphas()
+            .map(|activated| to_rows(&activated))
+            .unwrap_or_default()
+    }
+
+    /// The projection of the current alphas (SPEC 7.6).
+    pub fn projection(&self) -> Result<RnnProjection, SearchError> {
+        project_rnn(&self.activated_rows(), rnn_primitives(self.activation))
+            .map_err(|error| SearchError::Genotype(error.to_string()))
+    }
+
+    /// Tensor groups of a checkpoint: weights, alphas and both optimizers.
+    pub(crate) fn checkpoint_groups(
+        &self,
+    ) -> Result<Vec<(&'static str, NamedTensors)>, OptimError> {
+        Ok(vec![
+            ("weights", self.vs.variables().into_iter().collect()),
+            ("arch", shallow_copies(&self.alphas)),
+            ("weight_optimizer", self.weight_optimizer.state()?),
+            ("arch_optimizer", self.arch_optimizer.state()?),
+        ])
+    }
+
+    /// Restores what [`RnnSearchTrainer::checkpoint_groups`] saved.
+    pub(crate) fn restore(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &Path,
+    ) -> Result<(), SearchError> {
+        let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
+        checkpoint::restore_named(&self.alphas, checkpoint.group("arch"), path)?;
+        self.weight_optimizer
+            .load_state(checkpoint.group("weight_optimizer"))?;
+        self.arch_optimizer
+            .load_state(checkpoint.group("arch_optimizer"))?;
+        Ok(())
+    }
+}
+
+fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    named
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
+        .collect()
+}
