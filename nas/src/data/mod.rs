@@ -72,6 +72,7 @@ pub use cifar::{
     layout, load_cifar, read_cifar_dir, CifarData, CifarLayout, ImageSet, CIFAR100_LAYOUT,
     CIFAR10_LAYOUT,
 };
+pub(crate) use download::http_fetch;
 pub use download::{verify_and_extract, DownloadPolicy};
 pub use split::{batches_per_pass, dynamic_train_portion, split_by_portion, Split};
 pub use stream::{

@@ -45,6 +45,24 @@ pub enum CorpusError {
         /// 1-based line number.
         line: usize,
     },
+    /// Downloading or unpacking the official archive failed.
+    #[error("cannot obtain the Penn Treebank from {url}: {message}")]
+    Download {
+        /// The archive's address.
+        url: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Extracted files do not have the published token counts.
+    #[error("{}: the extracted corpus has {found}, expected {expected} (corrupt archive?)", .dir.display())]
+    Unverified {
+        /// The corpus folder.
+        dir: PathBuf,
+        /// The published counts.
+        expected: String,
+        /// The counts found.
+        found: String,
+    },
     /// A split is too small for the batch layout asked for.
     #[error("{split} split: {tokens} tokens cannot fill {rows_needed} rows of {batch} columns")]
     TooSmall {

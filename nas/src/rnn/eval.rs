@@ -119,6 +119,7 @@ pub fn run_rnn_eval(
     let config_sha256 = sha256_hex(config_text.as_bytes());
     let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
     let device = options.device;
+    super::download::ensure_ptb(&options.data_dir, options.download)?;
     let corpus = load_corpus(&options.data_dir)?;
     let limit = config
         .data

@@ -3,6 +3,7 @@
 
 pub mod cell;
 pub mod corpus;
+pub mod download;
 pub mod dropout;
 pub mod eval;
 pub mod model;

@@ -96,6 +96,7 @@ struct SearchData {
 }
 
 fn load_data(config: &RnnSearchConfig, options: &RunOptions) -> Result<SearchData, CorpusError> {
+    super::download::ensure_ptb(&options.data_dir, options.download)?;
     let corpus = load_corpus(&options.data_dir)?;
     let limit = config
         .data
