@@ -310,3 +310,62 @@ fn a_missing_corpus_and_a_tiny_one_are_clear_errors() {
     .to_string();
     assert!(error.contains("valid split"), "{error}");
 }
+
+#[test]
+fn crb_under_fixed_prunes_for_good_and_resumes_exactly() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_corpus(data.path(), 400, 200, 100, 1).unwrap();
+    let config = tiny_config(
+        1,
+        &[
+            "arch.activation=\"crb\"",
+            "arch.lr=0.1",
+            "compat=\"fixed\"",
+            "regularizer.kind=\"prox\"",
+        ],
+    );
+    let straight = tempfile::tempdir().unwrap();
+    run_rnn_search(
+        &config,
+        &options(straight.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    let pruned: Vec<f64> = read_metrics(straight.path())
+        .unwrap()
+        .iter()
+        .filter_map(|record| record.get("pruned"))
+        .collect();
+    assert!(
+        pruned.windows(2).all(|pair| pair[1] >= pair[0]),
+        "{pruned:?}"
+    );
+    assert!(*pruned.last().unwrap() > 0.0, "nothing pruned: {pruned:?}");
+    let resumed = tempfile::tempdir().unwrap();
+    run_rnn_search(
+        &config,
+        &options(resumed.path(), data.path(), false),
+        &mut StopAt { stop_at: 7 },
+    )
+    .unwrap();
+    run_rnn_search(
+        &config,
+        &options(resumed.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap();
+    let a = tensors_of_latest(straight.path());
+    let b = tensors_of_latest(resumed.path());
+    assert!(a.iter().any(|(_, name, _)| name == "alphas_mask"));
+    for ((group, name, tensor_a), (_, _, tensor_b)) in a.iter().zip(&b) {
+        assert!(
+            tensor_a.equal(tensor_b),
+            "{group}/{name} differs after resume"
+        );
+    }
+    assert_eq!(
+        read_metrics(straight.path()).unwrap(),
+        read_metrics(resumed.path()).unwrap()
+    );
+}

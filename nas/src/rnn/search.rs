@@ -339,6 +339,9 @@ pub fn run_rnn_search(
                 .with("fimt_ewma", ewma)
                 .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
                 .with("dist", frobenius_distance_rows(&rows, &projection.z));
+            if let Some(pruned) = trainer.pruned_count() {
+                record = record.with("pruned", pruned as f64);
+            }
             records.metric(&record)?;
             observer.on_metric(&record);
             records.alphas(&RnnAlphaRecord {

@@ -9,6 +9,7 @@ use crate::cnn::search_net::to_rows;
 use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::trainer::set_requires_grad;
 use crate::search::SearchError;
+use prime_core::config::Compat;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_core::rnn_genotype::rnn_primitives;
@@ -30,6 +31,8 @@ pub struct RnnSearchTrainer {
     weight_optimizer: Sgd,
     arch_optimizer: Adam,
     activation: Activation,
+    /// CRB under `compat = fixed`: 0 marks an alpha pruned for good (SPEC B2, B9).
+    prune_mask: Option<Tensor>,
     arch_lr: f64,
     grad_clip: f64,
     ar_alpha: f64,
@@ -83,6 +86,10 @@ impl RnnSearchTrainer {
                 weight_decay: config.arch.weight_decay,
             },
         )?;
+        let prune_mask = match (config.arch.activation, config.compat) {
+            (Activation::Crb, Compat::Fixed) => model.alphas().map(Tensor::ones_like),
+            _ => None,
+        };
         Ok(Self {
             vs,
             model,
@@ -91,6 +98,7 @@ impl RnnSearchTrainer {
             weight_optimizer,
             arch_optimizer,
             activation: config.arch.activation,
+            prune_mask,
             arch_lr: config.arch.lr,
             grad_clip: config.weights.grad_clip,
             ar_alpha: config.weights.ar_alpha,
@@ -120,6 +128,7 @@ impl RnnSearchTrainer {
         loss.backward();
         set_requires_grad(&self.weights, true);
         self.arch_optimizer.step(self.arch_lr)?;
+        self.prune_alphas()?;
         Ok((raw.detach(), output.hidden.detach()))
     }
 
@@ -143,12 +152,37 @@ impl RnnSearchTrainer {
         let fimt = optim::grad_squared_sum(params.iter().copied())?;
         let grad_norm = optim::clip_grad_norm(params.iter().copied(), self.grad_clip)?;
         self.weight_optimizer.step(lr)?;
+        self.prune_alphas()?;
         Ok(RnnWeightStep {
             raw_loss: raw.detach(),
             fimt,
             grad_norm,
             hidden: output.hidden.detach(),
         })
+    }
+
+    /// CRB progressive pruning under `compat = fixed` (the reference never prunes RNN alphas,
+    /// SPEC B2): alphas <= 0 are masked to 0 for good and their Adam moments cleared (B9).
+    /// Called after every alpha and weight step; does nothing otherwise.
+    fn prune_alphas(&mut self) -> Result<(), OptimError> {
+        let (Some(mask), Some(alphas)) = (&self.prune_mask, self.model.alphas()) else {
+            return Ok(());
+        };
+        tch::no_grad(|| {
+            let _ = mask
+                .shallow_clone()
+                .f_mul_(&alphas.gt(0.0).to_kind(mask.kind()))?;
+            let _ = alphas.shallow_clone().f_mul_(mask)?;
+            Ok::<(), OptimError>(())
+        })?;
+        self.arch_optimizer.zero_state_where("alphas", mask)
+    }
+
+    /// Alphas pruned for good (CRB under `compat = fixed`), if pruning is on.
+    pub fn pruned_count(&self) -> Option<i64> {
+        self.prune_mask
+            .as_ref()
+            .map(|mask| mask.eq(0.0).sum(tch::Kind::Int64).int64_value(&[]))
     }
 
     /// act(alpha) on the host, (36, P).
@@ -171,10 +205,19 @@ impl RnnSearchTrainer {
     ) -> Result<Vec<(&'static str, NamedTensors)>, OptimError> {
         Ok(vec![
             ("weights", self.vs.variables().into_iter().collect()),
-            ("arch", shallow_copies(&self.alphas)),
+            ("arch", self.arch_tensors()),
             ("weight_optimizer", self.weight_optimizer.state()?),
             ("arch_optimizer", self.arch_optimizer.state()?),
         ])
+    }
+
+    /// The alphas and, when pruning, their mask.
+    fn arch_tensors(&self) -> NamedTensors {
+        let mut tensors = shallow_copies(&self.alphas);
+        if let Some(mask) = &self.prune_mask {
+            tensors.push(("alphas_mask".to_string(), mask.shallow_clone()));
+        }
+        tensors
     }
 
     /// Restores what [`RnnSearchTrainer::checkpoint_groups`] saved.
@@ -185,7 +228,7 @@ impl RnnSearchTrainer {
     ) -> Result<(), SearchError> {
         let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
-        checkpoint::restore_named(&self.alphas, checkpoint.group("arch"), path)?;
+        checkpoint::restore_named(&self.arch_tensors(), checkpoint.group("arch"), path)?;
         self.weight_optimizer
             .load_state(checkpoint.group("weight_optimizer"))?;
         self.arch_optimizer
