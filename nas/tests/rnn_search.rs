@@ -56,6 +56,23 @@ impl RunObserver for StopAt {
     }
 }
 
+/// Stops the run (with a checkpoint) at the first step boundary of `epoch`.
+struct StopAtEpochStart {
+    epoch: u32,
+}
+
+impl RunObserver for StopAtEpochStart {
+    fn on_metric(&mut self, _record: &MetricRecord) {}
+    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
+    fn control(&mut self, progress: &Progress) -> Control {
+        if progress.epochs_done == self.epoch {
+            Control::CheckpointAndStop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
 fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
     let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
     let mut all = Vec::new();
@@ -120,11 +137,38 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     assert!(steps > 20, "{steps} steps");
 
     let resumed = tempfile::tempdir().unwrap();
-    // Stop mid-epoch 1, then resume to the end.
-    let stop_at = steps * 3 / 4;
+    // Stop after the last step of epoch 0, at the start of epoch 1, mid-epoch 1, then
+    // resume to the end.
+    let first_epoch = read_metrics(straight.path())
+        .unwrap()
+        .iter()
+        .filter(|record| record.kind == MetricKind::Step && record.epoch == 0)
+        .count() as u64;
     let stopped = run_rnn_search(
         &config,
         &options(resumed.path(), data.path(), false),
+        &mut StopAt {
+            stop_at: first_epoch,
+        },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    assert_eq!(
+        stopped.epochs_done, 0,
+        "stopped after the last step, before validation"
+    );
+    let stopped = run_rnn_search(
+        &config,
+        &options(resumed.path(), data.path(), true),
+        &mut StopAtEpochStart { epoch: 1 },
+    )
+    .unwrap();
+    assert_eq!((stopped.finished, stopped.epochs_done), (false, 1));
+    let stop_at = steps * 3 / 4;
+    assert!(stop_at > first_epoch + 1);
+    let stopped = run_rnn_search(
+        &config,
+        &options(resumed.path(), data.path(), true),
         &mut StopAt { stop_at },
     )
     .unwrap();

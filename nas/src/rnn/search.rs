@@ -77,6 +77,9 @@ struct LoopState {
     /// Row of the most recently fetched alpha batch in the epoch.
     alpha_row: Option<usize>,
     alpha_steps_in_epoch: u64,
+    /// Whether this epoch's genotype line is written (a checkpoint at an epoch's first step
+    /// must not make the resumed run write it twice).
+    epoch_genotype_written: bool,
     train_loss_sum: f64,
     train_batches: u64,
     best_valid_loss: Option<f64>,
@@ -156,6 +159,7 @@ pub fn run_rnn_search(
         arch_flag: false,
         alpha_row: None,
         alpha_steps_in_epoch: 0,
+        epoch_genotype_written: false,
         train_loss_sum: 0.0,
         train_batches: 0,
         best_valid_loss: None,
@@ -220,8 +224,9 @@ pub fn run_rnn_search(
                 trainer.model.init_hidden(batch_size),
             ),
         };
-        if state.batch == 0 {
+        if !state.epoch_genotype_written {
             records.genotype(epoch, &trainer.projection()?.genotype)?;
+            state.epoch_genotype_written = true;
         }
         loop {
             let progress = Progress {
@@ -390,6 +395,7 @@ pub fn run_rnn_search(
         state.arch_flag = false;
         state.alpha_row = None;
         state.alpha_steps_in_epoch = 0;
+        state.epoch_genotype_written = false;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
         if checkpoint::due_after_epoch(state.epoch, config.epochs, config.checkpoint.every_epochs) {
