@@ -9,7 +9,7 @@ use prime_nas::checkpoint::Checkpoint;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::eval::{EvalError, RunOptions, CHECKPOINT_DIR};
 use prime_nas::rnn::corpus::write_synthetic_corpus;
-use prime_nas::rnn::run_rnn_eval;
+use prime_nas::rnn::{resolve_rnn_genotype, run_rnn_eval};
 use prime_nas::search::records::read_metrics;
 use std::path::Path;
 use tch::Device;
@@ -204,6 +204,24 @@ fn early_stop_ends_the_run_after_epochs_without_improvement() {
     let best = epochs.last().unwrap().get("best_valid_ppl").unwrap();
     assert_eq!(Some(best), outcome.valid_ppl);
     assert!(outcome.test_ppl.is_some());
+}
+
+#[test]
+fn genotypes_resolve_from_run_directories_files_and_builtins() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = RnnGenotype::builtin("DARTS_V1").unwrap();
+    v1.save_json(dir.path().join("genotype.json")).unwrap();
+    let (genotype, _) = resolve_rnn_genotype(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(genotype, v1);
+    let text = dir.path().join("mine.txt");
+    std::fs::write(&text, "Genotype(recurrent=[('relu', 0)], concat=[1])").unwrap();
+    let (genotype, label) = resolve_rnn_genotype(text.to_str().unwrap()).unwrap();
+    assert_eq!((genotype.recurrent.len(), label.as_str()), (1, "mine"));
+    let (genotype, label) = resolve_rnn_genotype("darts").unwrap();
+    assert_eq!(genotype, RnnGenotype::builtin("DARTS_V2").unwrap());
+    assert_eq!(label, "DARTS");
+    let error = resolve_rnn_genotype("nope").unwrap_err().to_string();
+    assert!(error.contains("ENAS"), "{error}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ use crate::search::records::{RecordLengths, RunRecords};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::rnn_config::RnnEvalConfig;
+use prime_core::rnn_genotype::RnnGenotype;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, Device, Tensor};
@@ -54,6 +55,50 @@ pub struct RnnEvalOutcome {
     pub asgd_epoch: Option<u32>,
     /// Trainable parameters.
     pub params: i64,
+}
+
+/// Loads the recurrent genotype an argument names: a run directory (its `genotype.json`, else
+/// its `genotype.txt`), a genotype file (JSON or reference text), or a built-in name
+/// (DARTS_V1, DARTS_V2 = DARTS, ENAS). Returns the genotype and a label for records.
+pub fn resolve_rnn_genotype(argument: &str) -> Result<(RnnGenotype, String), EvalError> {
+    let path = Path::new(argument);
+    let stem = |path: &Path| {
+        path.file_stem()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| argument.to_string())
+    };
+    let load = |file: &Path| {
+        RnnGenotype::load(file).map_err(|error| EvalError::Genotype(error.to_string()))
+    };
+    if path.is_dir() {
+        let file = [GENOTYPE_JSON, GENOTYPE_TEXT]
+            .iter()
+            .map(|name| path.join(name))
+            .find(|file| file.is_file())
+            .ok_or_else(|| {
+                EvalError::Genotype(format!(
+                    "{}: no {GENOTYPE_JSON} or {GENOTYPE_TEXT} in this directory (is it a \
+                     search run directory?)",
+                    path.display()
+                ))
+            })?;
+        return Ok((load(&file)?, stem(path)));
+    }
+    if path.is_file() {
+        return Ok((load(path)?, stem(path)));
+    }
+    let genotype = RnnGenotype::builtin(argument).map_err(|_| {
+        EvalError::Genotype(format!(
+            "`{argument}` is neither a run directory, a genotype file nor a built-in recurrent \
+             genotype (built-ins: {})",
+            RnnGenotype::builtin_names().join(", ")
+        ))
+    })?;
+    let label = RnnGenotype::builtin_names()
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(argument))
+        .map_or_else(|| argument.to_string(), |name| name.to_string());
+    Ok((genotype, label))
 }
 
 /// The weight optimizer: SGD until the NT-ASGD trigger, then a fresh ASGD.

@@ -11,7 +11,7 @@ pub mod search;
 pub mod search_trainer;
 pub mod trainer;
 
-pub use eval::{run_rnn_eval, RnnEvalOutcome};
+pub use eval::{resolve_rnn_genotype, run_rnn_eval, RnnEvalOutcome};
 pub use search::{run_rnn_search, RnnSearchOutcome};
 
 use crate::eval::splitmix64;
