@@ -565,18 +565,22 @@ fn with_averaged_weights<R>(
     result
 }
 
+/// Writes the variables to `path` through a temporary file and a rename, so a crash never
+/// leaves a half-written file.
 fn write_weights(path: &Path, vs: &nn::VarStore) -> Result<(), EvalError> {
     let tensors: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .map(|(name, tensor)| (name, tensor.detach().to_device(Device::Cpu)))
         .collect();
-    Tensor::write_safetensors(&tensors, path).map_err(|source| {
+    let temporary = path.with_extension("safetensors.tmp");
+    Tensor::write_safetensors(&tensors, &temporary).map_err(|source| {
         EvalError::Checkpoint(CheckpointError::Tensor {
-            path: path.to_path_buf(),
+            path: temporary.clone(),
             source,
         })
-    })
+    })?;
+    std::fs::rename(&temporary, path).map_err(|error| EvalError::Io(annotate(path, error)))
 }
 
 #[allow(clippy::too_many_arguments)]
