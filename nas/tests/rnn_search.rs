@@ -413,3 +413,24 @@ fn crb_under_fixed_prunes_for_good_and_resumes_exactly() {
         read_metrics(resumed.path()).unwrap()
     );
 }
+
+#[test]
+fn resuming_with_another_config_is_refused() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_corpus(data.path(), 400, 200, 100, 1).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    run_rnn_search(
+        &tiny_config(1, &[]),
+        &options(run.path(), data.path(), false),
+        &mut StopAt { stop_at: 2 },
+    )
+    .unwrap();
+    let error = run_rnn_search(
+        &tiny_config(1, &["network.nhid=12"]),
+        &options(run.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap_err();
+    assert!(matches!(error, SearchError::Resume { .. }), "{error}");
+}

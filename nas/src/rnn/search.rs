@@ -172,7 +172,6 @@ pub fn run_rnn_search(
     let mut resumed_hidden = None;
     let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
         let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        trainer.restore(&saved, &path)?;
         state = serde_json::from_value(saved.state.clone()).map_err(|error| {
             SearchError::Checkpoint(CheckpointError::Malformed {
                 path: path.clone(),
@@ -187,6 +186,7 @@ pub fn run_rnn_search(
                     .to_string(),
             });
         }
+        trainer.restore(&saved, &path)?;
         schedule.state = state.schedule;
         let hidden = [
             ("train".to_string(), trainer.model.init_hidden(batch_size)),
