@@ -85,7 +85,6 @@ struct LoopState {
     best_valid_loss: Option<f64>,
     best_epoch: Option<u32>,
     best_genotype: Option<RnnGenotype>,
-    last_valid_loss: Option<f64>,
     records: RecordLengths,
     config_sha256: String,
 }
@@ -165,7 +164,6 @@ pub fn run_rnn_search(
         best_valid_loss: None,
         best_epoch: None,
         best_genotype: None,
-        last_valid_loss: None,
         records: RecordLengths::default(),
         config_sha256: config_sha256.clone(),
     };
@@ -365,7 +363,6 @@ pub fn run_rnn_search(
                 loss: valid_loss,
             });
         }
-        state.last_valid_loss = Some(valid_loss);
         if state.best_valid_loss.is_none_or(|best| valid_loss < best) {
             state.best_valid_loss = Some(valid_loss);
             state.best_epoch = Some(epoch);
