@@ -130,17 +130,29 @@ impl SearchCell {
         masks: Option<&DropoutMasks>,
         training: bool,
     ) -> (Tensor, Tensor) {
+        let (ops, columns): (Vec<RnnOp>, Vec<i64>) = self
+            .primitives
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| **op != RnnOp::None)
+            .map(|(column, op)| (*op, column as i64))
+            .unzip();
+        let columns = Tensor::from_slice(&columns).to_device(weights.device());
+        // (K, 36): the weight of every non-`none` op on every edge.
+        let op_weights = weights.index_select(1, &columns).tr();
         unroll(inputs, hidden, |x, h| {
-            self.step(x, h, weights, masks, training)
+            self.step(x, h, &ops, &op_weights, masks, training)
         })
     }
 
-    /// One time step: returns the new hidden state (B, nhid).
+    /// One time step: returns the new hidden state (B, nhid). All ops of a node are evaluated
+    /// at once: node = sum over ops k and sources j of P[k, j] (S_j + c_j (f_k(g_j) - S_j)).
     fn step(
         &self,
         x: &Tensor,
         h: &Tensor,
-        weights: &Tensor,
+        ops: &[RnnOp],
+        op_weights: &Tensor,
         masks: Option<&DropoutMasks>,
         training: bool,
     ) -> Tensor {
@@ -148,20 +160,19 @@ impl SearchCell {
         let mut states = s0.unsqueeze(0);
         let mut offset = 0;
         for node in 0..RNN_STEPS {
+            let sources = node as i64 + 1;
             let (c, g) = self.matrices.gates(&states, node, masks);
-            let rows = weights.narrow(0, offset, node as i64 + 1);
-            let mut sum = s0.zeros_like();
-            for (column, &op) in self.primitives.iter().enumerate() {
-                if op == RnnOp::None {
-                    continue;
-                }
-                let unweighted = &states + &c * (activate(op, &g) - &states);
-                let weight = rows.select(1, column as i64).reshape([-1, 1, 1]);
-                sum += (weight * unweighted).sum_dim_intlist(0, false, sum.kind());
-            }
+            let activated: Vec<Tensor> = ops.iter().map(|&op| activate(op, &g)).collect();
+            // (K, sources, B, nhid)
+            let unweighted = &states + &c * (Tensor::stack(&activated, 0) - &states);
+            let weights =
+                op_weights
+                    .narrow(1, offset, sources)
+                    .reshape([ops.len() as i64, sources, 1, 1]);
+            let sum = (weights * unweighted).sum_dim_intlist(&[0i64, 1][..], false, s0.kind());
             let node_state = self.batch_norm(&sum, training);
             states = Tensor::cat(&[states, node_state.unsqueeze(0)], 0);
-            offset += node as i64 + 1;
+            offset += sources;
         }
         states
             .narrow(0, 1, RNN_STEPS as i64)
@@ -226,4 +237,54 @@ fn unroll(
     }
     let last = h.unsqueeze(0);
     (Tensor::stack(&outputs, 0), last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prime_core::rnn_genotype::RNN_EDGES;
+    use tch::{Device, Kind};
+
+    /// The reference's per-op loop for one time step, in evaluation mode.
+    fn per_op_step(cell: &SearchCell, x: &Tensor, h: &Tensor, weights: &Tensor) -> Tensor {
+        let s0 = cell.batch_norm(&cell.matrices.initial_state(x, h, None), false);
+        let mut states = s0.unsqueeze(0);
+        let mut offset = 0;
+        for node in 0..RNN_STEPS {
+            let (c, g) = cell.matrices.gates(&states, node, None);
+            let rows = weights.narrow(0, offset, node as i64 + 1);
+            let mut sum = s0.zeros_like();
+            for (column, &op) in cell.primitives.iter().enumerate() {
+                if op == RnnOp::None {
+                    continue;
+                }
+                let unweighted = &states + &c * (activate(op, &g) - &states);
+                let weight = rows.select(1, column as i64).reshape([-1, 1, 1]);
+                sum += (weight * unweighted).sum_dim_intlist(0, false, Kind::Double);
+            }
+            states = Tensor::cat(&[states, cell.batch_norm(&sum, false).unsqueeze(0)], 0);
+            offset += node as i64 + 1;
+        }
+        states
+            .narrow(0, 1, RNN_STEPS as i64)
+            .mean_dim(0, false, Kind::Double)
+    }
+
+    #[test]
+    fn vectorised_search_step_equals_the_per_op_loop() {
+        tch::set_num_threads(1);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let cell =
+            crate::torch_rng::seeded(4, || SearchCell::new(&vs.root(), 6, Activation::Softmax));
+        vs.double();
+        let options = (Kind::Double, Device::Cpu);
+        let weights = Tensor::randn([RNN_EDGES as i64, 5], options).softmax(-1, Kind::Double);
+        let x = Tensor::randn([1, 3, 6], options);
+        let h = Tensor::randn([1, 3, 6], options);
+        let (output, last) = cell.forward(&x, &h, &weights, None, false);
+        let expected = per_op_step(&cell, &x.get(0), &h.get(0), &weights);
+        assert!(output.get(0).allclose(&expected, 1e-12, 1e-12, false));
+        assert!(last.get(0).allclose(&expected, 1e-12, 1e-12, false));
+        assert_eq!(output.size(), vec![1, 3, 6]);
+    }
 }
