@@ -1,5 +1,19 @@
 //! The recurrent (Penn Treebank) half of the engine (SPEC section 7): corpus, language model,
 //! search and evaluation loops.
+//!
+//! * [`run_rnn_search`] searches a recurrent cell (SPEC 7.7) with a
+//!   [`prime_core::rnn_config::RnnSearchConfig`] (build one from a CNN method preset with
+//!   `RnnSearchConfig::from_method`, then `with_overrides`); see [`search`] for its run
+//!   directory.
+//! * [`run_rnn_eval`] retrains a [`prime_core::rnn_genotype::RnnGenotype`] (SPEC 7.9) with a
+//!   [`prime_core::rnn_config::RnnEvalConfig`]; [`resolve_rnn_genotype`] reads a genotype
+//!   argument; see [`eval`] for its run directory.
+//!
+//! Both take the corpus folder as `RunOptions::data_dir` (`train.txt`, `valid.txt`,
+//! `test.txt` or the `ptb.*.txt` names) and, with `DownloadPolicy::IfMissing`, fetch the
+//! official archive ([`download`]). Every random draw (initialisation under the seed, dropout
+//! masks and sequence lengths keyed by (seed, epoch, batch)) is reproducible, so a checkpointed
+//! run resumes bitwise exactly.
 
 pub mod cell;
 pub mod corpus;
