@@ -74,7 +74,7 @@ fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
         .genotype
         .as_deref()
         .context("--genotype is required for a new run")?;
-    let (genotype, label) = ptb::resolve_genotype(argument)?;
+    let (genotype, label) = prime_nas::rnn::eval::resolve_rnn_genotype(argument)?;
     let mut overrides = Vec::new();
     if let Some(epochs) = args.epochs {
         overrides.push(format!("epochs={epochs}"));

@@ -4,11 +4,10 @@
 
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
-use prime_core::rnn_genotype::RnnGenotype;
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
-use prime_nas::search::{RunOptions, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT};
+use prime_nas::search::{RunOptions, CONFIG_FILE, GENOTYPE_TEXT};
 use std::path::{Path, PathBuf};
 
 /// The corpus folder under `--data-dir`: the directory itself when it holds the corpus files,
@@ -101,43 +100,6 @@ pub fn search(
         run_dir.join(GENOTYPE_TEXT).display()
     );
     Ok(())
-}
-
-/// A recurrent genotype from a built-in name (darts_v1, darts_v2, enas), a genotype file (JSON
-/// or `Genotype_rnn(...)` text) or a search run directory; with a label for run names.
-pub fn resolve_genotype(argument: &str) -> anyhow::Result<(RnnGenotype, String)> {
-    let path = Path::new(argument);
-    let label = |path: &Path| {
-        path.file_stem().map_or_else(
-            || argument.to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        )
-    };
-    if path.is_dir() {
-        let file = [GENOTYPE_JSON, GENOTYPE_TEXT]
-            .iter()
-            .map(|name| path.join(name))
-            .find(|file| file.is_file())
-            .with_context(|| {
-                format!(
-                    "{}: no {GENOTYPE_JSON} or {GENOTYPE_TEXT} in this directory (is it a search \
-                     run directory?)",
-                    path.display()
-                )
-            })?;
-        return Ok((RnnGenotype::load(&file)?, label(path)));
-    }
-    if path.is_file() {
-        return Ok((RnnGenotype::load(path)?, label(path)));
-    }
-    let genotype = RnnGenotype::builtin(argument).map_err(|_| {
-        anyhow::anyhow!(
-            "`{argument}` is neither a run directory, a recurrent genotype file nor a built-in \
-             recurrent genotype (built-ins: {})",
-            RnnGenotype::builtin_names().join(", ")
-        )
-    })?;
-    Ok((genotype, argument.to_ascii_lowercase()))
 }
 
 /// Runs (or resumes, with `resume`) a recurrent evaluation into `run_dir`.

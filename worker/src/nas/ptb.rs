@@ -21,7 +21,7 @@ use prime_nas::search::SearchError;
 use std::path::PathBuf;
 
 /// Tokens of the synthetic corpus's training, validation and test text.
-const SYNTHETIC_TOKENS: [usize; 3] = [20_000, 4_000, 4_000];
+const SYNTHETIC_TOKENS: [usize; 3] = [8_000, 2_000, 2_000];
 /// Folder of the real corpus under the worker's data directory.
 pub const PTB_DIR: &str = "ptb";
 

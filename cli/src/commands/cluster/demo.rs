@@ -44,6 +44,40 @@ seeds = 1
 run = { epochs = 2, batch_size = 16, init_channels = 4, layers = 3, data = "synthetic", train_samples = 128 }
 "#;
 
+/// The recurrent demo grid: the PTB search and retraining on a synthetic corpus, 16-d cells.
+const DEMO_PTB_GRID: &str = r#"version = 1
+name = "demo-ptb"
+datasets = ["ptb"]
+seeds = [1, 2]
+
+[search]
+epochs = 2
+batch_size = 8
+init_channels = 16
+data = "synthetic"
+
+[[methods]]
+preset = "darts"
+label = "DARTS"
+
+[[methods]]
+preset = "darts-prime"
+label = "DARTS-PRIME"
+
+[evaluation]
+seeds = 1
+run = { epochs = 2, batch_size = 8, init_channels = 16, data = "synthetic" }
+"#;
+
+/// The data set of the demo grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoDataset {
+    /// CNN cells on synthetic CIFAR-10 images, scored by test error.
+    Cifar10,
+    /// Recurrent cells on a synthetic Penn Treebank-style corpus, scored by perplexity.
+    Ptb,
+}
+
 /// Which trainer the demo's worker uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoTrainer {
@@ -59,6 +93,9 @@ pub struct DemoArgs {
     /// The trainer of the local worker.
     #[arg(long, value_enum, default_value_t = DemoTrainer::Nas)]
     pub trainer: DemoTrainer,
+    /// The data set of the demo grid.
+    #[arg(long, value_enum, default_value_t = DemoDataset::Cifar10)]
+    pub dataset: DemoDataset,
     /// Keep the coordinator state and runs here (default: a temporary directory).
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -86,7 +123,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             64 << 10,
         )),
     };
-    let grid = format!("{DEMO_GRID}{DEMO_EVALUATION}");
+    let (grid_name, grid) = match args.dataset {
+        DemoDataset::Cifar10 => ("demo", format!("{DEMO_GRID}{DEMO_EVALUATION}")),
+        DemoDataset::Ptb => ("demo-ptb", DEMO_PTB_GRID.to_string()),
+    };
     let started = Instant::now();
     let runtime = super::runtime()?;
     let table = runtime.block_on(async {
@@ -107,7 +147,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let handle = worker.handle();
         let worker_task = tokio::spawn(worker.run());
         submit_text(&url, "demo.toml", &grid).await?;
-        let trials = watch(&url, "demo", Duration::from_millis(500)).await?;
+        let trials = watch(&url, grid_name, Duration::from_millis(500)).await?;
         handle.preempt_and_exit();
         worker_task.await??;
         coordinator.shutdown().await?;

@@ -256,13 +256,25 @@ pub fn render(rows: &[ResultRow], format: Format, per_seed: bool) -> anyhow::Res
     match format {
         Format::Json => out = serde_json::to_string_pretty(rows)? + "\n",
         Format::Md => {
+            // Table 2 reports validation next to test perplexity.
+            let perplexity = rows.iter().any(|row| row.dataset.uses_perplexity());
+            let (valid_header, valid_rule) = if perplexity {
+                (" valid ppl |", " --- |")
+            } else {
+                ("", "")
+            };
             out.push_str(&format!(
-                "| task | method | {} | params (M) | search GPU-days | n | seeds |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+                "| task | method | {} |{valid_header} params (M) | search GPU-days | n | seeds |\n| --- | --- | --- |{valid_rule} --- | --- | --- | --- |\n",
                 score_header(rows)
             ));
             for row in rows {
+                let valid = if perplexity {
+                    format!(" {} |", Stat::show(row.valid_ppl, 2))
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} |{valid} {} | {} | {} | {} |\n",
                     row.dataset.display_name(),
                     row.method,
                     Stat::show(row.score, 2),
@@ -380,6 +392,43 @@ mod tests {
             run_seconds,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn perplexity_tables_show_valid_and_test_perplexity() {
+        let grid = GridSpec::parse(
+            "g.toml",
+            "version = 1\nname = \"g\"\ndatasets = [\"ptb\"]\nseeds = [101, 102]\n\
+             [[methods]]\npreset = \"darts-prime\"\nlabel = \"DARTS-PRIME\"\n[evaluation]\nseeds = 1\n",
+        )
+        .unwrap();
+        let genotype = serde_json::json!({"recurrent": [], "concat": []});
+        let search_result = r#"{"genotype":{"recurrent":[],"concat":[]}}"#;
+        let mut trials = Vec::new();
+        for (index, search) in grid.search_trials().iter().enumerate() {
+            let id = 10 * (index as u64 + 1);
+            trials.push(view(id, 0, search, Some(search_result), 8_640.0));
+            let (test, valid) = (60.0 + 2.0 * index as f64, 62.0 + 2.0 * index as f64);
+            let json = format!(
+                r#"{{"metrics":{{"test_ppl":{test},"valid_ppl":{valid},"params_m":22.96}}}}"#
+            );
+            let evaluation = &search.evaluation_trials(&genotype)[0];
+            trials.push(view(id + 1, id, evaluation, Some(&json), 100.0));
+        }
+        let rows = build_rows(&trials).unwrap();
+        let markdown = render(&rows, Format::Md, false).unwrap();
+        assert!(
+            markdown.starts_with(
+                "| task | method | test ppl | valid ppl | params (M) | search GPU-days | n | seeds |"
+            ),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(
+                "| PTB | DARTS-PRIME | 61.00 ± 1.00 | 63.00 ± 1.00 | 22.96 ± 0.00 | 0.10 ± 0.00 | 2 | 101 102 |"
+            ),
+            "{markdown}"
+        );
     }
 
     #[test]
