@@ -61,6 +61,23 @@ impl RunObserver for StopAt {
     }
 }
 
+/// Stops the run (with a checkpoint) at the first step boundary of `epoch`.
+struct StopAtEpochStart {
+    epoch: u32,
+}
+
+impl RunObserver for StopAtEpochStart {
+    fn on_metric(&mut self, _record: &MetricRecord) {}
+    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
+    fn control(&mut self, progress: &Progress) -> Control {
+        if progress.epochs_done == self.epoch {
+            Control::CheckpointAndStop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
 fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
     let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
     let mut all = Vec::new();
@@ -90,10 +107,18 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     assert!(outcome.finished);
 
     let resumed = tempfile::tempdir().unwrap();
-    // 8 weight steps per epoch: stop mid-epoch 1 (step 11), then again at an epoch boundary.
+    // 8 weight steps per epoch: stop at the first step boundary of epoch 1 (its genotype line
+    // already written), then mid-epoch 1 (step 11), then run to the end.
     let stopped = run_search(
         &config,
         &options(resumed.path(), data.path(), false),
+        &mut StopAtEpochStart { epoch: 1 },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    let stopped = run_search(
+        &config,
+        &options(resumed.path(), data.path(), true),
         &mut StopAt { stop_at: 11 },
     )
     .unwrap();
@@ -126,6 +151,12 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     let alphas_a = std::fs::read(straight.path().join("alphas.jsonl")).unwrap();
     let alphas_b = std::fs::read(resumed.path().join("alphas.jsonl")).unwrap();
     assert_eq!(alphas_a, alphas_b);
+    let genotypes_a = std::fs::read(straight.path().join("genotypes.jsonl")).unwrap();
+    let genotypes_b = std::fs::read(resumed.path().join("genotypes.jsonl")).unwrap();
+    assert_eq!(
+        genotypes_a, genotypes_b,
+        "a genotype line was lost or repeated"
+    );
 }
 
 #[test]

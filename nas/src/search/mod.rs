@@ -124,6 +124,10 @@ struct LoopState {
     alpha_position: StreamPosition,
     schedule: ScheduleState,
     alpha_steps_in_epoch: u64,
+    /// Whether this epoch's genotype line is written: a checkpoint at an epoch's first step
+    /// boundary must not make the resumed run write it twice.
+    #[serde(default)]
+    epoch_genotype_written: bool,
     alpha_counter: u64,
     last_alpha_loss: f64,
     train_loss_sum: f64,
@@ -176,6 +180,7 @@ pub fn run_search(
         alpha_position: StreamPosition::START,
         schedule: schedule.state,
         alpha_steps_in_epoch: 0,
+        epoch_genotype_written: false,
         alpha_counter: 0,
         last_alpha_loss: 0.0,
         train_loss_sum: 0.0,
@@ -231,9 +236,10 @@ pub fn run_search(
             epoch as usize,
             config.weights.lr_offset as usize,
         )?;
-        if state.step_in_epoch == 0 {
+        if !state.epoch_genotype_written {
             let genotype = current_genotype(&trainer)?;
             records.genotype(epoch, &genotype)?;
+            state.epoch_genotype_written = true;
         }
         let w_config =
             StreamConfig::per_epoch(config.seed, u64::from(epoch), StreamId::WEIGHTS, batch_size)
@@ -417,6 +423,7 @@ pub fn run_search(
 
         state.epoch += 1;
         state.step_in_epoch = 0;
+        state.epoch_genotype_written = false;
         state.alpha_position = StreamPosition::START;
         state.alpha_steps_in_epoch = 0;
         state.train_loss_sum = 0.0;
