@@ -46,7 +46,8 @@ struct Args {
     /// Directory of method presets replacing the compiled-in ones of configs/methods.
     #[arg(long)]
     methods_dir: Option<PathBuf>,
-    /// Directory of the datasets.
+    /// Directory of the datasets: the CIFAR binary folders (`cifar-10-batches-bin/`,
+    /// `cifar-100-binary/`) and `ptb/` with the Penn Treebank text files.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
     /// Upload a checkpoint every N epochs...
