@@ -6,7 +6,7 @@
 //! `train_samples` the number of training tokens. `layers` has no recurrent meaning (one cell)
 //! and is not used, so one grid can carry CNN settings for its CIFAR rows.
 
-use super::{NasTrainer, SYNTHETIC_SEED};
+use super::{eval_failure, failure, NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
 use prime_core::config::SearchConfig;
 use prime_core::grid::{DataSource, RunSettings};
@@ -14,10 +14,8 @@ use prime_core::observer::RunObserver;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use prime_core::rnn_genotype::RnnGenotype;
 use prime_core::trial::{result_keys, TrialResult, TrialSpec};
-use prime_nas::eval::EvalError;
 use prime_nas::rnn::corpus::write_synthetic_corpus;
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
-use prime_nas::search::SearchError;
 use std::path::PathBuf;
 
 /// Tokens of the synthetic corpus's training, validation and test text.
@@ -50,22 +48,6 @@ pub fn rnn_overrides(settings: &RunSettings) -> Vec<String> {
         list.push(format!("data.limit={tokens}"));
     }
     list
-}
-
-fn search_failure(error: SearchError) -> TrainError {
-    match error {
-        SearchError::Diverged { .. } => TrainError::Diverged(error.to_string()),
-        SearchError::Unsupported(_) => TrainError::Invalid(error.to_string()),
-        other => TrainError::Failed(other.to_string()),
-    }
-}
-
-fn eval_failure(error: EvalError) -> TrainError {
-    match error {
-        EvalError::Diverged { .. } => TrainError::Diverged(error.to_string()),
-        EvalError::Config(_) => TrainError::Invalid(error.to_string()),
-        other => TrainError::Failed(other.to_string()),
-    }
 }
 
 impl NasTrainer {
@@ -115,7 +97,7 @@ impl NasTrainer {
     ) -> Result<TrainEnd, TrainError> {
         let config = self.ptb_search_config(&job.spec)?;
         let options = self.run_options(job, self.corpus_dir(&job.spec.settings)?);
-        let outcome = run_rnn_search(&config, &options, observer).map_err(search_failure)?;
+        let outcome = run_rnn_search(&config, &options, observer).map_err(failure)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
