@@ -74,6 +74,10 @@ struct Manifest {
     files: BTreeMap<String, String>,
 }
 
+/// Why a resume is refused when the run's config changed since its checkpoint was written.
+pub const CONFIG_CHANGED: &str = "the config differs from the one the checkpoint was written \
+                                  with (see config.toml in the run directory)";
+
 /// A checkpoint in memory: named groups of named tensors plus a JSON state.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -84,6 +88,17 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The loop state saved in this checkpoint (read from `path`, named in errors).
+    pub fn loop_state<S: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<S, CheckpointError> {
+        serde_json::from_value(self.state.clone()).map_err(|error| CheckpointError::Malformed {
+            path: path.to_path_buf(),
+            message: format!("state: {error}"),
+        })
+    }
+
     /// The tensors of `group` (empty if absent).
     pub fn group(&self, group: &str) -> &[(String, Tensor)] {
         self.groups.get(group).map(Vec::as_slice).unwrap_or(&[])

@@ -318,9 +318,7 @@ pub fn run_eval(
         if state.config_sha256 != config_sha256 {
             return Err(EvalError::Resume {
                 dir: run_dir.clone(),
-                message: "the config differs from the one the checkpoint was written with \
-                          (see config.toml in the run directory)"
-                    .to_string(),
+                message: checkpoint::CONFIG_CHANGED.to_string(),
             });
         }
         tracing::info!(
@@ -704,12 +702,7 @@ fn restore(
         checkpoint::restore_named(&scaler, checkpoint.group("loss_scale"), path)?;
     }
     trainer.refresh_compute_copy()?;
-    serde_json::from_value(checkpoint.state.clone()).map_err(|error| {
-        EvalError::Checkpoint(CheckpointError::Malformed {
-            path: path.to_path_buf(),
-            message: format!("state: {error}"),
-        })
-    })
+    Ok(checkpoint.loop_state(path)?)
 }
 
 #[cfg(test)]

@@ -239,18 +239,11 @@ pub fn run_rnn_eval(
     let mut hidden = model.init_hidden(batch_size);
     let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
         let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        state = serde_json::from_value(saved.state.clone()).map_err(|error| {
-            EvalError::Checkpoint(CheckpointError::Malformed {
-                path: path.clone(),
-                message: format!("state: {error}"),
-            })
-        })?;
+        state = saved.loop_state(&path)?;
         if state.config_sha256 != config_sha256 {
             return Err(EvalError::Resume {
                 dir: run_dir.clone(),
-                message: "the config differs from the one the checkpoint was written with \
-                          (see config.toml in the run directory)"
-                    .to_string(),
+                message: checkpoint::CONFIG_CHANGED.to_string(),
             });
         }
         let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();

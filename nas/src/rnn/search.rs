@@ -13,7 +13,7 @@ use super::model::{evaluate, parameter_count};
 use super::search_trainer::RnnSearchTrainer;
 use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
-use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint};
 use crate::cnn::search_net::to_rows;
 use crate::optim;
 use crate::search::records::{RecordLengths, RunRecords};
@@ -170,18 +170,11 @@ pub fn run_rnn_search(
     let mut resumed_hidden = None;
     let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
         let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        state = serde_json::from_value(saved.state.clone()).map_err(|error| {
-            SearchError::Checkpoint(CheckpointError::Malformed {
-                path: path.clone(),
-                message: format!("state: {error}"),
-            })
-        })?;
+        state = saved.loop_state(&path)?;
         if state.config_sha256 != config_sha256 {
             return Err(SearchError::Resume {
                 dir: run_dir.clone(),
-                message: "the config differs from the one the checkpoint was written with \
-                          (see config.toml in the run directory)"
-                    .to_string(),
+                message: checkpoint::CONFIG_CHANGED.to_string(),
             });
         }
         trainer.restore(&saved, &path)?;

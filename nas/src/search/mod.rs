@@ -198,9 +198,7 @@ pub fn run_search(
         if state.config_sha256 != config_sha256 {
             return Err(SearchError::Resume {
                 dir: run_dir.clone(),
-                message: "the config differs from the one the checkpoint was written with \
-                          (see config.toml in the run directory)"
-                    .to_string(),
+                message: checkpoint::CONFIG_CHANGED.to_string(),
             });
         }
         schedule.state = state.schedule;
@@ -638,10 +636,5 @@ fn restore(
         checkpoint.group("weight_optimizer"),
         checkpoint.group("arch_optimizer"),
     )?;
-    serde_json::from_value(checkpoint.state.clone()).map_err(|error| {
-        SearchError::Checkpoint(CheckpointError::Malformed {
-            path: path.to_path_buf(),
-            message: format!("state: {error}"),
-        })
-    })
+    Ok(checkpoint.loop_state(path)?)
 }
