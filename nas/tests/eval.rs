@@ -4,13 +4,16 @@
 use prime_core::dataset::DatasetKind;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
-use prime_nas::checkpoint::Checkpoint;
+use prime_core::observer::NullObserver;
 use prime_nas::data::{write_synthetic, DownloadPolicy};
 use prime_nas::eval::{run_eval, RunOptions, CHECKPOINT_DIR, TIMING_KEYS};
 use prime_nas::search::records::read_metrics;
 use std::path::Path;
 use tch::Device;
+
+mod common;
+
+use common::{tensors_of_latest, StopAt};
 
 fn tiny_config(epochs: u32, extra: &[&str]) -> EvalConfig {
     let mut overrides: Vec<String> = [
@@ -39,38 +42,6 @@ fn options(run_dir: &Path, data_dir: &Path, resume: bool) -> RunOptions {
         resume,
         download: DownloadPolicy::Never,
     }
-}
-
-/// Stops the run (with a checkpoint) once `stop_at` training steps are done.
-struct StopAt {
-    stop_at: u64,
-    checkpoints: usize,
-}
-
-impl RunObserver for StopAt {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {
-        self.checkpoints += 1;
-    }
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.steps_done == self.stop_at {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
-fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
-    let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
-    let mut all = Vec::new();
-    for (group, tensors) in &checkpoint.groups {
-        for (name, tensor) in tensors {
-            all.push((group.clone(), name.clone(), tensor.shallow_clone()));
-        }
-    }
-    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    all
 }
 
 /// Metric records without the values that measure time.
@@ -118,10 +89,7 @@ fn resumed_evaluation_equals_the_straight_run_bitwise() {
     // 8 steps per epoch: stop mid-epoch 1, resume, stop again at the same step right away
     // (a second checkpoint at one position), then run to the end.
     for stop_at in [11, 11] {
-        let mut observer = StopAt {
-            stop_at,
-            checkpoints: 0,
-        };
+        let mut observer = StopAt::after(stop_at);
         let resume = stop_at == 11 && resumed.path().join(CHECKPOINT_DIR).exists();
         let stopped = run_eval(
             &config,
@@ -171,10 +139,7 @@ fn tiny_evaluation_learns_and_writes_its_run_directory() {
         ],
     );
     let run = tempfile::tempdir().unwrap();
-    let mut observer = StopAt {
-        stop_at: u64::MAX,
-        checkpoints: 0,
-    };
+    let mut observer = StopAt::after(u64::MAX);
     let outcome = run_eval(
         &config,
         &options(run.path(), data.path(), false),
@@ -267,10 +232,7 @@ fn speed_options_train_on_the_cpu_and_resume_exactly() {
         .unwrap();
         assert!(outcome.test_loss.unwrap().is_finite(), "{speed}");
         let resumed = tempfile::tempdir().unwrap();
-        let mut observer = StopAt {
-            stop_at: 6,
-            checkpoints: 0,
-        };
+        let mut observer = StopAt::after(6);
         run_eval(
             &config,
             &options(resumed.path(), data.path(), false),
@@ -307,10 +269,7 @@ fn resuming_with_another_config_is_refused() {
     write_synthetic(data.path(), DatasetKind::Cifar10, 32, 16, 1).unwrap();
     let config = tiny_config(2, &["data.limit=32"]);
     let run = tempfile::tempdir().unwrap();
-    let mut observer = StopAt {
-        stop_at: 1,
-        checkpoints: 0,
-    };
+    let mut observer = StopAt::after(1);
     run_eval(
         &config,
         &options(run.path(), data.path(), false),

@@ -2,7 +2,7 @@
 //! early stop, the test report and bitwise exact resume.
 
 use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
+use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnEvalConfig;
 use prime_core::rnn_genotype::RnnGenotype;
 use prime_nas::checkpoint::Checkpoint;
@@ -13,6 +13,10 @@ use prime_nas::rnn::{resolve_rnn_genotype, run_rnn_eval};
 use prime_nas::search::records::read_metrics;
 use std::path::Path;
 use tch::Device;
+
+mod common;
+
+use common::StopAt;
 
 /// A 16-d model with light dropout on batches of 8 x 10 tokens.
 fn tiny_config(epochs: u32, extra: &[&str]) -> RnnEvalConfig {
@@ -51,23 +55,6 @@ fn options(run_dir: &Path, data_dir: &Path, resume: bool) -> RunOptions {
     }
 }
 
-/// Stops the run (with a checkpoint) once `stop_at` steps are done.
-struct StopAt {
-    stop_at: u64,
-}
-
-impl RunObserver for StopAt {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.steps_done == self.stop_at {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
 fn epoch_records(run_dir: &Path) -> Vec<MetricRecord> {
     read_metrics(run_dir)
         .unwrap()
@@ -103,9 +90,7 @@ fn resumed_evaluation_with_an_asgd_switch_equals_the_straight_run_bitwise() {
     let stopped = run_rnn_eval(
         &config,
         &options(resumed.path(), data.path(), false),
-        &mut StopAt {
-            stop_at: steps_at_switch + 3,
-        },
+        &mut StopAt::after(steps_at_switch + 3),
     )
     .unwrap();
     assert!(!stopped.finished);

@@ -1,18 +1,21 @@
 //! End-to-end recurrent search tests on a tiny synthetic corpus: learning, the schedule's
 //! sticky flag, determinism and bitwise exact resume.
 
-use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
+use prime_core::metrics::MetricKind;
+use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_core::rnn_genotype::RnnGenotype;
-use prime_nas::checkpoint::Checkpoint;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::rnn::corpus::write_synthetic_corpus;
 use prime_nas::rnn::run_rnn_search;
 use prime_nas::search::records::read_metrics;
-use prime_nas::search::{RunOptions, SearchError, CHECKPOINT_DIR};
+use prime_nas::search::{RunOptions, SearchError};
 use std::path::Path;
 use tch::Device;
+
+mod common;
+
+use common::{tensors_of_latest, StopAt, StopAtEpochStart};
 
 fn tiny_config(epochs: u32, extra: &[&str]) -> RnnSearchConfig {
     let mut overrides: Vec<String> = [
@@ -37,52 +40,6 @@ fn options(run_dir: &Path, data_dir: &Path, resume: bool) -> RunOptions {
         resume,
         download: DownloadPolicy::Never,
     }
-}
-
-/// Stops the run (with a checkpoint) once `stop_at` weight steps are done.
-struct StopAt {
-    stop_at: u64,
-}
-
-impl RunObserver for StopAt {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.steps_done == self.stop_at {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
-/// Stops the run (with a checkpoint) at the first step boundary of `epoch`.
-struct StopAtEpochStart {
-    epoch: u32,
-}
-
-impl RunObserver for StopAtEpochStart {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.epochs_done == self.epoch {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
-fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
-    let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
-    let mut all = Vec::new();
-    for (group, tensors) in &checkpoint.groups {
-        for (name, tensor) in tensors {
-            all.push((group.clone(), name.clone(), tensor.shallow_clone()));
-        }
-    }
-    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    all
 }
 
 fn epoch_values(run_dir: &Path, key: &str) -> Vec<f64> {
@@ -147,9 +104,7 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     let stopped = run_rnn_search(
         &config,
         &options(resumed.path(), data.path(), false),
-        &mut StopAt {
-            stop_at: first_epoch,
-        },
+        &mut StopAt::after(first_epoch),
     )
     .unwrap();
     assert!(!stopped.finished);
@@ -169,7 +124,7 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     let stopped = run_rnn_search(
         &config,
         &options(resumed.path(), data.path(), true),
-        &mut StopAt { stop_at },
+        &mut StopAt::after(stop_at),
     )
     .unwrap();
     assert!(!stopped.finished);
@@ -390,7 +345,7 @@ fn crb_under_fixed_prunes_for_good_and_resumes_exactly() {
     run_rnn_search(
         &config,
         &options(resumed.path(), data.path(), false),
-        &mut StopAt { stop_at: 7 },
+        &mut StopAt::after(7),
     )
     .unwrap();
     run_rnn_search(
@@ -423,7 +378,7 @@ fn resuming_with_another_config_is_refused() {
     run_rnn_search(
         &tiny_config(1, &[]),
         &options(run.path(), data.path(), false),
-        &mut StopAt { stop_at: 2 },
+        &mut StopAt::after(2),
     )
     .unwrap();
     let error = run_rnn_search(

@@ -2,14 +2,17 @@
 
 use prime_core::config::SearchConfig;
 use prime_core::dataset::DatasetKind;
-use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
-use prime_nas::checkpoint::Checkpoint;
+use prime_core::metrics::MetricKind;
+use prime_core::observer::NullObserver;
 use prime_nas::data::{write_synthetic, DownloadPolicy};
 use prime_nas::search::records::read_metrics;
-use prime_nas::search::{run_search, RunOptions, CHECKPOINT_DIR};
+use prime_nas::search::{run_search, RunOptions};
 use std::path::Path;
 use tch::Device;
+
+mod common;
+
+use common::{tensors_of_latest, StopAt, StopAtEpochStart};
 
 fn tiny_config(epochs: u32) -> SearchConfig {
     let overrides: Vec<String> = [
@@ -44,52 +47,6 @@ fn synthetic_data(dir: &Path) {
     write_synthetic(dir, DatasetKind::Cifar10, 256, 32, 3).unwrap();
 }
 
-/// Stops the run (with a checkpoint) once `stop_at` weight steps are done.
-struct StopAt {
-    stop_at: u64,
-}
-
-impl RunObserver for StopAt {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.steps_done == self.stop_at {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
-/// Stops the run (with a checkpoint) at the first step boundary of `epoch`.
-struct StopAtEpochStart {
-    epoch: u32,
-}
-
-impl RunObserver for StopAtEpochStart {
-    fn on_metric(&mut self, _record: &MetricRecord) {}
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
-    fn control(&mut self, progress: &Progress) -> Control {
-        if progress.epochs_done == self.epoch {
-            Control::CheckpointAndStop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
-fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
-    let (checkpoint, _) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR)).unwrap();
-    let mut all = Vec::new();
-    for (group, tensors) in &checkpoint.groups {
-        for (name, tensor) in tensors {
-            all.push((group.clone(), name.clone(), tensor.shallow_clone()));
-        }
-    }
-    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    all
-}
-
 #[test]
 fn resumed_search_equals_the_straight_run_bitwise() {
     tch::set_num_threads(1);
@@ -119,7 +76,7 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     let stopped = run_search(
         &config,
         &options(resumed.path(), data.path(), true),
-        &mut StopAt { stop_at: 11 },
+        &mut StopAt::after(11),
     )
     .unwrap();
     assert!(!stopped.finished);
@@ -350,7 +307,7 @@ fn resume_is_exact_with_fimt_prox_admm_and_crb() {
         let stopped = run_search(
             &config,
             &options(resumed.path(), data.path(), false),
-            &mut StopAt { stop_at: 13 },
+            &mut StopAt::after(13),
         )
         .unwrap();
         assert!(!stopped.finished);
