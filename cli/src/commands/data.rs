@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use prime_core::dataset::DatasetKind;
 use prime_nas::data::{load_cifar, write_synthetic, DownloadPolicy};
-use prime_nas::rnn::corpus::{load_corpus, write_synthetic_corpus};
+use prime_nas::rnn::corpus::{load_corpus, write_synthetic_corpus, CORPUS_FOLDER};
 use std::path::PathBuf;
 
 /// Subcommands of `prime data`.
@@ -78,7 +78,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
 
 fn synth(args: SynthArgs) -> anyhow::Result<()> {
     if args.ptb {
-        let dir = args.out.join("ptb");
+        let dir = args.out.join(CORPUS_FOLDER);
         let tokens = args.tokens.max(1);
         let corpus = write_synthetic_corpus(&dir, tokens, tokens / 5, tokens / 5, args.seed)
             .with_context(|| format!("writing a synthetic corpus to {}", dir.display()))?;

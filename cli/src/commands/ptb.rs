@@ -6,6 +6,7 @@ use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
 use anyhow::bail;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
+use prime_nas::rnn::corpus::CORPUS_FOLDER;
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
 use prime_nas::search::{RunOptions, CONFIG_FILE, GENOTYPE_TEXT};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ pub fn corpus_dir(data_dir: &Path) -> PathBuf {
     if holds_corpus {
         data_dir.to_path_buf()
     } else {
-        data_dir.join("ptb")
+        data_dir.join(CORPUS_FOLDER)
     }
 }
 

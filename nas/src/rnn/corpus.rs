@@ -9,6 +9,8 @@ use tch::{Device, Tensor};
 
 /// The end-of-sentence token appended to every line.
 pub const EOS: &str = "<eos>";
+/// The corpus folder's name inside a data directory (beside the CIFAR folders).
+pub const CORPUS_FOLDER: &str = "ptb";
 /// The three splits, in dictionary order.
 pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
 

@@ -20,8 +20,6 @@ use std::path::PathBuf;
 
 mod ptb;
 
-pub use ptb::PTB_DIR;
-
 /// Seed of the generated synthetic data sets.
 const SYNTHETIC_SEED: u64 = 0;
 /// Training images of a synthetic data set (demos and smoke tests).
@@ -179,12 +177,20 @@ impl NasTrainer {
     fn search_config(&self, spec: &TrialSpec) -> Result<(DatasetKind, SearchConfig), TrainError> {
         let dataset = image_dataset(spec.dataset)?;
         let overrides = overrides(dataset, spec.search_seed, &spec.settings);
-        let config = match &self.methods_dir {
-            Some(dir) => SearchConfig::load(&dir.join(format!("{}.toml", spec.method)), &overrides),
-            None => prime_core::presets::method_config(&spec.method, &overrides),
+        Ok((dataset, self.method_preset(&spec.method, &overrides)?))
+    }
+
+    /// The preset of `method` (from `methods_dir` if set, else compiled in) with `overrides`.
+    fn method_preset(
+        &self,
+        method: &str,
+        overrides: &[String],
+    ) -> Result<SearchConfig, TrainError> {
+        match &self.methods_dir {
+            Some(dir) => SearchConfig::load(&dir.join(format!("{method}.toml")), overrides),
+            None => prime_core::presets::method_config(method, overrides),
         }
-        .map_err(|error| TrainError::Invalid(error.to_string()))?;
-        Ok((dataset, config))
+        .map_err(|error| TrainError::Invalid(error.to_string()))
     }
 
     fn data_dir(

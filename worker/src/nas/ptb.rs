@@ -8,20 +8,17 @@
 
 use super::{eval_failure, failure, NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
-use prime_core::config::SearchConfig;
 use prime_core::grid::{DataSource, RunSettings};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use prime_core::rnn_genotype::RnnGenotype;
 use prime_core::trial::{result_keys, TrialResult, TrialSpec};
-use prime_nas::rnn::corpus::write_synthetic_corpus;
+use prime_nas::rnn::corpus::{write_synthetic_corpus, CORPUS_FOLDER};
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
 use std::path::PathBuf;
 
 /// Tokens of the synthetic corpus's training, validation and test text.
 const SYNTHETIC_TOKENS: [usize; 3] = [8_000, 2_000, 2_000];
-/// Folder of the real corpus under the worker's data directory.
-pub const PTB_DIR: &str = "ptb";
 
 /// Overrides of the method preset (before it becomes a recurrent config).
 fn preset_overrides(seed: u64, settings: &RunSettings) -> Vec<String> {
@@ -59,11 +56,7 @@ impl NasTrainer {
         let invalid =
             |error: prime_core::config::ConfigError| TrainError::Invalid(error.to_string());
         let overrides = preset_overrides(spec.search_seed, &spec.settings);
-        let preset = match &self.methods_dir {
-            Some(dir) => SearchConfig::load(&dir.join(format!("{}.toml", spec.method)), &overrides),
-            None => prime_core::presets::method_config(&spec.method, &overrides),
-        }
-        .map_err(invalid)?;
+        let preset = self.method_preset(&spec.method, &overrides)?;
         let mut config = RnnSearchConfig::from_method(&preset).map_err(invalid)?;
         if let Some(rho) = spec.settings.rho {
             config.regularizer.rho = rho;
@@ -76,9 +69,9 @@ impl NasTrainer {
     /// The corpus folder of a trial: the worker's real PTB folder, or a generated synthetic one.
     fn corpus_dir(&self, settings: &RunSettings) -> Result<PathBuf, TrainError> {
         if settings.data != Some(DataSource::Synthetic) {
-            return Ok(self.data_dir.join(PTB_DIR));
+            return Ok(self.data_dir.join(CORPUS_FOLDER));
         }
-        let dir = self.synthetic_dir.join(PTB_DIR);
+        let dir = self.synthetic_dir.join(CORPUS_FOLDER);
         if !dir.join(".complete").exists() {
             let [train, valid, test] = SYNTHETIC_TOKENS;
             write_synthetic_corpus(&dir, train, valid, test, SYNTHETIC_SEED)
