@@ -6,9 +6,17 @@ use clap::{Args, Subcommand};
 use prime_core::config::SearchConfig;
 use prime_core::eval_config::EvalConfig;
 use prime_core::primitives::Activation;
+use prime_core::rnn_config::RnnSearchConfig;
 use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::resolve_genotype;
 use prime_nas::eval::trainer::EvalTrainer;
+use prime_nas::optim::read_scalar;
+use prime_nas::rnn::corpus::get_batch;
+use prime_nas::rnn::dropout::{DropoutMasks, DropoutRates};
+use prime_nas::rnn::model::parameter_count;
+use prime_nas::rnn::search_trainer::RnnSearchTrainer;
+use prime_nas::rnn::trainer::scaled_lr;
+use prime_nas::rnn::{draw_key, DrawStream};
 use prime_nas::search::trainer::SearchTrainer;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -20,6 +28,8 @@ pub enum BenchCommand {
     SearchStep(SearchStepArgs),
     /// One training step of the evaluation network (forward, backward, clip, SGD).
     EvalStep(EvalStepArgs),
+    /// One first-order recurrent search iteration (alpha step + weight step) on PTB-shaped data.
+    RnnSearchStep(RnnSearchStepArgs),
     /// Assignment latency and metric ingestion of a coordinator on loopback.
     Coordinator(crate::commands::cluster::bench::CoordinatorBenchArgs),
 }
@@ -94,11 +104,42 @@ pub struct EvalStepArgs {
     warmup: usize,
 }
 
+/// Arguments of `prime bench rnn-search-step` (the flags of
+/// `bench/pytorch_rnn_search_step.py`).
+#[derive(Debug, Args)]
+pub struct RnnSearchStepArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Vocabulary size (synthetic token ids).
+    #[arg(long, default_value_t = 10000)]
+    vocab: i64,
+    /// Embedding and hidden width.
+    #[arg(long, default_value_t = 300)]
+    nhid: i64,
+    /// Sequences per batch (both the alpha and the weight batch).
+    #[arg(long, default_value_t = 256)]
+    batch: i64,
+    /// Time steps per batch.
+    #[arg(long, default_value_t = 35)]
+    bptt: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
 /// Runs `prime bench`.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::SearchStep(args) => search_step(args),
         BenchCommand::EvalStep(args) => eval_step(args),
+        BenchCommand::RnnSearchStep(args) => rnn_search_step(args),
         BenchCommand::Coordinator(args) => crate::commands::cluster::bench::run(args),
     }
 }
@@ -228,6 +269,100 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
         "min_s": round(times[0]),
         "max_s": round(times[times.len() - 1]),
         "images_per_s": (args.batch as f64 / median * 100.0).round() / 100.0,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// Times the iteration of `run_rnn_search` (SPEC 7.7 steps 6-9, schedule `alternate`, no
+/// regularizer): masks, alpha step, masks, weight step at the scaled LR, and the two scalar
+/// reads the loop makes (loss and FIMT); both hidden states are carried between iterations.
+fn rnn_search_step(args: RnnSearchStepArgs) -> anyhow::Result<()> {
+    apply_threads(args.threads)?;
+    let device = parse_device(&args.device)?;
+    if args.iters == 0 || args.batch < 1 || args.vocab < 2 || args.nhid < 1 || args.bptt < 2 {
+        anyhow::bail!(
+            "expected --iters >= 1, --batch >= 1, --vocab >= 2, --nhid >= 1 and --bptt >= 2"
+        );
+    }
+    let mut config = RnnSearchConfig::default();
+    config.network.nhid = args.nhid;
+    config.data.batch_size = args.batch as usize;
+    config.data.bptt = args.bptt;
+    config.validate("prime bench rnn-search-step")?;
+    let mut trainer = RnnSearchTrainer::new(&config, args.vocab, device)?;
+    let tokens = |seed: i64| {
+        tch::manual_seed(seed);
+        let rows = Tensor::randint(
+            args.vocab,
+            [args.bptt as i64 + 1, args.batch],
+            (Kind::Int64, device),
+        );
+        get_batch(&rows, 0, args.bptt)
+    };
+    let (input, targets) = tokens(1);
+    let (alpha_input, alpha_targets) = tokens(2);
+    let rates = DropoutRates::from(&config.network);
+    let masks = |iteration: usize, stream: DrawStream| {
+        DropoutMasks::draw(
+            draw_key(config.seed, 1, iteration as u64, stream),
+            &rates,
+            args.vocab,
+            args.batch,
+            args.nhid,
+            device,
+        )
+    };
+    let lr = scaled_lr(config.weights.lr, args.bptt, args.bptt);
+    let mut hidden = trainer.model.init_hidden(args.batch);
+    let mut hidden_alpha = trainer.model.init_hidden(args.batch);
+    let mut times = Vec::with_capacity(args.iters);
+    for iteration in 0..args.warmup + args.iters {
+        synchronize(device);
+        let start = Instant::now();
+        let alpha_masks = masks(iteration, DrawStream::AlphaMasks);
+        let (alpha_loss, next_hidden) = trainer.arch_step(
+            &alpha_input,
+            &alpha_targets,
+            &hidden_alpha,
+            &alpha_masks,
+            None,
+        )?;
+        hidden_alpha = next_hidden;
+        let weight_masks = masks(iteration, DrawStream::WeightMasks);
+        let step = trainer.weight_step(&input, &targets, &hidden, &weight_masks, lr)?;
+        hidden = step.hidden;
+        let losses = [
+            alpha_loss.double_value(&[]),
+            step.raw_loss.double_value(&[]),
+        ];
+        let fimt = read_scalar(&step.fimt)?;
+        if !losses.iter().chain([&fimt]).all(|value| value.is_finite()) {
+            anyhow::bail!("non-finite loss or FIMT at iteration {iteration}");
+        }
+        synchronize(device);
+        if iteration >= args.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = median(&times);
+    let round = |value: f64| (value * 1e5).round() / 1e5;
+    let tokens_per_s = 2.0 * (args.batch * args.bptt as i64) as f64 / median;
+    let line = serde_json::json!({
+        "impl": "darts-prime-tch",
+        "bench": "rnn-search-step",
+        "device": device_name(device),
+        "threads": tch::get_num_threads(),
+        "vocab": args.vocab,
+        "nhid": args.nhid,
+        "batch": args.batch,
+        "bptt": args.bptt,
+        "params": parameter_count(&trainer.vs),
+        "median_s": round(median),
+        "min_s": round(times[0]),
+        "max_s": round(times[times.len() - 1]),
+        "tokens_per_s": (tokens_per_s * 100.0).round() / 100.0,
     });
     println!("{line}");
     Ok(())

@@ -146,7 +146,9 @@ impl SearchCell {
     }
 
     /// One time step: returns the new hidden state (B, nhid). All ops of a node are evaluated
-    /// at once: node = sum over ops k and sources j of P[k, j] (S_j + c_j (f_k(g_j) - S_j)).
+    /// at once: node = sum over ops k and sources j of P[k, j] (S_j + c_j (f_k(g_j) - S_j)),
+    /// computed as sum_j a_j S_j + c_j (m_j - a_j S_j) with a_j = sum_k P[k, j] and
+    /// m_j = sum_k P[k, j] f_k(g_j), which touches each (op, source) tensor once.
     fn step(
         &self,
         x: &Tensor,
@@ -163,13 +165,18 @@ impl SearchCell {
             let sources = node as i64 + 1;
             let (c, g) = self.matrices.gates(&states, node, masks);
             let activated: Vec<Tensor> = ops.iter().map(|&op| activate(op, &g)).collect();
-            // (K, sources, B, nhid)
-            let unweighted = &states + &c * (Tensor::stack(&activated, 0) - &states);
-            let weights =
-                op_weights
-                    .narrow(1, offset, sources)
-                    .reshape([ops.len() as i64, sources, 1, 1]);
-            let sum = (weights * unweighted).sum_dim_intlist(&[0i64, 1][..], false, s0.kind());
+            // (K, sources): P[k, j] of this node's edges.
+            let weights = op_weights.narrow(1, offset, sources);
+            // m_j = sum_k P[k, j] f_k(g_j), (sources, B, nhid).
+            let mixed = (weights.reshape([ops.len() as i64, sources, 1, 1])
+                * Tensor::stack(&activated, 0))
+            .sum_dim_intlist(0, false, s0.kind());
+            // a_j S_j with a_j = sum_k P[k, j].
+            let kept = &states
+                * weights
+                    .sum_dim_intlist(0, false, s0.kind())
+                    .reshape([sources, 1, 1]);
+            let sum = (&kept + &c * (mixed - &kept)).sum_dim_intlist(0, false, s0.kind());
             let node_state = self.batch_norm(&sum, training);
             states = Tensor::cat(&[states, node_state.unsqueeze(0)], 0);
             offset += sources;
