@@ -148,7 +148,7 @@ impl SearchCell {
     /// One time step: returns the new hidden state (B, nhid). All ops of a node are evaluated
     /// at once: node = sum over ops k and sources j of P[k, j] (S_j + c_j (f_k(g_j) - S_j)),
     /// computed as sum_j a_j S_j + c_j (m_j - a_j S_j) with a_j = sum_k P[k, j] and
-    /// m_j = sum_k P[k, j] f_k(g_j), which touches each (op, source) tensor once.
+    /// m_j = sum_k P[k, j] f_k(g_j): the highway update runs once per source, not per op.
     fn step(
         &self,
         x: &Tensor,
