@@ -56,13 +56,11 @@ pub struct EvalArgs {
 /// The recurrent evaluation config of a PTB run (new or resumed), `None` for a CIFAR run.
 fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
     if let Some(dir) = &args.resume {
-        let path = dir.join(CONFIG_FILE);
-        if !ptb::is_recurrent_config(&path) {
-            return Ok(None);
-        }
-        return Ok(Some(RnnEvalConfig::load(&path, &[]).with_context(
-            || format!("{} is not an evaluation run directory", dir.display()),
-        )?));
+        return ptb::stored_recurrent_config(
+            dir,
+            |path| RnnEvalConfig::load(path, &[]),
+            "an evaluation",
+        );
     }
     let Some(dataset) = &args.dataset else {
         return Ok(None);

@@ -4,7 +4,8 @@
 
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
-use anyhow::bail;
+use anyhow::{bail, Context};
+use prime_core::config::ConfigError;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use prime_nas::rnn::corpus::CORPUS_FOLDER;
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
@@ -24,14 +25,26 @@ pub fn corpus_dir(data_dir: &Path) -> PathBuf {
     }
 }
 
-/// Whether the run config at `path` is a recurrent one (it has a BPTT length); unreadable
-/// files count as not recurrent, so the CIFAR loader reports what is wrong with them.
-pub fn is_recurrent_config(path: &Path) -> bool {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    toml::from_str::<toml::Table>(&text)
+/// The config stored in the run directory `dir` when it is a recurrent one (it has a BPTT
+/// length), read with `load`; `None` for a CIFAR run. Unreadable files count as not recurrent,
+/// so the CIFAR loader reports what is wrong with them; `kind` names the run in errors.
+pub fn stored_recurrent_config<C>(
+    dir: &Path,
+    load: impl Fn(&Path) -> Result<C, ConfigError>,
+    kind: &str,
+) -> anyhow::Result<Option<C>> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let recurrent = toml::from_str::<toml::Table>(&text)
         .ok()
         .and_then(|table| table.get("data")?.get("bptt").cloned())
-        .is_some()
+        .is_some();
+    if !recurrent {
+        return Ok(None);
+    }
+    let config =
+        load(&path).with_context(|| format!("{} is not {kind} run directory", dir.display()))?;
+    Ok(Some(config))
 }
 
 fn options(machine: &MachineArgs, run_dir: &Path, resume: bool) -> anyhow::Result<RunOptions> {

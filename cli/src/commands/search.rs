@@ -46,13 +46,11 @@ pub struct SearchArgs {
 /// The recurrent search config of a PTB run (new or resumed), `None` for a CIFAR run.
 fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>> {
     if let Some(dir) = &args.resume {
-        let path = dir.join(CONFIG_FILE);
-        if !ptb::is_recurrent_config(&path) {
-            return Ok(None);
-        }
-        return Ok(Some(RnnSearchConfig::load(&path, &[]).with_context(
-            || format!("{} is not a search run directory", dir.display()),
-        )?));
+        return ptb::stored_recurrent_config(
+            dir,
+            |path| RnnSearchConfig::load(path, &[]),
+            "a search",
+        );
     }
     let Some(dataset) = &args.dataset else {
         return Ok(None);
