@@ -508,6 +508,10 @@ pub struct RnnEvalWeightsConfig {
     pub nonmono: usize,
     /// Standard deviation of the sequence-length jitter.
     pub seq_len_std: f64,
+    /// Switch to averaged SGD at the end of this 0-based epoch at the latest, whatever the
+    /// validation history; unset (the reference), only the non-monotone trigger switches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asgd_at_epoch: Option<u32>,
 }
 
 impl Default for RnnEvalWeightsConfig {
@@ -520,6 +524,7 @@ impl Default for RnnEvalWeightsConfig {
             tar_beta: 1e-3,
             nonmono: 5,
             seq_len_std: 5.0,
+            asgd_at_epoch: None,
         }
     }
 }

@@ -3,6 +3,7 @@ pub mod checkpoint;
 pub mod cnn;
 pub mod data;
 pub mod eval;
+pub mod fingerprint;
 pub mod optim;
 pub mod rnn;
 pub mod search;

@@ -13,7 +13,10 @@ use tch::Device;
 
 mod common;
 
-use common::{tensors_of_latest, StopAt};
+use common::{
+    assert_same_runs, last_step_of_epoch, run_straight_and_interrupted_at_the_first_epoch_end,
+    tensors_of_latest, StopAt,
+};
 
 fn tiny_config(epochs: u32, extra: &[&str]) -> EvalConfig {
     let mut overrides: Vec<String> = [
@@ -122,6 +125,35 @@ fn resumed_evaluation_equals_the_straight_run_bitwise() {
         let b = std::fs::read(resumed.path().join(file)).unwrap();
         assert!(a == b, "{file} differs after resume");
     }
+}
+
+/// 120 images in batches of 16: 8 steps per epoch, the last one partial; stopped after step 8
+/// (before the epoch's validation) and crashed after the epoch-end checkpoint.
+#[test]
+fn resume_at_an_epochs_last_step_equals_the_straight_run_bitwise() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic(data.path(), DatasetKind::Cifar10, 128, 48, 3).unwrap();
+    let config = tiny_config(2, &["data.limit=120"]);
+    let (straight, interrupted) =
+        run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
+            run_eval(&config, &options(dir, data.path(), resume), observer).map(|o| o.finished)
+        });
+    assert_eq!(last_step_of_epoch(straight.path(), 0), 8);
+    assert_same_runs(
+        straight.path(),
+        interrupted.path(),
+        &[
+            "weights.safetensors",
+            "best_weights.safetensors",
+            "test.json",
+        ],
+    );
+    assert_eq!(
+        untimed_metrics(straight.path()),
+        untimed_metrics(interrupted.path()),
+        "metrics differ or were duplicated by the resume"
+    );
 }
 
 #[test]

@@ -15,7 +15,10 @@ use tch::Device;
 
 mod common;
 
-use common::{tensors_of_latest, StopAt, StopAtEpochStart};
+use common::{
+    assert_same_runs, run_straight_and_interrupted_at_the_first_epoch_end, tensors_of_latest,
+    StopAt, StopAtEpochStart,
+};
 
 fn tiny_config(epochs: u32, extra: &[&str]) -> RnnSearchConfig {
     let mut overrides: Vec<String> = [
@@ -190,6 +193,29 @@ fn resumed_search_equals_the_straight_run_bitwise() {
     assert_ne!(
         epoch_values(other.path(), "valid_loss"),
         epoch_values(straight.path(), "valid_loss")
+    );
+}
+
+#[test]
+fn resume_at_an_epochs_last_step_and_after_its_end_equals_the_straight_run_bitwise() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_corpus(data.path(), 400, 200, 100, 1).unwrap();
+    let config = tiny_config(2, &["schedule.kind=\"fimt\"", "schedule.h0=1000.0"]);
+    let (straight, interrupted) =
+        run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
+            run_rnn_search(&config, &options(dir, data.path(), resume), observer)
+                .map(|o| o.finished)
+        });
+    assert_same_runs(
+        straight.path(),
+        interrupted.path(),
+        &[
+            "metrics.jsonl",
+            "alphas.jsonl",
+            "genotypes.jsonl",
+            "genotype.json",
+        ],
     );
 }
 

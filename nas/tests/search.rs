@@ -12,7 +12,10 @@ use tch::Device;
 
 mod common;
 
-use common::{tensors_of_latest, StopAt, StopAtEpochStart};
+use common::{
+    assert_same_runs, last_step_of_epoch, run_straight_and_interrupted_at_the_first_epoch_end,
+    tensors_of_latest, StopAt, StopAtEpochStart,
+};
 
 fn tiny_config(epochs: u32) -> SearchConfig {
     let overrides: Vec<String> = [
@@ -114,6 +117,88 @@ fn resumed_search_equals_the_straight_run_bitwise() {
         genotypes_a, genotypes_b,
         "a genotype line was lost or repeated"
     );
+}
+
+/// 124 weight images in batches of 16: 8 steps per epoch, the last one partial. A checkpoint
+/// taken after step 8 (before the epoch's validation) records the position one past the pass.
+#[test]
+fn resume_at_an_epochs_last_step_equals_the_straight_run_bitwise() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let mut config = tiny_config(2);
+    config.data.limit = Some(248);
+    let (straight, interrupted) =
+        run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
+            run_search(&config, &options(dir, data.path(), resume), observer).map(|o| o.finished)
+        });
+    assert_eq!(last_step_of_epoch(straight.path(), 0), 8);
+    assert_same_runs(
+        straight.path(),
+        interrupted.path(),
+        &[
+            "metrics.jsonl",
+            "alphas.jsonl",
+            "genotypes.jsonl",
+            "genotype.json",
+            "summary.json",
+        ],
+    );
+}
+
+/// SPEC 4.3: the logged EWMA is F_1, F_2 (the reference's tensor aliasing), then blended;
+/// under `fixed` it blends from the second step on.
+#[test]
+fn the_logged_fimt_ewma_follows_the_compat_mode() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    for compat in ["reference", "fixed"] {
+        let overrides: Vec<String> = [
+            "epochs=1",
+            "data.batch_size=16",
+            "data.limit=96",
+            "network.init_channels=2",
+            "network.layers=3",
+            "network.steps=2",
+            "network.multiplier=2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once(format!("compat=\"{compat}\"")))
+        .collect();
+        let config = prime_core::presets::method_config("darts-prime", &overrides).unwrap();
+        let run = tempfile::tempdir().unwrap();
+        run_search(
+            &config,
+            &options(run.path(), data.path(), false),
+            &mut NullObserver,
+        )
+        .unwrap();
+        let steps: Vec<(f64, f64)> = read_metrics(run.path())
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.kind == MetricKind::Step)
+            .map(|record| {
+                (
+                    record.get("fimt").unwrap(),
+                    record.get("fimt_ewma").unwrap(),
+                )
+            })
+            .collect();
+        assert!(steps.len() >= 3);
+        let lambda = config.schedule.ewma;
+        let (f1, f2, f3) = (steps[0].0, steps[1].0, steps[2].0);
+        let ewma2 = if compat == "reference" {
+            f2
+        } else {
+            lambda * f2 + (1.0 - lambda) * f1
+        };
+        assert_ne!(f1, f2);
+        assert_eq!(steps[0].1, f1, "{compat}");
+        assert_eq!(steps[1].1, ewma2, "{compat}");
+        assert_eq!(steps[2].1, lambda * f3 + (1.0 - lambda) * ewma2, "{compat}");
+    }
 }
 
 #[test]
@@ -350,4 +435,36 @@ fn second_order_search_runs() {
     )
     .unwrap();
     assert!(outcome.finished);
+}
+
+#[test]
+fn resuming_on_other_data_is_refused_and_names_the_file() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let config = tiny_config(1);
+    let run = tempfile::tempdir().unwrap();
+    let stopped = run_search(
+        &config,
+        &options(run.path(), data.path(), false),
+        &mut StopAt::after(2),
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    let record = std::fs::read_to_string(run.path().join("data.json")).unwrap();
+    assert!(record.contains("data_batch_1.bin"), "{record}");
+
+    write_synthetic(data.path(), DatasetKind::Cifar10, 256, 32, 4).unwrap();
+    let error = run_search(
+        &config,
+        &options(run.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("the data changed since the run started"),
+        "{error}"
+    );
+    assert!(error.contains("data_batch_1.bin"), "{error}");
 }

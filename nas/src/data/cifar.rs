@@ -176,6 +176,17 @@ pub struct CifarData {
     pub test: Arc<ImageSet>,
 }
 
+impl CifarData {
+    /// Every file of the distribution as (canonical name, path), for the run's data record.
+    pub fn files(&self) -> Vec<(String, PathBuf)> {
+        layout(self.kind)
+            .all_files()
+            .into_iter()
+            .map(|name| (name.to_string(), self.folder.join(name)))
+            .collect()
+    }
+}
+
 /// Loads `kind` from `dir` (which holds the distribution's folder, or is that folder). When files
 /// are missing: an archive with the official name in `dir` is verified and extracted; otherwise,
 /// if `policy` allows, the official archive is downloaded, verified against its published MD5 and

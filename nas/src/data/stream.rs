@@ -224,8 +224,9 @@ impl BatchStream {
         subset: Range<usize>,
         config: StreamConfig,
     ) -> Result<BatchStream, DataError> {
-        let mut maker = BatchMaker::new(set, subset, config.clone())?;
+        let mut maker = BatchMaker::new(set, subset, config)?;
         let batches_per_pass = maker.batches_per_pass;
+        let config = maker.config.clone();
         let mut position = config.start;
         let name = format!("prime-data-{}", config.stream.0);
         let prefetcher = Prefetcher::spawn(name, config.prefetch, move || {
@@ -366,17 +367,28 @@ impl BatchMaker {
                 start.batch
             ));
         }
-        if batches_per_pass > 0 && start.batch >= batches_per_pass {
+        if batches_per_pass > 0 && start.batch > batches_per_pass {
             return invalid(format!(
                 "start batch {} is past the {batches_per_pass} batches of a pass",
                 start.batch
             ));
         }
+        // A position recorded after a pass's last batch, before the loop noticed the pass had
+        // ended (a checkpoint between the last step of an epoch and the epoch's end), is the
+        // start of the next pass.
+        let start = if batches_per_pass > 0 && start.batch == batches_per_pass {
+            StreamPosition {
+                pass: start.pass + 1,
+                batch: 0,
+            }
+        } else {
+            start
+        };
         let normalizer = Normalizer::for_dataset(set.kind());
         Ok(BatchMaker {
             set,
             subset,
-            config,
+            config: StreamConfig { start, ..config },
             normalizer,
             batches_per_pass,
             permutation: None,
@@ -534,6 +546,28 @@ mod tests {
             assert_eq!(labels, expected);
         }
         assert!(stream.next_batch().is_none());
+    }
+
+    /// A checkpoint taken after an epoch's last step, before the loop saw the pass end, records
+    /// the batch index one past the pass; resuming there must not fail.
+    #[test]
+    fn a_start_just_past_the_last_batch_is_the_end_of_the_pass() {
+        tch::set_num_threads(1);
+        let set = set(30);
+        let end = StreamPosition { pass: 0, batch: 3 };
+        let one = StreamConfig::per_epoch(7, 0, StreamId::WEIGHTS, 4).starting_at(end);
+        let mut stream = BatchStream::spawn(set.clone(), 10..20, one).unwrap();
+        assert_eq!(stream.next_position(), StreamPosition { pass: 1, batch: 0 });
+        assert!(stream.next_batch().is_none());
+
+        let cycle = StreamConfig::persistent(7, 0, StreamId::ALPHA, 4);
+        let mut straight = BatchStream::spawn(set.clone(), 10..20, cycle.clone()).unwrap();
+        let after_one_pass = collect(&mut straight, 4).pop().unwrap();
+        let mut resumed = BatchStream::spawn(set, 10..20, cycle.starting_at(end)).unwrap();
+        assert!(same(
+            &resumed.next_batch().unwrap().unwrap(),
+            &after_one_pass
+        ));
     }
 
     #[test]
@@ -736,7 +770,7 @@ mod tests {
         assert!(spawn(5..11, w.clone()).contains("not within"));
         let alpha = StreamConfig::persistent(1, 0, StreamId::ALPHA, 4);
         assert!(spawn(3..3, alpha.clone()).contains("non-empty"));
-        let past = StreamPosition { pass: 0, batch: 3 };
+        let past = StreamPosition { pass: 0, batch: 4 };
         assert!(spawn(0..10, alpha.starting_at(past)).contains("past the 3 batches"));
         let fresh = StreamConfig::fresh_each_batch(1, 0, StreamId::ALPHA, 4);
         assert!(spawn(

@@ -19,6 +19,7 @@ use crate::data::{
     batches_per_pass, load_cifar, BatchStream, CifarData, DataError, StreamConfig, StreamId,
     StreamPosition, IMAGE_SIDE,
 };
+use crate::fingerprint::{DataFingerprint, FingerprintError};
 use crate::optim::{self, OptimError};
 use crate::search::records::{RecordLengths, RunRecords};
 use crate::search::trainer::StepTensors;
@@ -113,6 +114,18 @@ pub enum EvalError {
         /// The loss value.
         loss: f64,
     },
+}
+
+impl From<FingerprintError> for EvalError {
+    fn from(error: FingerprintError) -> Self {
+        match error {
+            FingerprintError::Io(error) => EvalError::Io(error),
+            FingerprintError::Changed { ref run_dir, .. } => EvalError::Resume {
+                dir: run_dir.clone(),
+                message: error.to_string(),
+            },
+        }
+    }
 }
 
 /// Loads the genotype an argument names: a run directory (its `genotype.json`, else its
@@ -272,6 +285,9 @@ pub fn run_eval(
     let device = options.device;
 
     let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
+    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
+    DataFingerprint::of_files(&options.data_dir, &data.files())?
+        .record_or_check(run_dir, resuming)?;
     let limit = |available: usize| config.data.limit.unwrap_or(available).min(available);
     let train_count = limit(data.train.len());
     let test_count = limit(data.test.len());
@@ -312,7 +328,7 @@ pub fn run_eval(
         records: RecordLengths::default(),
         config_sha256: config_sha256.clone(),
     };
-    let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
+    let mut records = if resuming {
         let (checkpoint, path) = Checkpoint::read_latest(&checkpoint_dir)?;
         state = restore(&mut trainer, &checkpoint, &path)?;
         if state.config_sha256 != config_sha256 {

@@ -159,13 +159,21 @@ pub fn split_path(dir: &Path, split: &'static str) -> Result<PathBuf, CorpusErro
         })
 }
 
+/// The train, valid and test files of the corpus folder `dir` as (split, path).
+pub fn corpus_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CorpusError> {
+    SPLITS
+        .iter()
+        .map(|split| Ok((split.to_string(), split_path(dir, split)?)))
+        .collect()
+}
+
 /// Reads the corpus folder `dir` (SPEC 7.1): whitespace tokens plus `<eos>` per line (empty
 /// lines included), one dictionary in order of first appearance over train, valid, test.
 pub fn load_corpus(dir: &Path) -> Result<Corpus, CorpusError> {
-    let paths = SPLITS
-        .iter()
-        .map(|split| split_path(dir, split))
-        .collect::<Result<Vec<_>, _>>()?;
+    let paths: Vec<PathBuf> = corpus_files(dir)?
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect();
     let mut dictionary = Dictionary::default();
     let mut streams = Vec::with_capacity(3);
     for path in &paths {

@@ -10,7 +10,7 @@
 //! A NaN or infinite training loss fails the run with [`EvalError::Diverged`]; the reference
 //! instead reloads its best checkpoint and continues.
 
-use super::corpus::{batchify, get_batch, load_corpus};
+use super::corpus::{batchify, corpus_files, get_batch, load_corpus};
 use super::dropout::{DropoutMasks, DropoutRates};
 use super::model::{evaluate, parameter_count, RnnModel};
 use super::trainer::{eval_seq_len, perplexity, scaled_lr, should_switch_to_asgd, training_loss};
@@ -19,6 +19,7 @@ use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError}
 use crate::eval::{
     EvalError, RunOptions, CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT,
 };
+use crate::fingerprint::DataFingerprint;
 use crate::optim::{self, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::records::{RecordLengths, RunRecords};
 use prime_core::metrics::{MetricKind, MetricRecord};
@@ -180,6 +181,9 @@ pub fn run_rnn_eval(
     let valid = batchify(&corpus.valid, config.data.eval_batch_size, device, "valid")?;
     let test = batchify(&corpus.test, config.data.test_batch_size, device, "test")?;
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
+    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
+    DataFingerprint::of_files(&options.data_dir, &corpus_files(&options.data_dir)?)?
+        .record_or_check(run_dir, resuming)?;
 
     let vs = nn::VarStore::new(device);
     let model = crate::torch_rng::seeded(config.seed, || {
@@ -237,7 +241,7 @@ pub fn run_rnn_eval(
         config_sha256: config_sha256.clone(),
     };
     let mut hidden = model.init_hidden(batch_size);
-    let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
+    let mut records = if resuming {
         let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
         state = saved.loop_state(&path)?;
         if state.config_sha256 != config_sha256 {
@@ -395,7 +399,8 @@ pub fn run_rnn_eval(
             state.epochs_since_best += 1;
         }
         if !state.asgd {
-            if should_switch_to_asgd(&state.history, valid_loss, config.weights.nonmono) {
+            let forced = config.weights.asgd_at_epoch == Some(epoch);
+            if forced || should_switch_to_asgd(&state.history, valid_loss, config.weights.nonmono) {
                 optimizer = WeightOptimizer::Asgd(asgd()?);
                 state.asgd = true;
                 state.asgd_epoch = Some(epoch);

@@ -7,7 +7,7 @@
 //! `genotype.json` / `genotype.txt` (the genotype of the epoch with the best validation loss,
 //! rewritten whenever it improves), `checkpoints/` and, at the end, `summary.json`.
 
-use super::corpus::{batchify, get_batch, load_corpus, CorpusError};
+use super::corpus::{batchify, corpus_files, get_batch, load_corpus, CorpusError};
 use super::dropout::{DropoutMasks, DropoutRates};
 use super::model::{evaluate, parameter_count};
 use super::search_trainer::RnnSearchTrainer;
@@ -15,6 +15,7 @@ use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
 use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint};
 use crate::cnn::search_net::to_rows;
+use crate::fingerprint::DataFingerprint;
 use crate::optim;
 use crate::search::records::{RecordLengths, RunRecords};
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
@@ -135,6 +136,9 @@ pub fn run_rnn_search(
     let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
     let data = load_data(config, options)?;
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
+    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
+    DataFingerprint::of_files(&options.data_dir, &corpus_files(&options.data_dir)?)?
+        .record_or_check(run_dir, resuming)?;
 
     let mut trainer = RnnSearchTrainer::new(config, data.vocab, options.device)?;
     let params = parameter_count(&trainer.vs);
@@ -168,7 +172,7 @@ pub fn run_rnn_search(
         config_sha256: config_sha256.clone(),
     };
     let mut resumed_hidden = None;
-    let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
+    let mut records = if resuming {
         let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
         state = saved.loop_state(&path)?;
         if state.config_sha256 != config_sha256 {

@@ -11,6 +11,7 @@ use crate::data::{
     load_cifar, split_by_portion, BatchStream, DataError, DownloadPolicy, StreamConfig, StreamId,
     StreamPosition,
 };
+use crate::fingerprint::{DataFingerprint, FingerprintError};
 use crate::optim::{self, OptimError};
 use prime_core::config::{AlphaBatchPolicy, ArchOrder, Compat, ScheduleKind, SearchConfig};
 use prime_core::genotype::Genotype;
@@ -114,6 +115,18 @@ pub enum SearchError {
     },
 }
 
+impl From<FingerprintError> for SearchError {
+    fn from(error: FingerprintError) -> Self {
+        match error {
+            FingerprintError::Io(error) => SearchError::Io(error),
+            FingerprintError::Changed { ref run_dir, .. } => SearchError::Resume {
+                dir: run_dir.clone(),
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
 /// Everything besides tensors that a checkpoint must restore.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LoopState {
@@ -153,6 +166,9 @@ pub fn run_search(
     let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
     // Created only once the data is there, so a bad --data-dir leaves nothing behind.
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
+    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
+    DataFingerprint::of_files(&options.data_dir, &data.files())?
+        .record_or_check(run_dir, resuming)?;
     let available = config
         .data
         .limit
@@ -191,7 +207,7 @@ pub fn run_search(
         records: RecordLengths::default(),
         config_sha256: config_sha256.clone(),
     };
-    let mut records = if options.resume && checkpoint::has_checkpoint(&checkpoint_dir) {
+    let mut records = if resuming {
         let (checkpoint, path) = Checkpoint::read_latest(&checkpoint_dir)?;
         state = restore(&mut trainer, &regularizer, &checkpoint, &path)?;
         regularizer.alpha_counter = state.alpha_counter;

@@ -16,6 +16,16 @@ pub struct ScheduleState {
     pub threshold: f64,
     /// EWMA of the FIMT (the sentinel before the first weight step).
     pub ewma: f64,
+    /// FIMT values observed so far (saturating): the reference's EWMA takes the second one
+    /// unblended.
+    #[serde(default = "observed_in_old_checkpoints")]
+    pub fimt_observed: u64,
+}
+
+/// Checkpoints without `fimt_observed` were written by a build that always blended: treat
+/// their EWMA as past the aliased second step, so resuming them continues as they ran.
+fn observed_in_old_checkpoints() -> u64 {
+    u64::MAX
 }
 
 /// The alpha-step schedule of a search run.
@@ -27,13 +37,15 @@ pub struct AlphaSchedule {
     decay: f64,
     ewma_coefficient: f64,
     skip_sentinel_update: bool,
+    alias_second_fimt: bool,
     /// Current state.
     pub state: ScheduleState,
 }
 
 impl AlphaSchedule {
     /// A schedule from its config; `compat = fixed` leaves h unchanged while the EWMA is the
-    /// sentinel (SPEC 4.4 S2).
+    /// sentinel (SPEC 4.4 S2) and blends from the second FIMT on, where `reference` takes the
+    /// second FIMT unblended (S11).
     pub fn new(config: &ScheduleConfig, compat: Compat) -> Self {
         Self {
             kind: config.kind,
@@ -42,9 +54,11 @@ impl AlphaSchedule {
             decay: threshold_decay(config.hi, f64::from(config.ratio)),
             ewma_coefficient: config.ewma,
             skip_sentinel_update: compat == Compat::Fixed,
+            alias_second_fimt: compat == Compat::Reference,
             state: ScheduleState {
                 threshold: config.h0,
                 ewma: EWMA_SENTINEL,
+                fimt_observed: 0,
             },
         }
     }
@@ -69,8 +83,14 @@ impl AlphaSchedule {
     }
 
     /// Records the FIMT of the weight step just taken; returns the new EWMA.
+    ///
+    /// The authors' `track_FI` sets `FI_ewma = FI` at the first step, so both names share one
+    /// tensor and the second step's in-place `FI *= 0; FI += ...` overwrites the EWMA with F_2
+    /// before the blend (SPEC 4.3, S11): under `reference` the EWMA is F_1, F_2, then blended.
     pub fn observe_fimt(&mut self, fimt: f64) -> f64 {
-        self.state.ewma = if self.state.ewma == EWMA_SENTINEL {
+        self.state.fimt_observed = self.state.fimt_observed.saturating_add(1);
+        let aliased = self.alias_second_fimt && self.state.fimt_observed == 2;
+        self.state.ewma = if self.state.ewma == EWMA_SENTINEL || aliased {
             fimt
         } else {
             self.ewma_coefficient * fimt + (1.0 - self.ewma_coefficient) * self.state.ewma
@@ -131,6 +151,53 @@ mod tests {
         let steps = replay(&fimt_config(), Compat::Reference, &fimt);
         assert_eq!(&steps[..8], &[61, 67, 74, 81, 88, 95, 101, 108]);
         assert_eq!(steps.len(), 21);
+        let steps = replay(&fimt_config(), Compat::Fixed, &fimt);
+        assert_eq!(&steps[..8], &[61, 68, 75, 82, 88, 95, 102, 109]);
+        assert_eq!(steps.len(), 21);
+    }
+
+    #[test]
+    fn constant_fimt_under_fixed_compat_starts_one_iteration_later() {
+        let steps = replay(&fimt_config(), Compat::Fixed, &[0.5; 60]);
+        assert_eq!(steps, vec![1, 2, 9, 20, 31, 42, 53]);
+        let steps = replay(&fimt_config(), Compat::Fixed, &[50.0; 150]);
+        assert_eq!(steps, vec![82, 93, 104, 115, 126, 137, 148]);
+    }
+
+    /// SPEC 4.4 S11: F = 5, 0.3, then 0.9. The reference's aliased EWMA is 5, 0.3, 0.48, ...,
+    /// so it is below h from iteration 2; a blended one (0.2 * 0.3 + 0.8 * 5 = 4.06) is not.
+    #[test]
+    fn the_reference_takes_the_second_fimt_unblended() {
+        let mut fimt = vec![5.0, 0.3];
+        fimt.extend([0.9; 100]);
+        let steps = replay(&fimt_config(), Compat::Reference, &fimt);
+        assert_eq!(&steps[..5], &[2, 3, 20, 31, 42]);
+        let steps = replay(&fimt_config(), Compat::Fixed, &fimt);
+        assert_eq!(&steps[..5], &[10, 15, 22, 32, 43]);
+
+        let mut reference = AlphaSchedule::new(&fimt_config(), Compat::Reference);
+        let mut fixed = AlphaSchedule::new(&fimt_config(), Compat::Fixed);
+        let ewmas = |schedule: &mut AlphaSchedule| -> Vec<f64> {
+            [5.0, 0.3, 0.9]
+                .iter()
+                .map(|f| schedule.observe_fimt(*f))
+                .collect()
+        };
+        assert_eq!(ewmas(&mut reference), vec![5.0, 0.3, 0.2 * 0.9 + 0.8 * 0.3]);
+        let blended = 0.2 * 0.3 + 0.8 * 5.0;
+        assert_eq!(
+            ewmas(&mut fixed),
+            vec![5.0, blended, 0.2 * 0.9 + 0.8 * blended]
+        );
+    }
+
+    #[test]
+    fn checkpoints_without_the_fimt_count_resume_blending() {
+        let state: ScheduleState =
+            serde_json::from_str(r#"{"threshold": 2.0, "ewma": 0.5}"#).unwrap();
+        let mut schedule = AlphaSchedule::new(&fimt_config(), Compat::Reference);
+        schedule.state = state;
+        assert_eq!(schedule.observe_fimt(1.0), 0.2 * 1.0 + 0.8 * 0.5);
     }
 
     #[test]

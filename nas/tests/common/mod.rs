@@ -3,9 +3,10 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use prime_core::metrics::MetricRecord;
-use prime_core::observer::{Control, Progress, RunObserver};
+use prime_core::metrics::{MetricKind, MetricRecord};
+use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
 use prime_nas::checkpoint::Checkpoint;
+use prime_nas::search::records::read_metrics;
 use prime_nas::search::CHECKPOINT_DIR;
 use std::path::Path;
 
@@ -70,4 +71,91 @@ pub fn tensors_of_latest(run_dir: &Path) -> Vec<(String, String, tch::Tensor)> {
     }
     all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     all
+}
+
+/// Simulates a crash right after the checkpoint written once `epochs_done` epochs are complete
+/// (after that epoch's validation, before the next epoch's genotype line or first step): the
+/// observer panics, and [`crashes`] catches it.
+pub struct CrashAfterEpochCheckpoint {
+    /// Completed epochs of the checkpoint after which the run dies.
+    pub epochs_done: u32,
+}
+
+impl RunObserver for CrashAfterEpochCheckpoint {
+    fn on_metric(&mut self, _record: &MetricRecord) {}
+    fn on_checkpoint(&mut self, _dir: &Path, progress: &Progress) {
+        if progress.epochs_done == self.epochs_done {
+            panic!(
+                "simulated crash after the checkpoint of epoch {}",
+                self.epochs_done
+            );
+        }
+    }
+    fn control(&mut self, _progress: &Progress) -> Control {
+        Control::Continue
+    }
+}
+
+/// Whether `run` panicked (a simulated crash).
+pub fn crashes<T>(run: impl FnOnce() -> T) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err()
+}
+
+/// Runs a training task twice into fresh directories: straight through, and interrupted at the
+/// end of epoch 0 both ways a stop can land there — stopped with a checkpoint right after the
+/// epoch's last step (before its validation), then crashed right after the checkpoint that
+/// follows the epoch-end work — and resumed to the end. `run(dir, resume, observer)` runs the
+/// task and says whether it finished; returns the (straight, interrupted) run directories for
+/// the caller to compare.
+pub fn run_straight_and_interrupted_at_the_first_epoch_end<E: std::fmt::Debug>(
+    run: impl Fn(&Path, bool, &mut dyn RunObserver) -> Result<bool, E>,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let straight = tempfile::tempdir().unwrap();
+    assert!(run(straight.path(), false, &mut NullObserver).unwrap());
+    let last_step_of_epoch_0 = last_step_of_epoch(straight.path(), 0);
+    let interrupted = tempfile::tempdir().unwrap();
+    let mut stop = StopAt::after(last_step_of_epoch_0);
+    let finished = run(interrupted.path(), false, &mut stop).unwrap();
+    assert!(
+        !finished && stop.checkpoints == 1,
+        "not stopped at step {last_step_of_epoch_0}"
+    );
+    let mut crash = CrashAfterEpochCheckpoint { epochs_done: 1 };
+    assert!(crashes(|| run(interrupted.path(), true, &mut crash)));
+    assert!(run(interrupted.path(), true, &mut NullObserver).unwrap());
+    (straight, interrupted)
+}
+
+/// Asserts that two run directories hold the same checkpoint tensors and the same bytes in
+/// each of `files`.
+pub fn assert_same_runs(a: &Path, b: &Path, files: &[&str]) {
+    let tensors_a = tensors_of_latest(a);
+    let tensors_b = tensors_of_latest(b);
+    assert_eq!(tensors_a.len(), tensors_b.len());
+    for ((group_a, name_a, tensor_a), (group_b, name_b, tensor_b)) in
+        tensors_a.iter().zip(&tensors_b)
+    {
+        assert_eq!((group_a, name_a), (group_b, name_b));
+        assert!(
+            tensor_a.equal(tensor_b),
+            "{group_a}/{name_a} differs after resume"
+        );
+    }
+    for file in files {
+        assert_eq!(
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+            "{file} differs after resume"
+        );
+    }
+}
+
+/// The global step after the last weight step of `epoch`, from the epoch's metric record.
+pub fn last_step_of_epoch(run_dir: &Path, epoch: u32) -> u64 {
+    read_metrics(run_dir)
+        .unwrap()
+        .iter()
+        .find(|record| record.kind == MetricKind::Epoch && record.epoch == epoch)
+        .expect("an epoch record")
+        .step
 }
