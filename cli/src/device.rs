@@ -9,9 +9,10 @@ use tch::Device;
 /// Where a training command finds its data and what it runs on (`prime search`, `prime eval`).
 #[derive(Debug, Args)]
 pub struct MachineArgs {
-    /// Directory holding the dataset (or where to download it).
-    #[arg(long, value_name = "DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    /// Directory holding the dataset (or where to download it); default: `data`, or for
+    /// --resume the directory the run started with.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Never download a missing dataset.
     #[arg(long)]
     pub no_download: bool,

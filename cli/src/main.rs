@@ -3,6 +3,7 @@
 mod commands;
 mod device;
 mod progress;
+mod run_dir;
 
 use clap::{Parser, Subcommand};
 
@@ -83,6 +84,9 @@ fn main() {
         Command::Demo(args) => commands::cluster::demo::run(args),
     };
     if let Err(error) = result {
+        if error.is::<progress::Interrupted>() {
+            std::process::exit(130);
+        }
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

@@ -12,14 +12,22 @@ use std::sync::Arc;
 /// Formats a metric record for display; `None` shows nothing.
 pub type Formatter = Box<dyn Fn(&MetricRecord) -> Option<String>>;
 
-/// A run observer that draws progress and stops the run with a checkpoint after Ctrl-C.
+/// A run observer that draws progress and stops the run with a checkpoint after Ctrl-C, or
+/// once a given number of steps is done.
 pub struct RunProgress {
     bar: ProgressBar,
     quiet: bool,
     interrupted: Arc<AtomicBool>,
+    stop_after: Option<u64>,
     step_message: Formatter,
     epoch_line: Formatter,
 }
+
+/// The error of a command stopped by Ctrl-C after its checkpoint: the process exits with
+/// status 130 (128 + SIGINT, as shells report an interrupted command) and no further message.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
 
 impl RunProgress {
     /// A progress display (hidden with `quiet`, or when stderr is not a terminal, where epoch
@@ -44,8 +52,25 @@ impl RunProgress {
             bar,
             quiet,
             interrupted,
+            stop_after: None,
             step_message,
             epoch_line,
+        }
+    }
+
+    /// Also stops the run (with a checkpoint) once `steps` weight steps are done.
+    pub fn stopping_after(mut self, steps: Option<u64>) -> Self {
+        self.stop_after = steps;
+        self
+    }
+
+    /// How a command that stopped before the end of its run ends: `Err(Interrupted)` after
+    /// Ctrl-C, `Ok` after `--stop-after`.
+    pub fn stopped(&self) -> anyhow::Result<()> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            Err(Interrupted.into())
+        } else {
+            Ok(())
         }
     }
 
@@ -94,7 +119,10 @@ impl RunObserver for RunProgress {
             (progress.epochs_done + 1).min(progress.epochs_total),
             progress.epochs_total
         ));
-        if self.interrupted.load(Ordering::SeqCst) {
+        let step_limit_reached = self
+            .stop_after
+            .is_some_and(|steps| progress.steps_done >= steps);
+        if self.interrupted.load(Ordering::SeqCst) || step_limit_reached {
             Control::CheckpointAndStop
         } else {
             Control::Continue

@@ -232,16 +232,26 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     let stderr = text(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "exit status after Ctrl-C: {stderr}"
+    );
     assert!(stderr.contains("stopped after"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "continue with: prime eval --resume {}\n",
+            run.display()
+        )),
+        "{stderr}"
+    );
     assert!(!run.join("test.json").exists());
     assert!(run.join("checkpoints/LATEST").exists());
+    // The run recorded its data directory: the printed command is all a resume needs.
     let report = json(&prime(&[
         "eval",
         "--resume",
         path(&run),
-        "--data-dir",
-        path(data.path()),
         "--no-download",
         "--threads",
         "1",

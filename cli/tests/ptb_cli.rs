@@ -120,7 +120,7 @@ fn a_recurrent_search_feeds_its_genotype_to_a_recurrent_evaluation() {
     let again = prime(&args, dir.path());
     assert!(!again.status.success());
     assert!(
-        stderr(&again).contains("already holds a run"),
+        stderr(&again).contains("is not empty") && stderr(&again).contains("--resume"),
         "{}",
         stderr(&again)
     );

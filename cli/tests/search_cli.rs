@@ -126,3 +126,102 @@ fn bad_input_gets_a_clear_error() {
         "a failed start leaves no run directory"
     );
 }
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A search stopped right after the last (partial) step of its first epoch, before that
+/// epoch's validation, resumes (from another working directory, without --data-dir) to the
+/// result of a straight run; a non-empty --out is refused unless --force.
+#[test]
+fn a_search_stopped_after_an_epochs_last_step_resumes_to_the_straight_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = prime(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--size",
+            "128",
+            "--test-size",
+            "16",
+        ],
+        dir.path(),
+    );
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    let search = |out: &str, extra: &[&str]| {
+        let mut args = vec!["search", "--method", "darts-prime", "--seed", "5"];
+        args.extend(["--no-download", "--threads", "1", "--out", out]);
+        args.extend(&TINY[..12]);
+        args.extend(["--set", "epochs=2"]);
+        args.extend(extra);
+        prime(&args, dir.path())
+    };
+    let straight = search("straight", &[]);
+    assert!(straight.status.success(), "{}", text(&straight.stderr));
+    let metrics = std::fs::read_to_string(dir.path().join("straight/metrics.jsonl")).unwrap();
+    let steps_in_epoch_0 = metrics
+        .lines()
+        .filter(|line| line.contains("\"kind\":\"step\"") && line.contains("\"epoch\":0,"))
+        .count();
+    assert!(steps_in_epoch_0 > 2, "{metrics}");
+
+    let stop_after = steps_in_epoch_0.to_string();
+    let stopped = search("stopped", &["--stop-after", &stop_after]);
+    let stderr = text(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("continue with: prime search --resume stopped\n"),
+        "{stderr}"
+    );
+    let stopped_dir = dir.path().join("stopped");
+    assert!(!stopped_dir.join("genotype.json").exists());
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = prime(
+        &[
+            "search",
+            "--resume",
+            stopped_dir.to_str().unwrap(),
+            "--threads",
+            "1",
+        ],
+        elsewhere.path(),
+    );
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(resumed.stdout, straight.stdout, "the same genotype");
+    for file in [
+        "metrics.jsonl",
+        "alphas.jsonl",
+        "genotypes.jsonl",
+        "genotype.json",
+    ] {
+        assert_eq!(
+            std::fs::read(dir.path().join("straight").join(file)).unwrap(),
+            std::fs::read(stopped_dir.join(file)).unwrap(),
+            "{file} differs from the straight run's"
+        );
+    }
+
+    let config_before = std::fs::read(stopped_dir.join("config.toml")).unwrap();
+    let again = search("stopped", &["--set", "seed=6"]);
+    let stderr = text(&again.stderr);
+    assert!(!again.status.success());
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(stopped_dir.join("config.toml")).unwrap(),
+        config_before
+    );
+    let forced = search("stopped", &["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("straight/metrics.jsonl")).unwrap(),
+        std::fs::read(stopped_dir.join("metrics.jsonl")).unwrap(),
+        "--force starts the run afresh"
+    );
+}

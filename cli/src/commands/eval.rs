@@ -4,6 +4,7 @@
 use super::ptb;
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
+use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::eval_config::EvalConfig;
@@ -43,19 +44,15 @@ pub struct EvalArgs {
     /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Run directory (default: runs/eval-<genotype>-<dataset>-seed<seed>, made unique).
-    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the run in DIR from its last checkpoint, with the config stored there.
-    #[arg(long, value_name = "DIR")]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunDirArgs,
     #[command(flatten)]
     machine: MachineArgs,
 }
 
 /// The recurrent evaluation config of a PTB run (new or resumed), `None` for a CIFAR run.
 fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
-    if let Some(dir) = &args.resume {
+    if let Some(dir) = &args.run.resume {
         return ptb::stored_recurrent_config(
             dir,
             |path| RnnEvalConfig::load(path, &[]),
@@ -93,7 +90,7 @@ fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
 
 /// Runs `prime eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if args.resume.is_some()
+    if args.run.resume.is_some()
         && (args.genotype.is_some()
             || args.dataset.is_some()
             || args.epochs.is_some()
@@ -107,11 +104,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(config) = recurrent_config(&args)? {
-        let run_dir = args.resume.clone().or_else(|| args.out.clone());
-        return ptb::eval(&config, run_dir, args.resume.is_some(), &args.machine);
+        return ptb::eval(&config, &args.run, &args.machine);
     }
     let device = args.machine.device()?;
-    let (config, run_dir, resume) = match &args.resume {
+    let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = EvalConfig::load(&dir.join(CONFIG_FILE), &[])
                 .with_context(|| format!("{} is not an evaluation run directory", dir.display()))?;
@@ -119,25 +115,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => {
             let config = new_config(&args)?;
-            let run_dir = match &args.out {
-                Some(dir) => dir.clone(),
-                None => unique_run_dir(&format!(
+            let run_dir = args.run.new_run_dir("eval", || {
+                unique_run_dir(&format!(
                     "eval-{}-{}-seed{}",
                     config.label, config.data.dataset, config.seed
-                )),
-            };
-            if run_dir.join(CONFIG_FILE).exists() {
-                bail!(
-                    "{} already holds a run; continue it with --resume {0} or choose another --out",
-                    run_dir.display()
-                );
-            }
+                ))
+            })?;
             (config, run_dir, false)
         }
     };
     let options = RunOptions {
         run_dir: run_dir.clone(),
-        data_dir: args.machine.data_dir.clone(),
+        data_dir: run_dir::data_dir(&args.machine, args.run.resume.as_deref())?,
         device,
         resume,
         download: args.machine.download(),
@@ -156,7 +145,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         run_dir.display()
     );
     let epochs = config.epochs;
-    let mut observer = RunProgress::new(
+    let observer = RunProgress::new(
         args.machine.quiet,
         Box::new(|record| {
             let value = |key: &str| record.get(key).unwrap_or(f64::NAN);
@@ -184,6 +173,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             ))
         }),
     );
+    let mut observer = observer.stopping_after(args.run.stop_after);
     let outcome = run_eval(&config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
@@ -193,7 +183,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             config.epochs,
             run_dir.display()
         );
-        return Ok(());
+        return observer.stopped();
     }
     let report_path = run_dir.join(TEST_REPORT);
     let report = std::fs::read_to_string(&report_path)

@@ -4,7 +4,8 @@
 
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
-use anyhow::{bail, Context};
+use crate::run_dir::{self, RunDirArgs};
+use anyhow::Context;
 use prime_core::config::ConfigError;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use prime_nas::rnn::corpus::CORPUS_FOLDER;
@@ -47,26 +48,36 @@ pub fn stored_recurrent_config<C>(
     Ok(Some(config))
 }
 
-fn options(machine: &MachineArgs, run_dir: &Path, resume: bool) -> anyhow::Result<RunOptions> {
-    Ok(RunOptions {
-        run_dir: run_dir.to_path_buf(),
-        data_dir: corpus_dir(&machine.data_dir),
+/// The run directory (new, or the one `--resume` names) and the engine's options for it.
+fn run_options(
+    run: &RunDirArgs,
+    machine: &MachineArgs,
+    command: &str,
+    default_dir: impl FnOnce() -> PathBuf,
+) -> anyhow::Result<(PathBuf, RunOptions)> {
+    let run_dir = match &run.resume {
+        Some(dir) => dir.clone(),
+        None => run.new_run_dir(command, default_dir)?,
+    };
+    let options = RunOptions {
+        run_dir: run_dir.clone(),
+        data_dir: corpus_dir(&run_dir::data_dir(machine, run.resume.as_deref())?),
         device: machine.device()?,
-        resume,
+        resume: run.resume.is_some(),
         download: machine.download(),
-    })
+    };
+    Ok((run_dir, options))
 }
 
-/// Runs (or resumes, with `resume`) a recurrent search into `run_dir`.
+/// Runs (or resumes) a recurrent search.
 pub fn search(
     config: &RnnSearchConfig,
-    run_dir: Option<PathBuf>,
-    resume: bool,
+    run: &RunDirArgs,
     machine: &MachineArgs,
 ) -> anyhow::Result<()> {
-    let run_dir = run_dir
-        .unwrap_or_else(|| unique_run_dir(&format!("{}-ptb-seed{}", config.method, config.seed)));
-    let options = options(machine, &run_dir, resume)?;
+    let (run_dir, options) = run_options(run, machine, "search", || {
+        unique_run_dir(&format!("{}-ptb-seed{}", config.method, config.seed))
+    })?;
     eprintln!(
         "search: method {} on ptb (seed {}, {} epochs, {}-d cell, batch {}, device {:?}) -> {}",
         config.method,
@@ -78,7 +89,7 @@ pub fn search(
         run_dir.display()
     );
     let epochs = config.epochs;
-    let mut observer = RunProgress::new(
+    let observer = RunProgress::new(
         machine.quiet,
         Box::new(|record| {
             let (loss, ppl) = (record.get("loss")?, record.get("ppl")?);
@@ -97,15 +108,15 @@ pub fn search(
             ))
         }),
     );
+    let mut observer = observer.stopping_after(run.stop_after);
     let outcome = run_rnn_search(config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
         eprintln!(
-            "search stopped with a checkpoint; continue with: prime search --resume {} --data-dir {}",
-            run_dir.display(),
-            machine.data_dir.display()
+            "search stopped with a checkpoint; continue with: prime search --resume {}",
+            run_dir.display()
         );
-        return Ok(());
+        return observer.stopped();
     }
     println!("{}", outcome.genotype.to_json());
     eprintln!(
@@ -116,23 +127,11 @@ pub fn search(
     Ok(())
 }
 
-/// Runs (or resumes, with `resume`) a recurrent evaluation into `run_dir`.
-pub fn eval(
-    config: &RnnEvalConfig,
-    run_dir: Option<PathBuf>,
-    resume: bool,
-    machine: &MachineArgs,
-) -> anyhow::Result<()> {
-    let run_dir = run_dir.unwrap_or_else(|| {
+/// Runs (or resumes) a recurrent evaluation.
+pub fn eval(config: &RnnEvalConfig, run: &RunDirArgs, machine: &MachineArgs) -> anyhow::Result<()> {
+    let (run_dir, options) = run_options(run, machine, "eval", || {
         unique_run_dir(&format!("eval-{}-ptb-seed{}", config.label, config.seed))
-    });
-    if !resume && run_dir.join(CONFIG_FILE).exists() {
-        bail!(
-            "{} already holds a run; continue it with --resume {0} or choose another --out",
-            run_dir.display()
-        );
-    }
-    let options = options(machine, &run_dir, resume)?;
+    })?;
     eprintln!(
         "eval: {} on ptb ({}-d cell, {} epochs, batch {}, seed {}, device {:?}) -> {}",
         config.label,
@@ -144,7 +143,7 @@ pub fn eval(
         run_dir.display()
     );
     let epochs = config.epochs;
-    let mut observer = RunProgress::new(
+    let observer = RunProgress::new(
         machine.quiet,
         Box::new(|record| {
             let (loss, ppl) = (record.get("loss")?, record.get("ppl")?);
@@ -162,6 +161,7 @@ pub fn eval(
             ))
         }),
     );
+    let mut observer = observer.stopping_after(run.stop_after);
     let outcome = run_rnn_eval(config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
@@ -171,7 +171,7 @@ pub fn eval(
             config.epochs,
             run_dir.display()
         );
-        return Ok(());
+        return observer.stopped();
     }
     println!(
         "{}",

@@ -4,6 +4,7 @@
 use super::ptb;
 use crate::device::MachineArgs;
 use crate::progress::{unique_run_dir, RunProgress};
+use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::SearchConfig;
@@ -33,19 +34,15 @@ pub struct SearchArgs {
     /// Override a config value (dotted key), e.g. --set data.batch_size=32. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Run directory (default: runs/<method>-<dataset>-seed<seed>, made unique).
-    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the run in DIR from its last checkpoint, with the config stored there.
-    #[arg(long, value_name = "DIR")]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunDirArgs,
     #[command(flatten)]
     machine: MachineArgs,
 }
 
 /// The recurrent search config of a PTB run (new or resumed), `None` for a CIFAR run.
 fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>> {
-    if let Some(dir) = &args.resume {
+    if let Some(dir) = &args.run.resume {
         return ptb::stored_recurrent_config(
             dir,
             |path| RnnSearchConfig::load(path, &[]),
@@ -75,7 +72,7 @@ fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>
 
 /// Runs `prime search`.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
-    if args.resume.is_some()
+    if args.run.resume.is_some()
         && (args.method.is_some()
             || args.dataset.is_some()
             || args.seed.is_some()
@@ -84,11 +81,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         bail!("--resume continues with the config stored in the run directory; drop --method, --dataset, --seed and --set");
     }
     if let Some(config) = recurrent_config(&args)? {
-        let run_dir = args.resume.clone().or_else(|| args.out.clone());
-        return ptb::search(&config, run_dir, args.resume.is_some(), &args.machine);
+        return ptb::search(&config, &args.run, &args.machine);
     }
     let device = args.machine.device()?;
-    let (config, run_dir, resume) = match &args.resume {
+    let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = SearchConfig::load(&dir.join(CONFIG_FILE), &[])
                 .with_context(|| format!("{} is not a search run directory", dir.display()))?;
@@ -110,19 +106,18 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
                     presets::method_config(args.method.as_deref().unwrap_or("darts"), &overrides)?
                 }
             };
-            let run_dir = match &args.out {
-                Some(dir) => dir.clone(),
-                None => unique_run_dir(&format!(
+            let run_dir = args.run.new_run_dir("search", || {
+                unique_run_dir(&format!(
                     "{}-{}-seed{}",
                     config.method, config.data.dataset, config.seed
-                )),
-            };
+                ))
+            })?;
             (config, run_dir, false)
         }
     };
     let options = RunOptions {
         run_dir: run_dir.clone(),
-        data_dir: args.machine.data_dir.clone(),
+        data_dir: run_dir::data_dir(&args.machine, args.run.resume.as_deref())?,
         device,
         resume,
         download: args.machine.download(),
@@ -137,7 +132,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         run_dir.display()
     );
     let epochs = config.epochs;
-    let mut observer = RunProgress::new(
+    let observer = RunProgress::new(
         args.machine.quiet,
         Box::new(|record| {
             let (loss, acc) = (record.get("loss")?, record.get("acc")?);
@@ -157,15 +152,15 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             ))
         }),
     );
+    let mut observer = observer.stopping_after(args.run.stop_after);
     let outcome = run_search(&config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
         eprintln!(
-            "search stopped with a checkpoint; continue with: prime search --resume {} --data-dir {}",
-            run_dir.display(),
-            args.machine.data_dir.display()
+            "search stopped with a checkpoint; continue with: prime search --resume {}",
+            run_dir.display()
         );
-        return Ok(());
+        return observer.stopped();
     }
     println!("{}", outcome.genotype.to_json());
     eprintln!(
