@@ -49,7 +49,7 @@ impl Run {
         std::fs::write(
             dir.path().join("config.toml"),
             format!(
-                "version = 1\nmethod = \"test-run\"\nepochs = {epochs}\n\n[arch]\n\
+                "version = 1\nmethod = \"custom\"\nepochs = {epochs}\n\n[arch]\n\
                  activation = \"{activation}\"\n\n[schedule]\nkind = \"{schedule}\"\n\
                  ratio = 10\newma = 0.2\n"
             ),
@@ -258,7 +258,7 @@ fn schedule_draws_fimt_ewma_threshold_and_alpha_steps() {
     assert_png(&run.figures().join("schedule.png"));
     let lines = svg_lines(&run.figures().join("schedule.svg"));
     let title = format!(
-        "FIMT schedule, epochs 0 to 3: {} alpha steps — test-run",
+        "FIMT schedule, epochs 0 to 3: {} alpha steps — custom",
         run.alpha_steps.len()
     );
     assert_eq!(count_lines(&lines, |line| line == title), 1, "{title}");
@@ -298,7 +298,7 @@ fn schedule_over_the_first_epoch_marks_its_alpha_steps() {
         .filter(|clock| **clock <= 1.0)
         .count();
     assert!(first_epoch > 0);
-    let title = format!("FIMT schedule, epochs 0 to 1: {first_epoch} alpha steps — test-run");
+    let title = format!("FIMT schedule, epochs 0 to 1: {first_epoch} alpha steps — custom");
     assert_eq!(count_lines(&lines, |line| line == title), 1, "{title}");
     assert_eq!(
         count_lines(&lines, |line| line == "alpha steps per epoch"),

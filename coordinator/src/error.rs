@@ -55,6 +55,9 @@ pub enum CoordinatorError {
     /// The coordinator is shutting down.
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    /// A bug: handling the request panicked (the coordinator keeps serving).
+    #[error("internal error while handling the request: {0}")]
+    Internal(String),
 }
 
 impl From<CoordinatorError> for Status {
@@ -72,7 +75,9 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Fenced { .. } => Status::failed_precondition(message),
             CoordinatorError::Integrity(_) => Status::data_loss(message),
             CoordinatorError::ShuttingDown => Status::unavailable(message),
-            CoordinatorError::Database(_) | CoordinatorError::Store(_) => Status::internal(message),
+            CoordinatorError::Database(_)
+            | CoordinatorError::Store(_)
+            | CoordinatorError::Internal(_) => Status::internal(message),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::error::CoordinatorError;
 use crate::state::State;
 use prime_core::trial::TrialId;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -93,18 +94,37 @@ impl PendingMetrics {
         if current.is_empty() {
             return;
         }
-        let result = state.ingest_metric_batches(&current);
-        for reply in replies {
-            let answer = match &result {
-                Ok(()) => Ok(()),
-                Err(error) => Err(CoordinatorError::Invalid(format!(
-                    "metrics not stored: {error}"
-                ))),
-            };
+        let answers = match state.ingest_metric_batches(&current) {
+            Ok(()) => current.iter().map(|_| Ok(())).collect(),
+            Err(error) => {
+                // Batches are checked on arrival, so this is rare; one batch must not cost the
+                // others their commit: each is tried alone and only the failing ones refused.
+                tracing::warn!(%error, batches = current.len(), "group commit of metric batches failed; committing them one by one");
+                current
+                    .iter()
+                    .map(|batch| state.ingest_metric_batches(std::slice::from_ref(batch)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        for ((trial_id, _, _), (reply, answer)) in
+            current.iter().zip(replies.into_iter().zip(answers))
+        {
+            if let Err(error) = &answer {
+                tracing::error!(trial_id, %error, "metric batch not stored");
+            }
             // The caller may have gone away (client disconnect); the rows are stored anyway.
             let _ = reply.send(answer);
         }
     }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Serves both lanes until the handles are gone: requests first, then metric batches,
@@ -177,12 +197,21 @@ impl StateHandle {
     ) -> impl Future<Output = Result<T, CoordinatorError>> {
         let (reply, answer) = oneshot::channel();
         let sent = self.calls.send(Box::new(move |state| {
+            // A bug met by one request must not take the event loop, and so every grid, down.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(state)))
+                .map_err(|panic| panic_message(panic.as_ref()));
+            if let Err(message) = &outcome {
+                tracing::error!(message, "a request panicked on the event loop; it was answered with an internal error (a restart reloads the state from the database)");
+            }
             // The caller may have gone away (client disconnect); the work is done anyway.
-            let _ = reply.send(job(state));
+            let _ = reply.send(outcome);
         }));
         async move {
             sent.map_err(|_| CoordinatorError::ShuttingDown)?;
-            answer.await.map_err(|_| CoordinatorError::ShuttingDown)
+            answer
+                .await
+                .map_err(|_| CoordinatorError::ShuttingDown)?
+                .map_err(CoordinatorError::Internal)
         }
     }
 

@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 pub mod event_loop;
 pub mod latency;
+mod metric_rows;
 pub mod retention;
 pub mod server;
 pub mod service;

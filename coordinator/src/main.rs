@@ -24,6 +24,10 @@ struct Args {
     /// Resumable checkpoints kept per trial, besides the best and the final one.
     #[arg(long, default_value_t = 2)]
     keep_checkpoints: usize,
+    /// Trials one grid may hold (its searches plus the evaluations they spawn); larger grids
+    /// are refused at submission.
+    #[arg(long, default_value_t = prime_core::limits::DEFAULT_MAX_GRID_TRIALS)]
+    max_grid_trials: u64,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         lease: Duration::from_secs_f64(args.lease_secs),
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs),
         keep_checkpoints: args.keep_checkpoints,
+        max_grid_trials: args.max_grid_trials,
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let coordinator = prime_coordinator::start(listener, &args.state, config).await?;

@@ -1,10 +1,10 @@
 //! The gRPC service: translates requests into event-loop calls and maps domain errors to
 //! statuses. Checkpoint bytes are written and verified off the event loop.
 
-use crate::db::MetricRow;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
+use crate::metric_rows;
 use crate::store::{CheckpointStore, StoreError};
 use crate::trials::{Finish, NewCheckpoint};
 use crate::workers::WorkerMode;
@@ -137,25 +137,7 @@ impl Coordinator for CoordinatorService {
 
     async fn report_metrics(&self, request: Request<pb::MetricBatch>) -> Reply<pb::Ack> {
         let batch = request.into_inner();
-        let rows: Vec<MetricRow> = batch
-            .metrics
-            .into_iter()
-            .map(|metric| {
-                prime_proto::convert::parse_metric_kind(&metric.kind)
-                    .map_err(|error| CoordinatorError::Invalid(error.to_string()))?;
-                if let Some((name, _)) = metric.values.iter().find(|(name, _)| name.is_empty()) {
-                    return Err(CoordinatorError::Invalid(format!("metric name `{name}`")));
-                }
-                Ok(MetricRow {
-                    values_json: serde_json::to_string(&metric.values)
-                        .map_err(|error| CoordinatorError::Invalid(error.to_string()))?,
-                    kind: metric.kind,
-                    step: metric.step,
-                    epoch: metric.epoch,
-                    clock: metric.clock,
-                })
-            })
-            .collect::<Result<_, CoordinatorError>>()?;
+        let rows = metric_rows::rows_of(&batch)?;
         self.state
             .ingest_metrics(batch.trial_id, batch.epoch, rows, batch.logs)
             .await?;

@@ -8,6 +8,7 @@
 
 use crate::db::{self, Db, TrialRow};
 use crate::error::CoordinatorError;
+use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
 use prime_core::observer::Progress;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialSpec, TrialState};
 use prime_proto::pb;
@@ -27,6 +28,10 @@ pub struct CoordinatorConfig {
     pub heartbeat: Duration,
     /// Resumable checkpoints kept per trial, besides the best one and the final one.
     pub keep_checkpoints: usize,
+    /// Trials one grid may hold (its searches and the evaluations they spawn); a larger grid
+    /// is refused at submission, since storing it would hold the event loop for longer than
+    /// a lease.
+    pub max_grid_trials: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -35,6 +40,7 @@ impl Default for CoordinatorConfig {
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             keep_checkpoints: 2,
+            max_grid_trials: DEFAULT_MAX_GRID_TRIALS,
         }
     }
 }

@@ -21,13 +21,17 @@ fn grid(name: &str, priority: i32, seeds: &str, retries: u32) -> String {
     )
 }
 
-fn open(dir: &std::path::Path, now: Instant) -> State {
-    let config = CoordinatorConfig {
+fn config() -> CoordinatorConfig {
+    CoordinatorConfig {
         lease: LEASE,
         heartbeat: Duration::from_secs(2),
         keep_checkpoints: 2,
-    };
-    State::open(dir, config, now).unwrap()
+        ..CoordinatorConfig::default()
+    }
+}
+
+fn open(dir: &std::path::Path, now: Instant) -> State {
+    State::open(dir, config(), now).unwrap()
 }
 
 fn slots(count: u32) -> Vec<pb::Slot> {
@@ -728,4 +732,215 @@ fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
         (lost[0].status.as_str(), lost[0].stalled.len()),
         ("lost", 0)
     );
+}
+
+#[test]
+fn a_grid_over_the_trial_limit_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CoordinatorConfig {
+        max_grid_trials: 10,
+        ..config()
+    };
+    let mut state = State::open(dir.path(), config, Instant::now()).unwrap();
+    // Two methods x three seeds, each search spawning two evaluations: 18 trials.
+    let error = state
+        .submit_grid("big.toml", &grid("big", 0, "1, 2, 3", 2))
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("holds 18 trials") && message.contains("at most 10 per grid"),
+        "{message}"
+    );
+    assert_eq!(
+        tonic::Status::from(error).code(),
+        tonic::Code::InvalidArgument
+    );
+    assert!(state.trials.is_empty());
+    assert!(!state.db.grid_exists("big").unwrap());
+    let (_, searches) = state
+        .submit_grid("small.toml", &grid("small", 0, "1", 2))
+        .unwrap();
+    assert_eq!(searches, 2);
+}
+
+#[test]
+fn evaluation_seeds_of_u32_max_are_refused_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = open(dir.path(), Instant::now());
+    let text = grid("g", 0, "1", 2).replace("seeds = 2", "seeds = 4294967295");
+    let error = state.submit_grid("g.toml", &text).unwrap_err().to_string();
+    assert!(
+        error.contains("g.toml:12:1: field `evaluation.seeds`: must be between 1 and 64"),
+        "{error}"
+    );
+    assert!(state.trials.is_empty());
+}
+
+#[test]
+fn a_stored_search_with_absurd_evaluation_seeds_fails_instead_of_aborting() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    {
+        let mut state = open(dir.path(), now);
+        state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    }
+    // A spec stored before the grid limits existed: success made the coordinator allocate
+    // ~1.4 TB and abort, on every restart, since the worker re-sends its report.
+    let connection = rusqlite::Connection::open(dir.path().join("coordinator.sqlite3")).unwrap();
+    let mut statement = connection
+        .prepare("SELECT id, spec_json FROM trials")
+        .unwrap();
+    let stored: Vec<(u64, String)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (id, json) in stored {
+        let mut spec: TrialSpec = serde_json::from_str(&json).unwrap();
+        spec.evaluation.as_mut().unwrap().seeds = u32::MAX;
+        connection
+            .execute(
+                "UPDATE trials SET spec_json = ?2 WHERE id = ?1",
+                rusqlite::params![id, serde_json::to_string(&spec).unwrap()],
+            )
+            .unwrap();
+    }
+    drop(statement);
+    drop(connection);
+    let mut state = open(dir.path(), now);
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let search = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    state
+        .finish(search.trial_id, search.epoch, success(true))
+        .unwrap();
+    let trial = &state.trials[&search.trial_id];
+    assert_eq!(trial.state, TrialState::Failed);
+    assert!(
+        trial
+            .reason
+            .contains("cannot spawn the evaluation trials: evaluation.seeds must be between"),
+        "{}",
+        trial.reason
+    );
+    assert!(trial.result_json.is_some(), "the genotype found is kept");
+    assert_eq!(trial.failures, 1);
+    assert!(state.trials.values().all(|trial| trial.parent_id.is_none()));
+    state.check_invariants().unwrap();
+    // After a restart the worker's re-sent report is refused, nothing recurs.
+    drop(state);
+    let mut state = open(dir.path(), now);
+    let refused = state
+        .finish(search.trial_id, search.epoch, success(true))
+        .unwrap_err();
+    assert!(
+        matches!(refused, CoordinatorError::Fenced { .. }),
+        "{refused}"
+    );
+    assert_eq!(state_of(&state, search.trial_id), TrialState::Failed);
+}
+
+#[test]
+fn a_bad_metric_batch_is_refused_alone_and_the_others_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state
+        .submit_grid("g.toml", &grid("g", 0, "1, 2", 2))
+        .unwrap();
+    let (session, _) = state.register("w", slots(3), &[], now).unwrap();
+    let assignments: Vec<_> = (0..3)
+        .map(|slot| {
+            state
+                .request_trial("w", session, slot, now)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let nan_clock = crate::db::MetricRow {
+        clock: f64::NAN,
+        ..metric_row(2)
+    };
+    let huge_step = metric_row(1 << 63);
+    let mut pending = crate::event_loop::PendingMetrics::default();
+    let mut answers = Vec::new();
+    for (assignment, rows) in assignments.iter().zip([
+        vec![metric_row(1), nan_clock],
+        vec![metric_row(1), metric_row(2)],
+        vec![huge_step],
+    ]) {
+        let (batch, answer) =
+            crate::event_loop::PendingMetrics::batch(assignment.trial_id, assignment.epoch, rows);
+        pending.accept(&state, batch);
+        answers.push(answer);
+    }
+    pending.commit(&mut state);
+    let results: Vec<bool> = answers
+        .iter_mut()
+        .map(|answer| answer.try_recv().unwrap().is_ok())
+        .collect();
+    assert_eq!(results, [false, true, false]);
+    let stored: Vec<usize> = assignments
+        .iter()
+        .map(|a| state.metrics(a.trial_id).unwrap().len())
+        .collect();
+    assert_eq!(stored, [0, 2, 0], "only the good batch is stored, whole");
+}
+
+#[test]
+fn non_finite_metric_values_read_back_with_the_rest_of_their_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let assignment = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let batch = pb::MetricBatch {
+        trial_id: assignment.trial_id,
+        epoch: assignment.epoch,
+        metrics: vec![pb::Metric {
+            kind: "step".into(),
+            epoch: 0,
+            step: 5,
+            clock: 0.5,
+            values: [
+                ("loss".to_string(), f64::NAN),
+                ("grad_norm".to_string(), f64::INFINITY),
+                ("acc".to_string(), 12.5),
+            ]
+            .into_iter()
+            .collect(),
+        }],
+        logs: Vec::new(),
+    };
+    let rows = crate::metric_rows::rows_of(&batch).unwrap();
+    state
+        .ingest_metrics(assignment.trial_id, assignment.epoch, &rows, &[])
+        .unwrap();
+    let metrics = state.metrics(assignment.trial_id).unwrap();
+    let values = &metrics[0].values;
+    assert_eq!(values.len(), 3, "{values:?}");
+    assert_eq!(values["acc"], 12.5);
+    assert!(values["loss"].is_nan());
+    assert_eq!(values["grad_norm"], f64::INFINITY);
+}
+
+#[tokio::test]
+async fn a_panicking_request_is_answered_and_the_loop_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _thread) = StateHandle::spawn(open(dir.path(), Instant::now()));
+    let error = handle
+        .call(|_| -> u32 { panic!("a bug met by one request") })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, CoordinatorError::Internal(message) if message.contains("a bug met")),
+        "{error}"
+    );
+    assert_eq!(tonic::Status::from(error).code(), tonic::Code::Internal);
+    let grid_text = grid("g", 0, "1", 2);
+    let (name, _) = handle
+        .try_call(move |state| state.submit_grid("g.toml", &grid_text))
+        .await
+        .unwrap();
+    assert_eq!(name, "g");
 }

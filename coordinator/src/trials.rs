@@ -4,11 +4,14 @@
 
 use crate::db::{self, CheckpointRow, MetricRow};
 use crate::error::CoordinatorError;
+use crate::metric_rows::decode_values;
 use crate::retention::checkpoints_to_delete;
 use crate::state::{parse_progress, progress_json, save_trial, State, Trial};
 use prime_core::grid::GridSpec;
 use prime_core::observer::Progress;
-use prime_core::trial::{AttemptOutcome, TrialId, TrialKind, TrialResult, TrialSpec, TrialState};
+use prime_core::trial::{
+    AttemptOutcome, SpawnError, TrialId, TrialKind, TrialResult, TrialSpec, TrialState,
+};
 use prime_proto::pb;
 use rusqlite::{params, Transaction};
 
@@ -112,6 +115,15 @@ impl State {
     ) -> Result<(String, usize), CoordinatorError> {
         let grid = GridSpec::parse(file_name, text)
             .map_err(|error| CoordinatorError::InvalidGrid(error.to_string()))?;
+        let trials = grid.trial_count();
+        let limit = self.config.max_grid_trials;
+        if trials > limit {
+            return Err(CoordinatorError::InvalidGrid(format!(
+                "{file_name}: grid `{}` holds {trials} trials (searches and the evaluations they \
+                 spawn); this coordinator accepts at most {limit} per grid (--max-grid-trials)",
+                grid.name
+            )));
+        }
         if self.db.grid_exists(&grid.name)? {
             return Err(CoordinatorError::GridExists(grid.name));
         }
@@ -236,7 +248,15 @@ impl State {
         let trial = self.trial(trial_id)?.clone();
         let (outcome, result, invalid) = match finish {
             Finish::Succeeded(json) => match parse_result(&trial, &json) {
-                Ok(result) => (AttemptOutcome::Succeeded, Some((json, result)), None),
+                Ok(result) => match spawned_evaluations(&trial.spec, &result) {
+                    Ok(children) => (AttemptOutcome::Succeeded, Some((json, children)), None),
+                    // A spec stored before the grid limits: fail this trial, keep its result.
+                    Err(error) => (
+                        AttemptOutcome::Invalid(error.to_string()),
+                        Some((json, Vec::new())),
+                        None,
+                    ),
+                },
                 Err(message) => (
                     AttemptOutcome::Crashed(message.clone()),
                     None,
@@ -255,14 +275,12 @@ impl State {
         let mut closed = Self::closed_attempt(&trial, &outcome);
         let children = self.db.transaction(|transaction| {
             let mut children = Vec::new();
-            if let Some((json, result)) = &result {
+            if let Some((json, specs)) = &result {
                 closed.result_json = Some(json.clone());
                 closed.progress.epochs_done = closed.progress.epochs_total;
                 closed.progress.steps_done = closed.progress.steps_total;
-                if let Some(genotype) = &result.genotype {
-                    for spec in trial.spec.evaluation_trials(genotype) {
-                        children.push(insert_trial(transaction, &spec, Some(trial.id))?);
-                    }
+                for spec in specs {
+                    children.push(insert_trial(transaction, spec, Some(trial.id))?);
                 }
             }
             Self::save_closed_attempt(transaction, &closed, &outcome)?;
@@ -393,7 +411,7 @@ impl State {
                 epoch: row.epoch,
                 step: row.step,
                 clock: row.clock,
-                values: serde_json::from_str(&row.values_json).unwrap_or_default(),
+                values: decode_values(&row.values_json).into_iter().collect(),
             })
             .collect())
     }
@@ -402,6 +420,18 @@ impl State {
     pub fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRow>, CoordinatorError> {
         self.trial(trial_id)?;
         Ok(self.db.checkpoints(trial_id)?)
+    }
+}
+
+/// The evaluation trials a search's result spawns (none for an evaluation or without a
+/// genotype); bounded by the grid limits whatever the stored spec says.
+fn spawned_evaluations(
+    spec: &TrialSpec,
+    result: &TrialResult,
+) -> Result<Vec<TrialSpec>, SpawnError> {
+    match &result.genotype {
+        Some(genotype) => spec.evaluation_trials(genotype),
+        None => Ok(Vec::new()),
     }
 }
 

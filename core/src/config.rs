@@ -3,8 +3,14 @@
 //! (SPEC 3.1).
 
 use crate::dataset::DatasetKind;
+use crate::limits;
+use crate::presets::{is_method, METHOD_NAMES};
 use crate::primitives::Activation;
+use crate::toml_spans::{line_column, SpanTree};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 /// The only config format version this build reads.
@@ -23,18 +29,22 @@ pub enum ConfigError {
     },
     /// TOML syntax, an unknown key or a value of the wrong type (the message has line and
     /// column).
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}{message}", field_prefix(.field))]
     Parse {
         /// File name or other origin.
         origin: String,
-        /// Parser message with line, column and field.
+        /// Dotted path of the field the error points at; empty when unknown.
+        field: String,
+        /// Parser message with line and column.
         message: String,
     },
     /// A value outside its range.
-    #[error("{origin}: field `{field}`: {message}")]
+    #[error("{origin}{}: field `{field}`: {message}", line_suffix(.line))]
     Invalid {
         /// File name or other origin.
         origin: String,
+        /// 1-based line of the field in the file, when it is set there.
+        line: Option<usize>,
         /// Dotted field path.
         field: String,
         /// What was expected.
@@ -48,6 +58,180 @@ pub enum ConfigError {
         /// What was expected.
         message: String,
     },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
+    }
+}
+
+fn line_suffix(line: &Option<usize>) -> String {
+    line.map_or(String::new(), |line| format!(":{line}"))
+}
+
+impl ConfigError {
+    /// An `Invalid` error without a line.
+    pub fn invalid(origin: &str, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.to_string(),
+            line: None,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a config's `method` may say besides a preset name: settings that follow no preset.
+pub const CUSTOM_METHOD: &str = "custom";
+
+/// Range checks of one config: each failure names the config's origin and the field.
+pub(crate) struct Checker<'a> {
+    origin: &'a str,
+}
+
+impl<'a> Checker<'a> {
+    /// Checks for the config read from `origin`.
+    pub(crate) fn new(origin: &'a str) -> Self {
+        Checker { origin }
+    }
+
+    /// `Err` naming `field` unless `ok`.
+    pub(crate) fn ensure(&self, field: &str, ok: bool, message: &str) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(self.origin, field, message))
+        }
+    }
+
+    /// `Err` naming `field` unless the integer `value` lies in `range`.
+    pub(crate) fn count<T>(
+        &self,
+        field: &str,
+        value: T,
+        range: &RangeInclusive<u64>,
+    ) -> Result<(), ConfigError>
+    where
+        T: TryInto<u64> + Display + Copy,
+    {
+        limits::check_count(value, range)
+            .map_err(|message| ConfigError::invalid(self.origin, field, message))
+    }
+
+    /// `Err` naming `field` unless `value` lies in `range`.
+    pub(crate) fn real(
+        &self,
+        field: &str,
+        value: f64,
+        range: &RangeInclusive<f64>,
+    ) -> Result<(), ConfigError> {
+        limits::check_real(value, range)
+            .map_err(|message| ConfigError::invalid(self.origin, field, message))
+    }
+
+    /// `Err` unless `method` names a preset or is `custom`: the name labels results, run
+    /// directories and figures, so a misspelt or invented one would mislabel them.
+    pub(crate) fn method(&self, method: &str) -> Result<(), ConfigError> {
+        let known = is_method(method) || method == CUSTOM_METHOD;
+        self.ensure(
+            "method",
+            known,
+            &format!(
+                "unknown method `{method}`: expected one of {}, or `{CUSTOM_METHOD}` for \
+                 settings that follow no preset",
+                METHOD_NAMES.join(", ")
+            ),
+        )
+    }
+}
+
+/// Whether `value` is a finite number greater than 0.
+pub(crate) fn finite_positive(value: f64) -> bool {
+    value.is_finite() && value > 0.0
+}
+
+/// Whether `value` is a finite number not below 0.
+pub(crate) fn finite_non_negative(value: f64) -> bool {
+    value.is_finite() && value >= 0.0
+}
+
+/// Whether `value` is a probability-like fraction in [0, 1).
+pub(crate) fn unit_fraction(value: f64) -> bool {
+    (0.0..1.0).contains(&value)
+}
+
+/// Parses config `text` (keeping line, column and field in its errors), then applies
+/// `overrides` (`key=value`, dotted keys).
+pub(crate) fn parse_with_overrides<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<T, ConfigError> {
+    let config: T = toml::from_str(text).map_err(|error| {
+        let field = error
+            .span()
+            .and_then(|span| SpanTree::parse(text)?.field_at(&span))
+            .unwrap_or_default();
+        ConfigError::Parse {
+            origin: origin.to_string(),
+            field,
+            message: error.to_string(),
+        }
+    })?;
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
+        origin: origin.to_string(),
+        field: String::new(),
+        message: error.to_string(),
+    };
+    let mut table: toml::Table = text.parse().map_err(|error| parse_error(origin, error))?;
+    for text in overrides {
+        apply_override(&mut table, text)?;
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|error| parse_error(&overridden_origin(origin, overrides), error))
+}
+
+/// `origin`, marked as changed by `--set` when there are overrides.
+pub(crate) fn overridden_origin(origin: &str, overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        origin.to_string()
+    } else {
+        format!("{origin} (with --set overrides)")
+    }
+}
+
+/// `error` with the line of its field in `text`, unless an override set that field.
+pub(crate) fn locate(error: ConfigError, text: &str, overrides: &[String]) -> ConfigError {
+    let ConfigError::Invalid {
+        origin,
+        line: None,
+        field,
+        message,
+    } = error
+    else {
+        return error;
+    };
+    let overridden = overrides.iter().any(|text| {
+        text.split_once('=')
+            .is_some_and(|(key, _)| key.trim() == field)
+    });
+    let line = SpanTree::parse(text)
+        .filter(|_| !overridden)
+        .and_then(|spans| spans.span_of(&field))
+        .map(|span| line_column(text, span.start).0);
+    ConfigError::Invalid {
+        origin,
+        line,
+        field,
+        message,
+    }
 }
 
 /// Behaviour where the reference code has a bug or differs from the paper (SPEC section 10).
@@ -115,19 +299,20 @@ pub enum RegularizerKind {
 pub struct DataConfig {
     /// Dataset.
     pub dataset: DatasetKind,
-    /// Minibatch size of weight and alpha batches.
+    /// Minibatch size of weight and alpha batches, 1..=65,536.
     pub batch_size: usize,
-    /// Fraction of the training images used for weights; the rest is for alphas.
+    /// Fraction of the training images used for weights (the rest is for alphas), strictly
+    /// between 0 and 1.
     pub train_portion: f64,
     /// Split r/(r+1) with r = `schedule.ratio` instead of `train_portion` (SPEC 3.2).
     pub dynamic_split: bool,
-    /// Use only the first N training images (small demos); none = all.
+    /// Use only the first N training images (small demos), 1..=100,000,000; none = all.
     pub limit: Option<usize>,
     /// Cutout augmentation (off in search).
     pub cutout: bool,
-    /// Cutout square side.
+    /// Cutout square side in pixels, 1..=32.
     pub cutout_length: usize,
-    /// Batches decoded ahead of the training thread, per stream.
+    /// Batches decoded ahead of the training thread, per stream, 1..=64.
     pub prefetch: usize,
 }
 
@@ -150,15 +335,15 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
-    /// Initial channels C.
+    /// Initial channels C: even, 2..=2,048.
     pub init_channels: i64,
-    /// Number of cells.
+    /// Number of cells, 3..=256.
     pub layers: i64,
-    /// Intermediate nodes per cell.
+    /// Intermediate nodes per cell, 1..=16.
     pub steps: usize,
-    /// States concatenated into a cell's output.
+    /// States concatenated into a cell's output, 1..=steps.
     pub multiplier: usize,
-    /// Stem width factor.
+    /// Stem width factor, 1..=16.
     pub stem_multiplier: i64,
 }
 
@@ -178,17 +363,17 @@ impl Default for NetworkConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WeightsConfig {
-    /// Initial learning rate.
+    /// Initial learning rate; finite, > 0.
     pub lr: f64,
-    /// Final learning rate of the cosine schedule.
+    /// Final learning rate of the cosine schedule, 0..=lr.
     pub lr_min: f64,
     /// Epoch e trains with lr(e + lr_offset): 1 = authors' code, 0 = original DARTS.
     pub lr_offset: u32,
-    /// SGD momentum.
+    /// SGD momentum, in [0, 1).
     pub momentum: f64,
-    /// L2 weight decay.
+    /// L2 weight decay; finite, >= 0.
     pub weight_decay: f64,
-    /// Global gradient-norm clip.
+    /// Global gradient-norm clip; finite, > 0.
     pub grad_clip: f64,
 }
 
@@ -211,15 +396,15 @@ impl Default for WeightsConfig {
 pub struct ArchConfig {
     /// Activation of alpha.
     pub activation: Activation,
-    /// Adam learning rate (constant).
+    /// Adam learning rate (constant); finite, > 0.
     pub lr: f64,
-    /// Adam beta1.
+    /// Adam beta1, in [0, 1).
     pub beta1: f64,
-    /// Adam beta2.
+    /// Adam beta2, in [0, 1).
     pub beta2: f64,
-    /// Adam epsilon.
+    /// Adam epsilon; finite, > 0.
     pub eps: f64,
-    /// L2 weight decay of alpha (forced to 0 with CRB).
+    /// L2 weight decay of alpha (forced to 0 with CRB); finite, >= 0.
     pub weight_decay: f64,
     /// First or second order.
     pub order: ArchOrder,
@@ -248,13 +433,13 @@ impl Default for ArchConfig {
 pub struct ScheduleConfig {
     /// Which schedule.
     pub kind: ScheduleKind,
-    /// r: weight steps per alpha step (CS-k period; FIMT ratio).
+    /// r: weight steps per alpha step (CS-k period; FIMT ratio), 1..=1,000.
     pub ratio: u32,
-    /// FIMT initial threshold h0.
+    /// FIMT initial threshold h0; finite, > 0.
     pub h0: f64,
-    /// FIMT threshold growth h_i per iteration without an alpha step.
+    /// FIMT threshold growth h_i per iteration without an alpha step; finite, > 1.
     pub hi: f64,
-    /// FIMT EWMA coefficient lambda.
+    /// FIMT EWMA coefficient lambda, in (0, 1].
     pub ewma: f64,
 }
 
@@ -276,11 +461,11 @@ impl Default for ScheduleConfig {
 pub struct RegularizerConfig {
     /// Which regularizer.
     pub kind: RegularizerKind,
-    /// rho.
+    /// rho, 0..=1,000.
     pub rho: f64,
-    /// ADMM: Z/U update every this many alpha steps.
+    /// ADMM: Z/U update every this many alpha steps, 1..=100,000.
     pub admm_freq: u32,
-    /// ADMM: discount lambda_u of U.
+    /// ADMM: discount lambda_u of U, in [0, 1].
     pub admm_discount: f64,
 }
 
@@ -299,7 +484,7 @@ impl Default for RegularizerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    /// Every this many epochs (0 = only at the end).
+    /// Every this many epochs, 0..=10,000 (0 = only at the end).
     pub every_epochs: u32,
 }
 
@@ -315,7 +500,9 @@ impl Default for CheckpointConfig {
 pub struct SearchConfig {
     /// Format version; must be 1.
     pub version: u32,
-    /// Method name, for the record (a preset name or anything).
+    /// Method name, for the record: a preset name (`prime_core::presets::METHOD_NAMES`), or
+    /// `custom` for settings that follow no preset. It labels run directories, results and
+    /// figures and selects nothing: the other fields say what runs.
     #[serde(default = "default_method")]
     pub method: String,
     /// Random seed (weights, alphas, data order, augmentation).
@@ -324,7 +511,7 @@ pub struct SearchConfig {
     /// Reference or fixed behaviour of the reference code's quirks.
     #[serde(default)]
     pub compat: Compat,
-    /// Number of epochs.
+    /// Number of epochs, 1..=10,000.
     #[serde(default = "default_epochs")]
     pub epochs: u32,
     /// Data.
@@ -394,27 +581,10 @@ impl SearchConfig {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: error.to_string(),
-        };
-        // Parsing the text itself first keeps line and column in the file's errors.
-        let mut config: SearchConfig =
-            toml::from_str(text).map_err(|error| parse_error(origin, error))?;
-        if !overrides.is_empty() {
-            let mut table: toml::Table =
-                text.parse().map_err(|error| parse_error(origin, error))?;
-            for text in overrides {
-                apply_override(&mut table, text)?;
-            }
-            let origin = format!("{origin} (with --set overrides)");
-            config = toml::Value::Table(table)
-                .try_into()
-                .map_err(|error| parse_error(&origin, error))?;
-            config.validate(&origin)?;
-            return Ok(config);
-        }
-        config.validate(origin)?;
+        let config: SearchConfig = parse_with_overrides(text, origin, overrides)?;
+        config
+            .validate(&overridden_origin(origin, overrides))
+            .map_err(|error| locate(error, text, overrides))?;
         Ok(config)
     }
 
@@ -433,128 +603,164 @@ impl SearchConfig {
         }
     }
 
-    /// Checks every range; the error names the field.
+    /// Checks every range (documented on each field); the error names the field.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| {
-            Err(ConfigError::Invalid {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message: message.to_string(),
-            })
-        };
-        if self.version != CONFIG_VERSION {
-            return invalid(
-                "version",
-                "expected 1 (the only config version this build reads)",
-            );
+        let check = Checker::new(origin);
+        check.ensure(
+            "version",
+            self.version == CONFIG_VERSION,
+            "expected 1 (the only config version this build reads)",
+        )?;
+        check.method(&self.method)?;
+        check.count("epochs", self.epochs, &limits::EPOCHS)?;
+        let data = &self.data;
+        check.count("data.batch_size", data.batch_size, &limits::BATCH_SIZE)?;
+        check.ensure(
+            "data.train_portion",
+            data.train_portion > 0.0 && data.train_portion < 1.0,
+            "expected a fraction strictly between 0 and 1",
+        )?;
+        if let Some(limit) = data.limit {
+            check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
         }
-        if self.epochs == 0 {
-            return invalid("epochs", "expected at least 1");
-        }
-        if self.data.batch_size == 0 {
-            return invalid("data.batch_size", "expected at least 1");
-        }
-        if !(self.data.train_portion > 0.0 && self.data.train_portion < 1.0) {
-            return invalid(
-                "data.train_portion",
-                "expected a fraction strictly between 0 and 1",
-            );
-        }
-        if self.data.limit == Some(0) {
-            return invalid("data.limit", "expected at least 1 image (or no limit)");
-        }
-        if self.data.cutout_length == 0 || self.data.cutout_length > 32 {
-            return invalid("data.cutout_length", "expected 1..=32 pixels");
-        }
-        if self.data.prefetch == 0 {
-            return invalid("data.prefetch", "expected at least 1 batch");
-        }
+        check.count(
+            "data.cutout_length",
+            data.cutout_length,
+            &limits::CUTOUT_LENGTH,
+        )?;
+        check.count("data.prefetch", data.prefetch, &limits::PREFETCH)?;
         let network = &self.network;
-        if network.init_channels < 2 || network.init_channels % 2 != 0 {
-            return invalid(
-                "network.init_channels",
-                "expected an even number >= 2 (factorized reductions halve channels)",
-            );
-        }
-        if network.layers < 3 {
-            return invalid(
-                "network.layers",
-                "expected at least 3 (two reduction cells and a normal one)",
-            );
-        }
-        if network.steps == 0 {
-            return invalid("network.steps", "expected at least 1 node per cell");
-        }
-        if network.multiplier == 0 || network.multiplier > network.steps {
-            return invalid("network.multiplier", "expected 1..=network.steps");
-        }
-        if network.stem_multiplier < 1 {
-            return invalid("network.stem_multiplier", "expected at least 1");
-        }
+        check.count(
+            "network.init_channels",
+            network.init_channels,
+            &limits::CNN_WIDTH,
+        )?;
+        check.ensure(
+            "network.init_channels",
+            network.init_channels % 2 == 0,
+            "expected an even number (factorized reductions halve channels)",
+        )?;
+        check.count("network.layers", network.layers, &limits::CNN_LAYERS)?;
+        check.count("network.steps", network.steps, &limits::CELL_STEPS)?;
+        check.count(
+            "network.multiplier",
+            network.multiplier,
+            &(1..=network.steps as u64),
+        )?;
+        check.count(
+            "network.stem_multiplier",
+            network.stem_multiplier,
+            &limits::STEM_MULTIPLIER,
+        )?;
         let weights = &self.weights;
-        if !positive(weights.lr) || !non_negative(weights.lr_min) || weights.lr_min > weights.lr {
-            return invalid("weights.lr", "expected lr > 0 and 0 <= lr_min <= lr");
-        }
-        if weights.lr_offset > 1 {
-            return invalid(
-                "weights.lr_offset",
-                "expected 0 (original DARTS) or 1 (authors' code)",
-            );
-        }
-        if !(0.0..1.0).contains(&weights.momentum) {
-            return invalid("weights.momentum", "expected 0 <= momentum < 1");
-        }
-        if !non_negative(weights.weight_decay) {
-            return invalid("weights.weight_decay", "expected >= 0");
-        }
-        if !positive(weights.grad_clip) {
-            return invalid("weights.grad_clip", "expected > 0");
-        }
+        check.ensure(
+            "weights.lr",
+            finite_positive(weights.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "weights.lr_min",
+            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
+            "expected 0 <= lr_min <= lr",
+        )?;
+        check.ensure(
+            "weights.lr_offset",
+            weights.lr_offset <= 1,
+            "expected 0 (original DARTS) or 1 (authors' code)",
+        )?;
+        check.ensure(
+            "weights.momentum",
+            unit_fraction(weights.momentum),
+            "expected 0 <= momentum < 1",
+        )?;
+        check.ensure(
+            "weights.weight_decay",
+            finite_non_negative(weights.weight_decay),
+            "expected a finite number >= 0",
+        )?;
+        check.ensure(
+            "weights.grad_clip",
+            finite_positive(weights.grad_clip),
+            "expected a finite number > 0",
+        )?;
         let arch = &self.arch;
-        if !positive(arch.lr) {
-            return invalid("arch.lr", "expected > 0");
-        }
-        if !(0.0..1.0).contains(&arch.beta1) || !(0.0..1.0).contains(&arch.beta2) {
-            return invalid("arch.beta1", "expected betas in [0, 1)");
-        }
-        if !positive(arch.eps) || !non_negative(arch.weight_decay) {
-            return invalid("arch.eps", "expected eps > 0 and weight_decay >= 0");
-        }
+        check.ensure(
+            "arch.lr",
+            finite_positive(arch.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.beta1",
+            unit_fraction(arch.beta1),
+            "expected 0 <= beta1 < 1",
+        )?;
+        check.ensure(
+            "arch.beta2",
+            unit_fraction(arch.beta2),
+            "expected 0 <= beta2 < 1",
+        )?;
+        check.ensure(
+            "arch.eps",
+            finite_positive(arch.eps),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.weight_decay",
+            finite_non_negative(arch.weight_decay),
+            "expected a finite number >= 0",
+        )?;
         let schedule = &self.schedule;
-        if schedule.ratio == 0 {
-            return invalid("schedule.ratio", "expected at least 1");
-        }
-        if !positive(schedule.h0) {
-            return invalid("schedule.h0", "expected > 0");
-        }
-        if !(schedule.hi.is_finite() && schedule.hi > 1.0) {
-            return invalid("schedule.hi", "expected > 1");
-        }
-        if !(schedule.ewma > 0.0 && schedule.ewma <= 1.0) {
-            return invalid("schedule.ewma", "expected 0 < ewma <= 1");
-        }
+        check_schedule(
+            &check,
+            schedule.ratio,
+            schedule.h0,
+            schedule.hi,
+            schedule.ewma,
+        )?;
         let regularizer = &self.regularizer;
-        if !non_negative(regularizer.rho) {
-            return invalid("regularizer.rho", "expected >= 0");
-        }
-        if regularizer.admm_freq == 0 {
-            return invalid("regularizer.admm_freq", "expected at least 1");
-        }
-        if !(0.0..=1.0).contains(&regularizer.admm_discount) {
-            return invalid("regularizer.admm_discount", "expected 0 <= lambda_u <= 1");
-        }
-        Ok(())
+        check.real("regularizer.rho", regularizer.rho, &limits::RHO)?;
+        check.count(
+            "regularizer.admm_freq",
+            regularizer.admm_freq,
+            &limits::ADMM_FREQ,
+        )?;
+        check.ensure(
+            "regularizer.admm_discount",
+            (0.0..=1.0).contains(&regularizer.admm_discount),
+            "expected 0 <= lambda_u <= 1",
+        )?;
+        check.count(
+            "checkpoint.every_epochs",
+            self.checkpoint.every_epochs,
+            &limits::CHECKPOINT_EVERY_EPOCHS,
+        )
     }
 }
 
-/// Whether `value` is a number greater than 0 (false for NaN).
-fn positive(value: f64) -> bool {
-    value > 0.0
-}
-
-/// Whether `value` is a number not below 0 (false for NaN).
-fn non_negative(value: f64) -> bool {
-    value >= 0.0
+/// Checks the alpha-step schedule's values (shared by the CNN and RNN searches).
+pub(crate) fn check_schedule(
+    check: &Checker<'_>,
+    ratio: u32,
+    h0: f64,
+    hi: f64,
+    ewma: f64,
+) -> Result<(), ConfigError> {
+    check.count("schedule.ratio", ratio, &limits::SCHEDULE_RATIO)?;
+    check.ensure(
+        "schedule.h0",
+        finite_positive(h0),
+        "expected a finite number > 0",
+    )?;
+    check.ensure(
+        "schedule.hi",
+        hi.is_finite() && hi > 1.0,
+        "expected a finite number > 1",
+    )?;
+    check.ensure(
+        "schedule.ewma",
+        ewma > 0.0 && ewma <= 1.0,
+        "expected 0 < ewma <= 1",
+    )
 }
 
 /// Sets `key=value` in `table`; the value is read as TOML (number, bool, string...) and as a
@@ -632,7 +838,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(
-            error.contains("b.toml: field `data.train_portion`"),
+            error.contains("b.toml:3: field `data.train_portion`"),
             "{error}"
         );
         let error = SearchConfig::from_toml("version = 2\n", "c.toml", &[])
@@ -643,6 +849,99 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("expected key=value"), "{error}");
+    }
+
+    fn error_of(text: &str, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        SearchConfig::from_toml(text, "t.toml", &overrides)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_file_line_and_field() {
+        let cases = [
+            (
+                "epochs = 4294967295",
+                "t.toml:2: field `epochs`: must be between 1 and 10000",
+            ),
+            (
+                "[data]\nbatch_size = 4294967295",
+                "t.toml:3: field `data.batch_size`",
+            ),
+            (
+                "[data]\nprefetch = 100000",
+                "t.toml:3: field `data.prefetch`",
+            ),
+            (
+                "[network]\ninit_channels = 4096",
+                "t.toml:3: field `network.init_channels`",
+            ),
+            (
+                "[network]\nlayers = 4294967295",
+                "t.toml:3: field `network.layers`",
+            ),
+            ("[network]\nsteps = 1000", "t.toml:3: field `network.steps`"),
+            (
+                "[weights]\ngrad_clip = inf",
+                "t.toml:3: field `weights.grad_clip`",
+            ),
+            (
+                "[weights]\nlr = 0.1\nlr_min = 0.5",
+                "t.toml:4: field `weights.lr_min`",
+            ),
+            ("[arch]\nbeta2 = 1.0", "t.toml:3: field `arch.beta2`"),
+            (
+                "[arch]\nweight_decay = -1.0",
+                "t.toml:3: field `arch.weight_decay`",
+            ),
+            (
+                "[schedule]\nratio = 4294967295",
+                "t.toml:3: field `schedule.ratio`",
+            ),
+            (
+                "[regularizer]\nrho = nan",
+                "t.toml:3: field `regularizer.rho`",
+            ),
+            (
+                "[checkpoint]\nevery_epochs = 99999",
+                "t.toml:3: field `checkpoint.every_epochs`",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = error_of(&format!("version = 1\n{body}\n"), &[]);
+            assert!(error.contains(expected), "{body}: {error}");
+        }
+        // A value set by `--set` has no line in the file.
+        let error = error_of("version = 1\nepochs = 3\n", &["epochs=0"]);
+        assert!(
+            error.starts_with("t.toml (with --set overrides): field `epochs`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_field() {
+        let error = error_of("version = 1\n[data]\nbatch_size = -1\n", &[]);
+        assert!(error.contains("field `data.batch_size`"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+        let error = error_of("version = 1\nepochs = 4294967296\n", &[]);
+        assert!(error.contains("t.toml: field `epochs`"), "{error}");
+    }
+
+    #[test]
+    fn the_method_is_a_preset_name_or_custom() {
+        let error = error_of("version = 1\nmethod = \"nosuch\"\n", &[]);
+        assert!(
+            error.contains("t.toml:2: field `method`: unknown method `nosuch`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("darts-prime") && error.contains("`custom`"),
+            "{error}"
+        );
+        let custom = SearchConfig::from_toml("version = 1\nmethod = \"custom\"\n", "c", &[]);
+        assert_eq!(custom.unwrap().method, CUSTOM_METHOD);
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! CIFAR evaluation setting (SPEC 6.1, `train.py --auxiliary --cutout`), and the default
 //! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
 
-use crate::config::{apply_override, CheckpointConfig, ConfigError, CONFIG_VERSION};
+use crate::config::{
+    finite_non_negative, finite_positive, locate, overridden_origin, parse_with_overrides,
+    unit_fraction, Checker, CheckpointConfig, ConfigError, CONFIG_VERSION,
+};
 use crate::dataset::DatasetKind;
 use crate::genotype::Genotype;
+use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -16,16 +20,16 @@ use std::path::Path;
 pub struct EvalDataConfig {
     /// Dataset.
     pub dataset: DatasetKind,
-    /// Minibatch size of training and of the test pass.
+    /// Minibatch size of training and of the test pass, 1..=65,536.
     pub batch_size: usize,
     /// Use only the first N images of the training set and of the test set (small demos and
-    /// tests); none = all.
+    /// tests), 1..=100,000,000; none = all.
     pub limit: Option<usize>,
     /// Cutout augmentation of the training images.
     pub cutout: bool,
-    /// Cutout square side.
+    /// Cutout square side in pixels, 1..=32.
     pub cutout_length: usize,
-    /// Batches decoded ahead of the training thread.
+    /// Batches decoded ahead of the training thread, 1..=64.
     pub prefetch: usize,
 }
 
@@ -46,15 +50,15 @@ impl Default for EvalDataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalNetworkConfig {
-    /// Initial channels C.
+    /// Initial channels C: even, 2..=2,048.
     pub init_channels: i64,
-    /// Number of cells; reductions at layers/3 and 2·layers/3.
+    /// Number of cells, 3..=256; reductions at layers/3 and 2·layers/3.
     pub layers: i64,
     /// Auxiliary classifier on the output of cell 2·layers/3.
     pub auxiliary: bool,
-    /// Weight of the auxiliary loss.
+    /// Weight of the auxiliary loss; finite, >= 0.
     pub auxiliary_weight: f64,
-    /// Final drop-path probability; epoch e uses drop_path_prob · e / epochs.
+    /// Final drop-path probability, in [0, 1); epoch e uses drop_path_prob · e / epochs.
     pub drop_path_prob: f64,
 }
 
@@ -74,17 +78,17 @@ impl Default for EvalNetworkConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalWeightsConfig {
-    /// Initial learning rate.
+    /// Initial learning rate; finite, > 0.
     pub lr: f64,
-    /// Final learning rate of the cosine schedule.
+    /// Final learning rate of the cosine schedule, 0..=lr.
     pub lr_min: f64,
     /// Epoch e trains with lr(e + lr_offset): 1 = authors' code, 0 = original DARTS.
     pub lr_offset: u32,
-    /// SGD momentum.
+    /// SGD momentum, in [0, 1).
     pub momentum: f64,
-    /// L2 weight decay (every parameter, auxiliary head included).
+    /// L2 weight decay (every parameter, auxiliary head included); finite, >= 0.
     pub weight_decay: f64,
-    /// Global gradient-norm clip (every parameter, auxiliary head included).
+    /// Global gradient-norm clip (every parameter, auxiliary head included); finite, > 0.
     pub grad_clip: f64,
 }
 
@@ -157,10 +161,10 @@ pub struct EvalConfig {
     /// Random seed (weights, data order, augmentation, drop path).
     #[serde(default)]
     pub seed: u64,
-    /// Number of epochs.
+    /// Number of epochs, 1..=10,000.
     #[serde(default = "default_epochs")]
     pub epochs: u32,
-    /// Training steps between step records (each one reads the device once).
+    /// Training steps between step records (each one reads the device once), 1..=1,000,000.
     #[serde(default = "default_report_every")]
     pub report_every: u32,
     /// Data.
@@ -238,26 +242,10 @@ impl EvalConfig {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: error.to_string(),
-        };
-        // Parsing the text itself first keeps line and column in the file's errors.
-        let config: EvalConfig =
-            toml::from_str(text).map_err(|error| parse_error(origin, error))?;
-        if overrides.is_empty() {
-            config.validate(origin)?;
-            return Ok(config);
-        }
-        let mut table: toml::Table = text.parse().map_err(|error| parse_error(origin, error))?;
-        for text in overrides {
-            apply_override(&mut table, text)?;
-        }
-        let origin = format!("{origin} (with --set overrides)");
-        let config: EvalConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error| parse_error(&origin, error))?;
-        config.validate(&origin)?;
+        let config: EvalConfig = parse_with_overrides(text, origin, overrides)?;
+        config
+            .validate(&overridden_origin(origin, overrides))
+            .map_err(|error| locate(error, text, overrides))?;
         Ok(config)
     }
 
@@ -277,85 +265,89 @@ impl EvalConfig {
         self.network.drop_path_prob * f64::from(epoch) / f64::from(self.epochs.max(1))
     }
 
-    /// Checks every range; the error names the field.
+    /// Checks every range (documented on each field); the error names the field.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| {
-            Err(ConfigError::Invalid {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message: message.to_string(),
-            })
-        };
-        if self.version != CONFIG_VERSION {
-            return invalid(
-                "version",
-                "expected 1 (the only config version this build reads)",
-            );
-        }
-        if self.epochs == 0 {
-            return invalid("epochs", "expected at least 1");
-        }
-        if self.report_every == 0 {
-            return invalid("report_every", "expected at least 1 step");
-        }
+        let check = Checker::new(origin);
+        check.ensure(
+            "version",
+            self.version == CONFIG_VERSION,
+            "expected 1 (the only config version this build reads)",
+        )?;
+        check.count("epochs", self.epochs, &limits::EPOCHS)?;
+        check.count("report_every", self.report_every, &limits::REPORT_EVERY)?;
         let data = &self.data;
-        if data.batch_size == 0 {
-            return invalid("data.batch_size", "expected at least 1");
+        check.count("data.batch_size", data.batch_size, &limits::BATCH_SIZE)?;
+        if let Some(limit) = data.limit {
+            check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
         }
-        if data.limit == Some(0) {
-            return invalid("data.limit", "expected at least 1 image (or no limit)");
-        }
-        if data.cutout_length == 0 || data.cutout_length > 32 {
-            return invalid("data.cutout_length", "expected 1..=32 pixels");
-        }
-        if data.prefetch == 0 {
-            return invalid("data.prefetch", "expected at least 1 batch");
-        }
+        check.count(
+            "data.cutout_length",
+            data.cutout_length,
+            &limits::CUTOUT_LENGTH,
+        )?;
+        check.count("data.prefetch", data.prefetch, &limits::PREFETCH)?;
         let network = &self.network;
-        if network.init_channels < 2 || network.init_channels % 2 != 0 {
-            return invalid(
-                "network.init_channels",
-                "expected an even number >= 2 (factorized reductions halve channels)",
-            );
-        }
-        if network.layers < 3 {
-            return invalid(
-                "network.layers",
-                "expected at least 3 (two reduction cells and a normal one)",
-            );
-        }
-        if !(network.auxiliary_weight.is_finite() && network.auxiliary_weight >= 0.0) {
-            return invalid("network.auxiliary_weight", "expected a number >= 0");
-        }
-        if !(0.0..1.0).contains(&network.drop_path_prob) {
-            return invalid("network.drop_path_prob", "expected 0 <= probability < 1");
-        }
+        check.count(
+            "network.init_channels",
+            network.init_channels,
+            &limits::CNN_WIDTH,
+        )?;
+        check.ensure(
+            "network.init_channels",
+            network.init_channels % 2 == 0,
+            "expected an even number (factorized reductions halve channels)",
+        )?;
+        check.count("network.layers", network.layers, &limits::CNN_LAYERS)?;
+        check.ensure(
+            "network.auxiliary_weight",
+            finite_non_negative(network.auxiliary_weight),
+            "expected a finite number >= 0",
+        )?;
+        check.ensure(
+            "network.drop_path_prob",
+            unit_fraction(network.drop_path_prob),
+            "expected 0 <= probability < 1",
+        )?;
         let weights = &self.weights;
-        if !(weights.lr > 0.0 && weights.lr.is_finite()) {
-            return invalid("weights.lr", "expected a finite number > 0");
+        check.ensure(
+            "weights.lr",
+            finite_positive(weights.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "weights.lr_min",
+            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
+            "expected 0 <= lr_min <= lr",
+        )?;
+        check.ensure(
+            "weights.lr_offset",
+            weights.lr_offset <= 1,
+            "expected 0 (original DARTS) or 1 (authors' code)",
+        )?;
+        check.ensure(
+            "weights.momentum",
+            unit_fraction(weights.momentum),
+            "expected 0 <= momentum < 1",
+        )?;
+        check.ensure(
+            "weights.weight_decay",
+            finite_non_negative(weights.weight_decay),
+            "expected a finite number >= 0",
+        )?;
+        check.ensure(
+            "weights.grad_clip",
+            finite_positive(weights.grad_clip),
+            "expected a finite number > 0",
+        )?;
+        check.count(
+            "checkpoint.every_epochs",
+            self.checkpoint.every_epochs,
+            &limits::CHECKPOINT_EVERY_EPOCHS,
+        )?;
+        match self.genotype.validate() {
+            Ok(()) => Ok(()),
+            Err(error) => Err(ConfigError::invalid(origin, "genotype", error.to_string())),
         }
-        if !(weights.lr_min >= 0.0 && weights.lr_min <= weights.lr) {
-            return invalid("weights.lr_min", "expected 0 <= lr_min <= lr");
-        }
-        if weights.lr_offset > 1 {
-            return invalid(
-                "weights.lr_offset",
-                "expected 0 (original DARTS) or 1 (authors' code)",
-            );
-        }
-        if !(0.0..1.0).contains(&weights.momentum) {
-            return invalid("weights.momentum", "expected 0 <= momentum < 1");
-        }
-        if !(weights.weight_decay >= 0.0 && weights.weight_decay.is_finite()) {
-            return invalid("weights.weight_decay", "expected a finite number >= 0");
-        }
-        if !(weights.grad_clip > 0.0 && weights.grad_clip.is_finite()) {
-            return invalid("weights.grad_clip", "expected a finite number > 0");
-        }
-        if let Err(error) = self.genotype.validate() {
-            return invalid("genotype", &error.to_string());
-        }
-        Ok(())
     }
 }
 
@@ -438,6 +430,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("field `network.init_channels`"), "{error}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_file_line_and_field() {
+        let error_of = |text: &str| {
+            EvalConfig::from_toml(text, "e.toml", &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let error = error_of("version = 1\nepochs = 4294967295\n");
+        assert!(
+            error.contains("e.toml:2: field `epochs`: must be between 1 and 10000"),
+            "{error}"
+        );
+        let error = error_of("version = 1\n[data]\nbatch_size = 4294967295\n");
+        assert!(
+            error.contains("e.toml:3: field `data.batch_size`"),
+            "{error}"
+        );
+        let error = error_of("version = 1\n[network]\nlayers = 4294967295\n");
+        assert!(
+            error.contains("e.toml:3: field `network.layers`"),
+            "{error}"
+        );
+        let error = error_of("version = 1\n[weights]\nweight_decay = inf\n");
+        assert!(error.contains("field `weights.weight_decay`"), "{error}");
+        let error = error_of("version = 1\nreport_every = -5\n");
+        assert!(error.contains("field `report_every`"), "{error}");
     }
 
     #[test]

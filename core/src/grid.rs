@@ -5,13 +5,15 @@
 //! each search trial carries the evaluation settings from which the coordinator derives its
 //! evaluation trials once the search has produced a genotype.
 
+use crate::limits;
 use crate::presets::{is_method, METHOD_NAMES};
+use crate::toml_spans::{line_column, SpanTree};
 use crate::trial::{TrialKind, TrialSpec};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
-use toml::Spanned;
 
 /// The only grid file version this build reads.
 pub const GRID_VERSION: u32 = 1;
@@ -90,22 +92,24 @@ pub enum DataSource {
 }
 
 /// Settings of one training run; every field is optional and falls back to the method preset.
+/// The ranges are those of `crate::limits`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
-    /// Training epochs.
+    /// Training epochs, 1..=10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u32>,
-    /// Minibatch size.
+    /// Minibatch size, 1..=65,536.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
-    /// Channels of the first cell (CNN) or embedding size (RNN).
+    /// Channels of the first cell (CNN; the config also wants it even) or embedding size
+    /// (RNN), 1..=2,048.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_channels: Option<u32>,
-    /// Number of cells.
+    /// Number of cells, 1..=256 (the CNN configs want at least 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<u32>,
-    /// Proximity / ADMM coefficient rho.
+    /// Proximity / ADMM coefficient rho, 0..=1,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rho: Option<f64>,
     /// `reference` (the authors' code) or `fixed` behaviour where they differ.
@@ -114,7 +118,7 @@ pub struct RunSettings {
     /// Real or synthetic data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataSource>,
-    /// Use only the first N training samples (small runs).
+    /// Use only the first N training samples (small runs), 1..=100,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_samples: Option<u32>,
 }
@@ -139,10 +143,11 @@ impl RunSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationSettings {
-    /// Evaluation runs per genotype, with seeds `first_seed`, `first_seed + 1`, ...
+    /// Evaluation runs per genotype, with seeds `first_seed`, `first_seed + 1`, ...; 1..=64.
     #[serde(default = "one")]
     pub seeds: u32,
-    /// Seed of the first evaluation run (the paper's scripts use 0).
+    /// Seed of the first evaluation run (the paper's scripts use 0); any non-negative TOML
+    /// integer (below 2^63).
     #[serde(default)]
     pub first_seed: u64,
     /// Settings of the evaluation runs.
@@ -170,15 +175,15 @@ pub struct MethodEntry {
 pub struct GridSpec {
     /// Unique grid name.
     pub name: String,
-    /// Higher runs first; FIFO within a priority.
+    /// Higher runs first; FIFO within a priority. Any 32-bit integer.
     pub priority: i32,
     /// Tasks (datasets), in file order.
     pub datasets: Vec<Task>,
     /// Method rows, in file order.
     pub methods: Vec<MethodEntry>,
-    /// Search seeds.
+    /// Search seeds: 1 to 1,000 distinct non-negative integers.
     pub seeds: Vec<u64>,
-    /// Crashes of the training code a trial may survive.
+    /// Crashes of the training code a trial may survive, 0..=100.
     pub retries: u32,
     /// Search settings shared by every method.
     pub search: RunSettings,
@@ -213,42 +218,41 @@ fn field_prefix(field: &str) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGrid {
-    version: Spanned<u32>,
-    name: Spanned<String>,
+    version: u32,
+    name: String,
     #[serde(default)]
     priority: i32,
-    datasets: Spanned<Vec<Spanned<String>>>,
-    methods: Spanned<Vec<RawMethod>>,
-    seeds: Spanned<Vec<Spanned<i64>>>,
+    datasets: Vec<String>,
+    methods: Vec<RawMethod>,
+    seeds: Vec<i64>,
     #[serde(default)]
     retries: Option<u32>,
     #[serde(default)]
-    search: Option<Spanned<RunSettings>>,
+    search: Option<RunSettings>,
     #[serde(default)]
-    evaluation: Option<Spanned<EvaluationSettings>>,
+    evaluation: Option<EvaluationSettings>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMethod {
-    preset: Spanned<String>,
+    preset: String,
     #[serde(default)]
     label: Option<String>,
     #[serde(default)]
-    overrides: Option<Spanned<RunSettings>>,
+    overrides: Option<RunSettings>,
 }
 
+/// Turns a field path or a TOML error into a `GridError` with the file, line and field.
 struct Locator<'a> {
     file: &'a str,
     text: &'a str,
+    spans: Option<SpanTree>,
 }
 
 impl Locator<'_> {
-    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> GridError {
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    fn at(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> GridError {
+        let (line, column) = line_column(self.text, span.start);
         GridError {
             file: self.file.to_string(),
             line,
@@ -258,31 +262,55 @@ impl Locator<'_> {
         }
     }
 
-    /// The bare key a TOML error points at, when the span covers one.
-    fn key_at(&self, span: &Range<usize>) -> String {
-        let text = self.text.get(span.clone()).unwrap_or("");
-        let is_key = !text.is_empty()
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if is_key {
-            text.to_string()
-        } else {
-            String::new()
-        }
+    /// An error about `field` (a dotted path), located at its key or nearest present parent.
+    fn error(&self, field: &str, message: impl Into<String>) -> GridError {
+        let span = self
+            .spans
+            .as_ref()
+            .and_then(|spans| spans.span_of(field))
+            .unwrap_or(0..0);
+        self.at(span, field, message)
+    }
+
+    /// A TOML syntax or type error, naming the field its span covers.
+    fn parse_error(&self, error: &toml::de::Error) -> GridError {
+        let span = error.span().unwrap_or(0..0);
+        let field = self
+            .spans
+            .as_ref()
+            .and_then(|spans| spans.field_at(&span))
+            .unwrap_or_default();
+        self.at(span, &field, error.message().trim())
     }
 }
 
 impl GridSpec {
     /// Parses and validates the grid text of `file` (the name is used in errors only).
     pub fn parse(file: &str, text: &str) -> Result<GridSpec, GridError> {
-        let locator = Locator { file, text };
-        let raw: RawGrid = toml::from_str(text).map_err(|error| {
-            let span = error.span().unwrap_or(0..0);
-            let field = locator.key_at(&span);
-            locator.error(span, &field, error.message().trim().to_string())
-        })?;
+        let locator = Locator {
+            file,
+            text,
+            spans: SpanTree::parse(text),
+        };
+        let raw: RawGrid = toml::from_str(text).map_err(|error| locator.parse_error(&error))?;
         validate(&locator, raw)
+    }
+
+    /// Every trial the grid can hold: its search trials and the evaluation trials they spawn
+    /// once they succeed. Saturates instead of overflowing.
+    pub fn trial_count(&self) -> u64 {
+        let searches = [
+            self.datasets.len() as u64,
+            self.methods.len() as u64,
+            self.seeds.len() as u64,
+        ]
+        .into_iter()
+        .fold(1u64, u64::saturating_mul);
+        let per_search = 1 + self
+            .evaluation
+            .as_ref()
+            .map_or(0, |evaluation| u64::from(evaluation.seeds));
+        searches.saturating_mul(per_search)
     }
 
     /// Reads and validates a grid file.
@@ -326,24 +354,22 @@ impl GridSpec {
 }
 
 fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> {
-    if *raw.version.get_ref() != GRID_VERSION {
+    if raw.version != GRID_VERSION {
         return Err(locator.error(
-            raw.version.span(),
             "version",
             format!(
                 "unsupported grid version {}: this build reads version {GRID_VERSION}",
-                raw.version.get_ref()
+                raw.version
             ),
         ));
     }
-    let name = raw.name.get_ref().trim();
+    let name = raw.name.trim();
     let name_ok = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !name_ok {
         return Err(locator.error(
-            raw.name.span(),
             "name",
             "a grid name is non-empty and uses only letters, digits, `-`, `_` and `.`",
         ));
@@ -351,50 +377,40 @@ fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> 
     let datasets = validate_datasets(locator, &raw.datasets)?;
     let methods = validate_methods(locator, &raw.methods)?;
     let seeds = validate_seeds(locator, &raw.seeds)?;
-    validate_run_settings(locator, raw.search.as_ref(), "search")?;
-    let evaluation = match raw.evaluation {
-        None => None,
-        Some(evaluation) => {
-            if evaluation.get_ref().seeds == 0 {
-                return Err(locator.error(
-                    evaluation.span(),
-                    "evaluation.seeds",
-                    "at least one evaluation seed per genotype",
-                ));
-            }
-            let run = evaluation.get_ref().run.clone();
-            check_settings(locator, evaluation.span(), "evaluation.run", &run)?;
-            Some(evaluation.into_inner())
-        }
-    };
+    let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
+    limits::check_count(retries, &limits::RETRIES)
+        .map_err(|message| locator.error("retries", message))?;
+    let search = raw.search.unwrap_or_default();
+    check_settings(locator, "search", &search)?;
+    if let Some(evaluation) = &raw.evaluation {
+        limits::check_count(evaluation.seeds, &limits::EVALUATION_SEEDS)
+            .map_err(|message| locator.error("evaluation.seeds", message))?;
+        check_settings(locator, "evaluation.run", &evaluation.run)?;
+    }
     Ok(GridSpec {
         name: name.to_string(),
         priority: raw.priority,
         datasets,
         methods,
         seeds,
-        retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
-        search: raw.search.map(Spanned::into_inner).unwrap_or_default(),
-        evaluation,
+        retries,
+        search,
+        evaluation: raw.evaluation,
     })
 }
 
-fn validate_datasets(
-    locator: &Locator<'_>,
-    datasets: &Spanned<Vec<Spanned<String>>>,
-) -> Result<Vec<Task>, GridError> {
-    if datasets.get_ref().is_empty() {
-        return Err(locator.error(datasets.span(), "datasets", "list at least one dataset"));
+fn validate_datasets(locator: &Locator<'_>, datasets: &[String]) -> Result<Vec<Task>, GridError> {
+    if datasets.is_empty() {
+        return Err(locator.error("datasets", "list at least one dataset"));
     }
     let mut tasks = Vec::new();
-    for (index, dataset) in datasets.get_ref().iter().enumerate() {
+    for (index, dataset) in datasets.iter().enumerate() {
         let field = format!("datasets[{index}]");
         let task: Task = dataset
-            .get_ref()
             .parse()
-            .map_err(|message: String| locator.error(dataset.span(), &field, message))?;
+            .map_err(|message: String| locator.error(&field, message))?;
         if tasks.contains(&task) {
-            return Err(locator.error(dataset.span(), &field, format!("`{task}` is listed twice")));
+            return Err(locator.error(&field, format!("`{task}` is listed twice")));
         }
         tasks.push(task);
     }
@@ -403,18 +419,17 @@ fn validate_datasets(
 
 fn validate_methods(
     locator: &Locator<'_>,
-    methods: &Spanned<Vec<RawMethod>>,
+    methods: &[RawMethod],
 ) -> Result<Vec<MethodEntry>, GridError> {
-    if methods.get_ref().is_empty() {
-        return Err(locator.error(methods.span(), "methods", "list at least one method"));
+    if methods.is_empty() {
+        return Err(locator.error("methods", "list at least one method"));
     }
     let mut entries: Vec<MethodEntry> = Vec::new();
-    for (index, method) in methods.get_ref().iter().enumerate() {
-        let preset = method.preset.get_ref();
+    for (index, method) in methods.iter().enumerate() {
+        let preset = &method.preset;
         let field = format!("methods[{index}].preset");
         if !is_method(preset) {
             return Err(locator.error(
-                method.preset.span(),
                 &field,
                 format!(
                     "unknown method preset `{preset}`: expected one of {}",
@@ -425,96 +440,83 @@ fn validate_methods(
         let label = method.label.clone().unwrap_or_else(|| preset.clone());
         if entries.iter().any(|entry| entry.label == label) {
             return Err(locator.error(
-                method.preset.span(),
                 &field,
                 format!("two methods share the label `{label}`: give one a distinct `label`"),
             ));
         }
-        let overrides_field = format!("methods[{index}].overrides");
-        validate_run_settings(locator, method.overrides.as_ref(), &overrides_field)?;
+        let overrides = method.overrides.clone().unwrap_or_default();
+        check_settings(locator, &format!("methods[{index}].overrides"), &overrides)?;
         entries.push(MethodEntry {
             preset: preset.clone(),
             label,
-            overrides: method
-                .overrides
-                .as_ref()
-                .map(|overrides| overrides.get_ref().clone())
-                .unwrap_or_default(),
+            overrides,
         });
     }
     Ok(entries)
 }
 
-fn validate_seeds(
-    locator: &Locator<'_>,
-    seeds: &Spanned<Vec<Spanned<i64>>>,
-) -> Result<Vec<u64>, GridError> {
-    if seeds.get_ref().is_empty() {
-        return Err(locator.error(seeds.span(), "seeds", "list at least one search seed"));
+fn validate_seeds(locator: &Locator<'_>, seeds: &[i64]) -> Result<Vec<u64>, GridError> {
+    if seeds.is_empty() {
+        return Err(locator.error("seeds", "list at least one search seed"));
+    }
+    if seeds.len() > limits::MAX_GRID_SEEDS {
+        return Err(locator.error(
+            "seeds",
+            format!(
+                "{} search seeds listed; a grid lists at most {}",
+                seeds.len(),
+                limits::MAX_GRID_SEEDS
+            ),
+        ));
     }
     let mut values = Vec::new();
-    for (index, seed) in seeds.get_ref().iter().enumerate() {
+    let mut seen = HashSet::new();
+    for (index, seed) in seeds.iter().enumerate() {
         let field = format!("seeds[{index}]");
-        let value = u64::try_from(*seed.get_ref())
-            .map_err(|_| locator.error(seed.span(), &field, "a seed is a non-negative integer"))?;
-        if values.contains(&value) {
-            return Err(locator.error(
-                seed.span(),
-                &field,
-                format!("seed {value} is listed twice"),
-            ));
+        let value = u64::try_from(*seed)
+            .map_err(|_| locator.error(&field, "a seed is a non-negative integer"))?;
+        if !seen.insert(value) {
+            return Err(locator.error(&field, format!("seed {value} is listed twice")));
         }
         values.push(value);
     }
     Ok(values)
 }
 
-fn validate_run_settings(
-    locator: &Locator<'_>,
-    settings: Option<&Spanned<RunSettings>>,
-    field: &str,
-) -> Result<(), GridError> {
-    match settings {
-        Some(settings) => check_settings(locator, settings.span(), field, settings.get_ref()),
-        None => Ok(()),
-    }
-}
-
+/// Checks every set field of `settings` against its range; `field` is the table's path.
 fn check_settings(
     locator: &Locator<'_>,
-    span: Range<usize>,
     field: &str,
     settings: &RunSettings,
 ) -> Result<(), GridError> {
-    let positive = [
-        ("epochs", settings.epochs),
-        ("batch_size", settings.batch_size),
-        ("init_channels", settings.init_channels),
-        ("layers", settings.layers),
-        ("train_samples", settings.train_samples),
+    let counts = [
+        ("epochs", settings.epochs, &limits::EPOCHS),
+        ("batch_size", settings.batch_size, &limits::BATCH_SIZE),
+        ("init_channels", settings.init_channels, &limits::WIDTH),
+        ("layers", settings.layers, &limits::LAYERS),
+        (
+            "train_samples",
+            settings.train_samples,
+            &limits::TRAIN_SAMPLES,
+        ),
     ];
-    for (name, value) in positive {
-        if value == Some(0) {
-            return Err(locator.error(span, &format!("{field}.{name}"), "must be at least 1"));
+    for (name, value, range) in counts {
+        if let Some(value) = value {
+            limits::check_count(value, range)
+                .map_err(|message| locator.error(&format!("{field}.{name}"), message))?;
         }
     }
     if let Some(compat) = &settings.compat {
         if compat != "reference" && compat != "fixed" {
             return Err(locator.error(
-                span,
                 &format!("{field}.compat"),
                 format!("unknown compat `{compat}`: expected `reference` or `fixed`"),
             ));
         }
     }
     if let Some(rho) = settings.rho {
-        if !(rho.is_finite() && rho >= 0.0) {
-            return Err(locator.error(
-                span,
-                &format!("{field}.rho"),
-                "rho is a finite non-negative number",
-            ));
-        }
+        limits::check_real(rho, &limits::RHO)
+            .map_err(|message| locator.error(&format!("{field}.rho"), message))?;
     }
     Ok(())
 }
@@ -585,7 +587,7 @@ run = { epochs = 600 }
     fn unknown_keys_are_rejected_with_their_line() {
         let error = error_of(&GOOD.replace("epochs = 50", "epochs = 50\nepochz = 3"));
         assert_eq!(error.line, 10);
-        assert_eq!(error.field, "epochz");
+        assert_eq!(error.field, "search.epochz");
         assert!(error.message.contains("unknown field"), "{error}");
         let error = error_of(&GOOD.replace("priority = 5", "priority = 5\ncolour = \"red\""));
         assert_eq!((error.line, error.field.as_str()), (5, "colour"));
@@ -607,6 +609,105 @@ run = { epochs = 600 }
         assert_eq!(error.field, "name");
         let error = error_of("version = 1\nname = \"x\"\nseeds = [1]\ndatasets = [\"ptb\"]\n");
         assert!(error.message.contains("methods"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_their_field_and_line() {
+        let cases = [
+            ("seeds = 2", "seeds = 4294967295", "evaluation.seeds", 20),
+            ("seeds = 2", "seeds = 65", "evaluation.seeds", 20),
+            ("epochs = 50", "epochs = 4294967295", "search.epochs", 9),
+            (
+                "epochs = 50",
+                "batch_size = 4294967295",
+                "search.batch_size",
+                9,
+            ),
+            (
+                "epochs = 50",
+                "init_channels = 4096",
+                "search.init_channels",
+                9,
+            ),
+            ("epochs = 50", "layers = 4294967295", "search.layers", 9),
+            (
+                "epochs = 50",
+                "train_samples = 0",
+                "search.train_samples",
+                9,
+            ),
+            (
+                "epochs = 60 }",
+                "epochs = 10001 }",
+                "methods[1].overrides.epochs",
+                17,
+            ),
+            ("rho = 0.2", "rho = 1e9", "methods[1].overrides.rho", 17),
+            ("rho = 0.2", "rho = nan", "methods[1].overrides.rho", 17),
+            (
+                "{ epochs = 600 }",
+                "{ layers = 0 }",
+                "evaluation.run.layers",
+                21,
+            ),
+            ("priority = 5", "retries = 101", "retries", 4),
+        ];
+        for (from, to, field, line) in cases {
+            let error = error_of(&GOOD.replace(from, to));
+            assert_eq!(
+                (error.field.as_str(), error.line),
+                (field, line),
+                "{to}: {error}"
+            );
+            assert!(error.message.contains("must be"), "{error}");
+        }
+        let error = error_of(&GOOD.replace("seeds = 2", "seeds = 4294967295"));
+        assert!(
+            error.to_string().starts_with(
+                "bad.toml:20:1: field `evaluation.seeds`: must be between 1 and 64, got 4294967295"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field_not_the_value() {
+        let error = error_of(&GOOD.replace("seeds = 2", "seeds = 4294967296"));
+        assert_eq!(
+            (error.field.as_str(), error.line),
+            ("evaluation.seeds", 20),
+            "{error}"
+        );
+        let error = error_of(&GOOD.replace("epochs = 50", "epochs = -1"));
+        assert_eq!((error.field.as_str(), error.line), ("search.epochs", 9));
+        let error = error_of(&GOOD.replace("epochs = 60 }", "epochs = 1.5 }"));
+        assert_eq!(error.field, "methods[1].overrides.epochs", "{error}");
+        let error = error_of(&GOOD.replace("priority = 5", "priority = 9999999999"));
+        assert_eq!(error.field, "priority", "{error}");
+    }
+
+    #[test]
+    fn a_grid_lists_at_most_a_thousand_seeds() {
+        let seeds: Vec<String> = (0..=limits::MAX_GRID_SEEDS)
+            .map(|s| s.to_string())
+            .collect();
+        let text = GOOD.replace("[101, 102]", &format!("[{}]", seeds.join(", ")));
+        let error = error_of(&text);
+        assert_eq!((error.field.as_str(), error.line), ("seeds", 6));
+        assert!(error.message.contains("1001 search seeds"), "{error}");
+        let text = GOOD.replace("[101, 102]", &format!("[{}]", seeds[1..].join(", ")));
+        assert_eq!(GridSpec::parse("ok.toml", &text).unwrap().seeds.len(), 1000);
+    }
+
+    #[test]
+    fn trial_count_counts_searches_and_the_evaluations_they_spawn() {
+        let grid = GridSpec::parse("g.toml", GOOD).unwrap();
+        assert_eq!(grid.trial_count(), 2 * 2 * 2 * (1 + 2));
+        let searches_only = GridSpec {
+            evaluation: None,
+            ..grid
+        };
+        assert_eq!(searches_only.trial_count(), 8);
     }
 
     #[test]

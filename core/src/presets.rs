@@ -64,13 +64,15 @@ pub fn method_text(name: &str) -> Option<&'static str> {
 /// The search config of preset `name` with `overrides` applied; an unknown name lists the
 /// presets.
 pub fn method_config(name: &str, overrides: &[String]) -> Result<SearchConfig, ConfigError> {
-    let text = method_text(name).ok_or_else(|| ConfigError::Invalid {
-        origin: "--method".to_string(),
-        field: "method".to_string(),
-        message: format!(
-            "unknown method preset `{name}`; expected one of {}",
-            METHOD_NAMES.join(", ")
-        ),
+    let text = method_text(name).ok_or_else(|| {
+        ConfigError::invalid(
+            "--method",
+            "method",
+            format!(
+                "unknown method preset `{name}`; expected one of {}",
+                METHOD_NAMES.join(", ")
+            ),
+        )
     })?;
     SearchConfig::from_toml(text, &format!("configs/methods/{name}.toml"), overrides)
 }

@@ -3,12 +3,13 @@
 //! overrides as for the CNN configs. Defaults are the reference scripts' (SPEC 7.7, 7.9).
 
 use crate::config::{
-    apply_override, ArchOrder, CheckpointConfig, Compat, ConfigError, RegularizerKind,
-    ScheduleConfig, ScheduleKind, SearchConfig, CONFIG_VERSION,
+    check_schedule, finite_non_negative, finite_positive, locate, overridden_origin,
+    parse_with_overrides, unit_fraction, ArchOrder, Checker, CheckpointConfig, Compat, ConfigError,
+    RegularizerKind, ScheduleConfig, ScheduleKind, SearchConfig, CONFIG_VERSION,
 };
+use crate::limits;
 use crate::primitives::Activation;
 use crate::rnn_genotype::RnnGenotype;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -16,13 +17,13 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RnnDataConfig {
-    /// Columns of the weight and alpha batches (train and valid streams).
+    /// Columns of the weight and alpha batches (train and valid streams), 1..=65,536.
     pub batch_size: usize,
-    /// Columns of the per-epoch validation pass.
+    /// Columns of the per-epoch validation pass, 1..=65,536.
     pub eval_batch_size: usize,
-    /// Base sequence length (BPTT).
+    /// Base sequence length (BPTT), 2..=10,000.
     pub bptt: usize,
-    /// Use only the first N training tokens (small runs); none = all.
+    /// Use only the first N training tokens (small runs), 3..=100,000,000; none = all.
     pub limit: Option<usize>,
 }
 
@@ -41,9 +42,9 @@ impl Default for RnnDataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RnnNetworkConfig {
-    /// Embedding and hidden width.
+    /// Embedding and hidden width, 1..=2,048.
     pub nhid: i64,
-    /// Locked dropout on the cell outputs.
+    /// Dropout rates below, each in [0, 1). Locked dropout on the cell outputs.
     pub dropout: f64,
     /// Variational dropout on the hidden state inside the cell.
     pub dropouth: f64,
@@ -77,10 +78,8 @@ impl RnnNetworkConfig {
         }
     }
 
-    fn validate(&self, invalid: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
-        if self.nhid < 1 {
-            return Err(invalid("network.nhid", "expected at least 1"));
-        }
+    fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        check.count("network.nhid", self.nhid, &limits::WIDTH)?;
         let rates = [
             ("network.dropout", self.dropout),
             ("network.dropouth", self.dropouth),
@@ -89,9 +88,7 @@ impl RnnNetworkConfig {
             ("network.dropoute", self.dropoute),
         ];
         for (field, rate) in rates {
-            if !(0.0..1.0).contains(&rate) {
-                return Err(invalid(field, "expected a rate 0 <= p < 1"));
-            }
+            check.ensure(field, unit_fraction(rate), "expected a rate 0 <= p < 1")?;
         }
         Ok(())
     }
@@ -107,15 +104,15 @@ impl Default for RnnNetworkConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RnnWeightsConfig {
-    /// Learning rate.
+    /// Learning rate; finite, > 0.
     pub lr: f64,
-    /// L2 weight decay.
+    /// L2 weight decay; finite, >= 0.
     pub weight_decay: f64,
-    /// Global gradient-norm clip.
+    /// Global gradient-norm clip; finite, > 0.
     pub grad_clip: f64,
-    /// Activation regularisation (AR) coefficient on the dropped outputs.
+    /// Activation regularisation (AR) coefficient on the dropped outputs; finite, >= 0.
     pub ar_alpha: f64,
-    /// Temporal activation regularisation (TAR) coefficient on the raw outputs.
+    /// Temporal activation regularisation (TAR) coefficient on the raw outputs; finite, >= 0.
     pub tar_beta: f64,
 }
 
@@ -132,23 +129,29 @@ impl Default for RnnWeightsConfig {
 }
 
 impl RnnWeightsConfig {
-    fn validate(&self, invalid: &dyn Fn(&str, &str) -> ConfigError) -> Result<(), ConfigError> {
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(invalid("weights.lr", "expected > 0"));
+    fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        check.ensure(
+            "weights.lr",
+            finite_positive(self.lr),
+            "expected a finite number > 0",
+        )?;
+        let non_negative = [
+            ("weights.weight_decay", self.weight_decay),
+            ("weights.ar_alpha", self.ar_alpha),
+            ("weights.tar_beta", self.tar_beta),
+        ];
+        for (field, value) in non_negative {
+            check.ensure(
+                field,
+                finite_non_negative(value),
+                "expected a finite number >= 0",
+            )?;
         }
-        if !non_negative(self.weight_decay) {
-            return Err(invalid("weights.weight_decay", "expected >= 0"));
-        }
-        if !positive(self.grad_clip) {
-            return Err(invalid("weights.grad_clip", "expected > 0"));
-        }
-        if !non_negative(self.ar_alpha) || !non_negative(self.tar_beta) {
-            return Err(invalid(
-                "weights.tar_beta",
-                "expected ar_alpha, tar_beta >= 0",
-            ));
-        }
-        Ok(())
+        check.ensure(
+            "weights.grad_clip",
+            finite_positive(self.grad_clip),
+            "expected a finite number > 0",
+        )
     }
 }
 
@@ -158,15 +161,15 @@ impl RnnWeightsConfig {
 pub struct RnnArchConfig {
     /// Activation of alpha.
     pub activation: Activation,
-    /// Adam learning rate (constant).
+    /// Adam learning rate (constant); finite, > 0.
     pub lr: f64,
-    /// Adam beta1.
+    /// Adam beta1, in [0, 1).
     pub beta1: f64,
-    /// Adam beta2.
+    /// Adam beta2, in [0, 1).
     pub beta2: f64,
-    /// Adam epsilon.
+    /// Adam epsilon; finite, > 0.
     pub eps: f64,
-    /// L2 weight decay of alpha.
+    /// L2 weight decay of alpha; finite, >= 0.
     pub weight_decay: f64,
 }
 
@@ -189,13 +192,13 @@ impl Default for RnnArchConfig {
 pub struct RnnScheduleConfig {
     /// Which schedule.
     pub kind: ScheduleKind,
-    /// r (`--schedfreq`).
+    /// r (`--schedfreq`), 1..=1,000.
     pub ratio: u32,
-    /// FIMT initial threshold h0.
+    /// FIMT initial threshold h0; finite, > 0.
     pub h0: f64,
-    /// FIMT threshold growth h_i.
+    /// FIMT threshold growth h_i; finite, > 1.
     pub hi: f64,
-    /// FIMT EWMA coefficient lambda.
+    /// FIMT EWMA coefficient lambda, in (0, 1].
     pub ewma: f64,
 }
 
@@ -230,7 +233,7 @@ impl RnnScheduleConfig {
 pub struct RnnRegularizerConfig {
     /// `none` or `prox`.
     pub kind: RegularizerKind,
-    /// rho (RNN script default 0.1; the paper states 1.0 for PTB, SPEC A6).
+    /// rho, 0..=1,000 (RNN script default 0.1; the paper states 1.0 for PTB, SPEC A6).
     pub rho: f64,
 }
 
@@ -249,7 +252,8 @@ impl Default for RnnRegularizerConfig {
 pub struct RnnSearchConfig {
     /// Format version; must be 1.
     pub version: u32,
-    /// Method name, for the record.
+    /// Method name, for the record: a preset name or `custom` (see
+    /// `SearchConfig::method`).
     #[serde(default = "default_method")]
     pub method: String,
     /// Random seed (weights, alphas, dropout masks, sequence lengths).
@@ -258,7 +262,7 @@ pub struct RnnSearchConfig {
     /// Reference or fixed behaviour of the reference code's quirks.
     #[serde(default)]
     pub compat: Compat,
-    /// Number of epochs.
+    /// Number of epochs, 1..=10,000.
     #[serde(default = "default_search_epochs")]
     pub epochs: u32,
     /// Data.
@@ -325,11 +329,8 @@ impl RnnSearchConfig {
     /// CRB sets the alpha weight decay to 0 (SPEC 5.5). ADMM and the second-order step are
     /// errors: the reference has neither for the RNN.
     pub fn from_method(method: &SearchConfig) -> Result<Self, ConfigError> {
-        let invalid = |field: &str, message: &str| ConfigError::Invalid {
-            origin: format!("method `{}` (recurrent search)", method.method),
-            field: field.to_string(),
-            message: message.to_string(),
-        };
+        let origin = format!("method `{}` (recurrent search)", method.method);
+        let invalid = |field: &str, message: &str| ConfigError::invalid(&origin, field, message);
         if method.regularizer.kind == RegularizerKind::Admm {
             return Err(invalid(
                 "regularizer.kind",
@@ -391,7 +392,9 @@ impl RnnSearchConfig {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let config: Self = parse_with_overrides(text, origin, overrides)?;
-        config.validate(&overridden_origin(origin, overrides))?;
+        config
+            .validate(&overridden_origin(origin, overrides))
+            .map_err(|error| locate(error, text, overrides))?;
         Ok(config)
     }
 
@@ -405,60 +408,66 @@ impl RnnSearchConfig {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// Checks every range; the error names the field.
+    /// Checks every range (documented on each field); the error names the field.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| ConfigError::Invalid {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            message: message.to_string(),
-        };
-        check_common(self.version, self.epochs, &self.data.limit, &invalid)?;
+        let check = Checker::new(origin);
+        check_common(&check, self.version, self.epochs, self.data.limit)?;
+        check.method(&self.method)?;
         check_batches(
+            &check,
             &[
                 ("data.batch_size", self.data.batch_size),
                 ("data.eval_batch_size", self.data.eval_batch_size),
             ],
             self.data.bptt,
-            &invalid,
         )?;
-        self.network.validate(&invalid)?;
-        self.weights.validate(&invalid)?;
+        self.network.validate(&check)?;
+        self.weights.validate(&check)?;
         let arch = &self.arch;
-        if !positive(arch.lr) {
-            return Err(invalid("arch.lr", "expected > 0"));
-        }
-        if !(0.0..1.0).contains(&arch.beta1) || !(0.0..1.0).contains(&arch.beta2) {
-            return Err(invalid("arch.beta1", "expected betas in [0, 1)"));
-        }
-        if !positive(arch.eps) || !non_negative(arch.weight_decay) {
-            return Err(invalid(
-                "arch.eps",
-                "expected eps > 0 and weight_decay >= 0",
-            ));
-        }
+        check.ensure(
+            "arch.lr",
+            finite_positive(arch.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.beta1",
+            unit_fraction(arch.beta1),
+            "expected 0 <= beta1 < 1",
+        )?;
+        check.ensure(
+            "arch.beta2",
+            unit_fraction(arch.beta2),
+            "expected 0 <= beta2 < 1",
+        )?;
+        check.ensure(
+            "arch.eps",
+            finite_positive(arch.eps),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.weight_decay",
+            finite_non_negative(arch.weight_decay),
+            "expected a finite number >= 0",
+        )?;
         let schedule = &self.schedule;
-        if schedule.ratio == 0 {
-            return Err(invalid("schedule.ratio", "expected at least 1"));
-        }
-        if !positive(schedule.h0) {
-            return Err(invalid("schedule.h0", "expected > 0"));
-        }
-        if !(schedule.hi.is_finite() && schedule.hi > 1.0) {
-            return Err(invalid("schedule.hi", "expected > 1"));
-        }
-        if !(schedule.ewma > 0.0 && schedule.ewma <= 1.0) {
-            return Err(invalid("schedule.ewma", "expected 0 < ewma <= 1"));
-        }
-        if self.regularizer.kind == RegularizerKind::Admm {
-            return Err(invalid(
-                "regularizer.kind",
-                "ADMM is not available for the recurrent search (use none or prox)",
-            ));
-        }
-        if !non_negative(self.regularizer.rho) {
-            return Err(invalid("regularizer.rho", "expected >= 0"));
-        }
-        Ok(())
+        check_schedule(
+            &check,
+            schedule.ratio,
+            schedule.h0,
+            schedule.hi,
+            schedule.ewma,
+        )?;
+        check.ensure(
+            "regularizer.kind",
+            self.regularizer.kind != RegularizerKind::Admm,
+            "ADMM is not available for the recurrent search (use none or prox)",
+        )?;
+        check.real("regularizer.rho", self.regularizer.rho, &limits::RHO)?;
+        check.count(
+            "checkpoint.every_epochs",
+            self.checkpoint.every_epochs,
+            &limits::CHECKPOINT_EVERY_EPOCHS,
+        )
     }
 }
 
@@ -466,15 +475,15 @@ impl RnnSearchConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RnnEvalDataConfig {
-    /// Columns of the training batches.
+    /// Columns of the training batches, 1..=65,536.
     pub batch_size: usize,
-    /// Columns of the per-epoch validation pass.
+    /// Columns of the per-epoch validation pass, 1..=65,536.
     pub eval_batch_size: usize,
-    /// Columns of the final test pass.
+    /// Columns of the final test pass, 1..=65,536.
     pub test_batch_size: usize,
-    /// Base sequence length (BPTT).
+    /// Base sequence length (BPTT), 2..=10,000.
     pub bptt: usize,
-    /// Use only the first N training tokens (small runs); none = all.
+    /// Use only the first N training tokens (small runs), 3..=100,000,000; none = all.
     pub limit: Option<usize>,
 }
 
@@ -494,19 +503,19 @@ impl Default for RnnEvalDataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RnnEvalWeightsConfig {
-    /// Learning rate.
+    /// Learning rate; finite, > 0.
     pub lr: f64,
-    /// L2 weight decay.
+    /// L2 weight decay; finite, >= 0.
     pub weight_decay: f64,
-    /// Global gradient-norm clip.
+    /// Global gradient-norm clip; finite, > 0.
     pub grad_clip: f64,
-    /// AR coefficient.
+    /// AR coefficient; finite, >= 0.
     pub ar_alpha: f64,
-    /// TAR coefficient.
+    /// TAR coefficient; finite, >= 0.
     pub tar_beta: f64,
-    /// NT-ASGD non-monotone interval.
+    /// NT-ASGD non-monotone interval in epochs, 0..=1,000.
     pub nonmono: usize,
-    /// Standard deviation of the sequence-length jitter.
+    /// Standard deviation of the sequence-length jitter; finite, >= 0.
     pub seq_len_std: f64,
     /// Switch to averaged SGD at the end of this 0-based epoch at the latest, whatever the
     /// validation history; unset (the reference), only the non-monotone trigger switches.
@@ -541,10 +550,10 @@ pub struct RnnEvalConfig {
     /// Random seed.
     #[serde(default = "default_eval_seed")]
     pub seed: u64,
-    /// Maximum number of epochs.
+    /// Maximum number of epochs, 1..=10,000.
     #[serde(default = "default_eval_epochs")]
     pub epochs: u32,
-    /// Stop after this many epochs without a new best validation loss (0 = never).
+    /// Stop after this many epochs without a new best validation loss, 0..=10,000 (0 = never).
     #[serde(default = "default_convergence")]
     pub convergence: u32,
     /// Data.
@@ -631,7 +640,9 @@ impl RnnEvalConfig {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let config: Self = parse_with_overrides(text, origin, overrides)?;
-        config.validate(&overridden_origin(origin, overrides))?;
+        config
+            .validate(&overridden_origin(origin, overrides))
+            .map_err(|error| locate(error, text, overrides))?;
         Ok(config)
     }
 
@@ -645,24 +656,22 @@ impl RnnEvalConfig {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// Checks every range and the genotype; the error names the field.
+    /// Checks every range (documented on each field) and the genotype; the error names the
+    /// field.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| ConfigError::Invalid {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            message: message.to_string(),
-        };
-        check_common(self.version, self.epochs, &self.data.limit, &invalid)?;
+        let check = Checker::new(origin);
+        check_common(&check, self.version, self.epochs, self.data.limit)?;
+        check.count("convergence", self.convergence, &limits::CONVERGENCE)?;
         check_batches(
+            &check,
             &[
                 ("data.batch_size", self.data.batch_size),
                 ("data.eval_batch_size", self.data.eval_batch_size),
                 ("data.test_batch_size", self.data.test_batch_size),
             ],
             self.data.bptt,
-            &invalid,
         )?;
-        self.network.validate(&invalid)?;
+        self.network.validate(&check)?;
         let weights = &self.weights;
         let shared = RnnWeightsConfig {
             lr: weights.lr,
@@ -671,28 +680,23 @@ impl RnnEvalConfig {
             ar_alpha: weights.ar_alpha,
             tar_beta: weights.tar_beta,
         };
-        shared.validate(&invalid)?;
-        if !(weights.seq_len_std >= 0.0 && weights.seq_len_std.is_finite()) {
-            return Err(invalid(
-                "weights.seq_len_std",
-                "expected a finite value >= 0",
-            ));
+        shared.validate(&check)?;
+        check.count("weights.nonmono", weights.nonmono, &limits::NONMONO)?;
+        check.ensure(
+            "weights.seq_len_std",
+            finite_non_negative(weights.seq_len_std),
+            "expected a finite number >= 0",
+        )?;
+        check.count(
+            "checkpoint.every_epochs",
+            self.checkpoint.every_epochs,
+            &limits::CHECKPOINT_EVERY_EPOCHS,
+        )?;
+        match self.genotype.validate() {
+            Ok(()) => Ok(()),
+            Err(error) => Err(ConfigError::invalid(origin, "genotype", error.to_string())),
         }
-        if let Err(error) = self.genotype.validate() {
-            return Err(invalid("genotype", &error.to_string()));
-        }
-        Ok(())
     }
-}
-
-/// Whether `value` is a number greater than 0 (false for NaN).
-fn positive(value: f64) -> bool {
-    value > 0.0
-}
-
-/// Whether `value` is a number not below 0 (false for NaN).
-fn non_negative(value: f64) -> bool {
-    value >= 0.0
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -702,75 +706,38 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn overridden_origin(origin: &str, overrides: &[String]) -> String {
-    if overrides.is_empty() {
-        origin.to_string()
-    } else {
-        format!("{origin} (with --set overrides)")
-    }
-}
-
-/// Parses `text` (keeping line and column in its errors), then applies `overrides`.
-fn parse_with_overrides<T: DeserializeOwned>(
-    text: &str,
-    origin: &str,
-    overrides: &[String],
-) -> Result<T, ConfigError> {
-    let parse_error = |origin: &str, error: toml::de::Error| ConfigError::Parse {
-        origin: origin.to_string(),
-        message: error.to_string(),
-    };
-    let config: T = toml::from_str(text).map_err(|error| parse_error(origin, error))?;
-    if overrides.is_empty() {
-        return Ok(config);
-    }
-    let mut table: toml::Table = text.parse().map_err(|error| parse_error(origin, error))?;
-    for text in overrides {
-        apply_override(&mut table, text)?;
-    }
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|error| parse_error(&overridden_origin(origin, overrides), error))
-}
-
 fn check_common(
+    check: &Checker<'_>,
     version: u32,
     epochs: u32,
-    limit: &Option<usize>,
-    invalid: &dyn Fn(&str, &str) -> ConfigError,
+    limit: Option<usize>,
 ) -> Result<(), ConfigError> {
-    if version != CONFIG_VERSION {
-        return Err(invalid(
-            "version",
-            "expected 1 (the only config version this build reads)",
-        ));
-    }
-    if epochs == 0 {
-        return Err(invalid("epochs", "expected at least 1"));
-    }
-    if limit.is_some_and(|limit| limit < 3) {
-        return Err(invalid(
+    check.ensure(
+        "version",
+        version == CONFIG_VERSION,
+        "expected 1 (the only config version this build reads)",
+    )?;
+    check.count("epochs", epochs, &limits::EPOCHS)?;
+    if let Some(limit) = limit {
+        check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
+        check.ensure(
             "data.limit",
+            limit >= 3,
             "expected at least 3 training tokens (or no limit)",
-        ));
+        )?;
     }
     Ok(())
 }
 
 fn check_batches(
+    check: &Checker<'_>,
     batches: &[(&str, usize)],
     bptt: usize,
-    invalid: &dyn Fn(&str, &str) -> ConfigError,
 ) -> Result<(), ConfigError> {
     for (field, size) in batches {
-        if *size == 0 {
-            return Err(invalid(field, "expected at least 1"));
-        }
+        check.count(field, *size, &limits::BATCH_SIZE)?;
     }
-    if bptt < 2 {
-        return Err(invalid("data.bptt", "expected at least 2"));
-    }
-    Ok(())
+    check.count("data.bptt", bptt, &limits::BPTT)
 }
 
 #[cfg(test)]
@@ -817,6 +784,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("expected key=value"), "{error}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_and_unknown_methods_name_file_line_and_field() {
+        let search_error = |text: &str| {
+            RnnSearchConfig::from_toml(text, "s.toml", &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let error = search_error("version = 1\nmethod = \"nosuch\"\n");
+        assert!(
+            error.contains("s.toml:2: field `method`: unknown method `nosuch`"),
+            "{error}"
+        );
+        let error = search_error("version = 1\n[network]\nnhid = 100000\n");
+        assert!(error.contains("s.toml:3: field `network.nhid`"), "{error}");
+        let error = search_error("version = 1\n[data]\nbptt = 4294967295\n");
+        assert!(error.contains("s.toml:3: field `data.bptt`"), "{error}");
+        let error = search_error("version = 1\n[weights]\nar_alpha = -1.0\n");
+        assert!(error.contains("field `weights.ar_alpha`"), "{error}");
+        let error = search_error("version = 1\n[weights]\ngrad_clip = inf\n");
+        assert!(error.contains("field `weights.grad_clip`"), "{error}");
+        let eval_error = |text: &str| {
+            RnnEvalConfig::from_toml(text, "e.toml", &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let error = eval_error("version = 1\nepochs = 4294967295\n");
+        assert!(error.contains("e.toml:2: field `epochs`"), "{error}");
+        let error = eval_error("version = 1\n[weights]\nnonmono = 4294967295\n");
+        assert!(
+            error.contains("e.toml:3: field `weights.nonmono`"),
+            "{error}"
+        );
+        let error = eval_error("version = 1\n[data]\ntest_batch_size = 0\n");
+        assert!(
+            error.contains("e.toml:3: field `data.test_batch_size`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! what it produced (its result).
 
 use crate::grid::{EvaluationSettings, RunSettings, Task};
+use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,16 +51,36 @@ pub struct TrialSpec {
     pub retries: u32,
 }
 
+/// Why a search cannot spawn its evaluation trials: its spec was stored before the grid
+/// limits were checked, or was edited by hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot spawn the evaluation trials: {0}")]
+pub struct SpawnError(String);
+
 impl TrialSpec {
-    /// The evaluation trials a successful search chains to, given its genotype.
-    pub fn evaluation_trials(&self, genotype: &serde_json::Value) -> Vec<TrialSpec> {
+    /// The evaluation trials a successful search chains to, given its genotype. The number
+    /// of evaluation seeds is checked against `limits::EVALUATION_SEEDS` before anything is
+    /// allocated, so a stored spec can never ask for billions of trials.
+    pub fn evaluation_trials(
+        &self,
+        genotype: &serde_json::Value,
+    ) -> Result<Vec<TrialSpec>, SpawnError> {
         let Some(evaluation) = (self.kind == TrialKind::Search)
             .then_some(self.evaluation.as_ref())
             .flatten()
         else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        (0..u64::from(evaluation.seeds))
+        limits::check_count(evaluation.seeds, &limits::EVALUATION_SEEDS)
+            .map_err(|message| SpawnError(format!("evaluation.seeds {message}")))?;
+        let seeds = u64::from(evaluation.seeds);
+        if evaluation.first_seed.checked_add(seeds - 1).is_none() {
+            return Err(SpawnError(format!(
+                "evaluation.first_seed {} + {seeds} seeds overflows 64 bits",
+                evaluation.first_seed
+            )));
+        }
+        Ok((0..seeds)
             .map(|offset| TrialSpec {
                 kind: TrialKind::Evaluation,
                 eval_seed: Some(evaluation.first_seed + offset),
@@ -68,7 +89,7 @@ impl TrialSpec {
                 evaluation: None,
                 ..self.clone()
             })
-            .collect()
+            .collect())
     }
 
     /// A short human description: `search darts-prime cifar10 seed 101`.
@@ -302,17 +323,44 @@ mod tests {
             .search_trials()
             .remove(0);
         let genotype = serde_json::json!({"normal": []});
-        let evaluations = search.evaluation_trials(&genotype);
+        let evaluations = search.evaluation_trials(&genotype).unwrap();
         assert_eq!(evaluations.len(), 2);
         assert_eq!(evaluations[1].eval_seed, Some(4));
         assert_eq!(evaluations[0].kind, TrialKind::Evaluation);
         assert_eq!(evaluations[0].settings.epochs, Some(5));
         assert_eq!(evaluations[0].genotype.as_ref(), Some(&genotype));
-        assert!(evaluations[0].evaluation_trials(&genotype).is_empty());
+        assert!(evaluations[0]
+            .evaluation_trials(&genotype)
+            .unwrap()
+            .is_empty());
         let json = serde_json::to_string(&evaluations[0]).unwrap();
         assert_eq!(
             serde_json::from_str::<TrialSpec>(&json).unwrap(),
             evaluations[0]
         );
+    }
+
+    #[test]
+    fn a_stored_spec_with_absurd_evaluation_seeds_spawns_nothing() {
+        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [7]\n\
+                    [[methods]]\npreset = \"pr\"\n[evaluation]\nseeds = 2\n";
+        let mut search = GridSpec::parse("g.toml", text)
+            .unwrap()
+            .search_trials()
+            .remove(0);
+        let genotype = serde_json::json!({"normal": []});
+        // What a grid accepted before the limits: the coordinator aborted allocating ~1.4 TB.
+        search.evaluation.as_mut().unwrap().seeds = u32::MAX;
+        let error = search.evaluation_trials(&genotype).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("evaluation.seeds must be between 1 and 64"),
+            "{error}"
+        );
+        let evaluation = search.evaluation.as_mut().unwrap();
+        (evaluation.seeds, evaluation.first_seed) = (2, u64::MAX);
+        let error = search.evaluation_trials(&genotype).unwrap_err();
+        assert!(error.to_string().contains("overflows"), "{error}");
     }
 }

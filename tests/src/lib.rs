@@ -25,6 +25,7 @@ pub fn test_coordinator_config() -> CoordinatorConfig {
         lease: TEST_LEASE,
         heartbeat: TEST_HEARTBEAT,
         keep_checkpoints: 2,
+        ..Default::default()
     }
 }
 

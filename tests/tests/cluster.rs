@@ -257,6 +257,49 @@ async fn an_invalid_configuration_fails_at_once_without_spending_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_coordinator_cannot_store_are_dropped_alone_and_the_rest_delivered() {
+    let mut cluster = Cluster::start(4, 2).await;
+    cluster.trainer.inject(FaultRule {
+        method: Some("darts".into()),
+        seed: None,
+        kind: Some(TrialKind::Search),
+        fault: Fault::UnstorableMetrics { at_epoch: 1 },
+        times: 1,
+    });
+    // One batch per epoch or so: the bad records share it with good ones.
+    cluster.add_worker("w", 1, |config| config.metric_batch = 8);
+    cluster
+        .submit(&small_grid("metrics", &["darts"], &[1], 2, 1))
+        .await;
+    let trials = cluster
+        .wait_for("metrics", LIMIT, "the search and its evaluation", |t| {
+            all_succeeded(t, 2)
+        })
+        .await;
+    let search = trials
+        .iter()
+        .find(|t| spec(t).kind == TrialKind::Search)
+        .unwrap();
+    let metrics = cluster
+        .client()
+        .trial_metrics(pb::TrialRef {
+            trial_id: search.trial_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    let count = |kind: &str| metrics.iter().filter(|m| m.kind == kind).count();
+    assert_eq!(
+        (count("step"), count("epoch")),
+        (8, 2),
+        "every good record arrived"
+    );
+    assert_eq!(count("alpha_step"), 0, "the unstorable ones were left out");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preempted_trial_resumes_elsewhere_from_its_checkpoint() {
     let mut cluster = Cluster::start(10, 10).await;
     cluster.add_worker("first", 1, |_| {});

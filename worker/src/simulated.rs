@@ -44,6 +44,12 @@ pub enum Fault {
         /// 0-based epoch.
         at_epoch: u32,
     },
+    /// Report, at the start of this epoch, a record with a NaN clock and one with a step of
+    /// 2^63, which the coordinator cannot store, among good records.
+    UnstorableMetrics {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
     /// Finish with a result the coordinator must refuse.
     CorruptResult,
     /// Refuse the trial's configuration as one that cannot run.
@@ -334,6 +340,21 @@ impl SimulatedTrainer {
                     )
                     .with("loss", f64::NAN);
                     observer.on_metric(&record);
+                }
+                Some(Fault::UnstorableMetrics { at_epoch }) if at_epoch == epoch => {
+                    let step = state.steps_done;
+                    observer.on_metric(&MetricRecord::new(
+                        MetricKind::AlphaStep,
+                        epoch,
+                        step,
+                        f64::NAN,
+                    ));
+                    observer.on_metric(&MetricRecord::new(
+                        MetricKind::AlphaStep,
+                        epoch,
+                        1 << 63,
+                        0.0,
+                    ));
                 }
                 Some(Fault::Hang { at_epoch } | Fault::Freeze { at_epoch })
                     if at_epoch == epoch =>

@@ -18,6 +18,15 @@ use tonic::{Code, Status};
 
 type TrainResult = std::thread::Result<Result<TrainEnd, TrainError>>;
 
+/// Why a report was not delivered.
+enum Undelivered {
+    /// The assignment is fenced, or the coordinator was unreachable too long: the trial has
+    /// been given up (already logged).
+    GivenUp,
+    /// The coordinator refused the report for good.
+    Refused(Status),
+}
+
 /// Sends a trial's reports, retrying while the coordinator is unreachable and noticing when
 /// the assignment has been fenced.
 struct Reporter<'a> {
@@ -34,24 +43,24 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     /// Calls `op` until it succeeds, is refused, or the outage lasts too long.
-    async fn call<T, F, Fut>(&mut self, what: &str, mut op: F) -> Option<T>
+    async fn call<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T, Undelivered>
     where
         F: FnMut(prime_proto::client::Client) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         if self.fenced {
-            return None;
+            return Err(Undelivered::GivenUp);
         }
         let started = Instant::now();
         let mut backoff = MIN_BACKOFF;
         loop {
             match op(self.shared.client.clone()).await {
-                Ok(value) => return Some(value),
+                Ok(value) => return Ok(value),
                 Err(status) if is_transient(&status) => {
                     if started.elapsed() > self.shared.config.max_outage {
                         tracing::error!(trial_id = self.trial_id, %status, what, "coordinator unreachable too long; giving the trial up");
                         self.give_up();
-                        return None;
+                        return Err(Undelivered::GivenUp);
                     }
                     tracing::debug!(trial_id = self.trial_id, %status, what, "coordinator unreachable; will retry");
                 }
@@ -60,12 +69,9 @@ impl Reporter<'_> {
                 {
                     tracing::warn!(trial_id = self.trial_id, %status, what, "report refused: assignment fenced");
                     self.give_up();
-                    return None;
+                    return Err(Undelivered::GivenUp);
                 }
-                Err(status) => {
-                    tracing::error!(trial_id = self.trial_id, %status, what, "report rejected");
-                    return None;
-                }
+                Err(status) => return Err(Undelivered::Refused(status)),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -77,6 +83,19 @@ impl Reporter<'_> {
         self.control.stop.store(true, Ordering::SeqCst);
     }
 
+    async fn send_metrics(&mut self, batch: &pb::MetricBatch) -> Result<(), Undelivered> {
+        self.call("metrics", |mut client| {
+            let batch = batch.clone();
+            async move { client.report_metrics(batch).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sends the pending metrics and logs. Nothing is dropped quietly: transient failures
+    /// are retried (`call`); a batch refused as invalid is sent again without the records the
+    /// coordinator cannot store, each of which is logged at error level; any other refusal
+    /// is logged at error level with what was lost.
     async fn flush(&mut self) {
         if self.pending.is_empty() && self.logs.is_empty() {
             return;
@@ -87,11 +106,41 @@ impl Reporter<'_> {
             metrics: std::mem::take(&mut self.pending),
             logs: std::mem::take(&mut self.logs),
         };
-        self.call("metrics", |mut client| {
-            let batch = batch.clone();
-            async move { client.report_metrics(batch).await }
-        })
-        .await;
+        let Err(Undelivered::Refused(status)) = self.send_metrics(&batch).await else {
+            return;
+        };
+        let (storable, dropped) = match status.code() {
+            Code::InvalidArgument => prime_proto::convert::storable_part(&batch),
+            _ => (pb::MetricBatch::default(), Vec::new()),
+        };
+        for reason in &dropped {
+            tracing::error!(
+                trial_id = self.trial_id,
+                reason,
+                "metric data the coordinator cannot store is dropped"
+            );
+        }
+        let nothing_left = storable.metrics.is_empty() && storable.logs.is_empty();
+        if dropped.is_empty() || nothing_left {
+            tracing::error!(
+                trial_id = self.trial_id,
+                %status,
+                records = batch.metrics.len(),
+                logs = batch.logs.len(),
+                "the coordinator refused a metric batch; its records are lost"
+            );
+            return;
+        }
+        tracing::error!(trial_id = self.trial_id, %status, dropped = dropped.len(), kept = storable.metrics.len(), "the coordinator refused a metric batch; sending it again without what it cannot store");
+        if let Err(Undelivered::Refused(status)) = self.send_metrics(&storable).await {
+            tracing::error!(
+                trial_id = self.trial_id,
+                %status,
+                records = storable.metrics.len(),
+                logs = storable.logs.len(),
+                "the coordinator refused a metric batch again; its records are lost"
+            );
+        }
     }
 
     async fn upload(
@@ -121,14 +170,18 @@ impl Reporter<'_> {
                 async move { transfer::upload(&mut client, upload, chunk_size, &corrupt).await }
             })
             .await;
-        if let Some(checkpoint_id) = committed {
-            tracing::info!(
+        match committed {
+            Ok(checkpoint_id) => tracing::info!(
                 trial_id = self.trial_id,
                 checkpoint_id,
                 epochs_done = progress.epochs_done,
                 bytes = archive.len(),
                 "checkpoint committed"
-            );
+            ),
+            Err(Undelivered::Refused(status)) => {
+                tracing::error!(trial_id = self.trial_id, %status, "checkpoint rejected")
+            }
+            Err(Undelivered::GivenUp) => {}
         }
     }
 
@@ -158,11 +211,15 @@ impl Reporter<'_> {
             epoch: self.epoch,
             outcome: Some(outcome),
         };
-        self.call("finish", |mut client| {
-            let request = request.clone();
-            async move { client.finish_trial(request).await }
-        })
-        .await;
+        let reported = self
+            .call("finish", |mut client| {
+                let request = request.clone();
+                async move { client.finish_trial(request).await }
+            })
+            .await;
+        if let Err(Undelivered::Refused(status)) = reported {
+            tracing::error!(trial_id = self.trial_id, %status, "finish report rejected");
+        }
     }
 }
 
@@ -532,7 +589,14 @@ async fn restore(
             async move { transfer::download(&mut client, trial_id, &info, chunk_size).await }
         })
         .await
-        .ok_or_else(|| format!("cannot download checkpoint {}", info.checkpoint_id))?;
+        .map_err(|undelivered| match undelivered {
+            Undelivered::Refused(status) => format!(
+                "cannot download checkpoint {}: {}",
+                info.checkpoint_id,
+                status.message()
+            ),
+            Undelivered::GivenUp => format!("cannot download checkpoint {}", info.checkpoint_id),
+        })?;
     let dir = run_dir.to_path_buf();
     tokio::task::spawn_blocking(move || prime_proto::archive::unpack(&archive, &dir))
         .await

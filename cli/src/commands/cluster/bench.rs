@@ -249,6 +249,7 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             keep_checkpoints: 2,
+            ..Default::default()
         };
         let coordinator = prime_coordinator::start(listener, state.path(), config).await?;
         let url = coordinator.url();

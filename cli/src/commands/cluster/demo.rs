@@ -135,6 +135,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(20),
             heartbeat: Duration::from_secs(1),
             keep_checkpoints: 2,
+            ..Default::default()
         };
         let coordinator =
             prime_coordinator::start(listener, &root.join("coordinator"), config).await?;

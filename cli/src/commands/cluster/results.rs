@@ -412,7 +412,7 @@ mod tests {
             let json = format!(
                 r#"{{"metrics":{{"test_ppl":{test},"valid_ppl":{valid},"params_m":22.96}}}}"#
             );
-            let evaluation = &search.evaluation_trials(&genotype)[0];
+            let evaluation = &search.evaluation_trials(&genotype).unwrap()[0];
             trials.push(view(id + 1, id, evaluation, Some(&json), 100.0));
         }
         let rows = build_rows(&trials).unwrap();
@@ -453,7 +453,7 @@ mod tests {
                         .iter()
                         .enumerate()
                 {
-                    let evaluation = &search.evaluation_trials(&genotype)[offset];
+                    let evaluation = &search.evaluation_trials(&genotype).unwrap()[offset];
                     let json =
                         format!(r#"{{"metrics":{{"test_error":{error},"params_m":{params}}}}}"#);
                     trials.push(view(
