@@ -10,6 +10,9 @@ use std::ops::RangeInclusive;
 /// here; the original DARTS script's 8,000 also fits).
 pub const EPOCHS: RangeInclusive<u64> = 1..=10_000;
 
+/// A 0-based epoch of a run of at most [`EPOCHS`] epochs.
+pub const EPOCH_INDEX: RangeInclusive<u64> = 0..=9_999;
+
 /// Minibatch size: images (CNN) or sequence columns (RNN). The paper uses 1 to 256.
 pub const BATCH_SIZE: RangeInclusive<u64> = 1..=65_536;
 

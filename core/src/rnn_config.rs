@@ -517,8 +517,9 @@ pub struct RnnEvalWeightsConfig {
     pub nonmono: usize,
     /// Standard deviation of the sequence-length jitter; finite, >= 0.
     pub seq_len_std: f64,
-    /// Switch to averaged SGD at the end of this 0-based epoch at the latest, whatever the
-    /// validation history; unset (the reference), only the non-monotone trigger switches.
+    /// Switch to averaged SGD at the end of this 0-based epoch (0..=9,999) at the latest,
+    /// whatever the validation history; unset (the reference), only the non-monotone trigger
+    /// switches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asgd_at_epoch: Option<u32>,
 }
@@ -682,6 +683,9 @@ impl RnnEvalConfig {
         };
         shared.validate(&check)?;
         check.count("weights.nonmono", weights.nonmono, &limits::NONMONO)?;
+        if let Some(epoch) = weights.asgd_at_epoch {
+            check.count("weights.asgd_at_epoch", epoch, &limits::EPOCH_INDEX)?;
+        }
         check.ensure(
             "weights.seq_len_std",
             finite_non_negative(weights.seq_len_std),
@@ -823,6 +827,17 @@ mod tests {
             error.contains("e.toml:3: field `data.test_batch_size`"),
             "{error}"
         );
+        let error = eval_error("version = 1\n[weights]\nasgd_at_epoch = 10000\n");
+        assert!(
+            error.contains("e.toml:3: field `weights.asgd_at_epoch`"),
+            "{error}"
+        );
+        let forced = RnnEvalConfig::from_toml(
+            "version = 1\n",
+            "e.toml",
+            &["weights.asgd_at_epoch=3".into()],
+        );
+        assert_eq!(forced.unwrap().weights.asgd_at_epoch, Some(3));
     }
 
     #[test]
