@@ -538,3 +538,164 @@ async fn a_worker_with_a_stalled_slot_still_stops_cleanly_on_preemption() {
     cluster.trainer.thaw();
     cluster.shutdown().await;
 }
+
+async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::CheckpointInfo> {
+    let mut checkpoints = cluster
+        .client()
+        .trial_checkpoints(pb::TrialRef { trial_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    checkpoints.retain(|checkpoint| !checkpoint.r#final);
+    checkpoints.sort_by_key(|checkpoint| checkpoint.checkpoint_id);
+    checkpoints
+}
+
+async fn log_lines(cluster: &Cluster, trial_id: u64) -> Vec<String> {
+    cluster
+        .client()
+        .trial_logs(pb::TrialRef { trial_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .lines
+        .into_iter()
+        .map(|line| line.line)
+        .collect()
+}
+
+/// A run directory packed as a worker uploads it: a `checkpoint/` whose manifest lists
+/// `weights.bin` with the sha256 of `listed`, while the file holds `held`.
+fn packed_run_dir(held: &[u8], listed: &[u8]) -> Vec<u8> {
+    use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    std::fs::write(checkpoint.join("weights.bin"), held).unwrap();
+    let manifest = Manifest {
+        format: CHECKPOINT_FORMAT,
+        tag: "checkpoint".into(),
+        files: [("weights.bin".to_string(), sha256_hex(listed))].into(),
+    };
+    std::fs::write(
+        checkpoint.join(MANIFEST_FILE),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    prime_proto::archive::pack_dir(dir.path(), dir.path()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
+    let cluster = Cluster::start(4, 10).await;
+    cluster
+        .submit(&small_grid("refuse", &["darts"], &[1], 2, 1))
+        .await;
+    // A hand-driven worker, so the uploads are exactly these bytes.
+    let mut client = cluster.client();
+    let session = client
+        .register_worker(pb::RegisterWorkerRequest {
+            name: "raw".into(),
+            slots: vec![pb::Slot {
+                index: 0,
+                device: "cuda:0".into(),
+            }],
+            running: Vec::new(),
+            stalled: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session;
+    let assignment = client
+        .request_trial(pb::RequestTrialRequest {
+            name: "raw".into(),
+            session,
+            slot: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+        .unwrap();
+    let (trial_id, epoch) = (assignment.trial_id, assignment.epoch);
+    let upload = |upload_id: &str, archive: Vec<u8>| {
+        let mut client = client.clone();
+        let upload_id = upload_id.to_string();
+        async move {
+            // Renews the lease, which the test's short one could otherwise let expire.
+            client
+                .heartbeat(pb::HeartbeatRequest {
+                    name: "raw".into(),
+                    session,
+                    running: Vec::new(),
+                    stalled: Vec::new(),
+                })
+                .await?;
+            client
+                .put_checkpoint_chunk(pb::CheckpointChunk {
+                    trial_id,
+                    epoch,
+                    upload_id: upload_id.clone(),
+                    offset: 0,
+                    sha256: sha256_hex(&archive),
+                    data: archive.clone(),
+                })
+                .await?;
+            client
+                .commit_checkpoint(pb::CommitCheckpointRequest {
+                    trial_id,
+                    epoch,
+                    upload_id,
+                    size: archive.len() as u64,
+                    sha256: sha256_hex(&archive),
+                    progress: None,
+                    r#final: false,
+                    score: None,
+                })
+                .await
+                .map(|reply| reply.into_inner().checkpoint_id)
+        }
+    };
+    let not_an_archive = b"weights and hope".repeat(64);
+    let lying_manifest = packed_run_dir(b"rotten weights", b"weights");
+    let no_checkpoint = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.jsonl"), b"{}\n").unwrap();
+        prime_proto::archive::pack_dir(dir.path(), dir.path()).unwrap()
+    };
+    for (name, archive) in [
+        ("garbage", not_an_archive),
+        ("lying", lying_manifest),
+        ("empty", no_checkpoint),
+    ] {
+        let status = upload(name, archive).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{name}: {status:?}"
+        );
+        assert!(
+            status.message().contains("not committed"),
+            "{name}: {status:?}"
+        );
+    }
+    assert!(
+        resumable_checkpoints(&cluster, trial_id).await.is_empty(),
+        "nothing was committed"
+    );
+    let lines = log_lines(&cluster, trial_id).await;
+    assert!(
+        lines.iter().any(|l| l.contains("upload was refused")),
+        "{lines:?}"
+    );
+    let intact = packed_run_dir(b"weights", b"weights");
+    let committed = upload("intact", intact).await.unwrap();
+    let stored = resumable_checkpoints(&cluster, trial_id).await;
+    assert_eq!(
+        stored.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
+        [committed]
+    );
+    cluster.shutdown().await;
+}
