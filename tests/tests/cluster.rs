@@ -539,6 +539,25 @@ async fn a_worker_with_a_stalled_slot_still_stops_cleanly_on_preemption() {
     cluster.shutdown().await;
 }
 
+/// The stored object (in the coordinator's checkpoint store) whose bytes hash to `sha256`.
+fn stored_object(cluster: &Cluster, sha256: &str) -> std::path::PathBuf {
+    let objects = cluster.dir.path().join("state/checkpoints/objects");
+    std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| sha256_hex(&std::fs::read(path).unwrap()) == sha256)
+        .unwrap_or_else(|| panic!("no object with sha256 {sha256} in {}", objects.display()))
+}
+
+/// Flips one byte in the middle of a stored checkpoint (disk rot on the head node).
+fn rot(cluster: &Cluster, checkpoint: &pb::CheckpointInfo) {
+    let path = stored_object(cluster, &checkpoint.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+}
+
 async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::CheckpointInfo> {
     let mut checkpoints = cluster
         .client()
@@ -563,6 +582,87 @@ async fn log_lines(cluster: &Cluster, trial_id: u64) -> Vec<String> {
         .into_iter()
         .map(|line| line.line)
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_latest_checkpoint_falls_back_without_spending_retries() {
+    let mut cluster = Cluster::start(4, 25).await;
+    cluster.add_worker("first", 2, |_| {});
+    cluster
+        .submit(&small_grid("rot", &["darts", "pr"], &[1], 6, 1))
+        .await;
+    cluster
+        .wait_for("rot", LIMIT, "two epochs of both searches", |t| {
+            t.len() == 2
+                && t.iter()
+                    .all(|t| t.progress.is_some_and(|p| p.epochs_done >= 2))
+        })
+        .await;
+    let first = cluster.workers.remove(0);
+    first.handle.preempt_and_exit();
+    tokio::time::timeout(Duration::from_secs(10), first.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let trials = cluster.trials("rot").await;
+    let trial_of = |method: &str| {
+        trials
+            .iter()
+            .find(|t| spec(t).method == method)
+            .unwrap()
+            .trial_id
+    };
+    let (partly, wholly) = (trial_of("darts"), trial_of("pr"));
+    // darts: only its latest checkpoint rots; pr: every resumable one does.
+    let checkpoints = resumable_checkpoints(&cluster, partly).await;
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let (previous, latest) = (
+        &checkpoints[checkpoints.len() - 2],
+        &checkpoints[checkpoints.len() - 1],
+    );
+    rot(&cluster, latest);
+    for checkpoint in resumable_checkpoints(&cluster, wholly).await {
+        rot(&cluster, &checkpoint);
+    }
+    cluster.add_worker("second", 2, |_| {});
+    let trials = cluster
+        .wait_for("rot", LIMIT, "the grid despite the rot", |t| {
+            all_succeeded(t, 4)
+        })
+        .await;
+    for search in trials.iter().filter(|t| t.parent_id == 0) {
+        assert_eq!(
+            (search.attempts, search.failures),
+            (2, 0),
+            "trial {}: no retry spent",
+            search.trial_id
+        );
+    }
+    let lines = log_lines(&cluster, partly).await;
+    let unusable = format!("checkpoint {} cannot be restored", latest.checkpoint_id);
+    assert!(lines.iter().any(|l| l.contains(&unusable)), "{lines:?}");
+    let fallback = format!("resuming from checkpoint {}", previous.checkpoint_id);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("worker second") && l.contains(&fallback)),
+        "{lines:?}"
+    );
+    let lines = log_lines(&cluster, wholly).await;
+    assert!(
+        lines.iter().any(|l| l.contains("starting afresh")),
+        "{lines:?}"
+    );
+    let fresh_starts = cluster
+        .trainer
+        .starts()
+        .iter()
+        .filter(|start| start.trial_id == wholly && start.from_epoch == 0)
+        .count();
+    assert_eq!(fresh_starts, 2, "pr started afresh on the second worker");
+    assert_exact(&trials, 4);
+    cluster.shutdown().await;
 }
 
 /// A run directory packed as a worker uploads it: a `checkpoint/` whose manifest lists
