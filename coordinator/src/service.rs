@@ -10,6 +10,7 @@ use crate::trials::{Finish, NewCheckpoint};
 use crate::workers::WorkerMode;
 use prime_proto::pb::coordinator_server::Coordinator;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
+use prime_proto::verify::{verify_checkpoint_archive, Expect};
 use std::sync::Arc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -39,6 +40,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| CoordinatorError::ShuttingDown)?
         .map_err(|error| match error {
             StoreError::Mismatch(message) => CoordinatorError::Integrity(message),
+            StoreError::Unreadable(message) => CoordinatorError::Invalid(format!(
+                "checkpoint refused, not committed (it cannot be opened): {message}"
+            )),
             other => CoordinatorError::Store(other),
         })
 }
@@ -170,7 +174,28 @@ impl Coordinator for CoordinatorService {
         let key = format!("{name}.tar");
         let store = self.store.clone();
         let (staged, object, sha256) = (name.clone(), key.clone(), commit.sha256.clone());
-        blocking(move || store.commit(&staged, commit.size, &sha256, &object)).await?;
+        let expect = if commit.r#final {
+            Expect::Artifacts
+        } else {
+            Expect::Resumable
+        };
+        let verify = move |archive: &mut dyn std::io::Read| {
+            verify_checkpoint_archive(archive, expect)
+                .map(drop)
+                .map_err(|error| error.to_string())
+        };
+        let committed =
+            blocking(move || store.commit(&staged, commit.size, &sha256, &object, &verify)).await;
+        if let Err(CoordinatorError::Invalid(message)) = &committed {
+            tracing::error!(trial_id, epoch, %message, "checkpoint refused");
+            let line = format!("a checkpoint upload was refused: {message}");
+            // Best effort: the refusal itself is what the worker must hear.
+            let _ = self
+                .state
+                .ingest_metrics(trial_id, epoch, Vec::new(), vec![line])
+                .await;
+        }
+        committed?;
         let checkpoint = NewCheckpoint {
             size: commit.size,
             sha256: commit.sha256,

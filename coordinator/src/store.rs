@@ -4,7 +4,7 @@
 use prime_proto::archive::sha256_hex;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// A checkpoint store failure.
@@ -19,10 +19,16 @@ pub enum StoreError {
     /// A name with characters a store cannot hold.
     #[error("invalid name `{0}`")]
     InvalidName(String),
+    /// The upload's bytes are intact but not a checkpoint that can be opened.
+    #[error("{0}")]
+    Unreadable(String),
     /// Underlying IO.
     #[error(transparent)]
     Io(#[from] io::Error),
 }
+
+/// Checks the bytes of a staged upload before it is committed; why they are refused.
+pub type Verifier<'a> = dyn Fn(&mut dyn Read) -> Result<(), String> + 'a;
 
 /// Where committed checkpoints live.
 pub trait CheckpointStore: Send + Sync + 'static {
@@ -35,9 +41,17 @@ pub trait CheckpointStore: Send + Sync + 'static {
         data: &[u8],
         chunk_sha256: &str,
     ) -> Result<(), StoreError>;
-    /// Verifies the staged upload's size and sha256, then commits it under `key`.
-    /// A mismatch discards the staged upload.
-    fn commit(&self, upload: &str, size: u64, sha256: &str, key: &str) -> Result<(), StoreError>;
+    /// Verifies the staged upload's size and sha256, then that `verify` accepts its bytes,
+    /// and only then commits it under `key`. A mismatch or a refusal discards the staged
+    /// upload.
+    fn commit(
+        &self,
+        upload: &str,
+        size: u64,
+        sha256: &str,
+        key: &str,
+        verify: &Verifier<'_>,
+    ) -> Result<(), StoreError>;
     /// Reads up to `length` bytes of the object `key` from `offset`.
     fn read(&self, key: &str, offset: u64, length: usize) -> Result<Vec<u8>, StoreError>;
     /// Deletes the object `key` (retention); a missing object is not an error.
@@ -108,7 +122,14 @@ impl CheckpointStore for DirStore {
         Ok(())
     }
 
-    fn commit(&self, upload: &str, size: u64, sha256: &str, key: &str) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        upload: &str,
+        size: u64,
+        sha256: &str,
+        key: &str,
+        verify: &Verifier<'_>,
+    ) -> Result<(), StoreError> {
         let staged = self.upload_path(upload)?;
         let mut file = File::open(&staged)
             .map_err(|_| StoreError::NotFound(format!("staged upload {upload}")))?;
@@ -129,6 +150,13 @@ impl CheckpointStore for DirStore {
             return Err(StoreError::Mismatch(format!(
                 "upload {upload}: {total} bytes with sha256 {actual}, expected {size} bytes with \
                  sha256 {sha256}; upload it again"
+            )));
+        }
+        file.seek(SeekFrom::Start(0))?;
+        if let Err(message) = verify(&mut BufReader::new(&mut file)) {
+            fs::remove_file(&staged)?;
+            return Err(StoreError::Unreadable(format!(
+                "upload {upload}: {message}"
             )));
         }
         file.sync_all()?;
@@ -158,6 +186,45 @@ impl CheckpointStore for DirStore {
 mod tests {
     use super::*;
 
+    fn accept(_: &mut dyn Read) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[test]
+    fn an_upload_its_verifier_refuses_is_discarded_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let whole = sha256_hex(b"not a checkpoint");
+        store
+            .write_chunk("u1", 0, b"not a checkpoint", &whole)
+            .unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let refuse = |bytes: &mut dyn Read| {
+            bytes
+                .read_to_end(&mut seen.lock().unwrap())
+                .map_err(|error| error.to_string())?;
+            Err("no manifest".to_string())
+        };
+        let error = store.commit("u1", 16, &whole, "k1", &refuse).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Unreadable(message) if message.contains("no manifest")),
+            "{error}"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            b"not a checkpoint",
+            "it saw the upload"
+        );
+        assert!(matches!(
+            store.read("k1", 0, 1),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.commit("u1", 16, &whole, "k1", &accept),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
     #[test]
     fn verifies_chunks_and_archives_before_committing() {
         let dir = tempfile::tempdir().unwrap();
@@ -174,14 +241,16 @@ mod tests {
             .write_chunk("u1", 0, first, &sha256_hex(first))
             .unwrap();
         let whole = sha256_hex(b"hello world");
-        let wrong = store.commit("u1", 11, &sha256_hex(b"x"), "k1").unwrap_err();
+        let wrong = store
+            .commit("u1", 11, &sha256_hex(b"x"), "k1", &accept)
+            .unwrap_err();
         assert!(matches!(wrong, StoreError::Mismatch(_)));
         assert!(matches!(
-            store.commit("u1", 11, &whole, "k1"),
+            store.commit("u1", 11, &whole, "k1", &accept),
             Err(StoreError::NotFound(_))
         ));
         store.write_chunk("u2", 0, b"hello world", &whole).unwrap();
-        store.commit("u2", 11, &whole, "k1").unwrap();
+        store.commit("u2", 11, &whole, "k1", &accept).unwrap();
         assert_eq!(store.read("k1", 6, 100).unwrap(), b"world");
         store.delete("k1").unwrap();
         store.delete("k1").unwrap();

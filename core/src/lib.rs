@@ -3,6 +3,7 @@
 //! No tokio, tonic, prost or tch here: the coordinator links this crate on head nodes
 //! without GPUs.
 
+pub mod checkpoint_layout;
 pub mod config;
 pub mod dataset;
 pub mod eval_config;

@@ -5,7 +5,7 @@
 //! named by the `LATEST` pointer (itself replaced by a rename), so a crash at any point leaves
 //! the previous checkpoint intact. Loading verifies every file against the manifest.
 
-use serde::{Deserialize, Serialize};
+use prime_core::checkpoint_layout::{Manifest, MANIFEST_FILE};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,11 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
-/// Format version written into every manifest.
-pub const CHECKPOINT_FORMAT: u32 = 1;
-/// Name of the pointer file naming the newest complete checkpoint.
-pub const LATEST_FILE: &str = "LATEST";
-const MANIFEST_FILE: &str = "manifest.json";
+pub use prime_core::checkpoint_layout::{CHECKPOINT_FORMAT, LATEST_FILE};
 const STATE_FILE: &str = "state.json";
 /// Complete checkpoints kept besides the newest one.
 const KEEP_PREVIOUS: usize = 1;
@@ -65,13 +61,6 @@ pub enum CheckpointError {
         /// Cause.
         source: tch::TchError,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    format: u32,
-    tag: String,
-    files: BTreeMap<String, String>,
 }
 
 /// Why a resume is refused when the run's config changed since its checkpoint was written.

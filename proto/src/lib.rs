@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod client;
 pub mod convert;
+pub mod verify;
 pub mod version;
 
 /// The generated messages, client and server of package `prime.v1`.

@@ -143,6 +143,18 @@ pub const STEPS_PER_EPOCH: u64 = 10;
 
 /// Starts the worker binary with one simulated GPU slot.
 pub fn start_worker(url: &str, name: &str, work_dir: &Path, step_ms: u64, log: &Path) -> Daemon {
+    start_worker_with(url, name, work_dir, step_ms, log, &[])
+}
+
+/// Starts the worker binary with one simulated GPU slot and the extra arguments `extra`.
+pub fn start_worker_with(
+    url: &str,
+    name: &str,
+    work_dir: &Path,
+    step_ms: u64,
+    log: &Path,
+    extra: &[&str],
+) -> Daemon {
     let child = Command::new(binaries_dir().join("worker"))
         .args([
             "--coordinator",
@@ -162,6 +174,7 @@ pub fn start_worker(url: &str, name: &str, work_dir: &Path, step_ms: u64, log: &
             "--sim-weights-bytes",
             "40000",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))

@@ -581,3 +581,264 @@ async fn a_worker_with_a_stalled_slot_still_stops_cleanly_on_preemption() {
     cluster.trainer.thaw();
     cluster.shutdown().await;
 }
+
+/// The stored object (in the coordinator's checkpoint store) whose bytes hash to `sha256`.
+fn stored_object(cluster: &Cluster, sha256: &str) -> std::path::PathBuf {
+    let objects = cluster.dir.path().join("state/checkpoints/objects");
+    std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| sha256_hex(&std::fs::read(path).unwrap()) == sha256)
+        .unwrap_or_else(|| panic!("no object with sha256 {sha256} in {}", objects.display()))
+}
+
+/// Flips one byte in the middle of a stored checkpoint (disk rot on the head node).
+fn rot(cluster: &Cluster, checkpoint: &pb::CheckpointInfo) {
+    let path = stored_object(cluster, &checkpoint.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::CheckpointInfo> {
+    let mut checkpoints = cluster
+        .client()
+        .trial_checkpoints(pb::TrialRef { trial_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    checkpoints.retain(|checkpoint| !checkpoint.r#final);
+    checkpoints.sort_by_key(|checkpoint| checkpoint.checkpoint_id);
+    checkpoints
+}
+
+async fn log_lines(cluster: &Cluster, trial_id: u64) -> Vec<String> {
+    cluster
+        .client()
+        .trial_logs(pb::TrialRef { trial_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .lines
+        .into_iter()
+        .map(|line| line.line)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_latest_checkpoint_falls_back_without_spending_retries() {
+    let mut cluster = Cluster::start(4, 25).await;
+    cluster.add_worker("first", 2, |_| {});
+    cluster
+        .submit(&small_grid("rot", &["darts", "pr"], &[1], 6, 1))
+        .await;
+    cluster
+        .wait_for("rot", LIMIT, "two epochs of both searches", |t| {
+            t.len() == 2
+                && t.iter()
+                    .all(|t| t.progress.is_some_and(|p| p.epochs_done >= 2))
+        })
+        .await;
+    let first = cluster.workers.remove(0);
+    first.handle.preempt_and_exit();
+    tokio::time::timeout(Duration::from_secs(10), first.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let trials = cluster.trials("rot").await;
+    let trial_of = |method: &str| {
+        trials
+            .iter()
+            .find(|t| spec(t).method == method)
+            .unwrap()
+            .trial_id
+    };
+    let (partly, wholly) = (trial_of("darts"), trial_of("pr"));
+    // darts: only its latest checkpoint rots; pr: every resumable one does.
+    let checkpoints = resumable_checkpoints(&cluster, partly).await;
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let (previous, latest) = (
+        &checkpoints[checkpoints.len() - 2],
+        &checkpoints[checkpoints.len() - 1],
+    );
+    rot(&cluster, latest);
+    for checkpoint in resumable_checkpoints(&cluster, wholly).await {
+        rot(&cluster, &checkpoint);
+    }
+    cluster.add_worker("second", 2, |_| {});
+    let trials = cluster
+        .wait_for("rot", LIMIT, "the grid despite the rot", |t| {
+            all_succeeded(t, 4)
+        })
+        .await;
+    for search in trials.iter().filter(|t| t.parent_id == 0) {
+        assert_eq!(
+            (search.attempts, search.failures),
+            (2, 0),
+            "trial {}: no retry spent",
+            search.trial_id
+        );
+    }
+    let lines = log_lines(&cluster, partly).await;
+    let unusable = format!("checkpoint {} cannot be restored", latest.checkpoint_id);
+    assert!(lines.iter().any(|l| l.contains(&unusable)), "{lines:?}");
+    let fallback = format!("resuming from checkpoint {}", previous.checkpoint_id);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("worker second") && l.contains(&fallback)),
+        "{lines:?}"
+    );
+    let lines = log_lines(&cluster, wholly).await;
+    assert!(
+        lines.iter().any(|l| l.contains("starting afresh")),
+        "{lines:?}"
+    );
+    let fresh_starts = cluster
+        .trainer
+        .starts()
+        .iter()
+        .filter(|start| start.trial_id == wholly && start.from_epoch == 0)
+        .count();
+    assert_eq!(fresh_starts, 2, "pr started afresh on the second worker");
+    assert_exact(&trials, 4);
+    cluster.shutdown().await;
+}
+
+/// A run directory packed as a worker uploads it: a `checkpoint/` whose manifest lists
+/// `weights.bin` with the sha256 of `listed`, while the file holds `held`.
+fn packed_run_dir(held: &[u8], listed: &[u8]) -> Vec<u8> {
+    use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    std::fs::write(checkpoint.join("weights.bin"), held).unwrap();
+    let manifest = Manifest {
+        format: CHECKPOINT_FORMAT,
+        tag: "checkpoint".into(),
+        files: [("weights.bin".to_string(), sha256_hex(listed))].into(),
+    };
+    std::fs::write(
+        checkpoint.join(MANIFEST_FILE),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    prime_proto::archive::pack_dir(dir.path(), dir.path()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
+    let cluster = Cluster::start(4, 10).await;
+    cluster
+        .submit(&small_grid("refuse", &["darts"], &[1], 2, 1))
+        .await;
+    // A hand-driven worker, so the uploads are exactly these bytes.
+    let mut client = cluster.client();
+    let session = client
+        .register_worker(pb::RegisterWorkerRequest {
+            name: "raw".into(),
+            slots: vec![pb::Slot {
+                index: 0,
+                device: "cuda:0".into(),
+            }],
+            running: Vec::new(),
+            stalled: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session;
+    let assignment = client
+        .request_trial(pb::RequestTrialRequest {
+            name: "raw".into(),
+            session,
+            slot: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+        .unwrap();
+    let (trial_id, epoch) = (assignment.trial_id, assignment.epoch);
+    let upload = |upload_id: &str, archive: Vec<u8>| {
+        let mut client = client.clone();
+        let upload_id = upload_id.to_string();
+        async move {
+            // Renews the lease, which the test's short one could otherwise let expire.
+            client
+                .heartbeat(pb::HeartbeatRequest {
+                    name: "raw".into(),
+                    session,
+                    running: Vec::new(),
+                    stalled: Vec::new(),
+                })
+                .await?;
+            client
+                .put_checkpoint_chunk(pb::CheckpointChunk {
+                    trial_id,
+                    epoch,
+                    upload_id: upload_id.clone(),
+                    offset: 0,
+                    sha256: sha256_hex(&archive),
+                    data: archive.clone(),
+                })
+                .await?;
+            client
+                .commit_checkpoint(pb::CommitCheckpointRequest {
+                    trial_id,
+                    epoch,
+                    upload_id,
+                    size: archive.len() as u64,
+                    sha256: sha256_hex(&archive),
+                    progress: None,
+                    r#final: false,
+                    score: None,
+                })
+                .await
+                .map(|reply| reply.into_inner().checkpoint_id)
+        }
+    };
+    let not_an_archive = b"weights and hope".repeat(64);
+    let lying_manifest = packed_run_dir(b"rotten weights", b"weights");
+    let no_checkpoint = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.jsonl"), b"{}\n").unwrap();
+        prime_proto::archive::pack_dir(dir.path(), dir.path()).unwrap()
+    };
+    for (name, archive) in [
+        ("garbage", not_an_archive),
+        ("lying", lying_manifest),
+        ("empty", no_checkpoint),
+    ] {
+        let status = upload(name, archive).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{name}: {status:?}"
+        );
+        assert!(
+            status.message().contains("not committed"),
+            "{name}: {status:?}"
+        );
+    }
+    assert!(
+        resumable_checkpoints(&cluster, trial_id).await.is_empty(),
+        "nothing was committed"
+    );
+    let lines = log_lines(&cluster, trial_id).await;
+    assert!(
+        lines.iter().any(|l| l.contains("upload was refused")),
+        "{lines:?}"
+    );
+    let intact = packed_run_dir(b"weights", b"weights");
+    let committed = upload("intact", intact).await.unwrap();
+    let stored = resumable_checkpoints(&cluster, trial_id).await;
+    assert_eq!(
+        stored.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
+        [committed]
+    );
+    cluster.shutdown().await;
+}

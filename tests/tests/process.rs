@@ -4,7 +4,7 @@
 use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
 use prime_proto::client::connect;
 use prime_proto::pb;
-use prime_tests::process::{start_coordinator, start_worker, STEPS_PER_EPOCH};
+use prime_tests::process::{start_coordinator, start_worker, start_worker_with, STEPS_PER_EPOCH};
 use prime_tests::{all_succeeded, small_grid, wait_for};
 use prime_worker::simulated::expected_checksum;
 use std::time::Duration;
@@ -238,6 +238,50 @@ async fn sigterm_and_sigusr1_checkpoint_report_preempted_and_exit_cleanly() {
     let trials = wait_for(&url, "preempt", LIMIT, "the grid", |t| all_succeeded(t, 2)).await;
     assert_eq!(trials[0].attempts, 3);
     assert_complete_and_exact(&trials);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_coordinator_unreachable_exits_within_the_shutdown_grace() {
+    const GRACE: Duration = Duration::from_secs(2);
+    /// Start-up of the runtime's shutdown and the process exit, on a busy 2-core machine.
+    const MARGIN: Duration = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, addr) = start_coordinator(
+        &dir.path().join("state"),
+        "127.0.0.1:0",
+        &dir.path().join("c.log"),
+    );
+    let url = format!("http://{addr}");
+    submit(&url, &small_grid("grace", &["darts"], &[2], 50, 1)).await;
+    let work_dir = dir.path().join("w");
+    let mut worker = start_worker_with(
+        &url,
+        "w",
+        &work_dir,
+        30,
+        &dir.path().join("w.log"),
+        &["--shutdown-grace", &format!("{}s", GRACE.as_secs())],
+    );
+    wait_for(&url, "grace", LIMIT, "an epoch", |t| running_epochs(t, 1)).await;
+    // A stopped coordinator accepts connections but never answers: the worst case.
+    coordinator.signal("STOP");
+    let signalled = std::time::Instant::now();
+    worker.signal("TERM");
+    let code = worker.wait_exit(GRACE + MARGIN);
+    let log = worker.log_text();
+    assert_eq!(
+        code,
+        Some(0),
+        "no clean exit within {GRACE:?} + {MARGIN:?}: {log}"
+    );
+    assert!(
+        signalled.elapsed() >= GRACE,
+        "it gave the coordinator its grace period: {log}"
+    );
+    assert!(log.contains("shutdown grace period over"), "{log}");
+    let local = work_dir.join("trial-1/checkpoint/manifest.json");
+    assert!(local.exists(), "the trial checkpointed locally: {log}");
+    coordinator.signal("CONT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,13 @@ use std::time::Duration;
 /// paper's runs (minutes at most), far shorter than leaving a GPU idle overnight.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Default shutdown grace: how long a worker told to stop (SIGTERM, SIGUSR1) keeps trying to
+/// upload its trials' checkpoints and report them preempted before it exits anyway. Slurm's
+/// warning signal (`--signal=B:USR1@120`) comes 120 s before the kill and systemd waits 300 s
+/// (`TimeoutStopSec`); 60 s leaves the trainer time to reach a step boundary and checkpoint
+/// within both.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
 /// Faults a test can inject into a worker's traffic.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
@@ -47,6 +54,9 @@ pub struct WorkerConfig {
     /// A running trial whose training thread shows no progress for this long is failed as
     /// stalled, and its slot kept out of service until the thread ends; zero disables it.
     pub stall_timeout: Duration,
+    /// After a shutdown request, the longest time spent checkpointing and reporting before
+    /// the worker exits, even when the coordinator never answers.
+    pub shutdown_grace: Duration,
     /// Fault injection (tests).
     pub faults: Faults,
 }
@@ -70,6 +80,7 @@ impl WorkerConfig {
             max_outage: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(60),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             faults: Faults::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! `worker`: the darts-prime worker daemon. One slot per `--gpu` (or `--cpu`); it dials the
 //! coordinator, so the node needs no inbound port. SIGTERM or SIGUSR1 (Slurm's warning
-//! signal): running trials checkpoint, report "preempted", and the worker exits cleanly.
+//! signal): running trials checkpoint, report "preempted", and the worker exits cleanly; if the
+//! coordinator does not answer within `--shutdown-grace`, it exits anyway.
 //! A training thread that shows no progress for `--stall-timeout` has its attempt failed as
 //! stalled; its slot takes no trial until the thread ends (the other slots keep working).
 
@@ -64,6 +65,14 @@ struct Args {
     /// number with s, m or h; 0 disables the watchdog.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     stall_timeout: Duration,
+    /// On SIGTERM or SIGUSR1, the longest time spent uploading checkpoints and reporting
+    /// trials preempted before exiting, even if the coordinator is unreachable (their trials
+    /// then resume from their last committed checkpoint). Keep it below the time the
+    /// scheduler waits before it kills: Slurm's warning signal comes 120 s before
+    /// (`--signal=B:USR1@120`), systemd waits 300 s (`TimeoutStopSec`). Seconds, or a
+    /// number with s, m or h.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
     /// The trainer.
     #[arg(long, value_enum, default_value_t = TrainerKind::Nas)]
     trainer: TrainerKind,
@@ -102,8 +111,7 @@ fn host_name() -> String {
         .unwrap_or_else(|| "worker".to_string())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -112,6 +120,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(serve(args));
+    // Past the grace period a call may still hang on an unanswering coordinator, and a
+    // training thread may still run: neither may delay the exit.
+    runtime.shutdown_background();
+    result
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let devices: Vec<Device> = if args.cpu {
         vec![Device::Cpu]
     } else {
@@ -138,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.poll_interval = Duration::from_secs_f64(args.poll_secs);
     config.stall_timeout = args.stall_timeout;
+    config.shutdown_grace = args.shutdown_grace;
     std::fs::create_dir_all(&config.work_dir)
         .with_context(|| format!("creating {}", config.work_dir.display()))?;
     let worker = Worker::new(config, trainer)?;

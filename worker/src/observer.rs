@@ -4,6 +4,7 @@
 
 use prime_core::metrics::MetricRecord;
 use prime_core::observer::{Control, Progress, RunObserver};
+use prime_proto::verify::{verify_checkpoint_archive, Expect};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -148,8 +149,15 @@ impl RunObserver for SlotObserver {
         // The whole run directory travels: besides the checkpoint itself, a resumed run may
         // need its records and resolved config on another worker.
         tracing::debug!(dir = %dir.display(), epochs_done = progress.epochs_done, "packing checkpoint");
-        match prime_proto::archive::pack_dir(&self.run_dir, &self.run_dir) {
+        let packed = prime_proto::archive::pack_dir(&self.run_dir, &self.run_dir);
+        match packed {
             Ok(archive) => {
+                // A checkpoint that cannot be opened would be resumed by every retry: never
+                // upload one (the next due checkpoint is tried again).
+                if let Err(error) = verify_checkpoint_archive(&archive[..], Expect::Resumable) {
+                    tracing::error!(%error, dir = %dir.display(), "the checkpoint cannot be opened; not uploading it");
+                    return;
+                }
                 self.last_upload_epochs = progress.epochs_done;
                 self.last_upload = Instant::now();
                 let _ = self.events.send(TrainEvent::Checkpoint {
@@ -188,7 +196,9 @@ impl RunObserver for SlotObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
     use prime_core::metrics::MetricKind;
+    use prime_proto::archive::sha256_hex;
     use std::sync::Arc;
 
     fn progress(epochs_done: u32) -> Progress {
@@ -200,12 +210,50 @@ mod tests {
         }
     }
 
+    /// Writes a checkpoint directory `ckpt` with one file `w` holding `content`, and a
+    /// manifest that lists `w` with the sha256 of `listed`.
+    fn write_checkpoint(run_dir: &Path, content: &[u8], listed: &[u8]) -> PathBuf {
+        let checkpoint = run_dir.join("ckpt");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join("w"), content).unwrap();
+        let manifest = Manifest {
+            format: CHECKPOINT_FORMAT,
+            tag: "ckpt".into(),
+            files: [("w".to_string(), sha256_hex(listed))].into(),
+        };
+        let json = serde_json::to_vec(&manifest).unwrap();
+        std::fs::write(checkpoint.join(MANIFEST_FILE), json).unwrap();
+        checkpoint
+    }
+
+    #[test]
+    fn a_checkpoint_that_cannot_be_opened_is_not_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = write_checkpoint(dir.path(), b"rotten", b"1");
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let control = Arc::new(SlotControl::default());
+        let policy = CheckpointPolicy {
+            every_epochs: 1,
+            every: Duration::from_secs(3600),
+        };
+        let mut observer = SlotObserver::new(dir.path(), sender, control, policy, 0);
+        observer.on_checkpoint(&checkpoint, &progress(1));
+        assert!(
+            receiver.try_recv().is_err(),
+            "a corrupt checkpoint was sent"
+        );
+        write_checkpoint(dir.path(), b"1", b"1");
+        observer.on_checkpoint(&checkpoint, &progress(2));
+        assert!(matches!(
+            receiver.try_recv(),
+            Ok(TrainEvent::Checkpoint { progress, .. }) if progress.epochs_done == 2
+        ));
+    }
+
     #[test]
     fn checkpoints_when_due_and_stops_on_divergence() {
         let dir = tempfile::tempdir().unwrap();
-        let checkpoint = dir.path().join("ckpt");
-        std::fs::create_dir_all(&checkpoint).unwrap();
-        std::fs::write(checkpoint.join("w"), b"1").unwrap();
+        let checkpoint = write_checkpoint(dir.path(), b"1", b"1");
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let control = Arc::new(SlotControl::default());
         let policy = CheckpointPolicy {

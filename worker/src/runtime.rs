@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub stalled: Mutex<BTreeMap<u32, Stall>>,
     pub shutting_down: AtomicBool,
     pub shutdown: Notify,
+    /// When the shutdown grace period ends; set by the first shutdown request.
+    pub shutdown_deadline: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
@@ -107,8 +109,13 @@ impl Shared {
             .map(|trial| trial.control.clone())
     }
 
-    /// Asks every running trial to checkpoint and stop, and the slots to take no more.
+    /// Asks every running trial to checkpoint and stop, and the slots to take no more; the
+    /// first request starts the grace period.
     pub fn begin_shutdown(&self) {
+        self.shutdown_deadline
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.config.shutdown_grace);
         self.shutting_down.store(true, Ordering::SeqCst);
         for trial in self.running().values() {
             trial.control.preempt.store(true, Ordering::SeqCst);
@@ -173,6 +180,7 @@ impl Worker {
                 stalled: Mutex::new(BTreeMap::new()),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Notify::new(),
+                shutdown_deadline: Mutex::new(None),
             }),
         })
     }
@@ -184,26 +192,54 @@ impl Worker {
         }
     }
 
-    /// Runs until `WorkerHandle::preempt_and_exit` and every slot has finished its trial.
+    /// Runs until `WorkerHandle::preempt_and_exit` and every slot has finished its trial, or
+    /// the shutdown grace period is over (then unfinished reports are abandoned: their trials
+    /// resume from their last committed checkpoint once the coordinator's lease expires).
     pub async fn run(self) -> Result<(), WorkerError> {
         let session_task = tokio::spawn(keep_session(self.shared.clone()));
-        let mut slot_tasks = Vec::new();
+        let mut slot_tasks = tokio::task::JoinSet::new();
         for (index, device) in self.shared.config.devices.iter().enumerate() {
-            slot_tasks.push(tokio::spawn(slot_loop(
-                self.shared.clone(),
-                index as u32,
-                *device,
-            )));
+            slot_tasks.spawn(slot_loop(self.shared.clone(), index as u32, *device));
         }
-        for task in slot_tasks {
-            if let Err(error) = task.await {
-                tracing::error!(%error, "slot task failed");
+        loop {
+            tokio::select! {
+                joined = slot_tasks.join_next() => match joined {
+                    None => break,
+                    Some(Err(error)) => tracing::error!(%error, "slot task failed"),
+                    Some(Ok(())) => {}
+                },
+                _ = grace_over(&self.shared) => {
+                    tracing::error!(
+                        unfinished = slot_tasks.len(),
+                        grace_s = self.shared.config.shutdown_grace.as_secs_f64(),
+                        "shutdown grace period over: exiting without the unfinished reports; \
+                         their trials resume from their last committed checkpoint"
+                    );
+                    slot_tasks.abort_all();
+                    break;
+                }
             }
         }
         session_task.abort();
         match session_task.await {
             Ok(Err(error)) => Err(error),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves when the shutdown grace period is over; never while no shutdown was requested.
+pub(crate) async fn grace_over(shared: &Shared) {
+    loop {
+        // Created before the check: `notify_waiters` wakes it even before its first poll.
+        let notified = shared.shutdown.notified();
+        let deadline = *shared
+            .shutdown_deadline
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match deadline {
+            Some(deadline) => return tokio::time::sleep_until(deadline).await,
+            None => notified.await,
         }
     }
 }

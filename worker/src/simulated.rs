@@ -4,9 +4,11 @@
 //! report a corrupt result.
 
 use crate::trainer::{TrainEnd, TrainError, TrainJob, Trainer};
+use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
+use prime_proto::archive::sha256_hex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -219,10 +221,22 @@ impl SimulatedTrainer {
             }
             std::fs::create_dir_all(&temporary)?;
             let state_json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+            let weights = self.weights(state.accumulator);
+            // A manifest like the engine's, so uploads pass the same verification.
+            let manifest = Manifest {
+                format: CHECKPOINT_FORMAT,
+                tag: CHECKPOINT_DIR.to_string(),
+                files: [
+                    ("state.json".to_string(), sha256_hex(&state_json)),
+                    ("weights.bin".to_string(), sha256_hex(&weights)),
+                ]
+                .into(),
+            };
             std::fs::write(temporary.join("state.json"), state_json)?;
+            std::fs::write(temporary.join("weights.bin"), weights)?;
             std::fs::write(
-                temporary.join("weights.bin"),
-                self.weights(state.accumulator),
+                temporary.join(MANIFEST_FILE),
+                serde_json::to_vec(&manifest).map_err(std::io::Error::other)?,
             )?;
             if target.exists() {
                 std::fs::remove_dir_all(&target)?;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 
+mod restore;
+
 type TrainResult = std::thread::Result<Result<TrainEnd, TrainError>>;
 
 /// Why a report was not delivered.
@@ -253,19 +255,7 @@ pub(crate) async fn run_trial(
         logs: Vec::new(),
     };
     tracing::info!(trial_id = assignment.trial_id, epoch = assignment.epoch, slot, %device, "trial started");
-    reporter.logs.push(format!(
-        "epoch {}: started on worker {} slot {slot} ({device}){}",
-        assignment.epoch,
-        shared.config.name,
-        assignment
-            .resume
-            .as_ref()
-            .map_or(String::new(), |checkpoint| format!(
-                ", resuming from checkpoint {}",
-                checkpoint.checkpoint_id
-            ))
-    ));
-    match attempt(shared, &mut reporter, device, &assignment).await {
+    match attempt(shared, &mut reporter, slot, device, &assignment).await {
         AttemptEnd::Report(outcome) => reporter.finish(outcome).await,
         AttemptEnd::Silent => {}
         AttemptEnd::Stalled { idle, thread } => {
@@ -392,10 +382,11 @@ fn invalid(reason: String) -> Outcome {
 async fn attempt(
     shared: &Arc<Shared>,
     reporter: &mut Reporter<'_>,
+    slot: u32,
     device: Device,
     assignment: &pb::Assignment,
 ) -> AttemptEnd {
-    match train(shared, reporter, device, assignment).await {
+    match train(shared, reporter, slot, device, assignment).await {
         Ok(Some(outcome)) => AttemptEnd::Report(outcome),
         Ok(None) => AttemptEnd::Silent,
         Err(stalled) => stalled,
@@ -407,6 +398,7 @@ async fn attempt(
 async fn train(
     shared: &Arc<Shared>,
     reporter: &mut Reporter<'_>,
+    slot: u32,
     device: Device,
     assignment: &pb::Assignment,
 ) -> Result<Option<Outcome>, AttemptEnd> {
@@ -418,14 +410,23 @@ async fn train(
         .config
         .work_dir
         .join(format!("trial-{}", assignment.trial_id));
-    let resumed_epochs = match restore(reporter, &run_dir, assignment.resume.as_ref()).await {
-        Ok(epochs) => epochs,
+    let restored = match restore::restore(reporter, &run_dir, assignment.resume.as_ref()).await {
+        Ok(restored) => restored,
         Err(reason) if reporter.fenced => {
             tracing::warn!(reason, "restore abandoned");
             return Ok(None);
         }
         Err(reason) => return Ok(Some(failed(reason, false))),
     };
+    reporter.logs.push(format!(
+        "epoch {}: started on worker {} slot {slot} ({device}), {}",
+        assignment.epoch,
+        shared.config.name,
+        restored.map_or("from the start".to_string(), |restored| format!(
+            "resuming from checkpoint {} ({} epochs done)",
+            restored.checkpoint_id, restored.epochs_done
+        ))
+    ));
     if reporter.control.preempt.load(Ordering::SeqCst) {
         return Ok(Some(Outcome::Preempted(pb::Preempted {})));
     }
@@ -435,14 +436,14 @@ async fn train(
         spec,
         run_dir: run_dir.clone(),
         device,
-        resume: assignment.resume.is_some(),
+        resume: restored.is_some(),
     };
     let mut observer = SlotObserver::new(
         &run_dir,
         events,
         reporter.control.clone(),
         shared.config.checkpoint,
-        resumed_epochs,
+        restored.map_or(0, |restored| restored.epochs_done),
     );
     let trainer = shared.trainer.clone();
     let (done_sender, mut done) = tokio::sync::oneshot::channel::<TrainResult>();
@@ -557,58 +558,4 @@ async fn upload_artifacts(
         Ok(Err(error)) => tracing::error!(%error, "cannot pack the final artifacts"),
         Err(error) => tracing::error!(%error, "packing the final artifacts failed"),
     }
-}
-
-/// Empties the run directory and unpacks the checkpoint to resume from; returns the epochs
-/// it had completed.
-async fn restore(
-    reporter: &mut Reporter<'_>,
-    run_dir: &std::path::Path,
-    resume: Option<&pb::CheckpointInfo>,
-) -> Result<u32, String> {
-    let dir = run_dir.to_path_buf();
-    let cleared = tokio::task::spawn_blocking(move || {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)
-    })
-    .await;
-    match cleared {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(format!("cannot prepare {}: {error}", run_dir.display())),
-        Err(error) => return Err(format!("cannot prepare {}: {error}", run_dir.display())),
-    }
-    let Some(info) = resume else {
-        return Ok(0);
-    };
-    let (trial_id, chunk_size) = (reporter.trial_id, reporter.shared.config.chunk_size);
-    let archive = reporter
-        .call("download", |mut client| {
-            let info = info.clone();
-            async move { transfer::download(&mut client, trial_id, &info, chunk_size).await }
-        })
-        .await
-        .map_err(|undelivered| match undelivered {
-            Undelivered::Refused(status) => format!(
-                "cannot download checkpoint {}: {}",
-                info.checkpoint_id,
-                status.message()
-            ),
-            Undelivered::GivenUp => format!("cannot download checkpoint {}", info.checkpoint_id),
-        })?;
-    let dir = run_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || prime_proto::archive::unpack(&archive, &dir))
-        .await
-        .map_err(|error| error.to_string())?
-        .map_err(|error| format!("cannot unpack checkpoint {}: {error}", info.checkpoint_id))?;
-    tracing::info!(
-        trial_id,
-        checkpoint_id = info.checkpoint_id,
-        "resuming from checkpoint"
-    );
-    Ok(info
-        .progress
-        .as_ref()
-        .map_or(0, |progress| progress.epochs_done))
 }

@@ -5,6 +5,7 @@
 //! `EvalConfig` (SPEC 6.1 defaults otherwise). The run directory is the trial's, so a resumed
 //! attempt continues from the checkpoint the worker restored there.
 
+use self::failure::{eval_failure, search_failure};
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::config::SearchConfig;
 use prime_core::dataset::DatasetKind;
@@ -14,10 +15,11 @@ use prime_core::grid::{DataSource, RunSettings, Task};
 use prime_core::observer::RunObserver;
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_nas::data::DownloadPolicy;
-use prime_nas::eval::{run_eval, EvalError};
-use prime_nas::search::{run_search, RunOptions, SearchError};
+use prime_nas::eval::run_eval;
+use prime_nas::search::{run_search, RunOptions};
 use std::path::PathBuf;
 
+mod failure;
 mod ptb;
 
 /// Seed of the generated synthetic data sets.
@@ -94,22 +96,6 @@ fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
         Task::Ptb => Err(TrainError::Invalid(
             "Penn Treebank trials run the recurrent engine, not an image network".into(),
         )),
-    }
-}
-
-fn failure(error: SearchError) -> TrainError {
-    match error {
-        SearchError::Diverged { .. } => TrainError::Diverged(error.to_string()),
-        SearchError::Unsupported(_) => TrainError::Invalid(error.to_string()),
-        other => TrainError::Failed(other.to_string()),
-    }
-}
-
-fn eval_failure(error: EvalError) -> TrainError {
-    match error {
-        EvalError::Diverged { .. } => TrainError::Diverged(error.to_string()),
-        EvalError::Config(_) => TrainError::Invalid(error.to_string()),
-        other => TrainError::Failed(other.to_string()),
     }
 }
 
@@ -233,7 +219,7 @@ impl Trainer for NasTrainer {
         }
         let (dataset, config) = self.search_config(spec)?;
         let options = self.options(job, dataset)?;
-        let outcome = run_search(&config, &options, observer).map_err(failure)?;
+        let outcome = run_search(&config, &options, observer).map_err(search_failure)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }

@@ -6,7 +6,8 @@
 //! `train_samples` the number of training tokens. `layers` has no recurrent meaning (one cell)
 //! and is not used, so one grid can carry CNN settings for its CIFAR rows.
 
-use super::{eval_failure, failure, NasTrainer, SYNTHETIC_SEED};
+use super::failure::{eval_failure, search_failure};
+use super::{NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
 use prime_core::grid::{DataSource, RunSettings};
 use prime_core::observer::RunObserver;
@@ -90,7 +91,7 @@ impl NasTrainer {
     ) -> Result<TrainEnd, TrainError> {
         let config = self.ptb_search_config(&job.spec)?;
         let options = self.run_options(job, self.corpus_dir(&job.spec.settings)?);
-        let outcome = run_rnn_search(&config, &options, observer).map_err(failure)?;
+        let outcome = run_rnn_search(&config, &options, observer).map_err(search_failure)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
