@@ -377,6 +377,44 @@ pub struct WeightsConfig {
     pub grad_clip: f64,
 }
 
+impl WeightsConfig {
+    /// Checks every field against its documented range (the evaluation's optimizer too).
+    pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let weights = self;
+        check.ensure(
+            "weights.lr",
+            finite_positive(weights.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "weights.lr_min",
+            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
+            "expected 0 <= lr_min <= lr",
+        )?;
+        check.ensure(
+            "weights.lr_offset",
+            weights.lr_offset <= 1,
+            "expected 0 (original DARTS) or 1 (authors' code)",
+        )?;
+        check.ensure(
+            "weights.momentum",
+            unit_fraction(weights.momentum),
+            "expected 0 <= momentum < 1",
+        )?;
+        check.ensure(
+            "weights.weight_decay",
+            finite_non_negative(weights.weight_decay),
+            "expected a finite number >= 0",
+        )?;
+        check.ensure(
+            "weights.grad_clip",
+            finite_positive(weights.grad_clip),
+            "expected a finite number > 0",
+        )?;
+        Ok(())
+    }
+}
+
 impl Default for WeightsConfig {
     fn default() -> Self {
         Self {
@@ -652,37 +690,7 @@ impl SearchConfig {
             network.stem_multiplier,
             &limits::STEM_MULTIPLIER,
         )?;
-        let weights = &self.weights;
-        check.ensure(
-            "weights.lr",
-            finite_positive(weights.lr),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "weights.lr_min",
-            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
-            "expected 0 <= lr_min <= lr",
-        )?;
-        check.ensure(
-            "weights.lr_offset",
-            weights.lr_offset <= 1,
-            "expected 0 (original DARTS) or 1 (authors' code)",
-        )?;
-        check.ensure(
-            "weights.momentum",
-            unit_fraction(weights.momentum),
-            "expected 0 <= momentum < 1",
-        )?;
-        check.ensure(
-            "weights.weight_decay",
-            finite_non_negative(weights.weight_decay),
-            "expected a finite number >= 0",
-        )?;
-        check.ensure(
-            "weights.grad_clip",
-            finite_positive(weights.grad_clip),
-            "expected a finite number > 0",
-        )?;
+        self.weights.validate(&check)?;
         let arch = &self.arch;
         check.ensure(
             "arch.lr",

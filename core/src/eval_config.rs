@@ -4,8 +4,8 @@
 //! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
 
 use crate::config::{
-    finite_non_negative, finite_positive, locate, overridden_origin, parse_with_overrides,
-    unit_fraction, Checker, CheckpointConfig, ConfigError, CONFIG_VERSION,
+    finite_non_negative, locate, overridden_origin, parse_with_overrides, unit_fraction, Checker,
+    CheckpointConfig, ConfigError, WeightsConfig, CONFIG_VERSION,
 };
 use crate::dataset::DatasetKind;
 use crate::genotype::Genotype;
@@ -309,36 +309,15 @@ impl EvalConfig {
             "expected 0 <= probability < 1",
         )?;
         let weights = &self.weights;
-        check.ensure(
-            "weights.lr",
-            finite_positive(weights.lr),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "weights.lr_min",
-            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
-            "expected 0 <= lr_min <= lr",
-        )?;
-        check.ensure(
-            "weights.lr_offset",
-            weights.lr_offset <= 1,
-            "expected 0 (original DARTS) or 1 (authors' code)",
-        )?;
-        check.ensure(
-            "weights.momentum",
-            unit_fraction(weights.momentum),
-            "expected 0 <= momentum < 1",
-        )?;
-        check.ensure(
-            "weights.weight_decay",
-            finite_non_negative(weights.weight_decay),
-            "expected a finite number >= 0",
-        )?;
-        check.ensure(
-            "weights.grad_clip",
-            finite_positive(weights.grad_clip),
-            "expected a finite number > 0",
-        )?;
+        WeightsConfig {
+            lr: weights.lr,
+            lr_min: weights.lr_min,
+            lr_offset: weights.lr_offset,
+            momentum: weights.momentum,
+            weight_decay: weights.weight_decay,
+            grad_clip: weights.grad_clip,
+        }
+        .validate(&check)?;
         check.count(
             "checkpoint.every_epochs",
             self.checkpoint.every_epochs,
