@@ -377,6 +377,48 @@ pub struct WeightsConfig {
     pub grad_clip: f64,
 }
 
+/// The alpha optimizer's Adam settings, checked alike by the CNN and the recurrent search.
+pub(crate) struct AdamSettings {
+    pub(crate) lr: f64,
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
+    pub(crate) weight_decay: f64,
+}
+
+impl AdamSettings {
+    /// Checks each setting against the range documented on the `arch` fields.
+    pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let arch = self;
+        check.ensure(
+            "arch.lr",
+            finite_positive(arch.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.beta1",
+            unit_fraction(arch.beta1),
+            "expected 0 <= beta1 < 1",
+        )?;
+        check.ensure(
+            "arch.beta2",
+            unit_fraction(arch.beta2),
+            "expected 0 <= beta2 < 1",
+        )?;
+        check.ensure(
+            "arch.eps",
+            finite_positive(arch.eps),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.weight_decay",
+            finite_non_negative(arch.weight_decay),
+            "expected a finite number >= 0",
+        )?;
+        Ok(())
+    }
+}
+
 impl WeightsConfig {
     /// Checks every field against its documented range (the evaluation's optimizer too).
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
@@ -692,31 +734,14 @@ impl SearchConfig {
         )?;
         self.weights.validate(&check)?;
         let arch = &self.arch;
-        check.ensure(
-            "arch.lr",
-            finite_positive(arch.lr),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.beta1",
-            unit_fraction(arch.beta1),
-            "expected 0 <= beta1 < 1",
-        )?;
-        check.ensure(
-            "arch.beta2",
-            unit_fraction(arch.beta2),
-            "expected 0 <= beta2 < 1",
-        )?;
-        check.ensure(
-            "arch.eps",
-            finite_positive(arch.eps),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.weight_decay",
-            finite_non_negative(arch.weight_decay),
-            "expected a finite number >= 0",
-        )?;
+        AdamSettings {
+            lr: arch.lr,
+            beta1: arch.beta1,
+            beta2: arch.beta2,
+            eps: arch.eps,
+            weight_decay: arch.weight_decay,
+        }
+        .validate(&check)?;
         let schedule = &self.schedule;
         check_schedule(
             &check,

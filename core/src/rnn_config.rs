@@ -4,8 +4,9 @@
 
 use crate::config::{
     check_schedule, finite_non_negative, finite_positive, locate, overridden_origin,
-    parse_with_overrides, unit_fraction, ArchOrder, Checker, CheckpointConfig, Compat, ConfigError,
-    RegularizerKind, ScheduleConfig, ScheduleKind, SearchConfig, CONFIG_VERSION,
+    parse_with_overrides, unit_fraction, AdamSettings, ArchOrder, Checker, CheckpointConfig,
+    Compat, ConfigError, RegularizerKind, ScheduleConfig, ScheduleKind, SearchConfig,
+    CONFIG_VERSION,
 };
 use crate::limits;
 use crate::primitives::Activation;
@@ -424,31 +425,14 @@ impl RnnSearchConfig {
         self.network.validate(&check)?;
         self.weights.validate(&check)?;
         let arch = &self.arch;
-        check.ensure(
-            "arch.lr",
-            finite_positive(arch.lr),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.beta1",
-            unit_fraction(arch.beta1),
-            "expected 0 <= beta1 < 1",
-        )?;
-        check.ensure(
-            "arch.beta2",
-            unit_fraction(arch.beta2),
-            "expected 0 <= beta2 < 1",
-        )?;
-        check.ensure(
-            "arch.eps",
-            finite_positive(arch.eps),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.weight_decay",
-            finite_non_negative(arch.weight_decay),
-            "expected a finite number >= 0",
-        )?;
+        AdamSettings {
+            lr: arch.lr,
+            beta1: arch.beta1,
+            beta2: arch.beta2,
+            eps: arch.eps,
+            weight_decay: arch.weight_decay,
+        }
+        .validate(&check)?;
         let schedule = &self.schedule;
         check_schedule(
             &check,
