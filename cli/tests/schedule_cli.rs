@@ -97,6 +97,25 @@ fn fixed_compat_keeps_h0_before_the_first_fimt() {
     assert_eq!(replay(&file, &["--compat", "fixed"]), vec![2]);
 }
 
+/// SPEC 4.4 S11: the authors' code takes the second FIMT unblended (tensor aliasing in
+/// track_FI), so F = 5, 0.3, 0.9, ... fires at iteration 2; the blended EWMA waits until 10.
+#[test]
+fn the_reference_takes_the_second_fimt_unblended() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fimt.txt");
+    let mut values = vec![5.0, 0.3];
+    values.extend([0.9; 100]);
+    write_fimt(&file, &values);
+    assert_eq!(
+        &replay(&file, &["--compat", "reference"])[..5],
+        &[2, 3, 20, 31, 42]
+    );
+    assert_eq!(
+        &replay(&file, &["--compat", "fixed"])[..5],
+        &[10, 15, 22, 32, 43]
+    );
+}
+
 #[test]
 fn blank_lines_are_skipped_and_defaults_are_the_papers() {
     let dir = tempfile::tempdir().unwrap();
