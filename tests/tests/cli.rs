@@ -247,7 +247,10 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
             fetched.to_str().unwrap(),
         ],
     );
+    // The simulated trainer's checkpoint carries a manifest like the engine's (it is verified
+    // before upload and before commit).
     let expected_files = [
+        "checkpoint/manifest.json",
         "checkpoint/state.json",
         "checkpoint/weights.bin",
         "final/result.json",
