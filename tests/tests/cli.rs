@@ -336,6 +336,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     assert_eq!(
         files_under(&unfinished),
         [
+            "checkpoint/manifest.json",
             "checkpoint/state.json",
             "checkpoint/weights.bin",
             "metrics.jsonl",
