@@ -18,7 +18,8 @@ pub struct RunDirArgs {
     /// run).
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
-    /// Delete everything in a non-empty --out directory first (the run it held is lost).
+    /// Delete everything in a non-empty --out run directory first (the run it held is lost);
+    /// a folder that holds no run is never deleted.
     #[arg(long, requires = "out")]
     pub force: bool,
     /// Continue the run in DIR from its last checkpoint, with the config and the data
@@ -64,6 +65,17 @@ pub fn prepare_new(dir: &Path, force: bool, command: &str) -> anyhow::Result<()>
             dir = dir.display()
         );
     }
+    // --force clears an old run, never an arbitrary folder given by mistake.
+    let holds_a_run = ["config.toml", "checkpoints", "metrics.jsonl"]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    if !holds_a_run {
+        bail!(
+            "{} is not empty and holds no run (no config.toml, checkpoints or metrics.jsonl); \
+             --force only clears a run directory: choose another --out",
+            dir.display()
+        );
+    }
     eprintln!(
         "{command}: --force: deleting the contents of {}",
         dir.display()
@@ -107,5 +119,14 @@ mod tests {
         );
         prepare_new(&dir, true, "search").unwrap();
         assert!(!dir.exists());
+
+        let folder = parent.path().join("papers");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("draft.tex"), "keep me").unwrap();
+        let error = prepare_new(&folder, true, "search")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("holds no run"), "{error}");
+        assert!(folder.join("draft.tex").exists());
     }
 }
