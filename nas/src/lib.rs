@@ -11,3 +11,4 @@ pub mod rnn;
 pub mod run;
 pub mod search;
 pub mod torch_rng;
+pub mod train_step;

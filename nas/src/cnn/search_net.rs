@@ -3,6 +3,7 @@
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
 use super::ops::{zeros_for, Network, Op, Preprocess, ReluConvBn};
+use crate::train_step::to_rows;
 use prime_core::primitives::{Activation, CnnOp};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -280,21 +281,6 @@ impl ArchParams {
             )
         })
     }
-}
-
-/// Copies a 2-d float tensor to host rows.
-pub fn to_rows(matrix: &Tensor) -> Vec<Vec<f32>> {
-    let matrix = matrix
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
-    let size = matrix.size();
-    let numel = matrix.numel();
-    let mut flat = vec![0f32; numel];
-    // The copy cannot fail: the matrix is a contiguous float32 host tensor by construction.
-    matrix.copy_data(&mut flat, numel);
-    flat.chunks(size[1] as usize).map(<[f32]>::to_vec).collect()
 }
 
 /// Per edge, per op column: whether the op runs.

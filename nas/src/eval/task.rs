@@ -4,7 +4,6 @@
 
 use super::trainer::{network_shape, EvalTrainer};
 use super::EvalOutcome;
-use crate::checkpoint::Checkpoint;
 use crate::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
 use crate::data::{
     batches_per_pass, load_cifar, BatchStream, CifarData, StreamConfig, StreamId, StreamPosition,
@@ -12,12 +11,12 @@ use crate::data::{
 };
 use crate::error::RunError;
 use crate::keyed::splitmix64;
-use crate::optim;
+use crate::optim::{self, OptimError};
 use crate::run::files::{write_text, write_weights};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, FINAL_WEIGHTS, TEST_REPORT};
-use crate::run::{At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
-use crate::search::trainer::StepTensors;
+use crate::run::{At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
+use crate::train_step::StepTensors;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use serde::{Deserialize, Serialize};
@@ -33,62 +32,20 @@ const DROP_PATH_DOMAIN: u64 = 0x6472_6f70_7061_7468;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalState {
     step_in_epoch: u64,
-    #[serde(with = "exact_float")]
+    #[serde(with = "crate::run::exact_float")]
     train_loss_sum: f64,
-    #[serde(with = "exact_float")]
+    #[serde(with = "crate::run::exact_float")]
     train_correct: f64,
     train_count: u64,
-    #[serde(with = "exact_float")]
+    #[serde(with = "crate::run::exact_float")]
     train_seconds: f64,
-    #[serde(with = "exact_optional_float")]
+    #[serde(with = "crate::run::exact_float::optional")]
     test_acc: Option<f64>,
-    #[serde(with = "exact_optional_float")]
+    #[serde(with = "crate::run::exact_float::optional")]
     test_loss: Option<f64>,
-    #[serde(with = "exact_optional_float")]
+    #[serde(with = "crate::run::exact_float::optional")]
     best_test_acc: Option<f64>,
     best_epoch: Option<u32>,
-}
-
-/// An f64 as its shortest round-trip decimal string.
-mod exact_float {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    /// Writes the float as a string.
-    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&value.to_string())
-    }
-
-    /// Reads the float back from its string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|_| D::Error::custom(format!("`{text}` is not a number")))
-    }
-}
-
-/// An optional f64 as its shortest round-trip decimal string, or null.
-mod exact_optional_float {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    /// Writes the float as a string, or null.
-    pub fn serialize<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(value) => serializer.serialize_some(&value.to_string()),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    /// Reads the float back from its string, or null.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<f64>, D::Error> {
-        Option::<String>::deserialize(deserializer)?
-            .map(|text| {
-                text.parse()
-                    .map_err(|_| D::Error::custom(format!("`{text}` is not a number")))
-            })
-            .transpose()
-    }
 }
 
 /// The training loss and correct count of the epoch so far, summed on the device in float64
@@ -204,6 +161,13 @@ impl<'a> EvalTask<'a> {
         })
     }
 
+    /// The weights' cosine-annealed learning rate of `epoch`.
+    fn learning_rate(&self, epoch: u32) -> Result<f64, OptimError> {
+        let (weights, epochs) = (&self.config.weights, self.config.epochs as usize);
+        let offset = weights.lr_offset as usize;
+        optim::cosine_lr(weights.lr, weights.lr_min, epochs, epoch as usize, offset)
+    }
+
     fn outcome(&self, finished: bool, epochs_done: u32) -> EvalOutcome {
         EvalOutcome {
             finished,
@@ -277,40 +241,27 @@ impl Task for EvalTask<'_> {
     type Outcome = EvalOutcome;
 
     fn plan(&self) -> Plan {
-        Plan {
-            config_text: self.config.to_toml(),
-            data_files: self.data.files(),
-            epochs: self.config.epochs,
-            steps_total: self.steps_per_epoch * u64::from(self.config.epochs),
-            checkpoint_every: self.config.checkpoint.every_epochs,
-            keeps_alphas: false,
-        }
+        Plan::new(
+            self.config,
+            self.data.files(),
+            self.steps_per_epoch,
+            Histories::MetricsOnly,
+        )
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
         write_genotype(sink.run_dir(), &self.config.genotype)
     }
 
-    fn restore(
-        &mut self,
-        checkpoint: &Checkpoint,
-        path: &Path,
-        state: EvalState,
-    ) -> Result<(), RunError> {
-        self.trainer.restore(checkpoint, path)?;
-        self.state = state;
+    fn restore(&mut self, saved: Saved<EvalState>) -> Result<(), RunError> {
+        self.trainer.restore(saved.checkpoint, saved.path)?;
+        self.state = saved.state;
         Ok(())
     }
 
     fn begin_epoch(&mut self, at: At, _sink: &mut Sink) -> Result<(), RunError> {
         let config = self.config;
-        let lr = optim::cosine_lr(
-            config.weights.lr,
-            config.weights.lr_min,
-            config.epochs as usize,
-            at.epoch as usize,
-            config.weights.lr_offset as usize,
-        )?;
+        let lr = self.learning_rate(at.epoch)?;
         let mut stream_config = StreamConfig::per_epoch(
             config.seed,
             u64::from(at.epoch),

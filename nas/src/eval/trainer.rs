@@ -8,7 +8,7 @@ use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork};
 use crate::error::RunError;
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::run::TensorGroups;
-use crate::search::trainer::{accuracy_count, StepTensors};
+use crate::train_step::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};

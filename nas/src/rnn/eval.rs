@@ -13,15 +13,16 @@
 use super::corpus::{batchify, corpus_files, get_batch, load_corpus};
 use super::dropout::{DropoutMasks, DropoutRates};
 use super::model::{evaluate, RnnModel};
+use super::nt_asgd::{asgd, sgd, with_averaged_weights, WeightOptimizer};
 use super::trainer::{eval_seq_len, perplexity, scaled_lr, should_switch_to_asgd, training_loss};
 use super::{draw_key, DrawStream};
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, CheckpointError};
 use crate::error::RunError;
-use crate::optim::{self, shallow_copies, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::optim::{self, Optimizer};
 use crate::run::files::{write_json, write_weights};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, TEST_REPORT};
-use crate::run::{self, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
+use crate::run::{self, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnEvalConfig;
@@ -32,8 +33,6 @@ use tch::{nn, Tensor};
 
 /// A step record is written every this many global steps.
 const STEP_RECORD_EVERY: u64 = 50;
-/// ASGD's power of the eta update (PyTorch default; irrelevant with lambd = 0).
-const ASGD_ALPHA: f64 = 0.75;
 
 /// What a recurrent evaluation produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,35 +67,6 @@ pub fn run_rnn_eval(
     observer: &mut dyn RunObserver,
 ) -> Result<RnnEvalOutcome, RunError> {
     run::run(RnnEvalTask::new(config, options)?, options, observer)
-}
-
-/// The weight optimizer: SGD until the NT-ASGD trigger, then a fresh ASGD.
-enum WeightOptimizer {
-    Sgd(Sgd),
-    Asgd(Asgd),
-}
-
-impl WeightOptimizer {
-    fn step(&mut self, lr: f64) -> Result<(), OptimError> {
-        match self {
-            WeightOptimizer::Sgd(optimizer) => optimizer.step(lr),
-            WeightOptimizer::Asgd(optimizer) => optimizer.step(lr),
-        }
-    }
-
-    fn state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
-        match self {
-            WeightOptimizer::Sgd(optimizer) => optimizer.state(),
-            WeightOptimizer::Asgd(optimizer) => optimizer.state(),
-        }
-    }
-
-    fn zero_grad(&self) -> Result<(), OptimError> {
-        match self {
-            WeightOptimizer::Sgd(optimizer) => optimizer.zero_grad(),
-            WeightOptimizer::Asgd(optimizer) => optimizer.zero_grad(),
-        }
-    }
 }
 
 /// The recurrent evaluation's part of a checkpoint.
@@ -193,6 +163,18 @@ impl<'a> RnnEvalTask<'a> {
         self.vs.variables().into_iter().collect()
     }
 
+    fn outcome(&self, finished: bool, epochs_done: u32, test_ppl: Option<f64>) -> RnnEvalOutcome {
+        RnnEvalOutcome {
+            finished,
+            epochs_done,
+            valid_ppl: self.state.best_valid_loss.map(perplexity),
+            test_ppl,
+            best_epoch: self.state.best_epoch,
+            asgd_epoch: self.state.asgd_epoch,
+            params: self.params,
+        }
+    }
+
     /// The validation loss, with the averaged weights in the ASGD phase; writes the best
     /// weights when it improves.
     fn validate(&self, run_dir: &Path) -> Result<f64, RunError> {
@@ -210,18 +192,6 @@ impl<'a> RnnEvalTask<'a> {
             WeightOptimizer::Sgd(_) => evaluate_and_keep_best(),
         }
     }
-
-    fn outcome(&self, finished: bool, epochs_done: u32, test_ppl: Option<f64>) -> RnnEvalOutcome {
-        RnnEvalOutcome {
-            finished,
-            epochs_done,
-            valid_ppl: self.state.best_valid_loss.map(perplexity),
-            test_ppl,
-            best_epoch: self.state.best_epoch,
-            asgd_epoch: self.state.asgd_epoch,
-            params: self.params,
-        }
-    }
 }
 
 impl Task for RnnEvalTask<'_> {
@@ -230,27 +200,25 @@ impl Task for RnnEvalTask<'_> {
 
     fn plan(&self) -> Plan {
         let rows = self.train.size()[0] as usize;
-        Plan {
-            config_text: self.config.to_toml(),
-            data_files: self.files.clone(),
-            epochs: self.config.epochs,
-            steps_total: u64::from(self.config.epochs)
-                * rows.saturating_sub(2).div_ceil(self.config.data.bptt) as u64,
-            checkpoint_every: self.config.checkpoint.every_epochs,
-            keeps_alphas: false,
-        }
+        let steps = rows.saturating_sub(2).div_ceil(self.config.data.bptt);
+        Plan::new(
+            self.config,
+            self.files.clone(),
+            steps as u64,
+            Histories::MetricsOnly,
+        )
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
         write_genotype(sink.run_dir(), &self.config.genotype)
     }
 
-    fn restore(
-        &mut self,
-        saved: &Checkpoint,
-        path: &Path,
-        state: RnnEvalState,
-    ) -> Result<(), RunError> {
+    fn restore(&mut self, saved: Saved<RnnEvalState>) -> Result<(), RunError> {
+        let Saved {
+            checkpoint: saved,
+            path,
+            state,
+        } = saved;
         checkpoint::restore_named(&self.variables(), saved.group("weights"), path)?;
         let decay = self.config.weights.weight_decay;
         self.optimizer = if state.asgd {
@@ -445,54 +413,6 @@ impl Task for RnnEvalTask<'_> {
         write_json(&sink.run_dir().join(TEST_REPORT), &report)?;
         Ok(finished)
     }
-}
-
-fn sgd(weights: &[(String, Tensor)], weight_decay: f64) -> Result<Sgd, OptimError> {
-    Sgd::new(
-        shallow_copies(weights),
-        SgdConfig {
-            momentum: 0.0,
-            weight_decay,
-        },
-    )
-}
-
-fn asgd(weights: &[(String, Tensor)], weight_decay: f64) -> Result<Asgd, OptimError> {
-    Asgd::new(
-        shallow_copies(weights),
-        AsgdConfig {
-            lambd: 0.0,
-            alpha: ASGD_ALPHA,
-            t0: 0.0,
-            weight_decay,
-        },
-    )
-}
-
-/// Runs `body` with every parameter that has an ASGD average replaced by it, then puts the
-/// raw parameters back (SPEC 7.9).
-fn with_averaged_weights<R>(
-    weights: &[(String, Tensor)],
-    asgd: &Asgd,
-    body: impl FnOnce() -> Result<R, RunError>,
-) -> Result<R, RunError> {
-    let mut saved = Vec::new();
-    tch::no_grad(|| -> Result<(), RunError> {
-        for (name, param) in weights {
-            if let Some(average) = asgd.averaged(name)? {
-                saved.push((param.shallow_clone(), param.detach().copy()));
-                param.shallow_clone().copy_(average);
-            }
-        }
-        Ok(())
-    })?;
-    let result = body();
-    tch::no_grad(|| {
-        for (mut param, raw) in saved {
-            param.copy_(&raw);
-        }
-    });
-    result
 }
 
 #[cfg(test)]

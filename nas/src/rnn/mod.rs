@@ -21,6 +21,7 @@ pub mod download;
 pub mod dropout;
 pub mod eval;
 pub mod model;
+mod nt_asgd;
 pub mod search;
 pub mod search_trainer;
 pub mod trainer;

@@ -13,14 +13,16 @@ use super::model::evaluate;
 use super::search_trainer::RnnSearchTrainer;
 use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
-use crate::checkpoint::{self, Checkpoint};
-use crate::cnn::search_net::to_rows;
+use crate::checkpoint;
 use crate::error::RunError;
 use crate::optim;
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
-use crate::run::{self, files, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
+use crate::run::{
+    self, files, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups,
+};
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
+use crate::train_step::to_rows;
 use prime_core::config::{Compat, RegularizerKind, ScheduleKind};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::RunObserver;
@@ -28,7 +30,7 @@ use prime_core::rnn_config::RnnSearchConfig;
 use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype};
 use prime_core::rnn_projection::{frobenius_distance_rows, project_rnn};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Tensor};
 
 /// What a recurrent search produced.
@@ -261,16 +263,12 @@ impl Task for RnnSearchTask<'_> {
     type Outcome = RnnSearchOutcome;
 
     fn plan(&self) -> Plan {
-        let bptt = self.config.data.bptt;
-        Plan {
-            config_text: self.config.to_toml(),
-            data_files: self.data.files.clone(),
-            epochs: self.config.epochs,
-            steps_total: u64::from(self.config.epochs)
-                * self.train_rows().saturating_sub(2).div_ceil(bptt) as u64,
-            checkpoint_every: self.config.checkpoint.every_epochs,
-            keeps_alphas: true,
-        }
+        let steps = self
+            .train_rows()
+            .saturating_sub(2)
+            .div_ceil(self.config.data.bptt);
+        let files = self.data.files.clone();
+        Plan::new(self.config, files, steps as u64, Histories::WithAlphas)
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
@@ -281,12 +279,12 @@ impl Task for RnnSearchTask<'_> {
         })
     }
 
-    fn restore(
-        &mut self,
-        saved: &Checkpoint,
-        path: &Path,
-        state: RnnSearchState,
-    ) -> Result<(), RunError> {
+    fn restore(&mut self, saved: Saved<RnnSearchState>) -> Result<(), RunError> {
+        let Saved {
+            checkpoint: saved,
+            path,
+            state,
+        } = saved;
         self.trainer.restore(saved, path)?;
         let hidden = [
             ("train".to_string(), self.hidden.0.shallow_clone()),

@@ -4,12 +4,13 @@
 use super::dropout::DropoutMasks;
 use super::model::{nll, RnnModel};
 use super::trainer::training_loss;
-use crate::checkpoint::{self, Checkpoint};
-use crate::cnn::search_net::to_rows;
+use crate::checkpoint::Checkpoint;
 use crate::error::RunError;
 use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::run::TensorGroups;
-use crate::search::trainer::set_requires_grad;
+use crate::search::trainer::{restore_search_groups, save_search_groups};
+use crate::train_step::set_requires_grad;
+use crate::train_step::to_rows;
 use prime_core::config::Compat;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;
@@ -200,17 +201,8 @@ impl RnnSearchTrainer {
 
     /// Adds the checkpoint groups (weights, alphas, both optimizers) to `groups`.
     pub fn checkpoint_groups(&self, groups: &mut TensorGroups) -> Result<(), OptimError> {
-        groups.insert(
-            "weights".to_string(),
-            self.vs.variables().into_iter().collect(),
-        );
-        groups.insert("arch".to_string(), self.arch_tensors());
-        groups.insert(
-            "weight_optimizer".to_string(),
-            self.weight_optimizer.state()?,
-        );
-        groups.insert("arch_optimizer".to_string(), self.arch_optimizer.state()?);
-        Ok(())
+        let optimizers = (&self.weight_optimizer, &self.arch_optimizer);
+        save_search_groups(groups, &self.vs, self.arch_tensors(), optimizers)
     }
 
     /// The model (with its alphas).
@@ -234,13 +226,8 @@ impl RnnSearchTrainer {
 
     /// Restores what [`RnnSearchTrainer::checkpoint_groups`] saved.
     pub fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), RunError> {
-        let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
-        checkpoint::restore_named(&self.arch_tensors(), checkpoint.group("arch"), path)?;
-        self.weight_optimizer
-            .load_state(checkpoint.group("weight_optimizer"))?;
-        self.arch_optimizer
-            .load_state(checkpoint.group("arch_optimizer"))?;
-        Ok(())
+        let arch = self.arch_tensors();
+        let optimizers = (&mut self.weight_optimizer, &mut self.arch_optimizer);
+        restore_search_groups((checkpoint, path), &self.vs, &arch, optimizers)
     }
 }

@@ -4,7 +4,7 @@
 use super::layout::{RunOptions, CHECKPOINT_DIR, CONFIG_FILE};
 use super::policy::{CheckpointPolicy, Decision};
 use super::records::{RecordLengths, RunRecords};
-use super::{At, Plan, Sink, Step, Task, TensorGroups};
+use super::{At, Histories, Plan, Saved, Sink, Step, Task, TensorGroups};
 use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CONFIG_CHANGED};
 use crate::error::RunError;
 use crate::fingerprint::DataFingerprint;
@@ -141,10 +141,9 @@ fn open_records(
     run_dir: &Path,
     lengths: Option<RecordLengths>,
 ) -> Result<RunRecords, RunError> {
-    Ok(if plan.keeps_alphas {
-        RunRecords::open(run_dir, lengths)?
-    } else {
-        RunRecords::open_metrics_only(run_dir, lengths)?
+    Ok(match plan.histories {
+        Histories::WithAlphas => RunRecords::open(run_dir, lengths)?,
+        Histories::MetricsOnly => RunRecords::open_metrics_only(run_dir, lengths)?,
     })
 }
 
@@ -164,7 +163,11 @@ fn resume<T: Task>(
             message: CONFIG_CHANGED.to_string(),
         });
     }
-    task.restore(&checkpoint, &path, saved.task)?;
+    task.restore(Saved {
+        checkpoint: &checkpoint,
+        path: &path,
+        state: saved.task,
+    })?;
     tracing::info!(
         epoch = saved.epoch,
         step = saved.global_step,

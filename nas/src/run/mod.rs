@@ -14,6 +14,7 @@
 //! directories of earlier versions resume.
 
 pub mod driver;
+pub mod exact_float;
 pub mod files;
 pub mod genotype;
 pub mod layout;
@@ -35,6 +36,52 @@ use tch::Tensor;
 /// Named tensor groups of a checkpoint (each stored as `<group>.safetensors`).
 pub type TensorGroups = std::collections::BTreeMap<String, Vec<(String, Tensor)>>;
 
+/// The record files a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Histories {
+    /// Metrics only (evaluations).
+    MetricsOnly,
+    /// Metrics, the activated alphas of every step and the genotype of every epoch
+    /// (searches).
+    WithAlphas,
+}
+
+/// What the driver reads from every config: its resolved text, epochs and checkpoint
+/// interval.
+pub trait RunConfig {
+    /// The resolved config as `config.toml` stores it.
+    fn to_toml(&self) -> String;
+    /// Epochs to run.
+    fn epochs(&self) -> u32;
+    /// A checkpoint every this many epochs (0: only at the end).
+    fn checkpoint_every(&self) -> u32;
+}
+
+macro_rules! run_config {
+    ($($config:ty),*) => {$(
+        impl RunConfig for $config {
+            fn to_toml(&self) -> String {
+                <$config>::to_toml(self)
+            }
+
+            fn epochs(&self) -> u32 {
+                self.epochs
+            }
+
+            fn checkpoint_every(&self) -> u32 {
+                self.checkpoint.every_epochs
+            }
+        }
+    )*};
+}
+
+run_config!(
+    prime_core::config::SearchConfig,
+    prime_core::eval_config::EvalConfig,
+    prime_core::rnn_config::RnnSearchConfig,
+    prime_core::rnn_config::RnnEvalConfig
+);
+
 /// The fixed facts of a run that the driver needs before its first step.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -48,8 +95,38 @@ pub struct Plan {
     pub steps_total: u64,
     /// A checkpoint every this many epochs (0: only at the end).
     pub checkpoint_every: u32,
-    /// Whether the run keeps alpha and genotype histories besides its metrics.
-    pub keeps_alphas: bool,
+    /// The record files the run keeps.
+    pub histories: Histories,
+}
+
+impl Plan {
+    /// The plan of a run of `config` over `data_files` with `steps_per_epoch` weight steps in
+    /// every epoch.
+    pub fn new(
+        config: &impl RunConfig,
+        data_files: Vec<(String, PathBuf)>,
+        steps_per_epoch: u64,
+        histories: Histories,
+    ) -> Self {
+        Self {
+            config_text: config.to_toml(),
+            data_files,
+            epochs: config.epochs(),
+            steps_total: steps_per_epoch * u64::from(config.epochs()),
+            checkpoint_every: config.checkpoint_every(),
+            histories,
+        }
+    }
+}
+
+/// What a resume hands a task: the checkpoint (read from `path`) and the task's state in it.
+pub struct Saved<'a, S> {
+    /// The checkpoint's tensors.
+    pub checkpoint: &'a crate::checkpoint::Checkpoint,
+    /// Where the checkpoint was read from, for errors.
+    pub path: &'a Path,
+    /// The task's part of the checkpoint's state.
+    pub state: S,
 }
 
 /// Where the run is: the 0-based epoch under way (or, after the last, the epochs done) and
@@ -124,12 +201,7 @@ pub trait Task {
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError>;
 
     /// A resumed run: loads the checkpoint's tensors and the task's state.
-    fn restore(
-        &mut self,
-        checkpoint: &crate::checkpoint::Checkpoint,
-        path: &Path,
-        state: Self::State,
-    ) -> Result<(), RunError>;
+    fn restore(&mut self, saved: Saved<Self::State>) -> Result<(), RunError>;
 
     /// Prepares epoch `at.epoch` (learning rate, data streams, the epoch's genotype line);
     /// also called when a run resumes in the middle of the epoch.

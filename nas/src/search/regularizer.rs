@@ -3,7 +3,8 @@
 //! variables. Both act on activated alpha; Pi_S is computed on a host copy (no gradient flows
 //! through the projection).
 
-use crate::cnn::search_net::{to_rows, ArchParams};
+use crate::cnn::search_net::ArchParams;
+use crate::train_step::to_rows;
 use prime_core::config::{Compat, RegularizerKind, SearchConfig};
 use prime_core::projection::project_cell;
 use tch::{Kind, Tensor};

@@ -6,22 +6,20 @@ use super::regularizer::ArchRegularizer;
 use super::schedule::{AlphaSchedule, ScheduleState};
 use super::trainer::SearchTrainer;
 use super::{current_genotype, AlphaRecord, SearchOutcome};
-use crate::checkpoint::Checkpoint;
 use crate::data::{
     batches_per_pass, load_cifar, split_by_portion, BatchStream, CifarData, DataError, Split,
     StreamConfig, StreamId, StreamPosition,
 };
 use crate::error::RunError;
-use crate::optim;
+use crate::optim::{self, OptimError};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
-use crate::run::{files, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
+use crate::run::{files, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
 use prime_core::config::{AlphaBatchPolicy, ArchOrder, Compat, ScheduleKind, SearchConfig};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::primitives::Activation;
 use prime_core::projection::{frobenius_distance, project_cell};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The search's part of a checkpoint.
@@ -245,6 +243,13 @@ impl<'a> SearchTask<'a> {
         ))
     }
 
+    /// The weights' cosine-annealed learning rate of `epoch`.
+    fn learning_rate(&self, epoch: u32) -> Result<f64, OptimError> {
+        let (weights, epochs) = (&self.config.weights, self.config.epochs as usize);
+        let offset = weights.lr_offset as usize;
+        optim::cosine_lr(weights.lr, weights.lr_min, epochs, epoch as usize, offset)
+    }
+
     fn outcome(&self, finished: bool, epochs_done: u32) -> Result<SearchOutcome, RunError> {
         Ok(SearchOutcome {
             genotype: current_genotype(&self.trainer)?,
@@ -261,26 +266,24 @@ impl Task for SearchTask<'_> {
     type Outcome = SearchOutcome;
 
     fn plan(&self) -> Plan {
-        Plan {
-            config_text: self.config.to_toml(),
-            data_files: self.data.files(),
-            epochs: self.config.epochs,
-            steps_total: self.steps_per_epoch * u64::from(self.config.epochs),
-            checkpoint_every: self.config.checkpoint.every_epochs,
-            keeps_alphas: true,
-        }
+        Plan::new(
+            self.config,
+            self.data.files(),
+            self.steps_per_epoch,
+            Histories::WithAlphas,
+        )
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
         sink.alphas(&self.alpha_record(0))
     }
 
-    fn restore(
-        &mut self,
-        checkpoint: &Checkpoint,
-        path: &Path,
-        state: SearchState,
-    ) -> Result<(), RunError> {
+    fn restore(&mut self, saved: Saved<SearchState>) -> Result<(), RunError> {
+        let Saved {
+            checkpoint,
+            path,
+            state,
+        } = saved;
         self.trainer.restore(checkpoint, path)?;
         crate::checkpoint::restore_named(
             &self.regularizer.state_tensors(),
@@ -295,13 +298,7 @@ impl Task for SearchTask<'_> {
 
     fn begin_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
         let config = self.config;
-        let lr = optim::cosine_lr(
-            config.weights.lr,
-            config.weights.lr_min,
-            config.epochs as usize,
-            at.epoch as usize,
-            config.weights.lr_offset as usize,
-        )?;
+        let lr = self.learning_rate(at.epoch)?;
         if !self.state.epoch_genotype_written {
             sink.genotype(at.epoch, &current_genotype(&self.trainer)?)?;
             self.state.epoch_genotype_written = true;

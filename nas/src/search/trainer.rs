@@ -3,40 +3,15 @@
 //! two optimizers.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::cnn::search_net::{to_rows, ArchParams, SearchNetShape, SearchNetwork};
+use crate::cnn::search_net::{ArchParams, SearchNetShape, SearchNetwork};
 use crate::error::RunError;
 use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::run::TensorGroups;
+use crate::train_step::{accuracy_count, set_requires_grad, to_rows, StepTensors};
 use prime_core::config::SearchConfig;
 use prime_core::primitives::Activation;
 use std::path::Path;
-use tch::{nn, Device, Kind, Tensor};
-
-/// Device-side results of a step; read them with [`StepTensors::host`] only when needed.
-#[derive(Debug)]
-pub struct StepTensors {
-    /// Mean loss of the batch (cross-entropy, plus the regulariser for alpha steps).
-    pub loss: Tensor,
-    /// Number of correct top-1 predictions.
-    pub correct: Tensor,
-    /// Batch size.
-    pub count: usize,
-}
-
-impl StepTensors {
-    /// (loss, correct) on the host: one synchronisation.
-    pub fn host(&self) -> (f64, f64) {
-        let both = Tensor::stack(
-            &[
-                self.loss.detach().to_kind(Kind::Double),
-                self.correct.to_kind(Kind::Double),
-            ],
-            0,
-        )
-        .to_device(Device::Cpu);
-        (both.double_value(&[0]), both.double_value(&[1]))
-    }
-}
+use tch::{nn, Device, Tensor};
 
 /// What a weight step produced.
 #[derive(Debug)]
@@ -429,30 +404,47 @@ impl SearchTrainer {
 
     /// Adds the checkpoint groups of the network and both optimizers to `groups`.
     pub fn checkpoint_groups(&self, groups: &mut TensorGroups) -> Result<(), OptimError> {
-        groups.insert(
-            "weights".to_string(),
-            self.vs.variables().into_iter().collect(),
-        );
-        groups.insert("arch".to_string(), self.arch_tensors());
-        groups.insert(
-            "weight_optimizer".to_string(),
-            self.weight_optimizer.state()?,
-        );
-        groups.insert("arch_optimizer".to_string(), self.arch_optimizer.state()?);
-        Ok(())
+        let optimizers = (&self.weight_optimizer, &self.arch_optimizer);
+        save_search_groups(groups, &self.vs, self.arch_tensors(), optimizers)
     }
 
     /// Restores what [`SearchTrainer::checkpoint_groups`] saved.
     pub fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), RunError> {
-        let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
-        checkpoint::restore_named(&self.arch_tensors(), checkpoint.group("arch"), path)?;
-        self.weight_optimizer
-            .load_state(checkpoint.group("weight_optimizer"))?;
-        self.arch_optimizer
-            .load_state(checkpoint.group("arch_optimizer"))?;
-        Ok(())
+        let arch = self.arch_tensors();
+        let optimizers = (&mut self.weight_optimizer, &mut self.arch_optimizer);
+        restore_search_groups((checkpoint, path), &self.vs, &arch, optimizers)
     }
+}
+
+/// Adds the groups of a search model (CNN or recurrent) to a checkpoint: its variables, its
+/// alphas (`arch`, masks included) and the states of its weight (SGD) and alpha (Adam)
+/// optimizers.
+pub(crate) fn save_search_groups(
+    groups: &mut TensorGroups,
+    vs: &nn::VarStore,
+    arch: Vec<(String, Tensor)>,
+    (weight_optimizer, arch_optimizer): (&Sgd, &Adam),
+) -> Result<(), OptimError> {
+    groups.insert("weights".to_string(), vs.variables().into_iter().collect());
+    groups.insert("arch".to_string(), arch);
+    groups.insert("weight_optimizer".to_string(), weight_optimizer.state()?);
+    groups.insert("arch_optimizer".to_string(), arch_optimizer.state()?);
+    Ok(())
+}
+
+/// Restores what [`save_search_groups`] saved from the checkpoint read from `path`.
+pub(crate) fn restore_search_groups(
+    (checkpoint, path): (&Checkpoint, &Path),
+    vs: &nn::VarStore,
+    arch: &[(String, Tensor)],
+    (weight_optimizer, arch_optimizer): (&mut Sgd, &mut Adam),
+) -> Result<(), RunError> {
+    let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
+    checkpoint::restore_named(arch, checkpoint.group("arch"), path)?;
+    weight_optimizer.load_state(checkpoint.group("weight_optimizer"))?;
+    arch_optimizer.load_state(checkpoint.group("arch_optimizer"))?;
+    Ok(())
 }
 
 /// The mixed-op slot of a weight named `cells.<c>.edges.<row>.<column>.…`.
@@ -484,26 +476,11 @@ impl CrossEntropy for Tensor {
     }
 }
 
-/// Toggles gradient recording of leaf tensors in place.
-pub fn set_requires_grad(params: &[(String, Tensor)], requires_grad: bool) {
-    for (_, param) in params {
-        let _ = param.set_requires_grad(requires_grad);
-    }
-}
-
-/// Number of rows whose arg-max equals the label.
-pub fn accuracy_count(logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits
-        .detach()
-        .argmax(-1, false)
-        .eq_tensor(labels)
-        .sum(Kind::Int64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use prime_core::config::SearchConfig;
+    use tch::Kind;
 
     fn tiny_config(activation: Activation) -> SearchConfig {
         let mut config = SearchConfig::default();
