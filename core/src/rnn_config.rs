@@ -8,9 +8,9 @@ use crate::config::{
     Compat, ConfigError, RegularizerKind, ScheduleConfig, ScheduleKind, SearchConfig,
     CONFIG_VERSION,
 };
+use crate::genotype::RnnGenotype;
 use crate::limits;
 use crate::primitives::Activation;
-use crate::rnn_genotype::RnnGenotype;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -22,10 +22,10 @@ use crate::eval::{
 use crate::fingerprint::DataFingerprint;
 use crate::optim::{self, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::records::{RecordLengths, RunRecords};
+use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::rnn_config::RnnEvalConfig;
-use prime_core::rnn_genotype::RnnGenotype;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, Device, Tensor};

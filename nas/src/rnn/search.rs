@@ -24,11 +24,13 @@ use crate::search::{
     SUMMARY_FILE,
 };
 use prime_core::config::{Compat, RegularizerKind, ScheduleKind};
+use prime_core::genotype::projection::{
+    frobenius_distance as frobenius_distance_rows, project_rnn,
+};
+use prime_core::genotype::{rnn_primitives, RnnGenotype};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype};
-use prime_core::rnn_projection::{frobenius_distance_rows, project_rnn};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::Tensor;

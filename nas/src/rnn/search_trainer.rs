@@ -10,10 +10,10 @@ use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig
 use crate::search::trainer::set_requires_grad;
 use crate::search::SearchError;
 use prime_core::config::Compat;
+use prime_core::genotype::projection::{project_rnn, RnnProjection};
+use prime_core::genotype::rnn_primitives;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_core::rnn_genotype::rnn_primitives;
-use prime_core::rnn_projection::{project_rnn, RnnProjection};
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 

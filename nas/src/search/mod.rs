@@ -14,11 +14,11 @@ use crate::data::{
 use crate::fingerprint::{DataFingerprint, FingerprintError};
 use crate::optim::{self, OptimError};
 use prime_core::config::{AlphaBatchPolicy, ArchOrder, Compat, ScheduleKind, SearchConfig};
+use prime_core::genotype::projection::{derive_genotype, frobenius_distance, project_cell};
 use prime_core::genotype::Genotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::primitives::Activation;
-use prime_core::projection::{derive_genotype, frobenius_distance, project_cell};
 use records::{AlphaRecord, RecordLengths, RunRecords};
 use regularizer::{ArchRegularizer, RegularizerError};
 use schedule::{AlphaSchedule, ScheduleState};

@@ -5,7 +5,7 @@
 
 use crate::cnn::search_net::{to_rows, ArchParams};
 use prime_core::config::{Compat, RegularizerKind, SearchConfig};
-use prime_core::projection::project_cell;
+use prime_core::genotype::projection::project_cell;
 use tch::{Kind, Tensor};
 
 /// Regularizer errors.
