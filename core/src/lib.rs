@@ -10,6 +10,7 @@ pub mod eval_config;
 pub mod genotype;
 pub mod grid;
 pub mod limits;
+pub mod methods;
 pub mod metrics;
 pub mod observer;
 pub mod presets;

@@ -1,6 +1,7 @@
 //! End-to-end recurrent search tests on a tiny synthetic corpus: learning, the schedule's
 //! sticky flag, determinism and bitwise exact resume.
 
+use prime_core::config::LayeredConfig;
 use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;

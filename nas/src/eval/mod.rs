@@ -23,7 +23,7 @@ use crate::fingerprint::{DataFingerprint, FingerprintError};
 use crate::optim::{self, OptimError};
 use crate::search::records::{RecordLengths, RunRecords};
 use crate::search::trainer::StepTensors;
-use prime_core::config::ConfigError;
+use prime_core::config::{ConfigError, LayeredConfig};
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
 use prime_core::metrics::{MetricKind, MetricRecord};

@@ -22,6 +22,7 @@ use crate::eval::{
 use crate::fingerprint::DataFingerprint;
 use crate::optim::{self, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
 use crate::search::records::{RecordLengths, RunRecords};
+use prime_core::config::LayeredConfig;
 use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};

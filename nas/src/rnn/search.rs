@@ -23,7 +23,7 @@ use crate::search::{
     RunOptions, SearchError, CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT,
     SUMMARY_FILE,
 };
-use prime_core::config::{Compat, RegularizerKind, ScheduleKind};
+use prime_core::config::{Compat, LayeredConfig, RegularizerKind, ScheduleKind};
 use prime_core::genotype::projection::{
     frobenius_distance as frobenius_distance_rows, project_rnn,
 };
@@ -144,7 +144,7 @@ pub fn run_rnn_search(
 
     let mut trainer = RnnSearchTrainer::new(config, data.vocab, options.device)?;
     let params = parameter_count(&trainer.vs);
-    let mut schedule = AlphaSchedule::new(&config.schedule.to_schedule_config(), config.compat);
+    let mut schedule = AlphaSchedule::new(&config.schedule, config.compat);
     let batch_size = config.data.batch_size as i64;
     let bptt = config.data.bptt;
     let train_rows = data.train.size()[0] as usize;
