@@ -156,6 +156,7 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// The whole text: one call of `form` and nothing after it but blanks and comments.
     fn call<Op>(&mut self, form: &'static ReprForm) -> Result<ParsedFields<'a, Op>, ParseError>
     where
         Op: FromStr,
@@ -180,29 +181,12 @@ impl<'a> Parser<'a> {
             if argument.token == Token::Punct(')') {
                 break;
             }
-            let field = match argument.token {
-                Token::Ident(name)
-                    if self.lex(argument.end).ok().map(|next| next.token)
-                        == Some(Token::Punct('=')) =>
-                {
-                    self.advance(argument);
-                    self.punct('=')?;
+            let field = match self.keyword_argument(form, argument)? {
+                Some(field) => {
                     seen_keyword = true;
-                    (0..form.field_count())
-                        .find(|&field| form.field_name(field) == name)
-                        .ok_or_else(|| {
-                            let expected = match form.cells {
-                                [[genes, concat]] => format!("{genes} or {concat}"),
-                                cells => format!("one of: {}", cells.concat().join(", ")),
-                            };
-                            error_at(
-                                self.text,
-                                argument.start,
-                                format!("unknown field `{name}` (expected {expected})"),
-                            )
-                        })?
+                    field
                 }
-                _ => {
+                None => {
                     if seen_keyword {
                         return Err(
                             self.expected("a keyword argument (`field=`) after keyword arguments")
@@ -245,6 +229,32 @@ impl<'a> Parser<'a> {
             values,
             close,
         })
+    }
+
+    /// When `argument` starts `name=`, consumes that and returns the field it names.
+    fn keyword_argument(
+        &mut self,
+        form: &ReprForm,
+        argument: Lexeme<'a>,
+    ) -> Result<Option<usize>, ParseError> {
+        let Token::Ident(name) = argument.token else {
+            return Ok(None);
+        };
+        if self.lex(argument.end).ok().map(|next| next.token) != Some(Token::Punct('=')) {
+            return Ok(None);
+        }
+        self.advance(argument);
+        self.punct('=')?;
+        let field = (0..form.field_count()).find(|&field| form.field_name(field) == name);
+        let Some(field) = field else {
+            let expected = match form.cells {
+                [[genes, concat]] => format!("{genes} or {concat}"),
+                cells => format!("one of: {}", cells.concat().join(", ")),
+            };
+            let message = format!("unknown field `{name}` (expected {expected})");
+            return Err(error_at(self.text, argument.start, message));
+        };
+        Ok(Some(field))
     }
 
     fn genes<Op>(&mut self) -> Result<Vec<(Op, usize)>, ParseError>

@@ -82,3 +82,28 @@ fn files_load_in_either_form() {
     let error = RnnGenotype::load(&text).unwrap_err().to_string();
     assert!(error.contains("genotype.txt"), "{error}");
 }
+
+#[test]
+fn field_errors_name_the_recurrent_fields() {
+    let error = "Genotype_rnn(recurrents=[])"
+        .parse::<RnnGenotype>()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "line 1, column 14: unknown field `recurrents` (expected recurrent or concat)"
+    );
+    let error = "Genotype_rnn([('identity', 0)], range(2), [])"
+        .parse::<RnnGenotype>()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "line 1, column 43: expected `)` after two fields, found `[`"
+    );
+    let error = "Genotype_rnn(recurrent=[])"
+        .parse::<RnnGenotype>()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "line 1, column 26: missing field `concat`"
+    );
+}
