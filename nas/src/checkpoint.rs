@@ -225,12 +225,6 @@ impl Checkpoint {
     }
 }
 
-/// Whether a checkpoint is due after `epochs_done` of `epochs_total` epochs when one is taken
-/// every `every` epochs (0: only at the end); the last epoch always gets one.
-pub fn due_after_epoch(epochs_done: u32, epochs_total: u32, every: u32) -> bool {
-    epochs_done == epochs_total || (every > 0 && epochs_done.is_multiple_of(every))
-}
-
 /// Whether `dir` holds a checkpoint to resume from.
 pub fn has_checkpoint(dir: &Path) -> bool {
     dir.join(LATEST_FILE).exists()
@@ -387,14 +381,6 @@ mod tests {
         let error = Checkpoint::read_latest(dir.path()).unwrap_err().to_string();
         assert!(error.contains("weights.safetensors"), "{error}");
         assert!(error.contains("corrupt"), "{error}");
-    }
-
-    #[test]
-    fn checkpoints_are_due_every_k_epochs_and_at_the_end() {
-        let due: Vec<u32> = (1..=7).filter(|e| due_after_epoch(*e, 7, 3)).collect();
-        assert_eq!(due, vec![3, 6, 7]);
-        let due: Vec<u32> = (1..=7).filter(|e| due_after_epoch(*e, 7, 0)).collect();
-        assert_eq!(due, vec![7]);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::NullObserver;
 use prime_nas::data::{write_synthetic, DownloadPolicy};
-use prime_nas::eval::{run_eval, RunOptions, CHECKPOINT_DIR, TIMING_KEYS};
-use prime_nas::search::records::read_metrics;
+use prime_nas::eval::{run_eval, TIMING_KEYS};
+use prime_nas::run::layout::CHECKPOINT_DIR;
+use prime_nas::run::records::read_metrics;
+use prime_nas::run::RunOptions;
 use std::path::Path;
 use tch::Device;
 

@@ -7,10 +7,12 @@ use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::checkpoint::Checkpoint;
 use prime_nas::data::DownloadPolicy;
-use prime_nas::eval::{EvalError, RunOptions, CHECKPOINT_DIR};
+use prime_nas::error::RunError;
 use prime_nas::rnn::corpus::write_synthetic_corpus;
 use prime_nas::rnn::{resolve_rnn_genotype, run_rnn_eval};
-use prime_nas::search::records::read_metrics;
+use prime_nas::run::layout::CHECKPOINT_DIR;
+use prime_nas::run::records::read_metrics;
+use prime_nas::run::RunOptions;
 use std::path::Path;
 use tch::Device;
 
@@ -238,5 +240,5 @@ fn a_missing_corpus_is_a_clear_error() {
         &mut NullObserver,
     )
     .unwrap_err();
-    assert!(matches!(error, EvalError::Corpus(_)), "{error}");
+    assert!(matches!(error, RunError::Corpus(_)), "{error}");
 }

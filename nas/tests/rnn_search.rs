@@ -7,10 +7,11 @@ use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_nas::data::DownloadPolicy;
+use prime_nas::error::RunError;
 use prime_nas::rnn::corpus::write_synthetic_corpus;
 use prime_nas::rnn::run_rnn_search;
-use prime_nas::search::records::read_metrics;
-use prime_nas::search::{RunOptions, SearchError};
+use prime_nas::run::records::read_metrics;
+use prime_nas::run::RunOptions;
 use std::path::Path;
 use tch::Device;
 
@@ -324,7 +325,7 @@ fn a_missing_corpus_and_a_tiny_one_are_clear_errors() {
         &mut NullObserver,
     )
     .unwrap_err();
-    assert!(matches!(error, SearchError::Corpus(_)), "{error}");
+    assert!(matches!(error, RunError::Corpus(_)), "{error}");
     assert!(error.to_string().contains("train.txt"), "{error}");
     write_synthetic_corpus(empty.path(), 400, 5, 5, 3).unwrap();
     let error = run_rnn_search(
@@ -414,5 +415,5 @@ fn resuming_with_another_config_is_refused() {
         &mut NullObserver,
     )
     .unwrap_err();
-    assert!(matches!(error, SearchError::Resume { .. }), "{error}");
+    assert!(matches!(error, RunError::Resume { .. }), "{error}");
 }

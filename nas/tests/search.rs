@@ -5,8 +5,9 @@ use prime_core::dataset::DatasetKind;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;
 use prime_nas::data::{write_synthetic, DownloadPolicy};
-use prime_nas::search::records::read_metrics;
-use prime_nas::search::{run_search, RunOptions};
+use prime_nas::run::records::read_metrics;
+use prime_nas::run::RunOptions;
+use prime_nas::search::run_search;
 use std::path::Path;
 use tch::Device;
 

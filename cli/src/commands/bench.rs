@@ -13,7 +13,6 @@ use prime_nas::eval::trainer::EvalTrainer;
 use prime_nas::optim::read_scalar;
 use prime_nas::rnn::corpus::get_batch;
 use prime_nas::rnn::dropout::{DropoutMasks, DropoutRates};
-use prime_nas::rnn::model::parameter_count;
 use prime_nas::rnn::search_trainer::RnnSearchTrainer;
 use prime_nas::rnn::trainer::scaled_lr;
 use prime_nas::rnn::{draw_key, DrawStream};
@@ -192,7 +191,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = median(&times);
-    let params = prime_nas::cnn::search_net::trainable_parameter_count(&trainer.vs);
+    let params = trainer.parameter_count();
     let round = |value: f64| (value * 1e5).round() / 1e5;
     let line = serde_json::json!({
         "impl": "darts-prime-tch",
@@ -314,8 +313,8 @@ fn rnn_search_step(args: RnnSearchStepArgs) -> anyhow::Result<()> {
         )
     };
     let lr = scaled_lr(config.weights.lr, args.bptt, args.bptt);
-    let mut hidden = trainer.model.init_hidden(args.batch);
-    let mut hidden_alpha = trainer.model.init_hidden(args.batch);
+    let mut hidden = trainer.model().init_hidden(args.batch);
+    let mut hidden_alpha = trainer.model().init_hidden(args.batch);
     let mut times = Vec::with_capacity(args.iters);
     for iteration in 0..args.warmup + args.iters {
         synchronize(device);
@@ -358,7 +357,7 @@ fn rnn_search_step(args: RnnSearchStepArgs) -> anyhow::Result<()> {
         "nhid": args.nhid,
         "batch": args.batch,
         "bptt": args.bptt,
-        "params": parameter_count(&trainer.vs),
+        "params": trainer.parameter_count(),
         "median_s": round(median),
         "min_s": round(times[0]),
         "max_s": round(times[times.len() - 1]),
@@ -380,7 +379,7 @@ fn median(times: &[f64]) -> f64 {
 /// Prunes the given fraction of (edge, op) entries of both alpha tensors, chosen in a fixed
 /// scrambled order, as CRB's progressive pruning would.
 fn prune_fraction(trainer: &mut SearchTrainer, fraction: f64) -> anyhow::Result<()> {
-    for alpha in [&trainer.net.arch.normal, &trainer.net.arch.reduce] {
+    for alpha in [&trainer.arch().normal, &trainer.arch().reduce] {
         let count = alpha.numel();
         let pruned = (fraction * count as f64).round() as usize;
         let mut order: Vec<usize> = (0..count).collect();

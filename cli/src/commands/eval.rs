@@ -11,9 +11,12 @@ use prime_core::config::LayeredConfig;
 use prime_core::eval_config::EvalConfig;
 use prime_core::grid::Task;
 use prime_core::rnn_config::RnnEvalConfig;
-use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
+use prime_nas::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
+use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
 use prime_nas::data::IMAGE_SIDE;
-use prime_nas::eval::{resolve_genotype, run_eval, RunOptions, CONFIG_FILE, TEST_REPORT};
+use prime_nas::eval::{resolve_genotype, run_eval};
+use prime_nas::run::layout::{CONFIG_FILE, TEST_REPORT};
+use prime_nas::run::RunOptions;
 use std::path::PathBuf;
 
 /// Arguments of `prime eval`.

@@ -10,7 +10,8 @@ use prime_core::config::ConfigError;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use prime_nas::rnn::corpus::CORPUS_FOLDER;
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
-use prime_nas::search::{RunOptions, CONFIG_FILE, GENOTYPE_TEXT};
+use prime_nas::run::layout::{CONFIG_FILE, GENOTYPE_TEXT};
+use prime_nas::run::RunOptions;
 use std::path::{Path, PathBuf};
 
 /// The corpus folder under `--data-dir`: the directory itself when it holds the corpus files,

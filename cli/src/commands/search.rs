@@ -11,7 +11,9 @@ use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::grid::Task;
 use prime_core::presets;
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_nas::search::{run_search, RunOptions, CONFIG_FILE};
+use prime_nas::run::layout::CONFIG_FILE;
+use prime_nas::run::RunOptions;
+use prime_nas::search::run_search;
 use std::path::PathBuf;
 
 /// Arguments of `prime search`.

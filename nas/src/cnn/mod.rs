@@ -1,5 +1,6 @@
 //! CNN search space: layers, operations, search and evaluation networks.
 
+pub mod eval_cost;
 pub mod eval_net;
 pub mod layers;
 pub mod ops;

@@ -412,15 +412,6 @@ impl SearchNetwork {
     }
 }
 
-/// Number of trainable elements in `vs` (BN running statistics excluded).
-pub fn trainable_parameter_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(Tensor::numel)
-        .map(|n| n as i64)
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,12 +433,12 @@ mod tests {
         tch::set_num_threads(1);
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = SearchNetwork::new(&vs, SearchNetShape::paper(10));
-        assert_eq!(trainable_parameter_count(&vs), 1_930_618);
+        assert_eq!(crate::optim::parameter_count(&vs), 1_930_618);
         let vs = nn::VarStore::new(Device::Cpu);
         let mut shape = SearchNetShape::paper(100);
         shape.activation = Activation::Crb;
         let _net = SearchNetwork::new(&vs, shape);
-        assert_eq!(trainable_parameter_count(&vs), 1_953_748);
+        assert_eq!(crate::optim::parameter_count(&vs), 1_953_748);
     }
 
     #[test]

@@ -1,84 +1,12 @@
 //! The official CIFAR binary distributions: file layout, reading and validation.
 
 use super::augment::IMAGE_BYTES;
-use super::download::{ensure_present, http_fetch, DownloadPolicy};
+use super::cifar_layout::{ensure_present, layout, CifarLayout};
+use super::download::{http_fetch, DownloadPolicy};
 use super::DataError;
 use prime_core::dataset::DatasetKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Where the files of one CIFAR binary distribution live and how their records look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CifarLayout {
-    /// The dataset.
-    pub kind: DatasetKind,
-    /// The folder the official archive extracts to.
-    pub folder: &'static str,
-    /// Training files, concatenated in this (canonical) order.
-    pub train_files: &'static [&'static str],
-    /// The test file.
-    pub test_file: &'static str,
-    /// Label bytes before the pixels of a record; the last one is the label used.
-    pub label_bytes: usize,
-    /// The official archive.
-    pub archive_url: &'static str,
-    /// The file name of the official archive.
-    pub archive_name: &'static str,
-    /// The MD5 published on the dataset's page for the archive (hex).
-    pub archive_md5: &'static str,
-}
-
-impl CifarLayout {
-    /// Bytes of one record: label bytes plus 3x32x32 pixels.
-    pub fn record_size(&self) -> usize {
-        self.label_bytes + IMAGE_BYTES
-    }
-
-    /// Every file name of the distribution: the training files, then the test file.
-    pub fn all_files(&self) -> Vec<&'static str> {
-        let mut files = self.train_files.to_vec();
-        files.push(self.test_file);
-        files
-    }
-}
-
-/// CIFAR-10, binary version: record = label byte + pixels.
-pub const CIFAR10_LAYOUT: CifarLayout = CifarLayout {
-    kind: DatasetKind::Cifar10,
-    folder: "cifar-10-batches-bin",
-    train_files: &[
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-    ],
-    test_file: "test_batch.bin",
-    label_bytes: 1,
-    archive_url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-    archive_name: "cifar-10-binary.tar.gz",
-    archive_md5: "c32a1d4ab5d03f1284b67883e8d87530",
-};
-
-/// CIFAR-100, binary version: record = coarse label byte + fine label byte + pixels.
-pub const CIFAR100_LAYOUT: CifarLayout = CifarLayout {
-    kind: DatasetKind::Cifar100,
-    folder: "cifar-100-binary",
-    train_files: &["train.bin"],
-    test_file: "test.bin",
-    label_bytes: 2,
-    archive_url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
-    archive_name: "cifar-100-binary.tar.gz",
-    archive_md5: "03b5dce01913d631647c71ecec9e9cb8",
-};
-
-/// The binary layout of `kind`.
-pub fn layout(kind: DatasetKind) -> &'static CifarLayout {
-    match kind {
-        DatasetKind::Cifar10 => &CIFAR10_LAYOUT,
-        DatasetKind::Cifar100 => &CIFAR100_LAYOUT,
-    }
-}
 
 /// Labelled 32x32 RGB images in memory, each stored as 3072 bytes in CHW order (planes R, G, B,
 /// each row-major), exactly as in the binary files.
@@ -263,42 +191,10 @@ fn read_records(files: &[PathBuf], layout: &CifarLayout) -> Result<ImageSet, Dat
     ImageSet::new(layout.kind, images, labels)
 }
 
-/// The folder that holds (or should hold) the files of `layout` for a user-given `dir`: `dir`
-/// itself when it is named like the folder or directly holds one of the files, else `dir/folder`.
-pub(crate) fn preferred_folder(dir: &Path, layout: &CifarLayout) -> PathBuf {
-    let named_like_folder = dir.file_name().is_some_and(|name| name == layout.folder);
-    let holds_a_file = layout.all_files().iter().any(|f| dir.join(f).is_file());
-    if named_like_folder || holds_a_file {
-        dir.to_path_buf()
-    } else {
-        dir.join(layout.folder)
-    }
-}
-
-/// The folder under `dir` (or `dir` itself) that holds every file of `layout`, or the list of
-/// expected files in the preferred folder with the missing ones.
-pub(crate) fn locate(
-    dir: &Path,
-    layout: &CifarLayout,
-) -> Result<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> {
-    for candidate in [dir.join(layout.folder), dir.to_path_buf()] {
-        if layout
-            .all_files()
-            .iter()
-            .all(|f| candidate.join(f).is_file())
-        {
-            return Ok(candidate);
-        }
-    }
-    let folder = preferred_folder(dir, layout);
-    let expected: Vec<PathBuf> = layout.all_files().iter().map(|f| folder.join(f)).collect();
-    let missing = expected.iter().filter(|p| !p.is_file()).cloned().collect();
-    Err((expected, missing))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::cifar_layout::{CIFAR100_LAYOUT, CIFAR10_LAYOUT};
     use crate::data::synth::write_synthetic;
 
     fn write_record_file(path: &Path, layout: &CifarLayout, labels: &[u8]) {

@@ -57,6 +57,7 @@
 
 mod augment;
 mod cifar;
+mod cifar_layout;
 mod download;
 mod prefetch;
 mod rng;
@@ -68,10 +69,8 @@ pub use augment::{
     test_transform_into, train_transform_into, Normalizer, SampleAugmentation,
     DEFAULT_CUTOUT_LENGTH, IMAGE_BYTES, IMAGE_SIDE, PAD,
 };
-pub use cifar::{
-    layout, load_cifar, read_cifar_dir, CifarData, CifarLayout, ImageSet, CIFAR100_LAYOUT,
-    CIFAR10_LAYOUT,
-};
+pub use cifar::{load_cifar, read_cifar_dir, CifarData, ImageSet};
+pub use cifar_layout::{layout, CifarLayout, CIFAR100_LAYOUT, CIFAR10_LAYOUT};
 pub(crate) use download::http_fetch;
 pub use download::{verify_and_extract, DownloadPolicy};
 pub use split::{batches_per_pass, dynamic_train_portion, split_by_portion, Split};

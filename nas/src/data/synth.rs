@@ -7,7 +7,8 @@
 //! textures survive shifts and mirroring, so a tiny network learns them quickly.
 
 use super::augment::{IMAGE_BYTES, IMAGE_SIDE};
-use super::cifar::{layout, ImageSet};
+use super::cifar::ImageSet;
+use super::cifar_layout::layout;
 use super::rng::{below, keyed_rng, shuffle};
 use super::{display_name, DataError};
 use prime_core::dataset::DatasetKind;

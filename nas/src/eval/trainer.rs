@@ -2,19 +2,23 @@
 //! its SGD optimizer over every parameter (auxiliary head included), and the speed options.
 
 use super::precision::{convert_store_to_channels_last, to_channels_last, ComputeCopy, LossScaler};
-use super::EvalError;
-use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork, ParameterCounts};
+use crate::checkpoint::{self, Checkpoint};
+use crate::cnn::eval_cost::ParameterCounts;
+use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork};
+use crate::error::RunError;
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::run::TensorGroups;
 use crate::search::trainer::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
+use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 /// The evaluation network with its optimizer and speed options.
 pub struct EvalTrainer {
-    /// The variable store of the float32 master weights and batch-norm statistics.
-    pub vs: nn::VarStore,
+    /// The float32 master weights and batch-norm statistics.
+    vs: nn::VarStore,
     /// The network on the master weights.
-    pub net: EvalNetwork,
+    net: EvalNetwork,
     params: Vec<(String, Tensor)>,
     optimizer: Sgd,
     compute: Option<ComputeCopy>,
@@ -38,11 +42,11 @@ impl EvalTrainer {
     /// Builds the network of `config` on `device`, drawing the weights from the torch
     /// generator seeded with `config.seed` (see [`crate::torch_rng::seeded`]), and applies the
     /// speed options.
-    pub fn new(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
+    pub fn new(config: &EvalConfig, device: Device) -> Result<Self, RunError> {
         crate::torch_rng::seeded(config.seed, || Self::build(config, device))
     }
 
-    fn build(config: &EvalConfig, device: Device) -> Result<Self, EvalError> {
+    fn build(config: &EvalConfig, device: Device) -> Result<Self, RunError> {
         let speed = &config.speed;
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(speed.cudnn_benchmark);
@@ -124,7 +128,7 @@ impl EvalTrainer {
         lr: f64,
         drop_prob: f64,
         mask_key: u64,
-    ) -> Result<StepTensors, EvalError> {
+    ) -> Result<StepTensors, RunError> {
         match &self.compute {
             Some(compute) => compute.zero_grad()?,
             None => self.optimizer.zero_grad()?,
@@ -206,27 +210,28 @@ impl EvalTrainer {
         variables
     }
 
-    /// The optimizer's state tensors.
-    pub fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
-        self.optimizer.state()
-    }
-
-    /// Restores the optimizer's state.
-    pub fn load_optimizer_state(&mut self, entries: &[(String, Tensor)]) -> Result<(), OptimError> {
-        self.optimizer.load_state(entries)
-    }
-
-    /// The loss scaler's state (float16 training only).
-    pub fn loss_scale_state(&self) -> Option<Vec<(String, Tensor)>> {
-        self.scaler.as_ref().map(LossScaler::state)
-    }
-
-    /// Brings the reduced-precision copy up to date after the master weights were restored.
-    pub fn refresh_compute_copy(&self) -> Result<(), OptimError> {
-        match &self.compute {
-            Some(compute) => compute.refresh(),
-            None => Ok(()),
+    /// Adds the checkpoint groups (weights, optimizer, the float16 loss scaler) to `groups`.
+    pub fn checkpoint_groups(&self, groups: &mut TensorGroups) -> Result<(), OptimError> {
+        groups.insert("weights".to_string(), self.variables());
+        groups.insert("optimizer".to_string(), self.optimizer.state()?);
+        if let Some(scaler) = &self.scaler {
+            groups.insert("loss_scale".to_string(), scaler.state());
         }
+        Ok(())
+    }
+
+    /// Restores what [`EvalTrainer::checkpoint_groups`] saved, then brings the
+    /// reduced-precision copy up to date with the restored master weights.
+    pub fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), RunError> {
+        checkpoint::restore_named(&self.variables(), checkpoint.group("weights"), path)?;
+        self.optimizer.load_state(checkpoint.group("optimizer"))?;
+        if let Some(scaler) = &self.scaler {
+            checkpoint::restore_named(&scaler.state(), checkpoint.group("loss_scale"), path)?;
+        }
+        if let Some(compute) = &self.compute {
+            compute.refresh()?;
+        }
+        Ok(())
     }
 }
 

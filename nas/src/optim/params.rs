@@ -109,6 +109,24 @@ pub fn trainable_parameters(var_store: &VarStore) -> Vec<(String, Tensor)> {
     params
 }
 
+/// Number of trainable scalars in `var_store` (the parameter counts of SPEC 3.1 and 7.3).
+pub fn parameter_count(var_store: &VarStore) -> i64 {
+    var_store
+        .trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .sum::<usize>() as i64
+}
+
+/// Second handles on named tensors (sharing storage), for a list an optimizer or a
+/// checkpoint keeps beside the owner's.
+pub fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    named
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
+        .collect()
+}
+
 /// Zeroes, in place, the gradient of every tensor that has one (tch cannot reset a gradient
 /// to undefined, so a zeroed gradient stays defined and the optimizers keep updating it,
 /// as PyTorch's `zero_grad(set_to_none=False)` does).

@@ -1,40 +1,36 @@
-//! Evaluation (retraining) of a recurrent genotype on Penn Treebank (SPEC 7.9): jittered
-//! sequence lengths, SGD switching to averaged SGD by the non-monotone trigger (NT-ASGD),
-//! validation with the averaged weights while averaging, early stop, and the test perplexity
-//! of the best weights with batch size 1.
+//! Evaluation (retraining) of a recurrent genotype on Penn Treebank (SPEC 7.9) as a task of
+//! the run driver: jittered sequence lengths, SGD switching to averaged SGD by the
+//! non-monotone trigger (NT-ASGD), validation with the averaged weights while averaging, early
+//! stop, and the test perplexity of the best weights with batch size 1.
 //!
 //! The run directory holds `config.toml` (genotype included), `genotype.json` /
 //! `genotype.txt`, `metrics.jsonl`, `checkpoints/`, `best_weights.safetensors` (the weights of
 //! the best validation loss, averaged ones in the ASGD phase) and at the end `test.json`.
 //!
-//! A NaN or infinite training loss fails the run with [`EvalError::Diverged`]; the reference
+//! A NaN or infinite training loss fails the run with [`RunError::Diverged`]; the reference
 //! instead reloads its best checkpoint and continues.
 
 use super::corpus::{batchify, corpus_files, get_batch, load_corpus};
 use super::dropout::{DropoutMasks, DropoutRates};
-use super::model::{evaluate, parameter_count, RnnModel};
+use super::model::{evaluate, RnnModel};
 use super::trainer::{eval_seq_len, perplexity, scaled_lr, should_switch_to_asgd, training_loss};
 use super::{draw_key, DrawStream};
-use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CheckpointError};
-use crate::eval::{
-    EvalError, RunOptions, CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT,
-};
-use crate::fingerprint::DataFingerprint;
-use crate::optim::{self, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
-use crate::search::records::{RecordLengths, RunRecords};
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::error::RunError;
+use crate::optim::{self, shallow_copies, Asgd, AsgdConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::run::files::{write_json, write_weights};
+use crate::run::genotype::write_genotype;
+use crate::run::layout::{BEST_WEIGHTS, TEST_REPORT};
+use crate::run::{self, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
 use prime_core::config::LayeredConfig;
 use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, Progress, RunObserver};
+use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnEvalConfig;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::{nn, Device, Tensor};
+use std::path::{Path, PathBuf};
+use tch::{nn, Tensor};
 
-/// Weights of the best validation loss.
-pub const BEST_WEIGHTS: &str = "best_weights.safetensors";
-/// The test report of a finished run.
-pub const TEST_REPORT: &str = "test.json";
 /// A step record is written every this many global steps.
 const STEP_RECORD_EVERY: u64 = 50;
 /// ASGD's power of the eta update (PyTorch default; irrelevant with lambd = 0).
@@ -59,48 +55,20 @@ pub struct RnnEvalOutcome {
     pub params: i64,
 }
 
-/// Loads the recurrent genotype an argument names: a run directory (its `genotype.json`, else
-/// its `genotype.txt`), a genotype file (JSON or reference text), or a built-in name
-/// (DARTS_V1, DARTS_V2 = DARTS, ENAS). Returns the genotype and a label for records.
-pub fn resolve_rnn_genotype(argument: &str) -> Result<(RnnGenotype, String), EvalError> {
-    let path = Path::new(argument);
-    let stem = |path: &Path| {
-        path.file_stem()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| argument.to_string())
-    };
-    let load = |file: &Path| {
-        RnnGenotype::load(file).map_err(|error| EvalError::Genotype(error.to_string()))
-    };
-    if path.is_dir() {
-        let file = [GENOTYPE_JSON, GENOTYPE_TEXT]
-            .iter()
-            .map(|name| path.join(name))
-            .find(|file| file.is_file())
-            .ok_or_else(|| {
-                EvalError::Genotype(format!(
-                    "{}: no {GENOTYPE_JSON} or {GENOTYPE_TEXT} in this directory (is it a \
-                     search run directory?)",
-                    path.display()
-                ))
-            })?;
-        return Ok((load(&file)?, stem(path)));
-    }
-    if path.is_file() {
-        return Ok((load(path)?, stem(path)));
-    }
-    let genotype = RnnGenotype::builtin(argument).map_err(|_| {
-        EvalError::Genotype(format!(
-            "`{argument}` is neither a run directory, a genotype file nor a built-in recurrent \
-             genotype (built-ins: {})",
-            RnnGenotype::builtin_names().join(", ")
-        ))
-    })?;
-    let label = RnnGenotype::builtin_names()
-        .iter()
-        .find(|name| name.eq_ignore_ascii_case(argument))
-        .map_or_else(|| argument.to_string(), |name| name.to_string());
-    Ok((genotype, label))
+/// Loads the recurrent genotype an argument names (see
+/// [`run::genotype::resolve_genotype`]; built-ins: DARTS_V1, DARTS_V2 = DARTS, ENAS).
+pub fn resolve_rnn_genotype(argument: &str) -> Result<(RnnGenotype, String), RunError> {
+    run::genotype::resolve_genotype(argument)
+}
+
+/// Runs (or resumes) a recurrent evaluation as configured, writing into `options.run_dir`,
+/// whose `data_dir` is the corpus folder.
+pub fn run_rnn_eval(
+    config: &RnnEvalConfig,
+    options: &RunOptions,
+    observer: &mut dyn RunObserver,
+) -> Result<RnnEvalOutcome, RunError> {
+    run::run(RnnEvalTask::new(config, options)?, options, observer)
 }
 
 /// The weight optimizer: SGD until the NT-ASGD trigger, then a fresh ASGD.
@@ -132,13 +100,11 @@ impl WeightOptimizer {
     }
 }
 
-/// Everything besides tensors that a checkpoint restores.
+/// The recurrent evaluation's part of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct LoopState {
-    epoch: u32,
+pub struct RnnEvalState {
     cursor: usize,
     batch: u64,
-    global_step: u64,
     asgd: bool,
     asgd_epoch: Option<u32>,
     /// Validation losses of the SGD-phase epochs.
@@ -149,249 +115,230 @@ struct LoopState {
     converged: bool,
     train_loss_sum: f64,
     train_batches: u64,
-    records: RecordLengths,
-    config_sha256: String,
 }
 
-/// Runs (or resumes) a recurrent evaluation as configured, writing into `options.run_dir`,
-/// whose `data_dir` is the corpus folder.
-pub fn run_rnn_eval(
-    config: &RnnEvalConfig,
-    options: &RunOptions,
-    observer: &mut dyn RunObserver,
-) -> Result<RnnEvalOutcome, EvalError> {
-    config.validate("recurrent evaluation config")?;
-    let run_dir = &options.run_dir;
-    let config_text = config.to_toml();
-    let config_sha256 = sha256_hex(config_text.as_bytes());
-    let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
-    let device = options.device;
-    super::download::ensure_ptb(&options.data_dir, options.download)?;
-    let corpus = load_corpus(&options.data_dir)?;
-    let limit = config
-        .data
-        .limit
-        .unwrap_or(corpus.train.len())
-        .min(corpus.train.len());
-    let train = batchify(
-        &corpus.train[..limit],
-        config.data.batch_size,
-        device,
-        "train",
-    )?;
-    let valid = batchify(&corpus.valid, config.data.eval_batch_size, device, "valid")?;
-    let test = batchify(&corpus.test, config.data.test_batch_size, device, "test")?;
-    std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
-    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
-    DataFingerprint::of_files(&options.data_dir, &corpus_files(&options.data_dir)?)?
-        .record_or_check(run_dir, resuming)?;
+/// A recurrent evaluation run.
+pub struct RnnEvalTask<'a> {
+    config: &'a RnnEvalConfig,
+    train: Tensor,
+    valid: Tensor,
+    test: Tensor,
+    files: Vec<(String, PathBuf)>,
+    vs: nn::VarStore,
+    model: RnnModel,
+    weights: Vec<(String, Tensor)>,
+    optimizer: WeightOptimizer,
+    params: i64,
+    rates: DropoutRates,
+    hidden: Tensor,
+    state: RnnEvalState,
+}
 
-    let vs = nn::VarStore::new(device);
-    let model = crate::torch_rng::seeded(config.seed, || {
-        RnnModel::fixed(
-            &vs.root(),
-            corpus.vocab(),
-            config.network.nhid,
-            &config.genotype,
-        )
-    });
-    let params = parameter_count(&vs);
-    let weights = optim::trainable_parameters(&vs);
-    let sgd = || {
-        Sgd::new(
-            copies(&weights),
-            SgdConfig {
-                momentum: 0.0,
-                weight_decay: config.weights.weight_decay,
+impl<'a> RnnEvalTask<'a> {
+    /// Validates the config, loads the corpus and builds the model from the seed.
+    pub fn new(config: &'a RnnEvalConfig, options: &RunOptions) -> Result<Self, RunError> {
+        config.validate("recurrent evaluation config")?;
+        let device = options.device;
+        super::download::ensure_ptb(&options.data_dir, options.download)?;
+        let corpus = load_corpus(&options.data_dir)?;
+        let limit = config
+            .data
+            .limit
+            .unwrap_or(corpus.train.len())
+            .min(corpus.train.len());
+        let data = &config.data;
+        let train = batchify(&corpus.train[..limit], data.batch_size, device, "train")?;
+        let valid = batchify(&corpus.valid, data.eval_batch_size, device, "valid")?;
+        let test = batchify(&corpus.test, data.test_batch_size, device, "test")?;
+        let vs = nn::VarStore::new(device);
+        let model = crate::torch_rng::seeded(config.seed, || {
+            RnnModel::fixed(
+                &vs.root(),
+                corpus.vocab(),
+                config.network.nhid,
+                &config.genotype,
+            )
+        });
+        let weights = optim::trainable_parameters(&vs);
+        let hidden = model.init_hidden(data.batch_size as i64);
+        Ok(Self {
+            config,
+            train,
+            valid,
+            test,
+            files: corpus_files(&options.data_dir)?,
+            params: optim::parameter_count(&vs),
+            optimizer: WeightOptimizer::Sgd(sgd(&weights, config.weights.weight_decay)?),
+            vs,
+            model,
+            weights,
+            rates: DropoutRates::from(&config.network),
+            hidden,
+            state: RnnEvalState {
+                cursor: 0,
+                batch: 0,
+                asgd: false,
+                asgd_epoch: None,
+                history: Vec::new(),
+                best_valid_loss: None,
+                best_epoch: None,
+                epochs_since_best: 0,
+                converged: false,
+                train_loss_sum: 0.0,
+                train_batches: 0,
             },
-        )
-    };
-    let asgd = || {
-        Asgd::new(
-            copies(&weights),
-            AsgdConfig {
-                lambd: 0.0,
-                alpha: ASGD_ALPHA,
-                t0: 0.0,
-                weight_decay: config.weights.weight_decay,
-            },
-        )
-    };
-    let mut optimizer = WeightOptimizer::Sgd(sgd()?);
-    let batch_size = config.data.batch_size as i64;
-    let bptt = config.data.bptt;
-    let train_rows = train.size()[0] as usize;
-    let steps_total = u64::from(config.epochs) * train_rows.saturating_sub(2).div_ceil(bptt) as u64;
-    let rates = DropoutRates::from(&config.network);
+        })
+    }
 
-    let mut state = LoopState {
-        epoch: 0,
-        cursor: 0,
-        batch: 0,
-        global_step: 0,
-        asgd: false,
-        asgd_epoch: None,
-        history: Vec::new(),
-        best_valid_loss: None,
-        best_epoch: None,
-        epochs_since_best: 0,
-        converged: false,
-        train_loss_sum: 0.0,
-        train_batches: 0,
-        records: RecordLengths::default(),
-        config_sha256: config_sha256.clone(),
-    };
-    let mut hidden = model.init_hidden(batch_size);
-    let mut records = if resuming {
-        let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        state = saved.loop_state(&path)?;
-        if state.config_sha256 != config_sha256 {
-            return Err(EvalError::Resume {
-                dir: run_dir.clone(),
-                message: checkpoint::CONFIG_CHANGED.to_string(),
-            });
+    fn variables(&self) -> Vec<(String, Tensor)> {
+        self.vs.variables().into_iter().collect()
+    }
+
+    /// The validation loss, with the averaged weights in the ASGD phase; writes the best
+    /// weights when it improves.
+    fn validate(&self, run_dir: &Path) -> Result<f64, RunError> {
+        let evaluate_and_keep_best = || {
+            let loss = evaluate(&self.model, &self.valid, self.config.data.bptt);
+            if self.state.best_valid_loss.is_none_or(|best| loss < best) {
+                write_weights(&run_dir.join(BEST_WEIGHTS), &self.variables())?;
+            }
+            Ok(loss)
+        };
+        match &self.optimizer {
+            WeightOptimizer::Asgd(asgd) => {
+                with_averaged_weights(&self.weights, asgd, evaluate_and_keep_best)
+            }
+            WeightOptimizer::Sgd(_) => evaluate_and_keep_best(),
         }
-        let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        checkpoint::restore_named(&variables, saved.group("weights"), &path)?;
-        optimizer = if state.asgd {
-            let mut restored = asgd()?;
+    }
+
+    fn outcome(&self, finished: bool, epochs_done: u32, test_ppl: Option<f64>) -> RnnEvalOutcome {
+        RnnEvalOutcome {
+            finished,
+            epochs_done,
+            valid_ppl: self.state.best_valid_loss.map(perplexity),
+            test_ppl,
+            best_epoch: self.state.best_epoch,
+            asgd_epoch: self.state.asgd_epoch,
+            params: self.params,
+        }
+    }
+}
+
+impl Task for RnnEvalTask<'_> {
+    type State = RnnEvalState;
+    type Outcome = RnnEvalOutcome;
+
+    fn plan(&self) -> Plan {
+        let rows = self.train.size()[0] as usize;
+        Plan {
+            config_text: self.config.to_toml(),
+            data_files: self.files.clone(),
+            epochs: self.config.epochs,
+            steps_total: u64::from(self.config.epochs)
+                * rows.saturating_sub(2).div_ceil(self.config.data.bptt) as u64,
+            checkpoint_every: self.config.checkpoint.every_epochs,
+            keeps_alphas: false,
+        }
+    }
+
+    fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        write_genotype(sink.run_dir(), &self.config.genotype)
+    }
+
+    fn restore(
+        &mut self,
+        saved: &Checkpoint,
+        path: &Path,
+        state: RnnEvalState,
+    ) -> Result<(), RunError> {
+        checkpoint::restore_named(&self.variables(), saved.group("weights"), path)?;
+        let decay = self.config.weights.weight_decay;
+        self.optimizer = if state.asgd {
+            let mut restored = asgd(&self.weights, decay)?;
             restored.load_state(saved.group("optimizer"))?;
             WeightOptimizer::Asgd(restored)
         } else {
-            let mut restored = sgd()?;
+            let mut restored = sgd(&self.weights, decay)?;
             restored.load_state(saved.group("optimizer"))?;
             WeightOptimizer::Sgd(restored)
         };
-        let saved_hidden = [("train".to_string(), hidden.shallow_clone())];
-        checkpoint::restore_named(&saved_hidden, saved.group("hidden"), &path)?;
-        tracing::info!(
-            epoch = state.epoch,
-            step = state.global_step,
-            "resumed from {}",
-            path.display()
+        let hidden = [("train".to_string(), self.hidden.shallow_clone())];
+        checkpoint::restore_named(&hidden, saved.group("hidden"), path)?;
+        self.state = state;
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, _at: At, _sink: &mut Sink) -> Result<(), RunError> {
+        if self.state.batch == 0 {
+            self.hidden = self.model.init_hidden(self.config.data.batch_size as i64);
+        }
+        Ok(())
+    }
+
+    fn train_step(&mut self, at: At, sink: &mut Sink) -> Result<Step, RunError> {
+        let config = self.config;
+        let bptt = config.data.bptt;
+        if self.state.cursor + 2 >= self.train.size()[0] as usize {
+            return Ok(Step::EpochDone);
+        }
+        let key = |stream| draw_key(config.seed, at.epoch, self.state.batch, stream);
+        let seq_len = eval_seq_len(
+            key(DrawStream::SequenceLength),
+            bptt,
+            config.weights.seq_len_std,
         );
-        RunRecords::open_metrics_only(run_dir, Some(state.records))?
-    } else {
-        std::fs::write(run_dir.join(CONFIG_FILE), &config_text)
-            .map_err(|error| annotate(run_dir, error))?;
-        config
-            .genotype
-            .save_json(run_dir.join(GENOTYPE_JSON))
-            .map_err(|error| EvalError::Genotype(error.to_string()))?;
-        let text_path = run_dir.join(GENOTYPE_TEXT);
-        std::fs::write(&text_path, config.genotype.to_reference_text() + "\n")
-            .map_err(|error| annotate(&text_path, error))?;
-        RunRecords::open_metrics_only(run_dir, None)?
-    };
+        let lr = scaled_lr(config.weights.lr, seq_len, bptt);
+        let (input, targets) = get_batch(&self.train, self.state.cursor, seq_len);
+        let masks = DropoutMasks::draw(
+            key(DrawStream::WeightMasks),
+            &self.rates,
+            self.model.vocab,
+            config.data.batch_size as i64,
+            self.model.nhid,
+            self.train.device(),
+        );
+        self.optimizer.zero_grad()?;
+        let output = self.model.forward(&input, &self.hidden, Some(&masks));
+        let (raw, loss) = training_loss(
+            &output,
+            &targets,
+            config.weights.ar_alpha,
+            config.weights.tar_beta,
+        );
+        loss.backward();
+        let grad_norm = optim::clip_grad_norm(
+            self.weights.iter().map(|(_, t)| t),
+            config.weights.grad_clip,
+        )?;
+        self.optimizer.step(lr)?;
+        self.hidden = output.hidden.detach();
+        self.state.cursor += seq_len;
+        self.state.batch += 1;
+        let step_number = at.global_step + 1;
+        let loss = raw.double_value(&[]);
+        RunError::check_finite("training loss", loss, at.epoch, step_number)?;
+        self.state.train_loss_sum += loss;
+        self.state.train_batches += 1;
+        if step_number.is_multiple_of(STEP_RECORD_EVERY) {
+            let record =
+                MetricRecord::new(MetricKind::Step, at.epoch, step_number, f64::from(at.epoch))
+                    .with("lr", lr)
+                    .with("seq_len", seq_len as f64)
+                    .with("loss", loss)
+                    .with("ppl", perplexity(loss))
+                    .with("grad_norm", optim::read_scalar(&grad_norm)?);
+            sink.metric(&record)?;
+        }
+        Ok(Step::Trained)
+    }
 
-    while state.epoch < config.epochs && !state.converged {
-        let epoch = state.epoch;
-        if state.batch == 0 {
-            hidden = model.init_hidden(batch_size);
-        }
-        loop {
-            let progress = Progress {
-                epochs_done: epoch,
-                epochs_total: config.epochs,
-                steps_done: state.global_step,
-                steps_total,
-            };
-            let control = observer.control(&progress);
-            if control != Control::Continue {
-                save(
-                    &vs,
-                    &optimizer,
-                    &hidden,
-                    &mut state,
-                    &mut records,
-                    &checkpoint_dir,
-                    observer,
-                    &progress,
-                )?;
-            }
-            if control == Control::CheckpointAndStop {
-                return Ok(outcome(&state, false, None, params));
-            }
-            if state.cursor + 2 >= train_rows {
-                break;
-            }
-            let seq_len = eval_seq_len(
-                draw_key(config.seed, epoch, state.batch, DrawStream::SequenceLength),
-                bptt,
-                config.weights.seq_len_std,
-            );
-            let lr = scaled_lr(config.weights.lr, seq_len, bptt);
-            let (input, targets) = get_batch(&train, state.cursor, seq_len);
-            let masks = DropoutMasks::draw(
-                draw_key(config.seed, epoch, state.batch, DrawStream::WeightMasks),
-                &rates,
-                model.vocab,
-                batch_size,
-                model.nhid,
-                device,
-            );
-            optimizer.zero_grad()?;
-            let output = model.forward(&input, &hidden, Some(&masks));
-            let (raw, loss) = training_loss(
-                &output,
-                &targets,
-                config.weights.ar_alpha,
-                config.weights.tar_beta,
-            );
-            loss.backward();
-            let grad_norm =
-                optim::clip_grad_norm(weights.iter().map(|(_, t)| t), config.weights.grad_clip)?;
-            optimizer.step(lr)?;
-            hidden = output.hidden.detach();
-            state.cursor += seq_len;
-            state.batch += 1;
-            state.global_step += 1;
-            let loss = raw.double_value(&[]);
-            if !loss.is_finite() {
-                return Err(EvalError::Diverged {
-                    epoch,
-                    step: state.global_step,
-                    loss,
-                });
-            }
-            state.train_loss_sum += loss;
-            state.train_batches += 1;
-            if state.global_step.is_multiple_of(STEP_RECORD_EVERY) {
-                let record =
-                    MetricRecord::new(MetricKind::Step, epoch, state.global_step, f64::from(epoch))
-                        .with("lr", lr)
-                        .with("seq_len", seq_len as f64)
-                        .with("loss", loss)
-                        .with("ppl", perplexity(loss))
-                        .with("grad_norm", optim::read_scalar(&grad_norm)?);
-                records.metric(&record)?;
-                observer.on_metric(&record);
-            }
-        }
-
-        let valid_loss = match &optimizer {
-            WeightOptimizer::Asgd(asgd) => with_averaged_weights(&weights, asgd, || {
-                let loss = evaluate(&model, &valid, bptt);
-                if state.best_valid_loss.is_none_or(|best| loss < best) {
-                    write_weights(&run_dir.join(BEST_WEIGHTS), &vs)?;
-                }
-                Ok(loss)
-            })?,
-            WeightOptimizer::Sgd(_) => {
-                let loss = evaluate(&model, &valid, bptt);
-                if state.best_valid_loss.is_none_or(|best| loss < best) {
-                    write_weights(&run_dir.join(BEST_WEIGHTS), &vs)?;
-                }
-                loss
-            }
-        };
-        if !valid_loss.is_finite() {
-            return Err(EvalError::Diverged {
-                epoch,
-                step: state.global_step,
-                loss: valid_loss,
-            });
-        }
+    fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        let config = self.config;
+        let epoch = at.epoch;
+        let valid_loss = self.validate(sink.run_dir())?;
+        RunError::check_finite("validation loss", valid_loss, epoch, at.global_step)?;
+        let state = &mut self.state;
         if state.best_valid_loss.is_none_or(|best| valid_loss < best) {
             state.best_valid_loss = Some(valid_loss);
             state.best_epoch = Some(epoch);
@@ -402,7 +349,8 @@ pub fn run_rnn_eval(
         if !state.asgd {
             let forced = config.weights.asgd_at_epoch == Some(epoch);
             if forced || should_switch_to_asgd(&state.history, valid_loss, config.weights.nonmono) {
-                optimizer = WeightOptimizer::Asgd(asgd()?);
+                self.optimizer =
+                    WeightOptimizer::Asgd(asgd(&self.weights, config.weights.weight_decay)?);
                 state.asgd = true;
                 state.asgd_epoch = Some(epoch);
                 tracing::info!(epoch, "switching to ASGD");
@@ -414,7 +362,7 @@ pub fn run_rnn_eval(
         let record = MetricRecord::new(
             MetricKind::Epoch,
             epoch,
-            state.global_step,
+            at.global_step,
             f64::from(epoch + 1),
         )
         .with("lr", config.weights.lr)
@@ -424,118 +372,102 @@ pub fn run_rnn_eval(
         .with("valid_ppl", perplexity(valid_loss))
         .with("best_valid_ppl", perplexity(best))
         .with("asgd", f64::from(u8::from(state.asgd)));
-        records.metric(&record)?;
-        observer.on_metric(&record);
-
-        state.epoch += 1;
+        sink.metric(&record)?;
         state.cursor = 0;
         state.batch = 0;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
         state.converged = config.convergence > 0 && state.epochs_since_best >= config.convergence;
-        if state.converged
-            || checkpoint::due_after_epoch(
-                state.epoch,
-                config.epochs,
-                config.checkpoint.every_epochs,
-            )
-        {
-            let progress = Progress {
-                epochs_done: state.epoch,
-                epochs_total: config.epochs,
-                steps_done: state.global_step,
-                steps_total,
-            };
-            let zeros = model.init_hidden(batch_size);
-            save(
-                &vs,
-                &optimizer,
-                &zeros,
-                &mut state,
-                &mut records,
-                &checkpoint_dir,
-                observer,
-                &progress,
-            )?;
+        self.hidden = self.model.init_hidden(config.data.batch_size as i64);
+        Ok(())
+    }
+
+    fn ended_early(&self) -> bool {
+        self.state.converged
+    }
+
+    fn checkpoint(&mut self, groups: &mut TensorGroups) -> Result<RnnEvalState, RunError> {
+        groups.insert("weights".to_string(), self.variables());
+        groups.insert("optimizer".to_string(), self.optimizer.state()?);
+        groups.insert(
+            "hidden".to_string(),
+            vec![("train".to_string(), self.hidden.shallow_clone())],
+        );
+        Ok(self.state.clone())
+    }
+
+    fn stopped(&mut self, epochs_done: u32) -> Result<RnnEvalOutcome, RunError> {
+        Ok(self.outcome(false, epochs_done, None))
+    }
+
+    fn finish(&mut self, at: At, sink: &mut Sink) -> Result<RnnEvalOutcome, RunError> {
+        let best_path = sink.run_dir().join(BEST_WEIGHTS);
+        let best =
+            Tensor::read_safetensors(&best_path).map_err(|source| CheckpointError::Tensor {
+                path: best_path.clone(),
+                source,
+            })?;
+        checkpoint::restore_named(&self.variables(), &best, &best_path)?;
+        let test_loss = evaluate(&self.model, &self.test, self.config.data.bptt);
+        let test_ppl = perplexity(test_loss);
+        let mut record = MetricRecord::new(
+            MetricKind::Final,
+            at.epoch,
+            at.global_step,
+            f64::from(at.epoch),
+        )
+        .with("params", self.params as f64)
+        .with("test_loss", test_loss)
+        .with("test_ppl", test_ppl);
+        if let Some(loss) = self.state.best_valid_loss {
+            record = record
+                .with("valid_loss", loss)
+                .with("valid_ppl", perplexity(loss));
         }
-    }
-
-    let best_path = run_dir.join(BEST_WEIGHTS);
-    let best = Tensor::read_safetensors(&best_path).map_err(|source| {
-        EvalError::Checkpoint(CheckpointError::Tensor {
-            path: best_path.clone(),
-            source,
-        })
-    })?;
-    let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    checkpoint::restore_named(&variables, &best, &best_path)?;
-    let test_loss = evaluate(&model, &test, bptt);
-    let test_ppl = perplexity(test_loss);
-    let mut final_record = MetricRecord::new(
-        MetricKind::Final,
-        state.epoch,
-        state.global_step,
-        f64::from(state.epoch),
-    )
-    .with("params", params as f64)
-    .with("test_loss", test_loss)
-    .with("test_ppl", test_ppl);
-    if let Some(loss) = state.best_valid_loss {
-        final_record = final_record
-            .with("valid_loss", loss)
-            .with("valid_ppl", perplexity(loss));
-    }
-    records.metric(&final_record)?;
-    records.flush()?;
-    observer.on_metric(&final_record);
-    let finished = outcome(&state, true, Some(test_ppl), params);
-    let report = serde_json::json!({
-        "label": config.label,
-        "dataset": "ptb",
-        "seed": config.seed,
-        "epochs": state.epoch,
-        "stopped_early": state.converged,
-        "steps": state.global_step,
-        "params": params,
-        "best_epoch": state.best_epoch,
-        "asgd_epoch": state.asgd_epoch,
-        "valid_loss": state.best_valid_loss,
-        "valid_ppl": finished.valid_ppl,
-        "test_loss": test_loss,
-        "test_ppl": test_ppl,
-        "genotype": config.genotype,
-    });
-    let report_path = run_dir.join(TEST_REPORT);
-    std::fs::write(
-        &report_path,
-        serde_json::to_vec_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(|error| annotate(&report_path, error))?;
-    Ok(finished)
-}
-
-fn outcome(
-    state: &LoopState,
-    finished: bool,
-    test_ppl: Option<f64>,
-    params: i64,
-) -> RnnEvalOutcome {
-    RnnEvalOutcome {
-        finished,
-        epochs_done: state.epoch,
-        valid_ppl: state.best_valid_loss.map(perplexity),
-        test_ppl,
-        best_epoch: state.best_epoch,
-        asgd_epoch: state.asgd_epoch,
-        params,
+        sink.metric(&record)?;
+        let finished = self.outcome(true, at.epoch, Some(test_ppl));
+        let state = &self.state;
+        let report = serde_json::json!({
+            "label": self.config.label,
+            "dataset": "ptb",
+            "seed": self.config.seed,
+            "epochs": at.epoch,
+            "stopped_early": state.converged,
+            "steps": at.global_step,
+            "params": self.params,
+            "best_epoch": state.best_epoch,
+            "asgd_epoch": state.asgd_epoch,
+            "valid_loss": state.best_valid_loss,
+            "valid_ppl": finished.valid_ppl,
+            "test_loss": test_loss,
+            "test_ppl": test_ppl,
+            "genotype": self.config.genotype,
+        });
+        write_json(&sink.run_dir().join(TEST_REPORT), &report)?;
+        Ok(finished)
     }
 }
 
-fn copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    named
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
-        .collect()
+fn sgd(weights: &[(String, Tensor)], weight_decay: f64) -> Result<Sgd, OptimError> {
+    Sgd::new(
+        shallow_copies(weights),
+        SgdConfig {
+            momentum: 0.0,
+            weight_decay,
+        },
+    )
+}
+
+fn asgd(weights: &[(String, Tensor)], weight_decay: f64) -> Result<Asgd, OptimError> {
+    Asgd::new(
+        shallow_copies(weights),
+        AsgdConfig {
+            lambd: 0.0,
+            alpha: ASGD_ALPHA,
+            t0: 0.0,
+            weight_decay,
+        },
+    )
 }
 
 /// Runs `body` with every parameter that has an ASGD average replaced by it, then puts the
@@ -543,10 +475,10 @@ fn copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
 fn with_averaged_weights<R>(
     weights: &[(String, Tensor)],
     asgd: &Asgd,
-    body: impl FnOnce() -> Result<R, EvalError>,
-) -> Result<R, EvalError> {
+    body: impl FnOnce() -> Result<R, RunError>,
+) -> Result<R, RunError> {
     let mut saved = Vec::new();
-    tch::no_grad(|| -> Result<(), EvalError> {
+    tch::no_grad(|| -> Result<(), RunError> {
         for (name, param) in weights {
             if let Some(average) = asgd.averaged(name)? {
                 saved.push((param.shallow_clone(), param.detach().copy()));
@@ -564,50 +496,22 @@ fn with_averaged_weights<R>(
     result
 }
 
-/// Writes the variables to `path` through a temporary file and a rename, so a crash never
-/// leaves a half-written file.
-fn write_weights(path: &Path, vs: &nn::VarStore) -> Result<(), EvalError> {
-    let tensors: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(name, tensor)| (name, tensor.detach().to_device(Device::Cpu)))
-        .collect();
-    let temporary = path.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(&tensors, &temporary).map_err(|source| {
-        EvalError::Checkpoint(CheckpointError::Tensor {
-            path: temporary.clone(),
-            source,
-        })
-    })?;
-    std::fs::rename(&temporary, path).map_err(|error| EvalError::Io(annotate(path, error)))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::driver::read_saved_state;
 
-#[allow(clippy::too_many_arguments)]
-fn save(
-    vs: &nn::VarStore,
-    optimizer: &WeightOptimizer,
-    hidden: &Tensor,
-    state: &mut LoopState,
-    records: &mut RunRecords,
-    checkpoint_dir: &Path,
-    observer: &mut dyn RunObserver,
-    progress: &Progress,
-) -> Result<(), EvalError> {
-    state.records = records.flush()?;
-    let mut saved = Checkpoint::default();
-    saved
-        .groups
-        .insert("weights".to_string(), vs.variables().into_iter().collect());
-    saved
-        .groups
-        .insert("optimizer".to_string(), optimizer.state()?);
-    saved.groups.insert(
-        "hidden".to_string(),
-        vec![("train".to_string(), hidden.shallow_clone())],
-    );
-    saved.state = serde_json::to_value(&*state).unwrap_or_default();
-    let tag = format!("step-{:09}", state.global_step);
-    let path = saved.write(checkpoint_dir, &tag)?;
-    observer.on_checkpoint(&path, progress);
-    Ok(())
+    /// A checkpoint written before the run driver existed resumes.
+    #[test]
+    fn a_checkpoint_state_of_the_loop_before_the_driver_reads_back() {
+        let old = r#"{"epoch":4,"cursor":0,"batch":0,"global_step":40,"asgd":true,
+            "asgd_epoch":2,"history":[5.5,5.25,5.375],"best_valid_loss":5.25,"best_epoch":1,
+            "epochs_since_best":2,"converged":true,"train_loss_sum":0.0,"train_batches":0,
+            "records":{"metrics":10,"alphas":0,"genotypes":0},"config_sha256":"ab"}"#;
+        let (epoch, global_step, state): (u32, u64, RnnEvalState) = read_saved_state(old);
+        assert_eq!((epoch, global_step), (4, 40));
+        assert!(state.asgd && state.converged);
+        assert_eq!(state.history, vec![5.5, 5.25, 5.375]);
+        assert_eq!(state.asgd_epoch, Some(2));
+    }
 }

@@ -28,7 +28,7 @@ pub mod trainer;
 pub use eval::{resolve_rnn_genotype, run_rnn_eval, RnnEvalOutcome};
 pub use search::{run_rnn_search, RnnSearchOutcome};
 
-use crate::eval::splitmix64;
+use crate::keyed::splitmix64;
 
 /// Range of the uniform initialisation of every RNN tensor (the reference's INITRANGE).
 pub const INIT_RANGE: f64 = 0.04;

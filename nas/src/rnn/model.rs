@@ -191,14 +191,6 @@ pub fn nll(output: &ModelOutput, targets: &Tensor) -> Tensor {
     output.log_probs.nll_loss(targets)
 }
 
-/// Trainable parameters of a variable store (the tied weight once; BN statistics excluded).
-pub fn parameter_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(Tensor::numel)
-        .sum::<usize>() as i64
-}
-
 /// evaluate(data, B) of SPEC 7.9: evaluation mode, zero hidden, chunks of `bptt` rows; the
 /// sum of chunk-mean NLL times chunk length, divided by the number of rows (SPEC B18).
 pub fn evaluate(model: &RnnModel, data: &Tensor, bptt: usize) -> f64 {
@@ -231,11 +223,11 @@ mod tests {
         torch_rng::seeded(1, || {
             RnnModel::search(&vs.root(), 10_000, 300, Activation::Softmax)
         });
-        assert_eq!(parameter_count(&vs), 4_810_000);
+        assert_eq!(crate::optim::parameter_count(&vs), 4_810_000);
         let vs = nn::VarStore::new(Device::Cpu);
         let genotype = RnnGenotype::builtin("DARTS_V2").unwrap();
         torch_rng::seeded(1, || RnnModel::fixed(&vs.root(), 10_000, 850, &genotype));
-        assert_eq!(parameter_count(&vs), 22_960_000);
+        assert_eq!(crate::optim::parameter_count(&vs), 22_960_000);
     }
 
     #[test]
@@ -277,7 +269,7 @@ mod tests {
         );
         assert!(loss.is_finite() && loss > 0.0);
         assert_eq!(
-            parameter_count(&fixed_vs),
+            crate::optim::parameter_count(&fixed_vs),
             20 * 8 + 20 + 16 * 16 + 11 * 8 * 16
         );
     }

@@ -1,39 +1,35 @@
-//! The recurrent-cell search on Penn Treebank (SPEC 7.7): the model with its two optimizers,
-//! the epoch loop with the reference schedule (sticky `arch_step` flag under `compat =
-//! reference`), per-epoch validation, the best-validation genotype, checkpoints and resume.
+//! The recurrent-cell search on Penn Treebank (SPEC 7.7) as a task of the run driver: the
+//! reference schedule (sticky `arch_step` flag under `compat = reference`), per-epoch
+//! validation and the best-validation genotype.
 //!
 //! The run directory holds `config.toml`, `metrics.jsonl`, `alphas.jsonl` (act(alpha) after
 //! every weight step), `genotypes.jsonl` (genotype at the start of every epoch),
 //! `genotype.json` / `genotype.txt` (the genotype of the epoch with the best validation loss,
 //! rewritten whenever it improves), `checkpoints/` and, at the end, `summary.json`.
 
-use super::corpus::{batchify, corpus_files, get_batch, load_corpus, CorpusError};
+use super::corpus::{batchify, corpus_files, get_batch, load_corpus};
 use super::dropout::{DropoutMasks, DropoutRates};
-use super::model::{evaluate, parameter_count};
+use super::model::evaluate;
 use super::search_trainer::RnnSearchTrainer;
 use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
-use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint};
+use crate::checkpoint::{self, Checkpoint};
 use crate::cnn::search_net::to_rows;
-use crate::fingerprint::DataFingerprint;
+use crate::error::RunError;
 use crate::optim;
-use crate::search::records::{RecordLengths, RunRecords};
+use crate::run::genotype::write_genotype;
+use crate::run::layout::SUMMARY_FILE;
+use crate::run::{self, files, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
-use crate::search::{
-    RunOptions, SearchError, CHECKPOINT_DIR, CONFIG_FILE, GENOTYPE_JSON, GENOTYPE_TEXT,
-    SUMMARY_FILE,
-};
 use prime_core::config::{Compat, LayeredConfig, RegularizerKind, ScheduleKind};
-use prime_core::genotype::projection::{
-    frobenius_distance as frobenius_distance_rows, project_rnn,
-};
+use prime_core::genotype::projection::{frobenius_distance, project_rnn};
 use prime_core::genotype::{rnn_primitives, RnnGenotype};
 use prime_core::metrics::{MetricKind, MetricRecord};
-use prime_core::observer::{Control, Progress, RunObserver};
+use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnSearchConfig;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::Tensor;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
 
 /// What a recurrent search produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,15 +60,13 @@ pub struct RnnAlphaRecord {
     pub recurrent: Vec<Vec<f32>>,
 }
 
-/// Everything besides tensors that a checkpoint restores.
+/// The recurrent search's part of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct LoopState {
-    epoch: u32,
+pub struct RnnSearchState {
     /// Row cursor i of the training data.
     cursor: usize,
     /// In-epoch batch counter.
     batch: u64,
-    global_step: u64,
     clock: f64,
     schedule: ScheduleState,
     /// The reference's `arch_step` flag (sticky within an epoch under `reference`).
@@ -88,8 +82,6 @@ struct LoopState {
     best_valid_loss: Option<f64>,
     best_epoch: Option<u32>,
     best_genotype: Option<RnnGenotype>,
-    records: RecordLengths,
-    config_sha256: String,
 }
 
 /// The data of a search as device tensors.
@@ -98,28 +90,7 @@ struct SearchData {
     alpha: Tensor,
     valid: Tensor,
     vocab: i64,
-}
-
-fn load_data(config: &RnnSearchConfig, options: &RunOptions) -> Result<SearchData, CorpusError> {
-    super::download::ensure_ptb(&options.data_dir, options.download)?;
-    let corpus = load_corpus(&options.data_dir)?;
-    let limit = config
-        .data
-        .limit
-        .unwrap_or(corpus.train.len())
-        .min(corpus.train.len());
-    let device = options.device;
-    Ok(SearchData {
-        train: batchify(
-            &corpus.train[..limit],
-            config.data.batch_size,
-            device,
-            "train",
-        )?,
-        alpha: batchify(&corpus.valid, config.data.batch_size, device, "valid")?,
-        valid: batchify(&corpus.valid, config.data.eval_batch_size, device, "valid")?,
-        vocab: corpus.vocab(),
-    })
+    files: Vec<(String, PathBuf)>,
 }
 
 /// Runs (or resumes) a recurrent search as configured, writing into `options.run_dir`, whose
@@ -128,249 +99,313 @@ pub fn run_rnn_search(
     config: &RnnSearchConfig,
     options: &RunOptions,
     observer: &mut dyn RunObserver,
-) -> Result<RnnSearchOutcome, SearchError> {
-    config
-        .validate("recurrent search config")
-        .map_err(|error| SearchError::Unsupported(error.to_string()))?;
-    let run_dir = &options.run_dir;
-    let config_text = config.to_toml();
-    let config_sha256 = sha256_hex(config_text.as_bytes());
-    let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
-    let data = load_data(config, options)?;
-    std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
-    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
-    DataFingerprint::of_files(&options.data_dir, &corpus_files(&options.data_dir)?)?
-        .record_or_check(run_dir, resuming)?;
+) -> Result<RnnSearchOutcome, RunError> {
+    run::run(RnnSearchTask::new(config, options)?, options, observer)
+}
 
-    let mut trainer = RnnSearchTrainer::new(config, data.vocab, options.device)?;
-    let params = parameter_count(&trainer.vs);
-    let mut schedule = AlphaSchedule::new(&config.schedule, config.compat);
-    let batch_size = config.data.batch_size as i64;
-    let bptt = config.data.bptt;
-    let train_rows = data.train.size()[0] as usize;
-    let alpha_rows = data.alpha.size()[0] as usize;
-    // The reference normalises the clock by rows // bptt (SPEC 5.1).
-    let clock_step = 1.0 / (train_rows / bptt).max(1) as f64;
-    let steps_total = u64::from(config.epochs) * train_rows.saturating_sub(2).div_ceil(bptt) as u64;
-    let rates = DropoutRates::from(&config.network);
+/// A recurrent search run.
+pub struct RnnSearchTask<'a> {
+    config: &'a RnnSearchConfig,
+    device: Device,
+    data: SearchData,
+    trainer: RnnSearchTrainer,
+    params: i64,
+    schedule: AlphaSchedule,
+    rates: DropoutRates,
+    state: RnnSearchState,
+    /// Hidden states of the weight and alpha batches.
+    hidden: (Tensor, Tensor),
+    /// The genotype after the last completed epoch's validation.
+    last_genotype: Option<RnnGenotype>,
+}
 
-    let mut state = LoopState {
-        epoch: 0,
-        cursor: 0,
-        batch: 0,
-        global_step: 0,
-        clock: 0.0,
-        schedule: schedule.state,
-        arch_flag: false,
-        alpha_row: None,
-        alpha_steps_in_epoch: 0,
-        epoch_genotype_written: false,
-        train_loss_sum: 0.0,
-        train_batches: 0,
-        best_valid_loss: None,
-        best_epoch: None,
-        best_genotype: None,
-        records: RecordLengths::default(),
-        config_sha256: config_sha256.clone(),
-    };
-    let mut resumed_hidden = None;
-    let mut records = if resuming {
-        let (saved, path) = Checkpoint::read_latest(&checkpoint_dir)?;
-        state = saved.loop_state(&path)?;
-        if state.config_sha256 != config_sha256 {
-            return Err(SearchError::Resume {
-                dir: run_dir.clone(),
-                message: checkpoint::CONFIG_CHANGED.to_string(),
-            });
-        }
-        trainer.restore(&saved, &path)?;
-        schedule.state = state.schedule;
-        let hidden = [
-            ("train".to_string(), trainer.model.init_hidden(batch_size)),
-            ("alpha".to_string(), trainer.model.init_hidden(batch_size)),
-        ];
-        checkpoint::restore_named(&hidden, saved.group("hidden"), &path)?;
-        let [(_, train), (_, alpha)] = hidden;
-        resumed_hidden = Some((train, alpha));
-        tracing::info!(
-            epoch = state.epoch,
-            step = state.global_step,
-            "resumed from {}",
-            path.display()
+impl<'a> RnnSearchTask<'a> {
+    /// Validates the config, loads the corpus and builds the model.
+    pub fn new(config: &'a RnnSearchConfig, options: &RunOptions) -> Result<Self, RunError> {
+        config.validate("recurrent search config")?;
+        super::download::ensure_ptb(&options.data_dir, options.download)?;
+        let corpus = load_corpus(&options.data_dir)?;
+        let limit = config
+            .data
+            .limit
+            .unwrap_or(corpus.train.len())
+            .min(corpus.train.len());
+        let device = options.device;
+        let batch_size = config.data.batch_size;
+        let data = SearchData {
+            train: batchify(&corpus.train[..limit], batch_size, device, "train")?,
+            alpha: batchify(&corpus.valid, batch_size, device, "valid")?,
+            valid: batchify(&corpus.valid, config.data.eval_batch_size, device, "valid")?,
+            vocab: corpus.vocab(),
+            files: corpus_files(&options.data_dir)?,
+        };
+        let trainer = RnnSearchTrainer::new(config, data.vocab, device)?;
+        let schedule = AlphaSchedule::new(&config.schedule, config.compat);
+        let hidden = (
+            trainer.model().init_hidden(batch_size as i64),
+            trainer.model().init_hidden(batch_size as i64),
         );
-        RunRecords::open(run_dir, Some(state.records))?
-    } else {
-        std::fs::write(run_dir.join(CONFIG_FILE), &config_text)
-            .map_err(|error| annotate(run_dir, error))?;
-        let mut records = RunRecords::open(run_dir, None)?;
-        records.alphas(&RnnAlphaRecord {
+        Ok(Self {
+            config,
+            device,
+            params: trainer.parameter_count(),
+            rates: DropoutRates::from(&config.network),
+            state: RnnSearchState {
+                cursor: 0,
+                batch: 0,
+                clock: 0.0,
+                schedule: schedule.state,
+                arch_flag: false,
+                alpha_row: None,
+                alpha_steps_in_epoch: 0,
+                epoch_genotype_written: false,
+                train_loss_sum: 0.0,
+                train_batches: 0,
+                best_valid_loss: None,
+                best_epoch: None,
+                best_genotype: None,
+            },
+            data,
+            trainer,
+            schedule,
+            hidden,
+            last_genotype: None,
+        })
+    }
+
+    fn train_rows(&self) -> usize {
+        self.data.train.size()[0] as usize
+    }
+
+    fn fresh_hidden(&self) -> (Tensor, Tensor) {
+        let batch_size = self.config.data.batch_size as i64;
+        (
+            self.trainer.model().init_hidden(batch_size),
+            self.trainer.model().init_hidden(batch_size),
+        )
+    }
+
+    fn masks(&self, at: At, stream: DrawStream) -> DropoutMasks {
+        DropoutMasks::draw(
+            draw_key(self.config.seed, at.epoch, self.state.batch, stream),
+            &self.rates,
+            self.data.vocab,
+            self.config.data.batch_size as i64,
+            self.config.network.nhid,
+            self.device,
+        )
+    }
+
+    /// The alpha step on the alpha batch at `row`; adds its values to `record`.
+    fn alpha_step(
+        &mut self,
+        at: At,
+        row: usize,
+        record: MetricRecord,
+    ) -> Result<MetricRecord, RunError> {
+        let (input, targets) = get_batch(&self.data.alpha, row, self.config.data.bptt);
+        let masks = self.masks(at, DrawStream::AlphaMasks);
+        let extra = self.prox_term()?;
+        let extra_value = extra.as_ref().map(|term| term.detach().double_value(&[]));
+        let (alpha_loss, next_hidden) =
+            self.trainer
+                .arch_step(&input, &targets, &self.hidden.1, &masks, extra)?;
+        self.hidden.1 = next_hidden;
+        self.state.alpha_steps_in_epoch += 1;
+        let mut record = record.with("alpha_loss", alpha_loss.double_value(&[]));
+        if let Some(value) = extra_value {
+            record = record.with("regularizer", value);
+        }
+        Ok(record)
+    }
+
+    /// The proximity term c * rho / 2 * ||act(alpha) - Pi_S(act(alpha))||_F (SPEC 5.2) with
+    /// c = clock / epochs (`fixed` clamps c to 1, SPEC A14); none without prox.
+    fn prox_term(&self) -> Result<Option<Tensor>, RunError> {
+        let config = self.config;
+        if config.regularizer.kind != RegularizerKind::Prox {
+            return Ok(None);
+        }
+        let Some(activated) = self.trainer.model().activated_alphas() else {
+            return Ok(None);
+        };
+        let mut coefficient = self.state.clock / f64::from(config.epochs);
+        if config.compat == Compat::Fixed {
+            coefficient = coefficient.min(1.0);
+        }
+        let projection = project_rnn(&to_rows(&activated), rnn_primitives(config.arch.activation))
+            .map_err(|error| RunError::Projection(error.to_string()))?;
+        let z: Vec<f32> = projection.z.concat();
+        let z = Tensor::from_slice(&z)
+            .view([projection.z.len() as i64, -1])
+            .to_device(activated.device());
+        Ok(Some(
+            (activated - z).norm() * (coefficient * config.regularizer.rho / 2.0),
+        ))
+    }
+
+    fn outcome(&self, finished: bool, epochs_done: u32, genotype: RnnGenotype) -> RnnSearchOutcome {
+        RnnSearchOutcome {
+            finished,
+            epochs_done,
+            genotype,
+            best_valid_ppl: self.state.best_valid_loss.map(perplexity),
+            best_epoch: self.state.best_epoch,
+            params: self.params,
+        }
+    }
+}
+
+impl Task for RnnSearchTask<'_> {
+    type State = RnnSearchState;
+    type Outcome = RnnSearchOutcome;
+
+    fn plan(&self) -> Plan {
+        let bptt = self.config.data.bptt;
+        Plan {
+            config_text: self.config.to_toml(),
+            data_files: self.data.files.clone(),
+            epochs: self.config.epochs,
+            steps_total: u64::from(self.config.epochs)
+                * self.train_rows().saturating_sub(2).div_ceil(bptt) as u64,
+            checkpoint_every: self.config.checkpoint.every_epochs,
+            keeps_alphas: true,
+        }
+    }
+
+    fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        sink.alphas(&RnnAlphaRecord {
             step: 0,
             clock: 0.0,
-            recurrent: trainer.activated_rows(),
-        })?;
-        records
-    };
+            recurrent: self.trainer.activated_rows(),
+        })
+    }
 
-    let mut final_genotype = None;
-    while state.epoch < config.epochs {
-        let epoch = state.epoch;
-        let (mut hidden, mut hidden_alpha) = match resumed_hidden.take() {
-            Some(saved) if state.batch > 0 => saved,
-            _ => (
-                trainer.model.init_hidden(batch_size),
-                trainer.model.init_hidden(batch_size),
+    fn restore(
+        &mut self,
+        saved: &Checkpoint,
+        path: &Path,
+        state: RnnSearchState,
+    ) -> Result<(), RunError> {
+        self.trainer.restore(saved, path)?;
+        let hidden = [
+            ("train".to_string(), self.hidden.0.shallow_clone()),
+            ("alpha".to_string(), self.hidden.1.shallow_clone()),
+        ];
+        checkpoint::restore_named(&hidden, saved.group("hidden"), path)?;
+        self.schedule.state = state.schedule;
+        self.state = state;
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        // Mid-epoch (a resume) the restored hidden states go on; a new epoch starts at zero.
+        if self.state.batch == 0 {
+            self.hidden = self.fresh_hidden();
+        }
+        if !self.state.epoch_genotype_written {
+            sink.genotype(at.epoch, &self.trainer.projection()?.genotype)?;
+            self.state.epoch_genotype_written = true;
+        }
+        Ok(())
+    }
+
+    fn train_step(&mut self, at: At, sink: &mut Sink) -> Result<Step, RunError> {
+        let config = self.config;
+        let bptt = config.data.bptt;
+        let train_rows = self.train_rows();
+        if self.state.cursor + 2 >= train_rows {
+            return Ok(Step::EpochDone);
+        }
+        let step_number = at.global_step + 1;
+        let seq_len = search_seq_len(
+            draw_key(
+                config.seed,
+                at.epoch,
+                self.state.batch,
+                DrawStream::SequenceLength,
             ),
+            bptt,
+        );
+        let lr = scaled_lr(config.weights.lr, seq_len, bptt);
+        let threshold = self.schedule.state.threshold;
+        let decided = self.schedule.decide(self.state.batch);
+        if decided {
+            let alpha_rows = self.data.alpha.size()[0] as usize;
+            self.state.alpha_row = Some(self.state.cursor % (alpha_rows - 1));
+            self.state.arch_flag = true;
+        }
+        let alpha_step = match config.compat {
+            // The reference never resets the flag within an epoch (SPEC 7.7, B1).
+            Compat::Reference => self.state.arch_flag,
+            Compat::Fixed => decided,
         };
-        if !state.epoch_genotype_written {
-            records.genotype(epoch, &trainer.projection()?.genotype)?;
-            state.epoch_genotype_written = true;
+        let (input, targets) = get_batch(&self.data.train, self.state.cursor, seq_len);
+        // The reference normalises the clock by rows // bptt (SPEC 5.1).
+        self.state.clock += 1.0 / (train_rows / bptt).max(1) as f64;
+        let mut record =
+            MetricRecord::new(MetricKind::Step, at.epoch, step_number, self.state.clock)
+                .with("lr", lr)
+                .with("seq_len", seq_len as f64)
+                .with("alpha_step", f64::from(u8::from(alpha_step)));
+        if config.schedule.kind == ScheduleKind::Fimt {
+            record = record.with("threshold", threshold);
         }
-        loop {
-            let progress = Progress {
-                epochs_done: epoch,
-                epochs_total: config.epochs,
-                steps_done: state.global_step,
-                steps_total,
-            };
-            let control = observer.control(&progress);
-            if control != Control::Continue {
-                save(
-                    &trainer,
-                    &mut state,
-                    &schedule,
-                    [&hidden, &hidden_alpha],
-                    &mut records,
-                    &checkpoint_dir,
-                    observer,
-                    &progress,
-                )?;
-            }
-            if control == Control::CheckpointAndStop {
-                let genotype = match &state.best_genotype {
-                    Some(genotype) => genotype.clone(),
-                    None => trainer.projection()?.genotype,
-                };
-                return Ok(outcome(&state, false, genotype, params));
-            }
-            if state.cursor + 2 >= train_rows {
-                break;
-            }
-            let seq_len = search_seq_len(
-                draw_key(config.seed, epoch, state.batch, DrawStream::SequenceLength),
-                bptt,
-            );
-            let lr = scaled_lr(config.weights.lr, seq_len, bptt);
-            let threshold = schedule.state.threshold;
-            let decided = schedule.decide(state.batch);
-            if decided {
-                state.alpha_row = Some(state.cursor % (alpha_rows - 1));
-                state.arch_flag = true;
-            }
-            let alpha_step = match config.compat {
-                // The reference never resets the flag within an epoch (SPEC 7.7, B1).
-                Compat::Reference => state.arch_flag,
-                Compat::Fixed => decided,
-            };
-            let (input, targets) = get_batch(&data.train, state.cursor, seq_len);
-            state.clock += clock_step;
-            let mut record =
-                MetricRecord::new(MetricKind::Step, epoch, state.global_step + 1, state.clock)
-                    .with("lr", lr)
-                    .with("seq_len", seq_len as f64)
-                    .with("alpha_step", f64::from(u8::from(alpha_step)));
-            if config.schedule.kind == ScheduleKind::Fimt {
-                record = record.with("threshold", threshold);
-            }
-            if let (true, Some(row)) = (alpha_step, state.alpha_row) {
-                let (alpha_input, alpha_targets) = get_batch(&data.alpha, row, bptt);
-                let masks = DropoutMasks::draw(
-                    draw_key(config.seed, epoch, state.batch, DrawStream::AlphaMasks),
-                    &rates,
-                    data.vocab,
-                    batch_size,
-                    config.network.nhid,
-                    options.device,
-                );
-                let extra = prox_term(&trainer, config, state.clock)?;
-                let extra_value = extra.as_ref().map(|term| term.detach().double_value(&[]));
-                let (alpha_loss, next_hidden) = trainer.arch_step(
-                    &alpha_input,
-                    &alpha_targets,
-                    &hidden_alpha,
-                    &masks,
-                    extra,
-                )?;
-                hidden_alpha = next_hidden;
-                state.alpha_steps_in_epoch += 1;
-                record = record.with("alpha_loss", alpha_loss.double_value(&[]));
-                if let Some(value) = extra_value {
-                    record = record.with("regularizer", value);
-                }
-            }
-            let masks = DropoutMasks::draw(
-                draw_key(config.seed, epoch, state.batch, DrawStream::WeightMasks),
-                &rates,
-                data.vocab,
-                batch_size,
-                config.network.nhid,
-                options.device,
-            );
-            let step = trainer.weight_step(&input, &targets, &hidden, &masks, lr)?;
-            hidden = step.hidden;
-            state.global_step += 1;
-            state.batch += 1;
-            state.cursor += seq_len;
-            let loss = step.raw_loss.double_value(&[]);
-            if !loss.is_finite() {
-                return Err(SearchError::Diverged {
-                    epoch,
-                    step: state.global_step,
-                    loss,
-                });
-            }
-            let fimt = optim::read_scalar(&step.fimt)?;
-            let ewma = schedule.observe_fimt(fimt);
-            state.train_loss_sum += loss;
-            state.train_batches += 1;
-            let rows = trainer.activated_rows();
-            let projection = trainer.projection()?;
-            record = record
-                .with("loss", loss)
-                .with("ppl", perplexity(loss))
-                .with("fimt", fimt)
-                .with("fimt_ewma", ewma)
-                .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
-                .with("dist", frobenius_distance_rows(&rows, &projection.z));
-            if let Some(pruned) = trainer.pruned_count() {
-                record = record.with("pruned", pruned as f64);
-            }
-            records.metric(&record)?;
-            observer.on_metric(&record);
-            records.alphas(&RnnAlphaRecord {
-                step: state.global_step,
-                clock: state.clock,
-                recurrent: rows,
-            })?;
+        if let (true, Some(row)) = (alpha_step, self.state.alpha_row) {
+            record = self.alpha_step(at, row, record)?;
         }
+        let masks = self.masks(at, DrawStream::WeightMasks);
+        let step = self
+            .trainer
+            .weight_step(&input, &targets, &self.hidden.0, &masks, lr)?;
+        self.hidden.0 = step.hidden;
+        self.state.batch += 1;
+        self.state.cursor += seq_len;
+        let loss = step.raw_loss.double_value(&[]);
+        RunError::check_finite("loss", loss, at.epoch, step_number)?;
+        let fimt = optim::read_scalar(&step.fimt)?;
+        let ewma = self.schedule.observe_fimt(fimt);
+        self.state.train_loss_sum += loss;
+        self.state.train_batches += 1;
+        let rows = self.trainer.activated_rows();
+        let projection = self.trainer.projection()?;
+        record = record
+            .with("loss", loss)
+            .with("ppl", perplexity(loss))
+            .with("fimt", fimt)
+            .with("fimt_ewma", ewma)
+            .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
+            .with("dist", frobenius_distance(&rows, &projection.z));
+        if let Some(pruned) = self.trainer.pruned_count() {
+            record = record.with("pruned", pruned as f64);
+        }
+        sink.metric(&record)?;
+        sink.alphas(&RnnAlphaRecord {
+            step: step_number,
+            clock: self.state.clock,
+            recurrent: rows,
+        })?;
+        Ok(Step::Trained)
+    }
 
-        let valid_loss = evaluate(&trainer.model, &data.valid, bptt);
-        let projection = trainer.projection()?;
-        if !valid_loss.is_finite() {
-            return Err(SearchError::Diverged {
-                epoch,
-                step: state.global_step,
-                loss: valid_loss,
-            });
-        }
+    fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        let valid_loss = evaluate(
+            self.trainer.model(),
+            &self.data.valid,
+            self.config.data.bptt,
+        );
+        let projection = self.trainer.projection()?;
+        RunError::check_finite("validation loss", valid_loss, at.epoch, at.global_step)?;
+        let state = &mut self.state;
         if state.best_valid_loss.is_none_or(|best| valid_loss < best) {
             state.best_valid_loss = Some(valid_loss);
-            state.best_epoch = Some(epoch);
+            state.best_epoch = Some(at.epoch);
             state.best_genotype = Some(projection.genotype.clone());
-            write_genotype(run_dir, &projection.genotype)?;
+            write_genotype(sink.run_dir(), &projection.genotype)?;
         }
         let train_loss = state.train_loss_sum / state.train_batches.max(1) as f64;
         let best = state.best_valid_loss.unwrap_or(valid_loss);
-        let record = MetricRecord::new(MetricKind::Epoch, epoch, state.global_step, state.clock)
+        let record = MetricRecord::new(MetricKind::Epoch, at.epoch, at.global_step, state.clock)
             .with("train_loss", train_loss)
             .with("train_ppl", perplexity(train_loss))
             .with("valid_loss", valid_loss)
@@ -379,13 +414,12 @@ pub fn run_rnn_search(
             .with("alpha_steps", state.alpha_steps_in_epoch as f64)
             .with(
                 "dist",
-                frobenius_distance_rows(&trainer.activated_rows(), &projection.z),
+                frobenius_distance(&self.trainer.activated_rows(), &projection.z),
             );
-        records.metric(&record)?;
-        observer.on_metric(&record);
-        final_genotype = Some(projection.genotype);
+        sink.metric(&record)?;
+        self.last_genotype = Some(projection.genotype);
 
-        state.epoch += 1;
+        let state = &mut self.state;
         state.cursor = 0;
         state.batch = 0;
         state.arch_flag = false;
@@ -394,158 +428,95 @@ pub fn run_rnn_search(
         state.epoch_genotype_written = false;
         state.train_loss_sum = 0.0;
         state.train_batches = 0;
-        if checkpoint::due_after_epoch(state.epoch, config.epochs, config.checkpoint.every_epochs) {
-            let progress = Progress {
-                epochs_done: state.epoch,
-                epochs_total: config.epochs,
-                steps_done: state.global_step,
-                steps_total,
-            };
-            let zeros = trainer.model.init_hidden(batch_size);
-            save(
-                &trainer,
-                &mut state,
-                &schedule,
-                [&zeros, &zeros],
-                &mut records,
-                &checkpoint_dir,
-                observer,
-                &progress,
-            )?;
+        self.hidden = self.fresh_hidden();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, groups: &mut TensorGroups) -> Result<RnnSearchState, RunError> {
+        self.state.schedule = self.schedule.state;
+        self.trainer.checkpoint_groups(groups)?;
+        groups.insert(
+            "hidden".to_string(),
+            vec![
+                ("train".to_string(), self.hidden.0.shallow_clone()),
+                ("alpha".to_string(), self.hidden.1.shallow_clone()),
+            ],
+        );
+        Ok(self.state.clone())
+    }
+
+    fn stopped(&mut self, epochs_done: u32) -> Result<RnnSearchOutcome, RunError> {
+        let genotype = match &self.state.best_genotype {
+            Some(genotype) => genotype.clone(),
+            None => self.trainer.projection()?.genotype,
+        };
+        Ok(self.outcome(false, epochs_done, genotype))
+    }
+
+    fn finish(&mut self, at: At, sink: &mut Sink) -> Result<RnnSearchOutcome, RunError> {
+        let last_genotype = match self.last_genotype.take() {
+            Some(genotype) => genotype,
+            None => self.trainer.projection()?.genotype,
+        };
+        let genotype = self
+            .state
+            .best_genotype
+            .clone()
+            .unwrap_or_else(|| last_genotype.clone());
+        write_genotype(sink.run_dir(), &genotype)?;
+        let state = &self.state;
+        let mut record =
+            MetricRecord::new(MetricKind::Final, at.epoch, at.global_step, state.clock)
+                .with("params", self.params as f64);
+        if let (Some(loss), Some(epoch)) = (state.best_valid_loss, state.best_epoch) {
+            record = record
+                .with("valid_loss", loss)
+                .with("valid_ppl", perplexity(loss))
+                .with("best_epoch", f64::from(epoch));
         }
-    }
-
-    let last_genotype = match final_genotype {
-        Some(genotype) => genotype,
-        None => trainer.projection()?.genotype,
-    };
-    let genotype = state
-        .best_genotype
-        .clone()
-        .unwrap_or_else(|| last_genotype.clone());
-    write_genotype(run_dir, &genotype)?;
-    let mut final_record = MetricRecord::new(
-        MetricKind::Final,
-        state.epoch,
-        state.global_step,
-        state.clock,
-    )
-    .with("params", params as f64);
-    if let (Some(loss), Some(epoch)) = (state.best_valid_loss, state.best_epoch) {
-        final_record = final_record
-            .with("valid_loss", loss)
-            .with("valid_ppl", perplexity(loss))
-            .with("best_epoch", f64::from(epoch));
-    }
-    records.metric(&final_record)?;
-    records.flush()?;
-    observer.on_metric(&final_record);
-    let summary = serde_json::json!({
-        "method": config.method,
-        "dataset": "ptb",
-        "seed": config.seed,
-        "compat": config.compat,
-        "epochs": state.epoch,
-        "steps": state.global_step,
-        "params": params,
-        "best_valid_loss": state.best_valid_loss,
-        "best_valid_ppl": state.best_valid_loss.map(perplexity),
-        "best_epoch": state.best_epoch,
-        "genotype": genotype,
-        "genotype_text": genotype.to_reference_text(),
-        "last_genotype": last_genotype,
-    });
-    let summary_path = run_dir.join(SUMMARY_FILE);
-    std::fs::write(
-        &summary_path,
-        serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-    )
-    .map_err(|error| annotate(&summary_path, error))?;
-    Ok(outcome(&state, true, genotype, params))
-}
-
-fn outcome(
-    state: &LoopState,
-    finished: bool,
-    genotype: RnnGenotype,
-    params: i64,
-) -> RnnSearchOutcome {
-    RnnSearchOutcome {
-        finished,
-        epochs_done: state.epoch,
-        genotype,
-        best_valid_ppl: state.best_valid_loss.map(perplexity),
-        best_epoch: state.best_epoch,
-        params,
+        sink.metric(&record)?;
+        let config = self.config;
+        let summary = serde_json::json!({
+            "method": config.method,
+            "dataset": "ptb",
+            "seed": config.seed,
+            "compat": config.compat,
+            "epochs": at.epoch,
+            "steps": at.global_step,
+            "params": self.params,
+            "best_valid_loss": state.best_valid_loss,
+            "best_valid_ppl": state.best_valid_loss.map(perplexity),
+            "best_epoch": state.best_epoch,
+            "genotype": genotype,
+            "genotype_text": genotype.to_reference_text(),
+            "last_genotype": last_genotype,
+        });
+        files::write_json(&sink.run_dir().join(SUMMARY_FILE), &summary)?;
+        Ok(self.outcome(true, at.epoch, genotype))
     }
 }
 
-/// The proximity term c * rho / 2 * ||act(alpha) - Pi_S(act(alpha))||_F (SPEC 5.2) with
-/// c = clock / epochs (`fixed` clamps c to 1, SPEC A14); none without prox.
-fn prox_term(
-    trainer: &RnnSearchTrainer,
-    config: &RnnSearchConfig,
-    clock: f64,
-) -> Result<Option<Tensor>, SearchError> {
-    if config.regularizer.kind != RegularizerKind::Prox {
-        return Ok(None);
-    }
-    let Some(activated) = trainer.model.activated_alphas() else {
-        return Ok(None);
-    };
-    let mut coefficient = clock / f64::from(config.epochs);
-    if config.compat == Compat::Fixed {
-        coefficient = coefficient.min(1.0);
-    }
-    let projection = project_rnn(&to_rows(&activated), rnn_primitives(config.arch.activation))
-        .map_err(|error| SearchError::Genotype(error.to_string()))?;
-    let z: Vec<f32> = projection.z.concat();
-    let z = Tensor::from_slice(&z)
-        .view([projection.z.len() as i64, -1])
-        .to_device(activated.device());
-    Ok(Some(
-        (activated - z).norm() * (coefficient * config.regularizer.rho / 2.0),
-    ))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::driver::read_saved_state;
 
-/// Writes `genotype.json` and `genotype.txt` (the reference text form).
-fn write_genotype(run_dir: &Path, genotype: &RnnGenotype) -> Result<(), SearchError> {
-    genotype
-        .save_json(run_dir.join(GENOTYPE_JSON))
-        .map_err(|error| SearchError::Genotype(error.to_string()))?;
-    let text_path = run_dir.join(GENOTYPE_TEXT);
-    std::fs::write(&text_path, genotype.to_reference_text() + "\n")
-        .map_err(|error| annotate(&text_path, error))?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save(
-    trainer: &RnnSearchTrainer,
-    state: &mut LoopState,
-    schedule: &AlphaSchedule,
-    [hidden, hidden_alpha]: [&Tensor; 2],
-    records: &mut RunRecords,
-    checkpoint_dir: &Path,
-    observer: &mut dyn RunObserver,
-    progress: &Progress,
-) -> Result<(), SearchError> {
-    state.schedule = schedule.state;
-    state.records = records.flush()?;
-    let mut saved = Checkpoint::default();
-    for (group, tensors) in trainer.checkpoint_groups()? {
-        saved.groups.insert(group.to_string(), tensors);
+    /// A checkpoint written before the run driver existed resumes.
+    #[test]
+    fn a_checkpoint_state_of_the_loop_before_the_driver_reads_back() {
+        let old = r#"{"epoch":0,"cursor":70,"batch":2,"global_step":2,"clock":0.5,
+            "schedule":{"threshold":0.0,"ewma":0.0},"arch_flag":true,"alpha_row":35,
+            "alpha_steps_in_epoch":1,"epoch_genotype_written":true,"train_loss_sum":13.5,
+            "train_batches":2,"best_valid_loss":null,"best_epoch":null,"best_genotype":null,
+            "records":{"metrics":10,"alphas":20,"genotypes":3},"config_sha256":"ab"}"#;
+        let (epoch, global_step, state): (u32, u64, RnnSearchState) = read_saved_state(old);
+        assert_eq!((epoch, global_step), (0, 2));
+        assert_eq!(
+            (state.cursor, state.batch, state.alpha_row),
+            (70, 2, Some(35))
+        );
+        assert!(state.arch_flag);
+        assert_eq!(state.schedule.fimt_observed, u64::MAX);
+        assert_eq!(state.best_genotype, None);
     }
-    saved.groups.insert(
-        "hidden".to_string(),
-        vec![
-            ("train".to_string(), hidden.shallow_clone()),
-            ("alpha".to_string(), hidden_alpha.shallow_clone()),
-        ],
-    );
-    saved.state = serde_json::to_value(&*state).unwrap_or_default();
-    let tag = format!("step-{:09}", state.global_step);
-    let path = saved.write(checkpoint_dir, &tag)?;
-    observer.on_checkpoint(&path, progress);
-    Ok(())
 }

@@ -6,9 +6,10 @@ use super::model::{nll, RnnModel};
 use super::trainer::training_loss;
 use crate::checkpoint::{self, Checkpoint};
 use crate::cnn::search_net::to_rows;
-use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::error::RunError;
+use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::run::TensorGroups;
 use crate::search::trainer::set_requires_grad;
-use crate::search::SearchError;
 use prime_core::config::Compat;
 use prime_core::genotype::projection::{project_rnn, RnnProjection};
 use prime_core::genotype::rnn_primitives;
@@ -22,10 +23,8 @@ type NamedTensors = Vec<(String, Tensor)>;
 
 /// The search model with its weight optimizer (SGD) and alpha optimizer (Adam).
 pub struct RnnSearchTrainer {
-    /// Weights and BN statistics.
-    pub vs: nn::VarStore,
-    /// The model (with its alphas).
-    pub model: RnnModel,
+    vs: nn::VarStore,
+    model: RnnModel,
     weights: Vec<(String, Tensor)>,
     alphas: Vec<(String, Tensor)>,
     weight_optimizer: Sgd,
@@ -194,21 +193,34 @@ impl RnnSearchTrainer {
     }
 
     /// The projection of the current alphas (SPEC 7.6).
-    pub fn projection(&self) -> Result<RnnProjection, SearchError> {
+    pub fn projection(&self) -> Result<RnnProjection, RunError> {
         project_rnn(&self.activated_rows(), rnn_primitives(self.activation))
-            .map_err(|error| SearchError::Genotype(error.to_string()))
+            .map_err(|error| RunError::Projection(error.to_string()))
     }
 
-    /// Tensor groups of a checkpoint: weights, alphas and both optimizers.
-    pub(crate) fn checkpoint_groups(
-        &self,
-    ) -> Result<Vec<(&'static str, NamedTensors)>, OptimError> {
-        Ok(vec![
-            ("weights", self.vs.variables().into_iter().collect()),
-            ("arch", self.arch_tensors()),
-            ("weight_optimizer", self.weight_optimizer.state()?),
-            ("arch_optimizer", self.arch_optimizer.state()?),
-        ])
+    /// Adds the checkpoint groups (weights, alphas, both optimizers) to `groups`.
+    pub fn checkpoint_groups(&self, groups: &mut TensorGroups) -> Result<(), OptimError> {
+        groups.insert(
+            "weights".to_string(),
+            self.vs.variables().into_iter().collect(),
+        );
+        groups.insert("arch".to_string(), self.arch_tensors());
+        groups.insert(
+            "weight_optimizer".to_string(),
+            self.weight_optimizer.state()?,
+        );
+        groups.insert("arch_optimizer".to_string(), self.arch_optimizer.state()?);
+        Ok(())
+    }
+
+    /// The model (with its alphas).
+    pub fn model(&self) -> &RnnModel {
+        &self.model
+    }
+
+    /// Trainable scalars of the model, alphas included.
+    pub fn parameter_count(&self) -> i64 {
+        optim::parameter_count(&self.vs)
     }
 
     /// The alphas and, when pruning, their mask.
@@ -221,11 +233,7 @@ impl RnnSearchTrainer {
     }
 
     /// Restores what [`RnnSearchTrainer::checkpoint_groups`] saved.
-    pub(crate) fn restore(
-        &mut self,
-        checkpoint: &Checkpoint,
-        path: &Path,
-    ) -> Result<(), SearchError> {
+    pub fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), RunError> {
         let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
         checkpoint::restore_named(&self.arch_tensors(), checkpoint.group("arch"), path)?;
@@ -235,11 +243,4 @@ impl RnnSearchTrainer {
             .load_state(checkpoint.group("arch_optimizer"))?;
         Ok(())
     }
-}
-
-fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    named
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
-        .collect()
 }

@@ -2,10 +2,14 @@
 //! the weight step and the inference pass (SPEC 3.4, 3.7), around a search network and its
 //! two optimizers.
 
-use crate::cnn::search_net::{to_rows, SearchNetShape, SearchNetwork};
-use crate::optim::{self, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::checkpoint::{self, Checkpoint};
+use crate::cnn::search_net::{to_rows, ArchParams, SearchNetShape, SearchNetwork};
+use crate::error::RunError;
+use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::run::TensorGroups;
 use prime_core::config::SearchConfig;
 use prime_core::primitives::Activation;
+use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Device-side results of a step; read them with [`StepTensors::host`] only when needed.
@@ -55,10 +59,8 @@ type OpSlot = Option<(bool, usize, usize)>;
 
 /// The search network with its weight optimizer (SGD) and architecture optimizer (Adam).
 pub struct SearchTrainer {
-    /// The variable store holding weights and BN statistics.
-    pub vs: nn::VarStore,
-    /// The network (with its alphas).
-    pub net: SearchNetwork,
+    vs: nn::VarStore,
+    net: SearchNetwork,
     weights: Vec<(String, Tensor)>,
     weight_slots: Vec<OpSlot>,
     weight_optimizer: Sgd,
@@ -401,24 +403,55 @@ impl SearchTrainer {
         })
     }
 
-    /// The weight optimizer's state tensors.
-    pub fn weight_optimizer_state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
-        self.weight_optimizer.state()
+    /// Trainable scalars of the network (alphas excluded).
+    pub fn parameter_count(&self) -> i64 {
+        optim::parameter_count(&self.vs)
     }
 
-    /// The architecture optimizer's state tensors.
-    pub fn arch_optimizer_state(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
-        self.arch_optimizer.state()
+    /// The alphas (with their masks and activation).
+    pub fn arch(&self) -> &ArchParams {
+        &self.net.arch
     }
 
-    /// Restores both optimizers' states.
-    pub fn load_optimizer_states(
-        &mut self,
-        weight: &[(String, Tensor)],
-        arch: &[(String, Tensor)],
-    ) -> Result<(), OptimError> {
-        self.weight_optimizer.load_state(weight)?;
-        self.arch_optimizer.load_state(arch)
+    /// The alphas and their pruning masks, as a checkpoint names them.
+    fn arch_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut arch = self.net.arch.named();
+        arch.push((
+            "alphas_normal_mask".to_string(),
+            self.net.arch.normal_mask.shallow_clone(),
+        ));
+        arch.push((
+            "alphas_reduce_mask".to_string(),
+            self.net.arch.reduce_mask.shallow_clone(),
+        ));
+        arch
+    }
+
+    /// Adds the checkpoint groups of the network and both optimizers to `groups`.
+    pub fn checkpoint_groups(&self, groups: &mut TensorGroups) -> Result<(), OptimError> {
+        groups.insert(
+            "weights".to_string(),
+            self.vs.variables().into_iter().collect(),
+        );
+        groups.insert("arch".to_string(), self.arch_tensors());
+        groups.insert(
+            "weight_optimizer".to_string(),
+            self.weight_optimizer.state()?,
+        );
+        groups.insert("arch_optimizer".to_string(), self.arch_optimizer.state()?);
+        Ok(())
+    }
+
+    /// Restores what [`SearchTrainer::checkpoint_groups`] saved.
+    pub fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), RunError> {
+        let variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        checkpoint::restore_named(&variables, checkpoint.group("weights"), path)?;
+        checkpoint::restore_named(&self.arch_tensors(), checkpoint.group("arch"), path)?;
+        self.weight_optimizer
+            .load_state(checkpoint.group("weight_optimizer"))?;
+        self.arch_optimizer
+            .load_state(checkpoint.group("arch_optimizer"))?;
+        Ok(())
     }
 }
 
@@ -436,13 +469,6 @@ fn op_slot(name: &str, shape: &SearchNetShape) -> OpSlot {
         }
         _ => None,
     }
-}
-
-fn shallow_copies(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    named
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.shallow_clone()))
-        .collect()
 }
 
 /// Mean cross-entropy of logits against class labels, in the logits' precision (tch's

@@ -6,8 +6,8 @@
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
 use prime_nas::checkpoint::Checkpoint;
-use prime_nas::search::records::read_metrics;
-use prime_nas::search::CHECKPOINT_DIR;
+use prime_nas::run::layout::CHECKPOINT_DIR;
+use prime_nas::run::records::read_metrics;
 use std::path::Path;
 
 /// Stops the run (with a checkpoint) once `stop_at` steps are done; counts checkpoints.

@@ -5,7 +5,7 @@
 //! `EvalConfig` (SPEC 6.1 defaults otherwise). The run directory is the trial's, so a resumed
 //! attempt continues from the checkpoint the worker restored there.
 
-use self::failure::{eval_failure, search_failure};
+use self::failure::train_error;
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::dataset::DatasetKind;
@@ -16,7 +16,8 @@ use prime_core::observer::RunObserver;
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_nas::data::DownloadPolicy;
 use prime_nas::eval::run_eval;
-use prime_nas::search::{run_search, RunOptions};
+use prime_nas::run::RunOptions;
+use prime_nas::search::run_search;
 use std::path::PathBuf;
 
 mod failure;
@@ -139,7 +140,7 @@ impl NasTrainer {
             .validate("evaluation trial")
             .map_err(|error| TrainError::Invalid(error.to_string()))?;
         let options = self.options(job, dataset)?;
-        let outcome = run_eval(&config, &options, observer).map_err(eval_failure)?;
+        let outcome = run_eval(&config, &options, observer).map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
@@ -219,7 +220,7 @@ impl Trainer for NasTrainer {
         }
         let (dataset, config) = self.search_config(spec)?;
         let options = self.options(job, dataset)?;
-        let outcome = run_search(&config, &options, observer).map_err(search_failure)?;
+        let outcome = run_search(&config, &options, observer).map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }

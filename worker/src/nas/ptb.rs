@@ -6,7 +6,7 @@
 //! `train_samples` the number of training tokens. `layers` has no recurrent meaning (one cell)
 //! and is not used, so one grid can carry CNN settings for its CIFAR rows.
 
-use super::failure::{eval_failure, search_failure};
+use super::failure::train_error;
 use super::{NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
 use prime_core::genotype::RnnGenotype;
@@ -91,7 +91,7 @@ impl NasTrainer {
     ) -> Result<TrainEnd, TrainError> {
         let config = self.ptb_search_config(&job.spec)?;
         let options = self.run_options(job, self.corpus_dir(&job.spec.settings)?);
-        let outcome = run_rnn_search(&config, &options, observer).map_err(search_failure)?;
+        let outcome = run_rnn_search(&config, &options, observer).map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
@@ -133,7 +133,7 @@ impl NasTrainer {
         let config = RnnEvalConfig::for_genotype(genotype, &label, &overrides)
             .map_err(|error| TrainError::Invalid(error.to_string()))?;
         let options = self.run_options(job, self.corpus_dir(&spec.settings)?);
-        let outcome = run_rnn_eval(&config, &options, observer).map_err(eval_failure)?;
+        let outcome = run_rnn_eval(&config, &options, observer).map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }

@@ -1,0 +1,159 @@
+//! The run driver: one loop for every training task of the engine (CNN search and evaluation,
+//! recurrent search and evaluation).
+//!
+//! The driver owns what all runs share: the run directory and its files ([`layout`],
+//! [`files`], [`genotype`]), the append-only records ([`records`]), the data fingerprint,
+//! starting or resuming, the epoch and step counters, the observer's stop and checkpoint
+//! requests, the checkpoint policy ([`policy`]) and the checkpoint IO, and the final flush.
+//! A [`Task`] supplies what differs: one training step (for searches, the alpha step inside
+//! it, as the FIMT schedule decides), the end of an epoch (validation, genotype), the tensors
+//! and state of a checkpoint, restoring them, and the outcome.
+//!
+//! A checkpoint's `state.json` is the driver's counters with the task's state flattened
+//! beside them, the same JSON object the loops wrote before the driver existed, so run
+//! directories of earlier versions resume.
+
+pub mod driver;
+pub mod files;
+pub mod genotype;
+pub mod layout;
+pub mod policy;
+pub mod records;
+
+pub use driver::run;
+pub use layout::RunOptions;
+
+use crate::error::RunError;
+use prime_core::metrics::MetricRecord;
+use prime_core::observer::RunObserver;
+use records::RunRecords;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// Named tensor groups of a checkpoint (each stored as `<group>.safetensors`).
+pub type TensorGroups = std::collections::BTreeMap<String, Vec<(String, Tensor)>>;
+
+/// The fixed facts of a run that the driver needs before its first step.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The resolved config as written to `config.toml`; its sha256 ties checkpoints to it.
+    pub config_text: String,
+    /// Every data file the run reads (role, path), for the run's data fingerprint.
+    pub data_files: Vec<(String, PathBuf)>,
+    /// Epochs to run.
+    pub epochs: u32,
+    /// Weight steps of the whole run (for progress).
+    pub steps_total: u64,
+    /// A checkpoint every this many epochs (0: only at the end).
+    pub checkpoint_every: u32,
+    /// Whether the run keeps alpha and genotype histories besides its metrics.
+    pub keeps_alphas: bool,
+}
+
+/// Where the run is: the 0-based epoch under way (or, after the last, the epochs done) and
+/// the weight steps done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// The epoch.
+    pub epoch: u32,
+    /// Weight steps done before this point.
+    pub global_step: u64,
+}
+
+/// What a training step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// One weight step was taken.
+    Trained,
+    /// The epoch's data is used up; no step was taken.
+    EpochDone,
+}
+
+/// The record files and the observer, written together: a metric goes to `metrics.jsonl`
+/// and to the observer.
+pub struct Sink<'a> {
+    records: &'a mut RunRecords,
+    observer: &'a mut dyn RunObserver,
+    run_dir: &'a Path,
+}
+
+impl Sink<'_> {
+    /// Appends a metric record and reports it.
+    pub fn metric(&mut self, record: &MetricRecord) -> Result<(), RunError> {
+        self.records.metric(record)?;
+        self.observer.on_metric(record);
+        Ok(())
+    }
+
+    /// Appends a line of the alpha history.
+    pub fn alphas(&mut self, record: &impl Serialize) -> Result<(), RunError> {
+        Ok(self.records.alphas(record)?)
+    }
+
+    /// Appends the genotype at the start of `epoch` to the genotype history.
+    pub fn genotype(&mut self, epoch: u32, genotype: &impl Serialize) -> Result<(), RunError> {
+        Ok(self.records.genotype(epoch, genotype)?)
+    }
+
+    /// The run directory, for the task's own result files.
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir
+    }
+}
+
+/// One kind of training run, driven by [`run`].
+///
+/// The driver calls, in order: [`Task::plan`]; [`Task::start`] (a new run) or
+/// [`Task::restore`] (a resume); then per epoch [`Task::begin_epoch`], [`Task::train_step`]
+/// until it returns [`Step::EpochDone`] (asking the observer before every call, and calling
+/// [`Task::checkpoint`] when it asks for one), and [`Task::end_epoch`]; at the end
+/// [`Task::finish`], or [`Task::stopped`] when the observer stopped the run.
+pub trait Task {
+    /// The task's part of a checkpoint's `state.json`: every counter, position and running
+    /// sum that a resumed run needs besides the driver's epoch and step counters.
+    type State: Serialize + DeserializeOwned;
+    /// What the run produced.
+    type Outcome;
+
+    /// The fixed facts of the run.
+    fn plan(&self) -> Plan;
+
+    /// A new run: writes the task's first files and records (the config is written already).
+    fn start(&mut self, sink: &mut Sink) -> Result<(), RunError>;
+
+    /// A resumed run: loads the checkpoint's tensors and the task's state.
+    fn restore(
+        &mut self,
+        checkpoint: &crate::checkpoint::Checkpoint,
+        path: &Path,
+        state: Self::State,
+    ) -> Result<(), RunError>;
+
+    /// Prepares epoch `at.epoch` (learning rate, data streams, the epoch's genotype line);
+    /// also called when a run resumes in the middle of the epoch.
+    fn begin_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError>;
+
+    /// Takes the next weight step (with the alpha step the schedule asks for), or reports
+    /// that the epoch's data is used up. `at.global_step` counts the steps before this one.
+    fn train_step(&mut self, at: At, sink: &mut Sink) -> Result<Step, RunError>;
+
+    /// Ends epoch `at.epoch` (validation, best-so-far files, the epoch record) and resets the
+    /// per-epoch state, so that a checkpoint taken now resumes at the next epoch's start.
+    fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError>;
+
+    /// Whether training ended before the last epoch (early stop on convergence).
+    fn ended_early(&self) -> bool {
+        false
+    }
+
+    /// The tensors of a checkpoint taken now, into `groups`, and the task's state.
+    fn checkpoint(&mut self, groups: &mut TensorGroups) -> Result<Self::State, RunError>;
+
+    /// The outcome of a run the observer stopped after `epochs_done` epochs.
+    fn stopped(&mut self, epochs_done: u32) -> Result<Self::Outcome, RunError>;
+
+    /// The outcome of a completed run, after writing its result files and final record.
+    fn finish(&mut self, at: At, sink: &mut Sink) -> Result<Self::Outcome, RunError>;
+}

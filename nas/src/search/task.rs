@@ -1,0 +1,489 @@
+//! The CNN search as a task of the run driver: per weight step the alpha step the schedule
+//! decides (first or second order, with the regularizer's term), the weight step and its
+//! FIMT, the step's metrics and alphas; per epoch the inference pass over the alpha split.
+
+use super::regularizer::ArchRegularizer;
+use super::schedule::{AlphaSchedule, ScheduleState};
+use super::trainer::SearchTrainer;
+use super::{current_genotype, AlphaRecord, SearchOutcome};
+use crate::checkpoint::Checkpoint;
+use crate::data::{
+    batches_per_pass, load_cifar, split_by_portion, BatchStream, CifarData, DataError, Split,
+    StreamConfig, StreamId, StreamPosition,
+};
+use crate::error::RunError;
+use crate::optim;
+use crate::run::genotype::write_genotype;
+use crate::run::layout::SUMMARY_FILE;
+use crate::run::{files, At, Plan, RunOptions, Sink, Step, Task, TensorGroups};
+use prime_core::config::{
+    AlphaBatchPolicy, ArchOrder, Compat, LayeredConfig, ScheduleKind, SearchConfig,
+};
+use prime_core::genotype::projection::{frobenius_distance, project_cell};
+use prime_core::metrics::{MetricKind, MetricRecord};
+use prime_core::primitives::Activation;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// The search's part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchState {
+    step_in_epoch: u64,
+    clock: f64,
+    alpha_position: StreamPosition,
+    schedule: ScheduleState,
+    alpha_steps_in_epoch: u64,
+    /// Whether this epoch's genotype line is written: a checkpoint at an epoch's first step
+    /// boundary must not make the resumed run write it twice.
+    #[serde(default)]
+    epoch_genotype_written: bool,
+    alpha_counter: u64,
+    last_alpha_loss: f64,
+    train_loss_sum: f64,
+    train_correct: f64,
+    train_count: f64,
+    valid_acc: Option<f64>,
+    valid_loss: Option<f64>,
+}
+
+/// The data streams of the epoch under way.
+struct EpochStreams {
+    weights: BatchStream,
+    alpha: BatchStream,
+    lr: f64,
+}
+
+/// A CNN search run.
+pub struct SearchTask<'a> {
+    config: &'a SearchConfig,
+    device: Device,
+    data: CifarData,
+    split: Split,
+    steps_per_epoch: u64,
+    trainer: SearchTrainer,
+    regularizer: ArchRegularizer,
+    schedule: AlphaSchedule,
+    state: SearchState,
+    streams: Option<EpochStreams>,
+}
+
+impl<'a> SearchTask<'a> {
+    /// Validates the config, loads the data and builds the network.
+    pub fn new(config: &'a SearchConfig, options: &RunOptions) -> Result<Self, RunError> {
+        config.validate("search config")?;
+        let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
+        let available = config
+            .data
+            .limit
+            .unwrap_or(data.train.len())
+            .min(data.train.len());
+        let split = split_by_portion(available, config.weight_portion())?;
+        let steps_per_epoch = batches_per_pass(split.train.len(), config.data.batch_size) as u64;
+        if steps_per_epoch == 0 || split.valid.is_empty() {
+            return Err(RunError::Unsupported(format!(
+                "config: {available} training images leave an empty weight or alpha split at \
+                 portion {}",
+                config.weight_portion()
+            )));
+        }
+        let classes = config.data.dataset.classes() as i64;
+        let trainer = SearchTrainer::new(config, classes, options.device)?;
+        let regularizer = ArchRegularizer::new(config, trainer.arch())?;
+        let schedule = AlphaSchedule::new(&config.schedule, config.compat);
+        let state = SearchState {
+            step_in_epoch: 0,
+            clock: 0.0,
+            alpha_position: StreamPosition::START,
+            schedule: schedule.state,
+            alpha_steps_in_epoch: 0,
+            epoch_genotype_written: false,
+            alpha_counter: 0,
+            last_alpha_loss: 0.0,
+            train_loss_sum: 0.0,
+            train_correct: 0.0,
+            train_count: 0.0,
+            valid_acc: None,
+            valid_loss: None,
+        };
+        Ok(Self {
+            config,
+            device: options.device,
+            data,
+            split,
+            steps_per_epoch,
+            trainer,
+            regularizer,
+            schedule,
+            state,
+            streams: None,
+        })
+    }
+
+    fn alpha_record(&self, step: u64) -> AlphaRecord {
+        let (normal, reduce) = self.trainer.arch().activated_rows();
+        AlphaRecord {
+            step,
+            clock: self.state.clock,
+            normal,
+            reduce,
+        }
+    }
+
+    /// The discretization distances and, under CRB, the pruned counts of the current alphas.
+    fn with_alpha_metrics(
+        &self,
+        record: MetricRecord,
+        alphas: &AlphaRecord,
+    ) -> Result<MetricRecord, RunError> {
+        let primitives = self.trainer.arch().activation.primitives();
+        let distance = |rows: &[Vec<f32>]| {
+            project_cell(rows, primitives)
+                .map(|projection| frobenius_distance(rows, &projection.z))
+                .map_err(|error| RunError::Projection(error.to_string()))
+        };
+        let mut record = record
+            .with("dist_normal", distance(&alphas.normal)?)
+            .with("dist_reduce", distance(&alphas.reduce)?);
+        if self.config.arch.activation == Activation::Crb {
+            let (pruned_normal, pruned_reduce) = self.trainer.arch().pruned_counts();
+            record = record
+                .with("pruned_normal", pruned_normal as f64)
+                .with("pruned_reduce", pruned_reduce as f64);
+        }
+        Ok(record)
+    }
+
+    /// The alpha step the schedule asked for; adds its values to `record`.
+    fn alpha_step(
+        &mut self,
+        batch: &crate::data::Batch,
+        lr: f64,
+        record: MetricRecord,
+    ) -> Result<MetricRecord, RunError> {
+        let streams = self
+            .streams
+            .as_mut()
+            .expect("streams exist within an epoch");
+        let alpha_batch = streams
+            .alpha
+            .next_batch()
+            .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??
+            .to_device(self.device);
+        let extra = self
+            .regularizer
+            .loss(self.trainer.arch(), self.state.clock)?;
+        let extra_value = extra
+            .as_ref()
+            .map(|term| term.detach().to_kind(Kind::Double));
+        let arch = match self.config.arch.order {
+            ArchOrder::First => {
+                self.trainer
+                    .arch_step(&alpha_batch.images, &alpha_batch.labels, extra)?
+            }
+            ArchOrder::Second => self.trainer.arch_step_unrolled(
+                (&batch.images, &batch.labels),
+                (&alpha_batch.images, &alpha_batch.labels),
+                lr,
+                extra,
+            )?,
+        };
+        let (alpha_loss, _) = arch.host();
+        self.state.last_alpha_loss = alpha_loss;
+        self.state.alpha_steps_in_epoch += 1;
+        let mut record = record
+            .with("alpha_loss", alpha_loss)
+            .with("alpha_step", 1.0);
+        if let Some(value) = extra_value {
+            record = record.with("regularizer", value.double_value(&[]));
+        }
+        if self.regularizer.after_alpha_step(self.trainer.arch())? {
+            record = record.with("zu_step", 1.0);
+        }
+        if self.config.compat == Compat::Fixed {
+            self.trainer.mask_alphas(true)?;
+        }
+        Ok(record)
+    }
+
+    /// Eval-mode mean loss and top-1 accuracy (%) over the alpha split, which uses the
+    /// training transform as in the reference (SPEC A18).
+    fn infer(&self, epoch: u32) -> Result<(f64, f64), RunError> {
+        let stream_config = StreamConfig::per_epoch(
+            self.config.seed,
+            u64::from(epoch),
+            StreamId::ALPHA_INFERENCE,
+            self.config.data.batch_size,
+        )
+        .with_prefetch(self.config.data.prefetch);
+        let mut stream = BatchStream::spawn(
+            self.data.train.clone(),
+            self.split.valid.clone(),
+            stream_config,
+        )?;
+        let mut loss_sum: Option<Tensor> = None;
+        let mut correct_sum: Option<Tensor> = None;
+        let mut count = 0usize;
+        while let Some(batch) = stream.next_batch() {
+            let batch = batch?.to_device(self.device);
+            let step = self.trainer.infer(&batch.images, &batch.labels);
+            count += step.count;
+            loss_sum = Some(match loss_sum {
+                None => step.loss,
+                Some(sum) => sum + step.loss,
+            });
+            correct_sum = Some(match correct_sum {
+                None => step.correct,
+                Some(sum) => sum + step.correct,
+            });
+        }
+        let (Some(loss), Some(correct)) = (loss_sum, correct_sum) else {
+            return Ok((0.0, 0.0));
+        };
+        let count = count as f64;
+        Ok((
+            loss.double_value(&[]) / count,
+            100.0 * correct.double_value(&[]) / count,
+        ))
+    }
+
+    fn outcome(&self, finished: bool, epochs_done: u32) -> Result<SearchOutcome, RunError> {
+        Ok(SearchOutcome {
+            genotype: current_genotype(&self.trainer)?,
+            finished,
+            epochs_done,
+            valid_acc: self.state.valid_acc,
+            valid_loss: self.state.valid_loss,
+        })
+    }
+}
+
+impl Task for SearchTask<'_> {
+    type State = SearchState;
+    type Outcome = SearchOutcome;
+
+    fn plan(&self) -> Plan {
+        Plan {
+            config_text: self.config.to_toml(),
+            data_files: self.data.files(),
+            epochs: self.config.epochs,
+            steps_total: self.steps_per_epoch * u64::from(self.config.epochs),
+            checkpoint_every: self.config.checkpoint.every_epochs,
+            keeps_alphas: true,
+        }
+    }
+
+    fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        sink.alphas(&self.alpha_record(0))
+    }
+
+    fn restore(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &Path,
+        state: SearchState,
+    ) -> Result<(), RunError> {
+        self.trainer.restore(checkpoint, path)?;
+        crate::checkpoint::restore_named(
+            &self.regularizer.state_tensors(),
+            checkpoint.group("regularizer"),
+            path,
+        )?;
+        self.regularizer.alpha_counter = state.alpha_counter;
+        self.schedule.state = state.schedule;
+        self.state = state;
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        let config = self.config;
+        let lr = optim::cosine_lr(
+            config.weights.lr,
+            config.weights.lr_min,
+            config.epochs as usize,
+            at.epoch as usize,
+            config.weights.lr_offset as usize,
+        )?;
+        if !self.state.epoch_genotype_written {
+            sink.genotype(at.epoch, &current_genotype(&self.trainer)?)?;
+            self.state.epoch_genotype_written = true;
+        }
+        let (seed, epoch, batch_size) = (config.seed, u64::from(at.epoch), config.data.batch_size);
+        let weight_config = StreamConfig::per_epoch(seed, epoch, StreamId::WEIGHTS, batch_size)
+            .starting_at(StreamPosition {
+                pass: 0,
+                batch: self.state.step_in_epoch,
+            })
+            .with_prefetch(config.data.prefetch);
+        let alpha_base = match config.arch.batch_policy {
+            AlphaBatchPolicy::Persistent => StreamConfig::persistent,
+            AlphaBatchPolicy::Random => StreamConfig::fresh_each_batch,
+        };
+        let alpha_config = alpha_base(seed, epoch, StreamId::ALPHA, batch_size)
+            .starting_at(self.state.alpha_position)
+            .with_prefetch(config.data.prefetch);
+        let train = &self.data.train;
+        self.streams = Some(EpochStreams {
+            weights: BatchStream::spawn(train.clone(), self.split.train.clone(), weight_config)?,
+            alpha: BatchStream::spawn(train.clone(), self.split.valid.clone(), alpha_config)?,
+            lr,
+        });
+        Ok(())
+    }
+
+    fn train_step(&mut self, at: At, sink: &mut Sink) -> Result<Step, RunError> {
+        let streams = self
+            .streams
+            .as_mut()
+            .expect("begin_epoch opens the streams");
+        let lr = streams.lr;
+        let Some(batch) = streams.weights.next_batch() else {
+            return Ok(Step::EpochDone);
+        };
+        let batch = batch?.to_device(self.device);
+        let step_number = at.global_step + 1;
+        self.state.clock += 1.0 / self.steps_per_epoch as f64;
+        let threshold = self.schedule.state.threshold;
+        let alpha_step = self.schedule.decide(self.state.step_in_epoch);
+        let mut record =
+            MetricRecord::new(MetricKind::Step, at.epoch, step_number, self.state.clock)
+                .with("lr", lr);
+        if self.config.schedule.kind == ScheduleKind::Fimt {
+            record = record.with("threshold", threshold);
+        }
+        if alpha_step {
+            record = self.alpha_step(&batch, lr, record)?;
+        }
+        // The FIMT is tracked under every schedule, as the reference logs it (SPEC 8.1).
+        let step = self
+            .trainer
+            .weight_step(&batch.images, &batch.labels, lr, true)?;
+        let (loss, correct) = step.tensors.host();
+        self.state.step_in_epoch += 1;
+        RunError::check_finite("loss", loss, at.epoch, step_number)?;
+        if let Some(fimt) = &step.fimt {
+            let fimt = optim::read_scalar(fimt)?;
+            let ewma = self.schedule.observe_fimt(fimt);
+            record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+        }
+        self.trainer
+            .mask_alphas(self.config.compat == Compat::Fixed)?;
+        if self.regularizer.after_weight_step(self.trainer.arch())? {
+            record = record.with("zu_step", 1.0);
+        }
+        self.state.alpha_counter = self.regularizer.alpha_counter;
+        let count = step.tensors.count as f64;
+        self.state.train_loss_sum += loss * count;
+        self.state.train_correct += correct;
+        self.state.train_count += count;
+        let alphas = self.alpha_record(step_number);
+        let record = record
+            .with("loss", loss)
+            .with("acc", 100.0 * correct / count);
+        sink.metric(&self.with_alpha_metrics(record, &alphas)?)?;
+        sink.alphas(&alphas)?;
+        Ok(Step::Trained)
+    }
+
+    fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        let lr = self.streams.take().map_or(0.0, |streams| streams.lr);
+        let (valid_loss, valid_acc) = self.infer(at.epoch)?;
+        let state = &mut self.state;
+        state.valid_loss = Some(valid_loss);
+        state.valid_acc = Some(valid_acc);
+        let count = state.train_count.max(1.0);
+        let record = MetricRecord::new(MetricKind::Epoch, at.epoch, at.global_step, state.clock)
+            .with("lr", lr)
+            .with("train_loss", state.train_loss_sum / count)
+            .with("train_acc", 100.0 * state.train_correct / count)
+            .with("valid_loss", valid_loss)
+            .with("valid_acc", valid_acc)
+            .with("alpha_steps", state.alpha_steps_in_epoch as f64)
+            .with("last_alpha_loss", state.last_alpha_loss);
+        let alphas = self.alpha_record(at.global_step);
+        sink.metric(&self.with_alpha_metrics(record, &alphas)?)?;
+
+        let state = &mut self.state;
+        state.step_in_epoch = 0;
+        state.epoch_genotype_written = false;
+        state.alpha_position = StreamPosition::START;
+        state.alpha_steps_in_epoch = 0;
+        state.train_loss_sum = 0.0;
+        state.train_correct = 0.0;
+        state.train_count = 0.0;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, groups: &mut TensorGroups) -> Result<SearchState, RunError> {
+        if let Some(streams) = &self.streams {
+            self.state.alpha_position = streams.alpha.next_position();
+        }
+        self.state.schedule = self.schedule.state;
+        self.trainer.checkpoint_groups(groups)?;
+        let regularizer = self.regularizer.state_tensors();
+        if !regularizer.is_empty() {
+            groups.insert("regularizer".to_string(), regularizer);
+        }
+        Ok(self.state.clone())
+    }
+
+    fn stopped(&mut self, epochs_done: u32) -> Result<SearchOutcome, RunError> {
+        self.outcome(false, epochs_done)
+    }
+
+    fn finish(&mut self, at: At, sink: &mut Sink) -> Result<SearchOutcome, RunError> {
+        let genotype = current_genotype(&self.trainer)?;
+        write_genotype(sink.run_dir(), &genotype)?;
+        let mut record = MetricRecord::new(
+            MetricKind::Final,
+            at.epoch,
+            at.global_step,
+            self.state.clock,
+        );
+        if let (Some(acc), Some(loss)) = (self.state.valid_acc, self.state.valid_loss) {
+            record = record.with("valid_acc", acc).with("valid_loss", loss);
+        }
+        sink.metric(&record)?;
+        let config = self.config;
+        let summary = serde_json::json!({
+            "method": config.method,
+            "dataset": config.data.dataset,
+            "seed": config.seed,
+            "compat": config.compat,
+            "epochs": at.epoch,
+            "steps": at.global_step,
+            "valid_acc": self.state.valid_acc,
+            "valid_loss": self.state.valid_loss,
+            "genotype": genotype,
+        });
+        files::write_json(&sink.run_dir().join(SUMMARY_FILE), &summary)?;
+        self.outcome(true, at.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::driver::read_saved_state;
+
+    /// The `state.json` of a checkpoint written before the run driver existed (one flat
+    /// object per loop): a run directory of that version resumes.
+    #[test]
+    fn a_checkpoint_state_of_the_loop_before_the_driver_reads_back() {
+        let old = r#"{"epoch":1,"step_in_epoch":3,"global_step":11,"clock":1.375,
+            "alpha_position":{"pass":0,"batch":3},
+            "schedule":{"threshold":0.25,"ewma":1.5,"fimt_observed":11},
+            "alpha_steps_in_epoch":3,"epoch_genotype_written":true,"alpha_counter":11,
+            "last_alpha_loss":2.25,"train_loss_sum":6.5,"train_correct":9.0,"train_count":24.0,
+            "valid_acc":12.5,"valid_loss":2.5,
+            "records":{"metrics":100,"alphas":200,"genotypes":30},"config_sha256":"ab"}"#;
+        let (epoch, global_step, state): (u32, u64, SearchState) = read_saved_state(old);
+        assert_eq!((epoch, global_step), (1, 11));
+        assert_eq!(state.step_in_epoch, 3);
+        assert_eq!(state.alpha_position, StreamPosition { pass: 0, batch: 3 });
+        assert_eq!(state.schedule.fimt_observed, 11);
+        assert_eq!(state.clock, 1.375);
+        assert!(state.epoch_genotype_written);
+        assert_eq!(state.valid_loss, Some(2.5));
+    }
+}
