@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
+python3 scripts/import_cycles.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # libtorch picks its CPU kernels by the processor (AVX2, AVX-512), so the same program computes
 # slightly different floats on different machines. Pinning the kernel level makes the suite

@@ -127,10 +127,7 @@ impl Checkpoint {
             files.insert(name, sync_and_hash(&path)?);
         }
         let state_path = temp_dir.join(STATE_FILE);
-        write_synced(
-            &state_path,
-            &serde_json::to_vec_pretty(&self.state).unwrap_or_default(),
-        )?;
+        write_synced(&state_path, &to_json(&self.state, &state_path)?)?;
         files.insert(STATE_FILE.to_string(), sync_and_hash(&state_path)?);
         let manifest = Manifest {
             format: CHECKPOINT_FORMAT,
@@ -138,10 +135,7 @@ impl Checkpoint {
             files,
         };
         let manifest_path = temp_dir.join(MANIFEST_FILE);
-        write_synced(
-            &manifest_path,
-            &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
-        )?;
+        write_synced(&manifest_path, &to_json(&manifest, &manifest_path)?)?;
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
         }
@@ -259,6 +253,14 @@ fn sync_and_hash(path: &Path) -> Result<String, CheckpointError> {
         source,
     })?;
     hash_file(path)
+}
+
+/// Pretty JSON of `value`, to be written to `path` (named in the error).
+fn to_json(value: &impl serde::Serialize, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    serde_json::to_vec_pretty(value).map_err(|error| CheckpointError::Malformed {
+        path: path.to_path_buf(),
+        message: format!("cannot be serialised: {error}"),
+    })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {

@@ -28,15 +28,18 @@ pub fn corpus_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// The config stored in the run directory `dir` when it is a recurrent one (it has a BPTT
-/// length), read with `load`; `None` for a CIFAR run. Unreadable files count as not recurrent,
-/// so the CIFAR loader reports what is wrong with them; `kind` names the run in errors.
+/// length), read with `load`; `None` for a CIFAR run. A missing or unparsable file counts as
+/// not recurrent, so the CIFAR loader reports what is wrong with it; `kind` names the run in
+/// errors.
 pub fn stored_recurrent_config<C>(
     dir: &Path,
     load: impl Fn(&Path) -> Result<C, ConfigError>,
     kind: &str,
 ) -> anyhow::Result<Option<C>> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
     let recurrent = toml::from_str::<toml::Table>(&text)
         .ok()
         .and_then(|table| table.get("data")?.get("bptt").cloned())

@@ -3,7 +3,7 @@
 //! output of cell 2·layers/3.
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
-use super::ops::{Op, Preprocess, ReluConvBn};
+use super::ops::{Network, Op, Preprocess, ReluConvBn};
 use prime_core::genotype::{Gene, Genotype, ValidationError};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -155,10 +155,9 @@ impl EvalCell {
         } = channels;
         let preprocess0 = Preprocess::new(
             &(path / "preprocess0"),
-            prev_prev,
-            current,
+            [prev_prev, current],
             reduction_prev,
-            true,
+            Network::Evaluation,
         );
         let preprocess1 = ReluConvBn::new(&(path / "preprocess1"), prev, current, true);
         let ops = genes
@@ -171,8 +170,7 @@ impl EvalCell {
                     gene.op,
                     current,
                     stride,
-                    true,
-                    false,
+                    Network::Evaluation,
                 )
             })
             .collect();

@@ -26,19 +26,44 @@ impl ReluConvBn {
     }
 }
 
+/// Which network an op is built for: the search network's batch norms have no affine
+/// parameters and follow its pooling ops too (SPEC 3.1); the evaluation network's are affine
+/// and pooling has none (SPEC 6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// The search network (mixed ops over every primitive).
+    Search,
+    /// The evaluation network (one op per gene).
+    Evaluation,
+}
+
+impl Network {
+    /// Whether batch norms carry affine parameters.
+    pub fn affine(self) -> bool {
+        self == Network::Evaluation
+    }
+}
+
 /// The preprocessing of a cell's first input: a factorized reduction after a reduction cell
 /// (halving the older input's resolution), else ReLU, 1x1 conv, BN.
 #[derive(Debug)]
 pub enum Preprocess {
     /// After a reduction cell.
     Reduce(FactorizedReduce),
-    /// Otherwise.
+    /// After a normal cell (or the stem).
     Plain(ReluConvBn),
 }
 
 impl Preprocess {
-    /// Builds the layer mapping `c_in` to `c_out` channels.
-    pub fn new(path: &nn::Path, c_in: i64, c_out: i64, reduction_prev: bool, affine: bool) -> Self {
+    /// Builds the layer mapping `c_in` to `c_out` channels; `reduction_prev` when the input
+    /// comes from before a reduction cell.
+    pub fn new(
+        path: &nn::Path,
+        [c_in, c_out]: [i64; 2],
+        reduction_prev: bool,
+        network: Network,
+    ) -> Self {
+        let affine = network.affine();
         if reduction_prev {
             Preprocess::Reduce(FactorizedReduce::new(path, c_in, c_out, affine))
         } else {
@@ -226,17 +251,12 @@ pub enum Op {
 }
 
 impl Op {
-    /// Builds `op` for `c` channels at `stride`. `pool_bn` adds the search network's BN after
-    /// the pooling ops.
-    pub fn new(
-        path: &nn::Path,
-        op: CnnOp,
-        c: i64,
-        stride: i64,
-        affine: bool,
-        pool_bn: bool,
-    ) -> Self {
-        let pool_bn = |path: &nn::Path| pool_bn.then(|| BatchNorm::new(path / "bn", c, false));
+    /// Builds `op` for `c` channels at `stride`, as `network` has it.
+    pub fn new(path: &nn::Path, op: CnnOp, c: i64, stride: i64, network: Network) -> Self {
+        let affine = network.affine();
+        let pool_bn = |path: &nn::Path| {
+            (network == Network::Search).then(|| BatchNorm::new(path / "bn", c, false))
+        };
         match op {
             CnnOp::None => Op::Zero { stride },
             CnnOp::MaxPool3x3 => Op::MaxPool {

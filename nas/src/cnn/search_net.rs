@@ -2,7 +2,7 @@
 //! architecture tensors kept outside the variable store.
 
 use super::layers::{BatchNorm, Conv, ConvSpec, Linear};
-use super::ops::{zeros_for, Op, Preprocess, ReluConvBn};
+use super::ops::{zeros_for, Network, Op, Preprocess, ReluConvBn};
 use prime_core::primitives::{Activation, CnnOp};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -72,7 +72,7 @@ impl MixedOp {
             .map(|(column, op)| {
                 (
                     column,
-                    Op::new(&(path / column), *op, c, stride, false, true),
+                    Op::new(&(path / column), *op, c, stride, Network::Search),
                 )
             })
             .collect();
@@ -128,10 +128,9 @@ impl SearchCell {
     ) -> Self {
         let preprocess0 = Preprocess::new(
             &(path / "preprocess0"),
-            c_prev_prev,
-            c,
+            [c_prev_prev, c],
             reduction_prev,
-            false,
+            Network::Search,
         );
         let preprocess1 = ReluConvBn::new(&(path / "preprocess1"), c_prev, c, false);
         let primitives = shape.activation.primitives();
@@ -291,7 +290,10 @@ pub fn to_rows(matrix: &Tensor) -> Vec<Vec<f32>> {
         .to_kind(Kind::Float)
         .contiguous();
     let size = matrix.size();
-    let flat: Vec<f32> = Vec::try_from(matrix.view([-1])).unwrap_or_default();
+    let numel = matrix.numel();
+    let mut flat = vec![0f32; numel];
+    // The copy cannot fail: the matrix is a contiguous float32 host tensor by construction.
+    matrix.copy_data(&mut flat, numel);
     flat.chunks(size[1] as usize).map(<[f32]>::to_vec).collect()
 }
 

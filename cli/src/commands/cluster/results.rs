@@ -46,7 +46,7 @@ pub struct ResultsArgs {
 /// Mean and standard deviation of a set of values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stat {
-    /// Mean.
+    /// Arithmetic mean over the seeds.
     pub mean: f64,
     /// Population standard deviation.
     pub std: f64,
@@ -93,7 +93,7 @@ pub struct SeedRow {
 /// One method x dataset row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResultRow {
-    /// Dataset.
+    /// The dataset the row's trials ran on.
     pub dataset: Task,
     /// Method label.
     pub method: String,
