@@ -4,15 +4,14 @@
 //! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
 
 use crate::config::{
-    finite_non_negative, locate, overridden_origin, parse_with_overrides, unit_fraction, Checker,
-    CheckpointConfig, ConfigError, WeightsConfig, CONFIG_VERSION,
+    finite_non_negative, to_toml_text, unit_fraction, Checker, CheckpointConfig, ConfigError,
+    LayeredConfig, WeightsConfig, CONFIG_VERSION,
 };
 use crate::dataset::DatasetKind;
 use crate::genotype::Genotype;
 use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
 
 /// Data settings of an evaluation run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,37 +69,6 @@ impl Default for EvalNetworkConfig {
             auxiliary: true,
             auxiliary_weight: 0.4,
             drop_path_prob: 0.2,
-        }
-    }
-}
-
-/// The weight optimizer (SGD with momentum) and its cosine schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalWeightsConfig {
-    /// Initial learning rate; finite, > 0.
-    pub lr: f64,
-    /// Final learning rate of the cosine schedule, 0..=lr.
-    pub lr_min: f64,
-    /// Epoch e trains with lr(e + lr_offset): 1 = authors' code, 0 = original DARTS.
-    pub lr_offset: u32,
-    /// SGD momentum, in [0, 1).
-    pub momentum: f64,
-    /// L2 weight decay (every parameter, auxiliary head included); finite, >= 0.
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (every parameter, auxiliary head included); finite, > 0.
-    pub grad_clip: f64,
-}
-
-impl Default for EvalWeightsConfig {
-    fn default() -> Self {
-        Self {
-            lr: 0.025,
-            lr_min: 0.0,
-            lr_offset: 1,
-            momentum: 0.9,
-            weight_decay: 3e-4,
-            grad_clip: 5.0,
         }
     }
 }
@@ -173,9 +141,10 @@ pub struct EvalConfig {
     /// Network shape and regularisation.
     #[serde(default)]
     pub network: EvalNetworkConfig,
-    /// Weight optimizer.
-    #[serde(default)]
-    pub weights: EvalWeightsConfig,
+    /// Weight optimizer; its weight decay and gradient clip cover every parameter, the
+    /// auxiliary head's included.
+    #[serde(default = "default_weights")]
+    pub weights: WeightsConfig,
     /// GPU speed options.
     #[serde(default)]
     pub speed: SpeedConfig,
@@ -202,6 +171,14 @@ fn default_report_every() -> u32 {
     50
 }
 
+/// The search's optimizer, annealed to 0 instead of 0.001 (`train.py`).
+fn default_weights() -> WeightsConfig {
+    WeightsConfig {
+        lr_min: 0.0,
+        ..WeightsConfig::default()
+    }
+}
+
 fn default_genotype() -> Genotype {
     Genotype::builtin(DEFAULT_GENOTYPE).unwrap_or_else(|_| unreachable!("DARTS_V2 is built in"))
 }
@@ -216,7 +193,7 @@ impl Default for EvalConfig {
             report_every: default_report_every(),
             data: EvalDataConfig::default(),
             network: EvalNetworkConfig::default(),
-            weights: EvalWeightsConfig::default(),
+            weights: default_weights(),
             speed: SpeedConfig::default(),
             checkpoint: CheckpointConfig::default(),
             genotype: default_genotype(),
@@ -225,34 +202,10 @@ impl Default for EvalConfig {
 }
 
 impl EvalConfig {
-    /// Reads and validates a config file, applying `overrides` (`key=value`, dotted keys).
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            origin: origin.clone(),
-            source,
-        })?;
-        Self::from_toml(&text, &origin, overrides)
-    }
-
-    /// The defaults with `overrides` applied, validated.
-    pub fn from_overrides(overrides: &[String]) -> Result<Self, ConfigError> {
-        Self::from_toml("version = 1\n", "evaluation defaults", overrides)
-    }
-
-    /// Parses and validates TOML text; `origin` names it in errors.
-    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let config: EvalConfig = parse_with_overrides(text, origin, overrides)?;
-        config
-            .validate(&overridden_origin(origin, overrides))
-            .map_err(|error| locate(error, text, overrides))?;
-        Ok(config)
-    }
-
     /// The config as TOML text (written next to a run's artifacts); arrays stay on one line,
     /// so each genotype cell reads as one line.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+        to_toml_text(self, false)
     }
 
     /// Number of classes of the dataset.
@@ -264,15 +217,14 @@ impl EvalConfig {
     pub fn drop_path_at(&self, epoch: u32) -> f64 {
         self.network.drop_path_prob * f64::from(epoch) / f64::from(self.epochs.max(1))
     }
+}
 
-    /// Checks every range (documented on each field); the error names the field.
-    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+impl LayeredConfig for EvalConfig {
+    const DEFAULTS_ORIGIN: &'static str = "evaluation defaults";
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let check = Checker::new(origin);
-        check.ensure(
-            "version",
-            self.version == CONFIG_VERSION,
-            "expected 1 (the only config version this build reads)",
-        )?;
+        check.version(self.version)?;
         check.count("epochs", self.epochs, &limits::EPOCHS)?;
         check.count("report_every", self.report_every, &limits::REPORT_EVERY)?;
         let data = &self.data;
@@ -308,16 +260,7 @@ impl EvalConfig {
             unit_fraction(network.drop_path_prob),
             "expected 0 <= probability < 1",
         )?;
-        let weights = &self.weights;
-        WeightsConfig {
-            lr: weights.lr,
-            lr_min: weights.lr_min,
-            lr_offset: weights.lr_offset,
-            momentum: weights.momentum,
-            weight_decay: weights.weight_decay,
-            grad_clip: weights.grad_clip,
-        }
-        .validate(&check)?;
+        self.weights.validate(&check)?;
         check.count(
             "checkpoint.every_epochs",
             self.checkpoint.every_epochs,
@@ -354,6 +297,13 @@ mod tests {
         assert_eq!(config.speed, SpeedConfig::default());
         assert_eq!(config.speed.autocast, Autocast::Off);
         assert_eq!(config.genotype, Genotype::builtin("DARTS_V2").unwrap());
+    }
+
+    #[test]
+    fn a_partial_weights_table_keeps_the_evaluation_defaults() {
+        let config =
+            EvalConfig::from_toml("version = 1\n[weights]\nlr = 0.05\n", "w.toml", &[]).unwrap();
+        assert_eq!((config.weights.lr, config.weights.lr_min), (0.05, 0.0));
     }
 
     #[test]

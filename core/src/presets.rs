@@ -1,7 +1,8 @@
 //! The method presets of `configs/methods/` (one per method row of the paper's Tables 1 and
 //! S1), compiled into the binaries so that `--method NAME` works from any directory.
 
-use crate::config::{ConfigError, SearchConfig};
+use crate::config::{ConfigError, LayeredConfig, SearchConfig};
+pub use crate::methods::{is_method, METHOD_NAMES};
 
 /// Every method preset, in the order of the paper's Tables 1 and S1, with its TOML text.
 const PRESETS: [(&str, &str); 11] = [
@@ -32,26 +33,6 @@ const PRESETS: [(&str, &str); 11] = [
         include_str!("../../configs/methods/admm-fimt-crb.toml"),
     ),
 ];
-
-/// Every method preset name, in table order.
-pub const METHOD_NAMES: [&str; 11] = [
-    "darts",
-    "cs10",
-    "fimt",
-    "pr",
-    "darts-prime",
-    "crb",
-    "fimt-crb",
-    "prime-crb",
-    "admm",
-    "admm-fimt",
-    "admm-fimt-crb",
-];
-
-/// Whether `name` is a method preset.
-pub fn is_method(name: &str) -> bool {
-    METHOD_NAMES.contains(&name)
-}
 
 /// The TOML text of preset `name`.
 pub fn method_text(name: &str) -> Option<&'static str> {

@@ -1,6 +1,7 @@
 //! End-to-end evaluation tests on tiny synthetic data: exact resume, learning, the run
 //! directory, and the speed options on the CPU.
 
+use prime_core::config::LayeredConfig;
 use prime_core::dataset::DatasetKind;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};

@@ -1,10 +1,10 @@
 //! End-to-end recurrent evaluation tests on a tiny synthetic corpus: learning, NT-ASGD,
 //! early stop, the test report and bitwise exact resume.
 
+use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnEvalConfig;
-use prime_core::rnn_genotype::RnnGenotype;
 use prime_nas::checkpoint::Checkpoint;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::error::RunError;

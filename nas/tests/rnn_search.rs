@@ -1,10 +1,11 @@
 //! End-to-end recurrent search tests on a tiny synthetic corpus: learning, the schedule's
 //! sticky flag, determinism and bitwise exact resume.
 
+use prime_core::config::LayeredConfig;
+use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_core::rnn_genotype::RnnGenotype;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::error::RunError;
 use prime_nas::rnn::corpus::write_synthetic_corpus;

@@ -1,6 +1,6 @@
 //! End-to-end search tests on tiny synthetic data: learning, determinism and exact resume.
 
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::dataset::DatasetKind;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;

@@ -3,7 +3,7 @@
 
 use crate::device::{apply_threads, parse_device};
 use clap::{Args, Subcommand};
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::eval_config::EvalConfig;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;

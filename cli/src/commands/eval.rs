@@ -7,6 +7,7 @@ use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
+use prime_core::config::LayeredConfig;
 use prime_core::eval_config::EvalConfig;
 use prime_core::grid::Task;
 use prime_core::rnn_config::RnnEvalConfig;

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use prime_core::genotype::projection::derive_genotype;
 use prime_core::genotype::{state_label, Gene, Genotype};
 use prime_core::primitives::Activation;
-use prime_core::projection::derive_genotype;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@ use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::grid::Task;
 use prime_core::presets;
 use prime_core::rnn_config::RnnSearchConfig;

@@ -17,6 +17,7 @@ use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, FINAL_WEIGHTS, TEST_REPORT};
 use crate::run::{At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
 use crate::train_step::StepTensors;
+use prime_core::config::LayeredConfig;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use serde::{Deserialize, Serialize};

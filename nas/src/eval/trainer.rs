@@ -248,6 +248,7 @@ pub fn network_shape(config: &EvalConfig) -> EvalNetShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prime_core::config::LayeredConfig;
 
     #[test]
     fn the_same_seed_builds_the_same_network() {

@@ -3,8 +3,8 @@
 
 use super::dropout::{apply, DropoutMasks};
 use super::INIT_RANGE;
+use prime_core::genotype::{rnn_primitives, RnnGenotype, RnnOp, RNN_STEPS};
 use prime_core::primitives::Activation;
-use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype, RnnOp, RNN_STEPS};
 use tch::{nn, Tensor};
 
 /// BatchNorm momentum and epsilon (PyTorch defaults, SPEC A.4).
@@ -249,7 +249,7 @@ fn unroll(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prime_core::rnn_genotype::RNN_EDGES;
+    use prime_core::genotype::RNN_EDGES;
     use tch::{Device, Kind};
 
     /// The reference's per-op loop for one time step, in evaluation mode.

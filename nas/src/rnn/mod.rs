@@ -5,7 +5,7 @@
 //!   [`prime_core::rnn_config::RnnSearchConfig`] (build one from a CNN method preset with
 //!   `RnnSearchConfig::from_method`, then `with_overrides`); see [`search`] for its run
 //!   directory.
-//! * [`run_rnn_eval`] retrains a [`prime_core::rnn_genotype::RnnGenotype`] (SPEC 7.9) with a
+//! * [`run_rnn_eval`] retrains a [`prime_core::genotype::RnnGenotype`] (SPEC 7.9) with a
 //!   [`prime_core::rnn_config::RnnEvalConfig`]; [`resolve_rnn_genotype`] reads a genotype
 //!   argument; see [`eval`] for its run directory.
 //!

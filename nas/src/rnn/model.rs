@@ -5,8 +5,8 @@ use super::cell::{FixedCell, SearchCell};
 use super::corpus::get_batch;
 use super::dropout::{apply, DropoutMasks};
 use super::INIT_RANGE;
+use prime_core::genotype::{rnn_primitives, RnnGenotype, RNN_EDGES};
 use prime_core::primitives::Activation;
-use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype, RNN_EDGES};
 use tch::{nn, Device, Kind, Tensor};
 
 /// The recurrent cell with, for the search cell, its architecture parameters.

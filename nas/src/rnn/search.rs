@@ -23,12 +23,12 @@ use crate::run::{
 };
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
 use crate::train_step::to_rows;
-use prime_core::config::{Compat, RegularizerKind, ScheduleKind};
+use prime_core::config::{Compat, LayeredConfig, RegularizerKind, ScheduleKind};
+use prime_core::genotype::projection::{frobenius_distance, project_rnn};
+use prime_core::genotype::{rnn_primitives, RnnGenotype};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_core::rnn_genotype::{rnn_primitives, RnnGenotype};
-use prime_core::rnn_projection::{frobenius_distance_rows, project_rnn};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
@@ -142,7 +142,7 @@ impl<'a> RnnSearchTask<'a> {
             files: corpus_files(&options.data_dir)?,
         };
         let trainer = RnnSearchTrainer::new(config, data.vocab, device)?;
-        let schedule = AlphaSchedule::new(&config.schedule.to_schedule_config(), config.compat);
+        let schedule = AlphaSchedule::new(&config.schedule, config.compat);
         let hidden = (
             trainer.model().init_hidden(batch_size as i64),
             trainer.model().init_hidden(batch_size as i64),
@@ -373,7 +373,7 @@ impl Task for RnnSearchTask<'_> {
             .with("fimt", fimt)
             .with("fimt_ewma", ewma)
             .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
-            .with("dist", frobenius_distance_rows(&rows, &projection.z));
+            .with("dist", frobenius_distance(&rows, &projection.z));
         if let Some(pruned) = self.trainer.pruned_count() {
             record = record.with("pruned", pruned as f64);
         }
@@ -412,7 +412,7 @@ impl Task for RnnSearchTask<'_> {
             .with("alpha_steps", state.alpha_steps_in_epoch as f64)
             .with(
                 "dist",
-                frobenius_distance_rows(&self.trainer.activated_rows(), &projection.z),
+                frobenius_distance(&self.trainer.activated_rows(), &projection.z),
             );
         sink.metric(&record)?;
         self.last_genotype = Some(projection.genotype);

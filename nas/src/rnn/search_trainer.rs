@@ -12,10 +12,10 @@ use crate::search::trainer::{restore_search_groups, save_search_groups};
 use crate::train_step::set_requires_grad;
 use crate::train_step::to_rows;
 use prime_core::config::Compat;
+use prime_core::genotype::projection::{project_rnn, RnnProjection};
+use prime_core::genotype::rnn_primitives;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;
-use prime_core::rnn_genotype::rnn_primitives;
-use prime_core::rnn_projection::{project_rnn, RnnProjection};
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 

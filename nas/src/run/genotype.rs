@@ -6,7 +6,7 @@ use super::files::write_text;
 use super::layout::{GENOTYPE_JSON, GENOTYPE_TEXT};
 use crate::error::RunError;
 use prime_core::genotype::Genotype;
-use prime_core::rnn_genotype::RnnGenotype;
+use prime_core::genotype::RnnGenotype;
 use std::fmt::Display;
 use std::path::Path;
 

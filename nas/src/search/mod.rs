@@ -15,9 +15,9 @@ pub mod trainer;
 use crate::error::RunError;
 use crate::run::{self, RunOptions};
 use prime_core::config::SearchConfig;
+use prime_core::genotype::projection::derive_genotype;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
-use prime_core::projection::derive_genotype;
 use serde::{Deserialize, Serialize};
 use trainer::SearchTrainer;
 

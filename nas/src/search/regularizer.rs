@@ -6,7 +6,7 @@
 use crate::cnn::search_net::ArchParams;
 use crate::train_step::to_rows;
 use prime_core::config::{Compat, RegularizerKind, SearchConfig};
-use prime_core::projection::project_cell;
+use prime_core::genotype::projection::project_cell;
 use tch::{Kind, Tensor};
 
 /// Regularizer errors.

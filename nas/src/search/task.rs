@@ -15,10 +15,12 @@ use crate::optim::{self, OptimError};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
 use crate::run::{files, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
-use prime_core::config::{AlphaBatchPolicy, ArchOrder, Compat, ScheduleKind, SearchConfig};
+use prime_core::config::{
+    AlphaBatchPolicy, ArchOrder, Compat, LayeredConfig, ScheduleKind, SearchConfig,
+};
+use prime_core::genotype::projection::{frobenius_distance, project_cell};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::primitives::Activation;
-use prime_core::projection::{frobenius_distance, project_cell};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 

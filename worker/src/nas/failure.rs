@@ -27,7 +27,7 @@ pub(super) fn train_error(error: RunError) -> TrainError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prime_core::config::SearchConfig;
+    use prime_core::config::{LayeredConfig, SearchConfig};
     use prime_nas::checkpoint::{CheckpointError, CONFIG_CHANGED};
     use std::path::PathBuf;
 

@@ -7,7 +7,7 @@
 
 use self::failure::train_error;
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::dataset::DatasetKind;
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;

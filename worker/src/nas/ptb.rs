@@ -9,10 +9,10 @@
 use super::failure::train_error;
 use super::{NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
+use prime_core::genotype::RnnGenotype;
 use prime_core::grid::{DataSource, RunSettings};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
-use prime_core::rnn_genotype::RnnGenotype;
 use prime_core::trial::{result_keys, TrialResult, TrialSpec};
 use prime_nas::rnn::corpus::{write_synthetic_corpus, CORPUS_FOLDER};
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};

@@ -2,7 +2,7 @@
 //! `alphas.jsonl` and the FIMT schedule of `metrics.jsonl`.
 
 use anyhow::{bail, Context};
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::primitives::{Activation, CnnOp};
 use serde::Deserialize;

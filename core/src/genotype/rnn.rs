@@ -2,7 +2,7 @@
 //! validation, JSON and reference-text forms, and the built-in cells of the original DARTS
 //! repository (`rnn/genotypes.py`).
 
-use crate::genotype::ParseError;
+use super::text::{self, ParseError, ReprForm};
 use crate::primitives::Activation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -147,6 +147,13 @@ pub struct RnnGenotype {
     /// States averaged into the cell output (1..=N).
     pub concat: Vec<usize>,
 }
+
+/// The reference text form: `Genotype_rnn(recurrent=..., concat=...)`; DARTS wrote
+/// `Genotype(...)`.
+static REPR_FORM: ReprForm = ReprForm {
+    names: &["Genotype_rnn", "Genotype"],
+    cells: &[["recurrent", "concat"]],
+};
 
 /// Names accepted by [`RnnGenotype::builtin`] (case-insensitive); `DARTS` is `DARTS_V2`.
 const BUILTIN_NAMES: [&str; 4] = ["DARTS_V1", "DARTS_V2", "DARTS", "ENAS"];
@@ -402,22 +409,10 @@ impl RnnGenotype {
     /// `Genotype_rnn(recurrent=[('relu', 0), ...], concat=range(1, 9))`; a concat of
     /// consecutive nodes is written as `range(a, b)`, any other as a list.
     pub fn to_reference_text(&self) -> String {
-        let genes: Vec<String> = self
-            .recurrent
-            .iter()
-            .map(|gene| format!("('{}', {})", gene.op, gene.source))
-            .collect();
-        let contiguous = self.concat.windows(2).all(|pair| pair[1] == pair[0] + 1);
-        let concat = match (self.concat.first(), self.concat.last()) {
-            (Some(first), Some(last)) if contiguous => format!("range({first}, {})", last + 1),
-            _ => {
-                let items: Vec<String> = self.concat.iter().map(usize::to_string).collect();
-                format!("[{}]", items.join(", "))
-            }
-        };
         format!(
-            "Genotype_rnn(recurrent=[{}], concat={concat})",
-            genes.join(", ")
+            "Genotype_rnn(recurrent={}, concat={})",
+            text::write_genes(self.recurrent.iter().map(|gene| (gene.op, gene.source))),
+            text::write_concat(&self.concat)
         )
     }
 
@@ -425,7 +420,11 @@ impl RnnGenotype {
     /// keyword or positional arguments, `range(a, b)`, `range(b)` or a list for the concat,
     /// either quote, any whitespace, `#` comments and trailing commas (no validation).
     pub fn from_reference_text(text: &str) -> Result<RnnGenotype, ParseError> {
-        crate::rnn_text::parse(text)
+        let mut fields = text::parse::<RnnOp>(text, &REPR_FORM)?;
+        Ok(RnnGenotype {
+            recurrent: fields.genes(0)?.into_iter().map(RnnGene::from).collect(),
+            concat: fields.concat(0)?,
+        })
     }
 }
 
@@ -444,89 +443,4 @@ impl fmt::Display for RnnGenotype {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtins_are_valid_and_match_the_darts_file() {
-        for name in RnnGenotype::builtin_names() {
-            RnnGenotype::builtin(name).unwrap().validate().unwrap();
-        }
-        let v2 = RnnGenotype::builtin("DARTS_V2").unwrap();
-        assert_eq!(
-            v2.to_reference_text(),
-            "Genotype_rnn(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), \
-             ('tanh', 2), ('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))"
-        );
-        assert_eq!(RnnGenotype::builtin("darts").unwrap(), v2);
-        let enas = RnnGenotype::builtin("enas").unwrap();
-        assert_eq!(enas.recurrent.len(), 11);
-        assert!(enas
-            .to_reference_text()
-            .ends_with("concat=[2, 5, 6, 9, 10, 11])"));
-        assert!(RnnGenotype::builtin("nasnet").is_err());
-    }
-
-    #[test]
-    fn text_and_json_round_trip() {
-        for name in ["DARTS_V1", "ENAS"] {
-            let genotype = RnnGenotype::builtin(name).unwrap();
-            let text = genotype.to_reference_text();
-            assert_eq!(text.parse::<RnnGenotype>().unwrap(), genotype);
-            let back: RnnGenotype = serde_json::from_str(&genotype.to_json()).unwrap();
-            assert_eq!(back, genotype);
-        }
-    }
-
-    #[test]
-    fn darts_spelling_and_positional_arguments_parse() {
-        let text = "Genotype(\n  recurrent = [\n    ('tanh', 0),\n    (\"relu\", 1), # c\n  ],\n  \
-                    concat = [2, 1],\n)";
-        let genotype: RnnGenotype = text.parse().unwrap();
-        assert_eq!(genotype.recurrent[1], RnnGene::new(RnnOp::Relu, 1));
-        assert_eq!(genotype.concat, vec![2, 1]);
-        let positional: RnnGenotype = "Genotype_rnn([('identity', 0)], range(2))".parse().unwrap();
-        assert_eq!(positional.concat, vec![0, 1]);
-    }
-
-    #[test]
-    fn bad_text_and_bad_cells_are_explained() {
-        let error = "Genotype_rnn(recurrent=[('relu', 0)], concat=range(1, 2)"
-            .parse::<RnnGenotype>()
-            .unwrap_err();
-        assert!(error.message.contains("expected"), "{error}");
-        let error = "Genotype_rnn(recurrent=[('gelu', 0)], concat=[1])"
-            .parse::<RnnGenotype>()
-            .unwrap_err();
-        assert!(error.to_string().contains("gelu"), "{error}");
-        assert_eq!(error.column, 26);
-        let bad = RnnGenotype {
-            recurrent: vec![RnnGene::new(RnnOp::Relu, 0), RnnGene::new(RnnOp::Tanh, 2)],
-            concat: vec![1, 2],
-        };
-        assert!(matches!(
-            bad.validate(),
-            Err(RnnValidationError::SourceOutOfRange { node: 2, .. })
-        ));
-        let bad = RnnGenotype {
-            recurrent: vec![RnnGene::new(RnnOp::Relu, 0)],
-            concat: vec![0],
-        };
-        assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn files_load_in_either_form() {
-        let dir = tempfile::tempdir().unwrap();
-        let genotype = RnnGenotype::builtin("DARTS_V1").unwrap();
-        let json = dir.path().join("g.json");
-        genotype.save_json(&json).unwrap();
-        assert_eq!(RnnGenotype::load(&json).unwrap(), genotype);
-        let text = dir.path().join("genotype.txt");
-        std::fs::write(&text, genotype.to_reference_text()).unwrap();
-        assert_eq!(RnnGenotype::load(&text).unwrap(), genotype);
-        std::fs::write(&text, "Genotype_rnn(recurrent=[('relu', 1)], concat=[1])").unwrap();
-        let error = RnnGenotype::load(&text).unwrap_err().to_string();
-        assert!(error.contains("genotype.txt"), "{error}");
-    }
-}
+mod tests;

@@ -1,0 +1,166 @@
+//! Range checks shared by every config: each failure names the config's origin and the dotted
+//! field, and the checks that more than one config needs (Adam, the alpha schedule, the
+//! method name) are written once.
+
+use super::error::ConfigError;
+use super::load::CONFIG_VERSION;
+use crate::limits;
+use crate::methods::{is_method, METHOD_NAMES};
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
+/// What a config's `method` may say besides a preset name: settings that follow no preset.
+pub const CUSTOM_METHOD: &str = "custom";
+
+/// Range checks of one config: each failure names the config's origin and the field.
+pub(crate) struct Checker<'a> {
+    origin: &'a str,
+}
+
+impl<'a> Checker<'a> {
+    /// Checks for the config read from `origin`.
+    pub(crate) fn new(origin: &'a str) -> Self {
+        Checker { origin }
+    }
+
+    /// `Err` naming `field` unless `ok`.
+    pub(crate) fn ensure(&self, field: &str, ok: bool, message: &str) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(self.origin, field, message))
+        }
+    }
+
+    /// `Err` unless `version` is the one format version this build reads.
+    pub(crate) fn version(&self, version: u32) -> Result<(), ConfigError> {
+        self.ensure(
+            "version",
+            version == CONFIG_VERSION,
+            "expected 1 (the only config version this build reads)",
+        )
+    }
+
+    /// `Err` naming `field` unless the integer `value` lies in `range`.
+    pub(crate) fn count<T>(
+        &self,
+        field: &str,
+        value: T,
+        range: &RangeInclusive<u64>,
+    ) -> Result<(), ConfigError>
+    where
+        T: TryInto<u64> + Display + Copy,
+    {
+        limits::check_count(value, range)
+            .map_err(|message| ConfigError::invalid(self.origin, field, message))
+    }
+
+    /// `Err` naming `field` unless `value` lies in `range`.
+    pub(crate) fn real(
+        &self,
+        field: &str,
+        value: f64,
+        range: &RangeInclusive<f64>,
+    ) -> Result<(), ConfigError> {
+        limits::check_real(value, range)
+            .map_err(|message| ConfigError::invalid(self.origin, field, message))
+    }
+
+    /// `Err` unless `method` names a preset or is `custom`: the name labels results, run
+    /// directories and figures, so a misspelt or invented one would mislabel them.
+    pub(crate) fn method(&self, method: &str) -> Result<(), ConfigError> {
+        let known = is_method(method) || method == CUSTOM_METHOD;
+        self.ensure(
+            "method",
+            known,
+            &format!(
+                "unknown method `{method}`: expected one of {}, or `{CUSTOM_METHOD}` for \
+                 settings that follow no preset",
+                METHOD_NAMES.join(", ")
+            ),
+        )
+    }
+}
+
+/// Whether `value` is a finite number greater than 0.
+pub(crate) fn finite_positive(value: f64) -> bool {
+    value.is_finite() && value > 0.0
+}
+
+/// Whether `value` is a finite number not below 0.
+pub(crate) fn finite_non_negative(value: f64) -> bool {
+    value.is_finite() && value >= 0.0
+}
+
+/// Whether `value` is a probability-like fraction in [0, 1).
+pub(crate) fn unit_fraction(value: f64) -> bool {
+    (0.0..1.0).contains(&value)
+}
+
+/// The alpha optimizer's Adam settings, checked alike by the CNN and the recurrent search.
+pub(crate) struct AdamSettings {
+    pub(crate) lr: f64,
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
+    pub(crate) weight_decay: f64,
+}
+
+impl AdamSettings {
+    /// Checks each setting against the range documented on the `arch` fields.
+    pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let arch = self;
+        check.ensure(
+            "arch.lr",
+            finite_positive(arch.lr),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.beta1",
+            unit_fraction(arch.beta1),
+            "expected 0 <= beta1 < 1",
+        )?;
+        check.ensure(
+            "arch.beta2",
+            unit_fraction(arch.beta2),
+            "expected 0 <= beta2 < 1",
+        )?;
+        check.ensure(
+            "arch.eps",
+            finite_positive(arch.eps),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "arch.weight_decay",
+            finite_non_negative(arch.weight_decay),
+            "expected a finite number >= 0",
+        )?;
+        Ok(())
+    }
+}
+
+/// Checks the alpha-step schedule's values (shared by the CNN and RNN searches).
+pub(crate) fn check_schedule(
+    check: &Checker<'_>,
+    ratio: u32,
+    h0: f64,
+    hi: f64,
+    ewma: f64,
+) -> Result<(), ConfigError> {
+    check.count("schedule.ratio", ratio, &limits::SCHEDULE_RATIO)?;
+    check.ensure(
+        "schedule.h0",
+        finite_positive(h0),
+        "expected a finite number > 0",
+    )?;
+    check.ensure(
+        "schedule.hi",
+        hi.is_finite() && hi > 1.0,
+        "expected a finite number > 1",
+    )?;
+    check.ensure(
+        "schedule.ewma",
+        ewma > 0.0 && ewma <= 1.0,
+        "expected 0 < ewma <= 1",
+    )
+}
