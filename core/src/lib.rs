@@ -19,5 +19,6 @@ pub mod rnn_config;
 pub mod rnn_genotype;
 pub mod rnn_projection;
 mod rnn_text;
+pub mod settings;
 mod toml_spans;
 pub mod trial;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod nas;
 pub mod observer;
 pub mod runtime;
+mod shared;
 pub mod simulated;
 mod slot;
 pub mod trainer;

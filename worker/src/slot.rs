@@ -2,7 +2,7 @@
 //! thread, stream metrics in batches, upload checkpoints, and report how it ended.
 
 use crate::observer::{SlotControl, SlotObserver, TrainEvent};
-use crate::runtime::{until_shutdown, RunningTrial, Shared, Stall, MAX_BACKOFF, MIN_BACKOFF};
+use crate::shared::{until_shutdown, RunningTrial, Shared, Stall, MAX_BACKOFF, MIN_BACKOFF};
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
 use crate::transfer::{self, Upload};
 use prime_core::observer::Progress;

@@ -7,8 +7,8 @@ use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
+use prime_core::dataset::Dataset;
 use prime_core::eval_config::EvalConfig;
-use prime_core::grid::Task;
 use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::cnn::eval_net::{multiply_accumulates, EvalNetShape, EvalNetwork, ParameterCounts};
 use prime_nas::data::IMAGE_SIDE;
@@ -62,7 +62,7 @@ fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
     let Some(dataset) = &args.dataset else {
         return Ok(None);
     };
-    if dataset.parse::<Task>().ok() != Some(Task::Ptb) {
+    if dataset.parse::<Dataset>().ok() != Some(Dataset::Ptb) {
         return Ok(None);
     }
     let argument = args

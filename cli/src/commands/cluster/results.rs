@@ -8,7 +8,7 @@
 use super::{connect, runtime};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prime_core::grid::Task;
+use prime_core::dataset::Dataset;
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_proto::pb;
 use serde::Serialize;
@@ -94,7 +94,7 @@ pub struct SeedRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResultRow {
     /// Dataset.
-    pub dataset: Task,
+    pub dataset: Dataset,
     /// Method label.
     pub method: String,
     /// Test error (%) or test perplexity.
@@ -145,7 +145,7 @@ pub fn build_rows(trials: &[pb::TrialView]) -> anyhow::Result<Vec<ResultRow>> {
         }
     }
     let mut rows = Vec::new();
-    for dataset in Task::ALL {
+    for dataset in Dataset::ALL {
         for method in &methods {
             let searches: Vec<&Parsed> = parsed
                 .iter()
