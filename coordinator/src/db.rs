@@ -1,8 +1,16 @@
 //! The coordinator's SQLite database (WAL): grids, trials with their attempts, workers'
 //! cordon flags, metrics, logs and checkpoints. Every state change is one transaction,
 //! committed before the coordinator answers, so a kill -9 loses nothing it acknowledged.
+//!
+//! This module owns every SQL statement and every storage encoding (specs, results and
+//! attempt outcomes as JSON text, progress as a JSON array). The state layer sees only the
+//! `Database` and `Transaction` traits and domain values; `Db` is their SQLite
+//! implementation.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::model::{CheckpointRecord, NewCheckpoint, Placement, Trial, NO_PROGRESS};
+use prime_core::observer::Progress;
+use prime_core::trial::{AttemptOutcome, TrialId, TrialResult, TrialSpec, TrialState};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,65 +93,21 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// A trial row as stored.
-#[derive(Debug, Clone)]
-pub struct TrialRow {
-    /// Trial id.
-    pub id: u64,
-    /// Parent search trial of an evaluation.
-    pub parent_id: Option<u64>,
-    /// `TrialSpec` JSON.
-    pub spec_json: String,
-    /// State name.
-    pub state: String,
-    /// Fencing epoch of the latest assignment.
-    pub epoch: u64,
-    /// Crashes counted against the retry budget.
-    pub failures: u32,
-    /// Assignments so far.
-    pub attempts: u32,
-    /// Worker of the running attempt.
-    pub worker: Option<String>,
-    /// Slot of the running attempt.
-    pub slot: Option<u32>,
-    /// Last reported progress (JSON of `[epochs_done, epochs_total, steps_done, steps_total]`).
-    pub progress_json: String,
-    /// `TrialResult` JSON once succeeded.
-    pub result_json: Option<String>,
-    /// Why the trial failed or was last interrupted.
-    pub reason: String,
-    /// Wall time of finished attempts.
-    pub run_ms: u64,
-    /// Start of the running attempt.
-    pub attempt_started_unix_ms: Option<u64>,
-    /// Worker and slot of the latest attempt (running or ended), from the attempt history.
-    pub last_placement: Option<(String, u32)>,
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value does not decode (a row written by hand or by a broken build).
+    #[error("{0}")]
+    Corrupt(String),
+    /// A value cannot be encoded for storage.
+    #[error("{0}")]
+    Encode(String),
 }
 
-/// A stored checkpoint's metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckpointRow {
-    /// Checkpoint id (increasing).
-    pub id: u64,
-    /// Owning trial.
-    pub trial_id: u64,
-    /// Archive size in bytes.
-    pub size: u64,
-    /// Hex sha256 of the archive.
-    pub sha256: String,
-    /// Progress JSON (same encoding as trials).
-    pub progress_json: String,
-    /// Whether it holds the final artifacts.
-    pub is_final: bool,
-    /// Higher is better.
-    pub score: Option<f64>,
-    /// Key in the checkpoint store.
-    pub key: String,
-    /// Commit time.
-    pub created_unix_ms: u64,
-}
-
-/// One metric row to insert.
+/// One metric row as stored.
 #[derive(Debug, Clone)]
 pub struct MetricRow {
     /// Metric kind name.
@@ -154,18 +118,125 @@ pub struct MetricRow {
     pub epoch: u32,
     /// Fractional epochs.
     pub clock: f64,
-    /// JSON object of the values.
+    /// JSON object of the values (see `metric_rows` for its encoding).
     pub values_json: String,
 }
 
-/// The open database.
+/// What the state layer reads from its database; writes go through `begin`, one
+/// transaction each.
+pub trait Database: Send {
+    /// Every trial, by id; a running trial keeps the placement of its running attempt.
+    fn load_trials(&self) -> Result<Vec<Trial>, DbError>;
+    /// Names of cordoned workers.
+    fn cordoned_workers(&self) -> Result<Vec<String>, DbError>;
+    /// Whether a grid of that name exists.
+    fn grid_exists(&self, name: &str) -> Result<bool, DbError>;
+    /// The retained checkpoints of a trial, oldest first.
+    fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRecord>, DbError>;
+    /// A trial's log lines with their Unix milliseconds, oldest first.
+    fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, DbError>;
+    /// A trial's metric rows, by step then kind.
+    fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, DbError>;
+    /// Starts a transaction; dropped without `commit`, it changes nothing.
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError>;
+}
+
+/// The writes of one transaction.
+pub trait Transaction {
+    /// Stores a grid file.
+    fn insert_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError>;
+    /// Stores a new queued trial; its id.
+    fn insert_trial(
+        &self,
+        spec: &TrialSpec,
+        parent_id: Option<TrialId>,
+    ) -> Result<TrialId, DbError>;
+    /// Writes every mutable column of `trial`.
+    fn save_trial(&self, trial: &Trial) -> Result<(), DbError>;
+    /// Writes only the progress of a trial (heartbeats).
+    fn save_progress(&self, trial_id: TrialId, progress: &Progress) -> Result<(), DbError>;
+    /// Records the start of an attempt.
+    fn open_attempt(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        placement: &Placement,
+        started_unix_ms: u64,
+    ) -> Result<(), DbError>;
+    /// Records how an attempt ended.
+    fn close_attempt(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), DbError>;
+    /// Records a verified checkpoint of the attempt at `epoch`; its id.
+    fn insert_checkpoint(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        checkpoint: &NewCheckpoint,
+    ) -> Result<u64, DbError>;
+    /// Forgets checkpoints (retention).
+    fn delete_checkpoints(&self, ids: &[u64]) -> Result<(), DbError>;
+    /// Sets a worker's cordon flag.
+    fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), DbError>;
+    /// Inserts metric rows (a resumed attempt's repeated steps replace the earlier ones).
+    fn insert_metrics(&self, trial_id: TrialId, rows: &[MetricRow]) -> Result<(), DbError>;
+    /// Appends a log line to a trial.
+    fn insert_log(&self, trial_id: TrialId, line: &str) -> Result<(), DbError>;
+    /// Makes the writes durable.
+    fn commit(self: Box<Self>) -> Result<(), DbError>;
+}
+
+impl dyn Database + '_ {
+    /// Runs `body` in one transaction, committed when it returns `Ok`.
+    pub fn transaction<T, E: From<DbError>>(
+        &mut self,
+        body: impl FnOnce(&dyn Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let transaction = self.begin()?;
+        let value = body(&*transaction)?;
+        transaction.commit()?;
+        Ok(value)
+    }
+}
+
+/// Encodes a progress for storage: `[epochs_done, epochs_total, steps_done, steps_total]`.
+fn progress_json(progress: &Progress) -> String {
+    format!(
+        "[{},{},{},{}]",
+        progress.epochs_done, progress.epochs_total, progress.steps_done, progress.steps_total
+    )
+}
+
+/// Decodes a stored progress; anything unreadable is zero progress (it only feeds status
+/// tables, and the next heartbeat replaces it).
+fn parse_progress(text: &str) -> Progress {
+    let Ok(values) = serde_json::from_str::<[u64; 4]>(text) else {
+        return NO_PROGRESS;
+    };
+    Progress {
+        epochs_done: values[0] as u32,
+        epochs_total: values[1] as u32,
+        steps_done: values[2],
+        steps_total: values[3],
+    }
+}
+
+/// The JSON text of a value to store, or why it has none.
+fn encode(what: &str, json: serde_json::Result<String>) -> Result<String, DbError> {
+    json.map_err(|error| DbError::Encode(format!("{what}: {error}")))
+}
+
+/// The SQLite database.
 pub struct Db {
     connection: Connection,
 }
 
 impl Db {
     /// Opens (creating if needed) the database file in WAL mode.
-    pub fn open(path: &Path) -> rusqlite::Result<Db> {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
         let connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         // WAL with synchronous=NORMAL: a committed transaction survives a process crash.
@@ -175,20 +246,69 @@ impl Db {
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Db { connection })
     }
+}
 
-    /// Runs `body` in one transaction, committed when it returns `Ok`.
-    pub fn transaction<T, E: From<rusqlite::Error>>(
-        &mut self,
-        body: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let transaction = self.connection.transaction()?;
-        let value = body(&transaction)?;
-        transaction.commit()?;
-        Ok(value)
+/// The columns of a trial row, before decoding.
+struct StoredTrial {
+    id: TrialId,
+    parent_id: Option<TrialId>,
+    spec_json: String,
+    state: String,
+    epoch: u64,
+    failures: u32,
+    attempts: u32,
+    placement: Option<Placement>,
+    progress_json: String,
+    result_json: Option<String>,
+    reason: String,
+    run_ms: u64,
+    attempt_started_unix_ms: Option<u64>,
+    last_placement: Option<Placement>,
+}
+
+fn placement(worker: Option<String>, slot: Option<u32>) -> Option<Placement> {
+    match (worker, slot) {
+        (Some(worker), Some(slot)) => Some(Placement { worker, slot }),
+        _ => None,
     }
+}
 
-    /// Every trial, by id.
-    pub fn load_trials(&self) -> rusqlite::Result<Vec<TrialRow>> {
+impl StoredTrial {
+    fn decode(self) -> Result<Trial, DbError> {
+        let id = self.id;
+        let spec: TrialSpec = serde_json::from_str(&self.spec_json)
+            .map_err(|error| DbError::Corrupt(format!("stored spec of trial {id}: {error}")))?;
+        let state: TrialState = self.state.parse().map_err(DbError::Corrupt)?;
+        let result = self
+            .result_json
+            .map(|json| {
+                serde_json::from_str::<TrialResult>(&json).map_err(|error| {
+                    DbError::Corrupt(format!("stored result of trial {id}: {error}"))
+                })
+            })
+            .transpose()?;
+        Ok(Trial {
+            id,
+            parent_id: self.parent_id,
+            spec,
+            // Only a running trial holds a slot.
+            placement: self.placement.filter(|_| state == TrialState::Running),
+            state,
+            epoch: self.epoch,
+            failures: self.failures,
+            attempts: self.attempts,
+            last_placement: self.last_placement,
+            progress: parse_progress(&self.progress_json),
+            result,
+            reason: self.reason,
+            run_ms: self.run_ms,
+            attempt_started_unix_ms: self.attempt_started_unix_ms,
+        })
+    }
+}
+
+impl Database for Db {
+    fn load_trials(&self) -> Result<Vec<Trial>, DbError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT t.id, t.parent_id, t.spec_json, t.state, t.epoch, t.failures, t.attempts,
                     t.worker, t.slot, t.progress_json, t.result_json, t.reason, t.run_ms,
@@ -197,7 +317,7 @@ impl Db {
              ORDER BY t.id",
         )?;
         let rows = statement.query_map([], |row| {
-            Ok(TrialRow {
+            Ok(StoredTrial {
                 id: row.get(0)?,
                 parent_id: row.get(1)?,
                 spec_json: row.get(2)?,
@@ -205,72 +325,65 @@ impl Db {
                 epoch: row.get(4)?,
                 failures: row.get(5)?,
                 attempts: row.get(6)?,
-                worker: row.get(7)?,
-                slot: row.get(8)?,
+                placement: placement(row.get(7)?, row.get(8)?),
                 progress_json: row.get(9)?,
                 result_json: row.get(10)?,
                 reason: row.get(11)?,
                 run_ms: row.get(12)?,
                 attempt_started_unix_ms: row.get(13)?,
-                last_placement: match (row.get(14)?, row.get(15)?) {
-                    (Some(worker), Some(slot)) => Some((worker, slot)),
-                    _ => None,
-                },
+                last_placement: placement(row.get(14)?, row.get(15)?),
             })
         })?;
-        rows.collect()
+        rows.map(|row| row.map_err(DbError::from).and_then(StoredTrial::decode))
+            .collect()
     }
 
-    /// Names of cordoned workers.
-    pub fn cordoned_workers(&self) -> rusqlite::Result<Vec<String>> {
+    fn cordoned_workers(&self) -> Result<Vec<String>, DbError> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT name FROM workers WHERE cordoned = 1")?;
         let rows = statement.query_map([], |row| row.get(0))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Whether a grid of that name exists.
-    pub fn grid_exists(&self, name: &str) -> rusqlite::Result<bool> {
-        self.connection
+    fn grid_exists(&self, name: &str) -> Result<bool, DbError> {
+        Ok(self
+            .connection
             .query_row("SELECT 1 FROM grids WHERE name = ?1", [name], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
+            .optional()?
+            .is_some())
     }
 
-    /// The checkpoints of a trial, oldest first.
-    pub fn checkpoints(&self, trial_id: u64) -> rusqlite::Result<Vec<CheckpointRow>> {
+    fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRecord>, DbError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT id, trial_id, size, sha256, progress_json, final, score, key, created_unix_ms
              FROM checkpoints WHERE trial_id = ?1 ORDER BY id",
         )?;
         let rows = statement.query_map([trial_id], |row| {
-            Ok(CheckpointRow {
+            Ok(CheckpointRecord {
                 id: row.get(0)?,
                 trial_id: row.get(1)?,
                 size: row.get(2)?,
                 sha256: row.get(3)?,
-                progress_json: row.get(4)?,
+                progress: parse_progress(&row.get::<_, String>(4)?),
                 is_final: row.get(5)?,
                 score: row.get(6)?,
                 key: row.get(7)?,
                 created_unix_ms: row.get(8)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A trial's log lines, oldest first.
-    pub fn logs(&self, trial_id: u64) -> rusqlite::Result<Vec<(u64, String)>> {
+    fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, DbError> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT unix_ms, line FROM logs WHERE trial_id = ?1 ORDER BY rowid")?;
         let rows = statement.query_map([trial_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A trial's metric rows, by kind then step.
-    pub fn metrics(&self, trial_id: u64) -> rusqlite::Result<Vec<MetricRow>> {
+    fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, DbError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT kind, step, epoch, clock, values_json FROM metrics
              WHERE trial_id = ?1 ORDER BY step, kind",
@@ -284,41 +397,214 @@ impl Db {
                 values_json: row.get(4)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError> {
+        Ok(Box::new(SqliteTransaction(self.connection.transaction()?)))
     }
 }
 
-/// Inserts metric rows (a resumed attempt's repeated steps replace the earlier ones).
-pub fn insert_metrics(
-    transaction: &Transaction<'_>,
-    trial_id: u64,
-    rows: &[MetricRow],
-) -> rusqlite::Result<()> {
-    let mut statement = transaction.prepare_cached(
-        "INSERT OR REPLACE INTO metrics (trial_id, kind, step, epoch, clock, values_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for row in rows {
-        statement.execute(params![
-            trial_id,
-            row.kind,
-            row.step,
-            row.epoch,
-            row.clock,
-            row.values_json
-        ])?;
+/// A transaction of `Db`.
+struct SqliteTransaction<'c>(rusqlite::Transaction<'c>);
+
+impl Transaction for SqliteTransaction<'_> {
+    fn insert_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError> {
+        self.0.execute(
+            "INSERT INTO grids (name, file_name, toml, created_unix_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, file_name, toml, unix_ms()],
+        )?;
+        Ok(())
     }
-    Ok(())
+
+    fn insert_trial(
+        &self,
+        spec: &TrialSpec,
+        parent_id: Option<TrialId>,
+    ) -> Result<TrialId, DbError> {
+        let spec_json = encode("trial spec", serde_json::to_string(spec))?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO trials (grid, parent_id, spec_json, state) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                spec.grid,
+                parent_id,
+                spec_json,
+                TrialState::Queued.name()
+            ])?;
+        Ok(self.0.last_insert_rowid() as TrialId)
+    }
+
+    fn save_trial(&self, trial: &Trial) -> Result<(), DbError> {
+        let (worker, slot) = match &trial.placement {
+            Some(placement) => (Some(placement.worker.as_str()), Some(placement.slot)),
+            None => (None, None),
+        };
+        let result_json = trial
+            .result
+            .as_ref()
+            .map(|result| encode("trial result", serde_json::to_string(result)))
+            .transpose()?;
+        self.0
+            .prepare_cached(
+                "UPDATE trials SET state = ?2, epoch = ?3, failures = ?4, attempts = ?5, worker = ?6,
+                     slot = ?7, progress_json = ?8, result_json = ?9, reason = ?10, run_ms = ?11,
+                     attempt_started_unix_ms = ?12
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                trial.id,
+                trial.state.name(),
+                trial.epoch,
+                trial.failures,
+                trial.attempts,
+                worker,
+                slot,
+                progress_json(&trial.progress),
+                result_json,
+                trial.reason,
+                trial.run_ms,
+                trial.attempt_started_unix_ms,
+            ])?;
+        Ok(())
+    }
+
+    fn save_progress(&self, trial_id: TrialId, progress: &Progress) -> Result<(), DbError> {
+        self.0
+            .prepare_cached("UPDATE trials SET progress_json = ?2 WHERE id = ?1")?
+            .execute(params![trial_id, progress_json(progress)])?;
+        Ok(())
+    }
+
+    fn open_attempt(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        placement: &Placement,
+        started_unix_ms: u64,
+    ) -> Result<(), DbError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO attempts (trial_id, epoch, worker, slot, started_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                trial_id,
+                epoch,
+                placement.worker,
+                placement.slot,
+                started_unix_ms
+            ])?;
+        Ok(())
+    }
+
+    fn close_attempt(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), DbError> {
+        let outcome_json = encode("attempt outcome", serde_json::to_string(outcome))?;
+        self.0
+            .prepare_cached(
+                "UPDATE attempts SET ended_unix_ms = ?3, outcome_json = ?4
+                 WHERE trial_id = ?1 AND epoch = ?2",
+            )?
+            .execute(params![trial_id, epoch, unix_ms(), outcome_json])?;
+        Ok(())
+    }
+
+    fn insert_checkpoint(
+        &self,
+        trial_id: TrialId,
+        epoch: u64,
+        checkpoint: &NewCheckpoint,
+    ) -> Result<u64, DbError> {
+        self.0.execute(
+            "INSERT INTO checkpoints
+                 (trial_id, epoch, size, sha256, progress_json, final, score, key, created_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                trial_id,
+                epoch,
+                checkpoint.size,
+                checkpoint.sha256,
+                progress_json(&checkpoint.progress),
+                checkpoint.is_final,
+                checkpoint.score,
+                checkpoint.key,
+                unix_ms()
+            ],
+        )?;
+        Ok(self.0.last_insert_rowid() as u64)
+    }
+
+    fn delete_checkpoints(&self, ids: &[u64]) -> Result<(), DbError> {
+        let mut statement = self
+            .0
+            .prepare_cached("DELETE FROM checkpoints WHERE id = ?1")?;
+        for id in ids {
+            statement.execute([id])?;
+        }
+        Ok(())
+    }
+
+    fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), DbError> {
+        self.0.execute(
+            "INSERT INTO workers (name, cordoned) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET cordoned = ?2",
+            params![name, cordoned],
+        )?;
+        Ok(())
+    }
+
+    fn insert_metrics(&self, trial_id: TrialId, rows: &[MetricRow]) -> Result<(), DbError> {
+        let mut statement = self.0.prepare_cached(
+            "INSERT OR REPLACE INTO metrics (trial_id, kind, step, epoch, clock, values_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for row in rows {
+            statement.execute(params![
+                trial_id,
+                row.kind,
+                row.step,
+                row.epoch,
+                row.clock,
+                row.values_json
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn insert_log(&self, trial_id: TrialId, line: &str) -> Result<(), DbError> {
+        self.0
+            .prepare_cached("INSERT INTO logs (trial_id, unix_ms, line) VALUES (?1, ?2, ?3)")?
+            .execute(params![trial_id, unix_ms(), line])?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), DbError> {
+        Ok(self.0.commit()?)
+    }
 }
 
-/// Appends a log line to a trial.
-pub fn insert_log(
-    transaction: &Transaction<'_>,
-    trial_id: u64,
-    line: &str,
-) -> rusqlite::Result<()> {
-    transaction
-        .prepare_cached("INSERT INTO logs (trial_id, unix_ms, line) VALUES (?1, ?2, ?3)")?
-        .execute(params![trial_id, unix_ms(), line])?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_stored_as_a_json_array_and_unreadable_progress_is_zero() {
+        let progress = Progress {
+            epochs_done: 3,
+            epochs_total: 50,
+            steps_done: 1200,
+            steps_total: 20000,
+        };
+        let text = progress_json(&progress);
+        assert_eq!(text, "[3,50,1200,20000]");
+        assert_eq!(parse_progress(&text), progress);
+        // The column's default before the first heartbeat.
+        assert_eq!(parse_progress("{}"), NO_PROGRESS);
+    }
 }

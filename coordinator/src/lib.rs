@@ -3,22 +3,30 @@
 //!
 //! It never links libtorch: a head node without GPUs builds and runs it.
 
-pub mod db;
+//!
+//! Layers, outermost first: `server` starts the gRPC service and the event loop; `service`
+//! translates requests, converting wire messages at its `edge`; `event_loop` owns the `state`
+//! (with `trials` and `workers` operations on it, in `model` values); `db` holds every SQL
+//! statement behind the `Database` trait; `store` keeps checkpoint archives.
+
+mod db;
+mod edge;
 pub mod error;
-pub mod event_loop;
+mod event_loop;
 pub mod latency;
 mod metric_rows;
-pub mod retention;
+mod model;
+mod retention;
 pub mod server;
-pub mod service;
-pub mod state;
+mod service;
+mod state;
 pub mod store;
-pub mod trials;
-pub mod workers;
+mod trials;
+mod workers;
 
 pub use error::CoordinatorError;
 pub use server::{start, RunningCoordinator};
-pub use state::{CoordinatorConfig, State};
+pub use state::CoordinatorConfig;
 
 #[cfg(test)]
 mod tests;

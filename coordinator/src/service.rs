@@ -1,13 +1,17 @@
 //! The gRPC service: translates requests into event-loop calls and maps domain errors to
-//! statuses. Checkpoint bytes are written and verified off the event loop.
+//! statuses. Wire messages are converted to domain values here, at the edge (`edge`), and
+//! back for the replies. Checkpoint bytes are written and verified off the event loop.
 
+use crate::edge::worker_reports;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
+use crate::model::{NewCheckpoint, NO_PROGRESS};
 use crate::store::{CheckpointStore, StoreError};
-use crate::trials::{Finish, NewCheckpoint};
+use crate::trials::Finish;
 use crate::workers::WorkerMode;
+use prime_core::trial::TrialResult;
 use prime_proto::pb::coordinator_server::Coordinator;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use prime_proto::verify::{verify_checkpoint_archive, Expect};
@@ -74,9 +78,10 @@ impl Coordinator for CoordinatorService {
         let (session, accepted, lease, heartbeat) = self
             .state
             .try_call(move |state| {
-                let (session, accepted) =
-                    state.register(&request.name, request.slots, &request.running, now)?;
-                state.record_stalled(&request.name, session, request.stalled, now)?;
+                let (slots, running, stalled) =
+                    worker_reports(request.slots, &request.running, request.stalled);
+                let (session, accepted) = state.register(&request.name, slots, &running, now)?;
+                state.record_stalled(&request.name, session, stalled, now)?;
                 Ok((
                     session,
                     accepted,
@@ -99,9 +104,10 @@ impl Coordinator for CoordinatorService {
         let orders = self
             .state
             .try_call(move |state| {
-                let orders =
-                    state.heartbeat(&request.name, request.session, &request.running, now)?;
-                state.record_stalled(&request.name, request.session, request.stalled, now)?;
+                let (_, running, stalled) =
+                    worker_reports(Vec::new(), &request.running, request.stalled);
+                let orders = state.heartbeat(&request.name, request.session, &running, now)?;
+                state.record_stalled(&request.name, request.session, stalled, now)?;
                 Ok(orders)
             })
             .await?;
@@ -136,7 +142,9 @@ impl Coordinator for CoordinatorService {
             self.timings.on_loop.record(on_loop);
             self.timings.total.record(received.elapsed());
         }
-        Ok(Response::new(pb::RequestTrialReply { assignment }))
+        Ok(Response::new(pb::RequestTrialReply {
+            assignment: assignment.as_ref().map(Into::into),
+        }))
     }
 
     async fn report_metrics(&self, request: Request<pb::MetricBatch>) -> Reply<pb::Ack> {
@@ -199,14 +207,7 @@ impl Coordinator for CoordinatorService {
         let checkpoint = NewCheckpoint {
             size: commit.size,
             sha256: commit.sha256,
-            progress: commit.progress.as_ref().map(Into::into).unwrap_or(
-                prime_core::observer::Progress {
-                    epochs_done: 0,
-                    epochs_total: 0,
-                    steps_done: 0,
-                    steps_total: 0,
-                },
-            ),
+            progress: commit.progress.as_ref().map_or(NO_PROGRESS, Into::into),
             is_final: commit.r#final,
             score: commit.score.filter(|score| score.is_finite()),
             key: key.clone(),
@@ -257,7 +258,10 @@ impl Coordinator for CoordinatorService {
     async fn finish_trial(&self, request: Request<pb::FinishTrialRequest>) -> Reply<pb::Ack> {
         let request = request.into_inner();
         let finish = match request.outcome {
-            Some(Outcome::SucceededJson(json)) => Finish::Succeeded(json),
+            Some(Outcome::Succeeded(result)) => match TrialResult::try_from(result) {
+                Ok(result) => Finish::Succeeded(result),
+                Err(error) => Finish::MalformedResult(format!("invalid result: {error}")),
+            },
             Some(Outcome::Failed(failure)) => Finish::Failed {
                 reason: failure.reason,
                 diverged: failure.diverged,
@@ -301,7 +305,9 @@ impl Coordinator for CoordinatorService {
             .state
             .call(move |state| state.list_trials(&grid))
             .await?;
-        Ok(Response::new(pb::ListTrialsReply { trials }))
+        Ok(Response::new(pb::ListTrialsReply {
+            trials: trials.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn cancel_trials(&self, request: Request<pb::CancelRequest>) -> Reply<pb::CancelReply> {
@@ -332,7 +338,9 @@ impl Coordinator for CoordinatorService {
             .state
             .call(move |state| state.list_workers(now))
             .await?;
-        Ok(Response::new(pb::ListWorkersReply { workers }))
+        Ok(Response::new(pb::ListWorkersReply {
+            workers: workers.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn set_worker_mode(&self, request: Request<pb::SetWorkerModeRequest>) -> Reply<pb::Ack> {
@@ -349,7 +357,10 @@ impl Coordinator for CoordinatorService {
         let lines = self
             .state
             .try_call(move |state| state.logs(trial_id))
-            .await?;
+            .await?
+            .into_iter()
+            .map(|(unix_ms, line)| pb::LogLine { unix_ms, line })
+            .collect();
         Ok(Response::new(pb::TrialLogsReply { lines }))
     }
 
@@ -358,7 +369,10 @@ impl Coordinator for CoordinatorService {
         let metrics = self
             .state
             .try_call(move |state| state.metrics(trial_id))
-            .await?;
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect();
         Ok(Response::new(pb::TrialMetricsReply { metrics }))
     }
 
@@ -372,7 +386,7 @@ impl Coordinator for CoordinatorService {
             .try_call(move |state| state.checkpoints(trial_id))
             .await?
             .iter()
-            .map(crate::trials::checkpoint_info)
+            .map(Into::into)
             .collect();
         Ok(Response::new(pb::TrialCheckpointsReply { checkpoints }))
     }

@@ -402,9 +402,14 @@ async fn train(
     device: Device,
     assignment: &pb::Assignment,
 ) -> Result<Option<Outcome>, AttemptEnd> {
-    let spec: TrialSpec = match serde_json::from_str(&assignment.spec_json) {
-        Ok(spec) => spec,
-        Err(error) => return Ok(Some(invalid(format!("unreadable trial spec: {error}")))),
+    let spec = match assignment.spec.clone().map(TrialSpec::try_from) {
+        Some(Ok(spec)) => spec,
+        Some(Err(error)) => return Ok(Some(invalid(format!("unreadable trial spec: {error}")))),
+        None => {
+            return Ok(Some(invalid(
+                "unreadable trial spec: the assignment carries none".into(),
+            )))
+        }
     };
     let run_dir = shared
         .config
@@ -502,10 +507,7 @@ async fn train(
             if let Some(artifacts) = artifacts {
                 upload_artifacts(reporter, &run_dir, artifacts).await;
             }
-            match serde_json::to_string(&result) {
-                Ok(json) => Some(Outcome::SucceededJson(json)),
-                Err(error) => Some(failed(format!("unserialisable result: {error}"), false)),
-            }
+            Some(Outcome::Succeeded(pb::TrialResult::from(&result)))
         }
         Ok(Ok(TrainEnd::Stopped)) if control.preempt.load(Ordering::SeqCst) => {
             Some(Outcome::Preempted(pb::Preempted {}))

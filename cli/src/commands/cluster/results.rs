@@ -127,10 +127,11 @@ fn mean(values: &[f64]) -> Option<f64> {
 pub fn build_rows(trials: &[pb::TrialView]) -> anyhow::Result<Vec<ResultRow>> {
     let mut parsed = Vec::new();
     for view in trials {
-        let spec: TrialSpec = serde_json::from_str(&view.spec_json)
+        let spec: TrialSpec = view
+            .trial_spec()
             .with_context(|| format!("trial {} has an unreadable spec", view.trial_id))?;
         let result = (view.state == "succeeded")
-            .then(|| serde_json::from_str::<TrialResult>(&view.result_json).ok())
+            .then(|| view.trial_result().ok().flatten())
             .flatten();
         parsed.push(Parsed {
             view: view.clone(),
@@ -381,14 +382,14 @@ mod tests {
         pb::TrialView {
             trial_id: id,
             parent_id: parent,
-            spec_json: serde_json::to_string(spec).unwrap(),
+            spec: Some(spec.into()),
             state: if result.is_some() {
                 "succeeded"
             } else {
                 "running"
             }
             .into(),
-            result_json: result.unwrap_or_default().into(),
+            result: result.map(|json| (&serde_json::from_str::<TrialResult>(json).unwrap()).into()),
             run_seconds,
             ..Default::default()
         }
