@@ -139,19 +139,6 @@ impl From<&MetricRow> for pb::Metric {
     }
 }
 
-/// Slots, running trials and stalled slots of a registration or heartbeat.
-pub(crate) fn worker_reports(
-    slots: Vec<pb::Slot>,
-    running: &[pb::RunningTrial],
-    stalled: Vec<pb::StalledSlot>,
-) -> (Vec<WorkerSlot>, Vec<RunningReport>, Vec<StalledSlot>) {
-    (
-        slots.into_iter().map(Into::into).collect(),
-        running.iter().map(Into::into).collect(),
-        stalled.into_iter().map(Into::into).collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,11 @@
 //! statuses. Wire messages are converted to domain values here, at the edge (`edge`), and
 //! back for the replies. Checkpoint bytes are written and verified off the event loop.
 
-use crate::edge::worker_reports;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
-use crate::model::{NewCheckpoint, NO_PROGRESS};
+use crate::model::{NewCheckpoint, RunningReport, StalledSlot, WorkerSlot, NO_PROGRESS};
 use crate::store::{CheckpointStore, StoreError};
 use crate::trials::Finish;
 use crate::workers::WorkerMode;
@@ -75,13 +74,15 @@ impl Coordinator for CoordinatorService {
     ) -> Reply<pb::RegisterWorkerReply> {
         let request = request.into_inner();
         let now = Instant::now();
+        let name = request.name;
+        let slots: Vec<WorkerSlot> = request.slots.into_iter().map(Into::into).collect();
+        let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
+        let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
         let (session, accepted, lease, heartbeat) = self
             .state
             .try_call(move |state| {
-                let (slots, running, stalled) =
-                    worker_reports(request.slots, &request.running, request.stalled);
-                let (session, accepted) = state.register(&request.name, slots, &running, now)?;
-                state.record_stalled(&request.name, session, stalled, now)?;
+                let (session, accepted) = state.register(&name, slots, &running, now)?;
+                state.record_stalled(&name, session, stalled, now)?;
                 Ok((
                     session,
                     accepted,
@@ -101,13 +102,14 @@ impl Coordinator for CoordinatorService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let request = request.into_inner();
         let now = Instant::now();
+        let (name, session) = (request.name, request.session);
+        let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
+        let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
         let orders = self
             .state
             .try_call(move |state| {
-                let (_, running, stalled) =
-                    worker_reports(Vec::new(), &request.running, request.stalled);
-                let orders = state.heartbeat(&request.name, request.session, &running, now)?;
-                state.record_stalled(&request.name, request.session, stalled, now)?;
+                let orders = state.heartbeat(&name, session, &running, now)?;
+                state.record_stalled(&name, session, stalled, now)?;
                 Ok(orders)
             })
             .await?;
