@@ -2,7 +2,6 @@
 //! worker slots under leases with fencing epochs, and stores checkpoints.
 //!
 //! It never links libtorch: a head node without GPUs builds and runs it.
-
 //!
 //! Layers, outermost first: `server` starts the gRPC service and the event loop; `service`
 //! translates requests, converting wire messages at its `edge`; `event_loop` owns the `state`
@@ -11,16 +10,16 @@
 
 mod db;
 mod edge;
-pub mod error;
+mod error;
 mod event_loop;
 pub mod latency;
 mod metric_rows;
 mod model;
 mod retention;
-pub mod server;
+mod server;
 mod service;
 mod state;
-pub mod store;
+mod store;
 mod trials;
 mod workers;
 
