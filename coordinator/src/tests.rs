@@ -955,3 +955,57 @@ async fn a_panicking_request_is_answered_and_the_loop_keeps_serving() {
         .unwrap();
     assert_eq!(name, "g");
 }
+
+#[test]
+fn a_database_of_the_previous_build_opens_with_its_specs_results_and_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let specs: Vec<TrialSpec> = {
+        let mut state = open(dir.path(), now);
+        state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+        state
+            .trials
+            .values()
+            .map(|trial| trial.spec.clone())
+            .collect()
+    };
+    // What the previous build stored: the result as the JSON text the worker sent, progress
+    // as a JSON array, or the column's default `{}` before the first heartbeat.
+    let worker_json =
+        r#"{"genotype":{"normal":[["sep_conv_3x3",0]]},"metrics":{"search_valid_acc":88.0}}"#;
+    let connection = rusqlite::Connection::open(dir.path().join("coordinator.sqlite3")).unwrap();
+    connection
+        .execute(
+            "UPDATE trials SET state = 'succeeded', result_json = ?1,
+                 progress_json = '[50,50,19550,19550]' WHERE id = 1",
+            [worker_json],
+        )
+        .unwrap();
+    connection
+        .execute("UPDATE trials SET progress_json = '{}' WHERE id = 2", [])
+        .unwrap();
+    drop(connection);
+    let state = open(dir.path(), now);
+    state.check_invariants().unwrap();
+    let listed = state.list_trials("g");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|trial| trial.spec.clone())
+            .collect::<Vec<_>>(),
+        specs
+    );
+    let done = pb::TrialView::from(&listed[0]);
+    assert_eq!(done.state, "succeeded");
+    let result = done.trial_result().unwrap().unwrap();
+    assert_eq!(
+        result,
+        serde_json::from_str::<TrialResult>(worker_json).unwrap()
+    );
+    assert_eq!(done.progress.unwrap().steps_done, 19_550);
+    assert_eq!(
+        listed[1].progress.epochs_total, 0,
+        "unreadable progress is zero"
+    );
+    assert!(listed[1].result.is_none());
+}

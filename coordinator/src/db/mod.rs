@@ -37,16 +37,17 @@ pub enum DbError {
     Encode(String),
 }
 
-/// One metric row as stored.
+/// One metric row as stored; a trial's rows are keyed by (kind, step), so a resumed attempt
+/// that repeats steps replaces them instead of duplicating them.
 #[derive(Debug, Clone)]
 pub struct MetricRow {
-    /// Metric kind name.
+    /// Metric kind name, as the worker sent it (checked on arrival).
     pub kind: String,
-    /// Global step.
+    /// Global training step of the record.
     pub step: u64,
-    /// Epoch.
+    /// Epoch the record belongs to.
     pub epoch: u32,
-    /// Fractional epochs.
+    /// Fractional epochs done when the record was taken (the x axis of plots).
     pub clock: f64,
     /// JSON object of the values (see `metric_rows` for its encoding).
     pub values_json: String,
