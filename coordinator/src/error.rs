@@ -1,5 +1,6 @@
 //! Domain errors of the coordinator and their one mapping to gRPC statuses.
 
+use crate::db::DbError;
 use crate::store::StoreError;
 use prime_core::trial::TrialId;
 use tonic::Status;
@@ -58,6 +59,19 @@ pub enum CoordinatorError {
     /// A bug: handling the request panicked (the coordinator keeps serving).
     #[error("internal error while handling the request: {0}")]
     Internal(String),
+}
+
+impl From<DbError> for CoordinatorError {
+    /// A stored value that does not decode, or a value that cannot be encoded, is reported as
+    /// invalid with what it is; a failure of SQLite itself as a database error.
+    fn from(error: DbError) -> CoordinatorError {
+        match error {
+            DbError::Sqlite(error) => CoordinatorError::Database(error),
+            DbError::Corrupt(message) | DbError::Encode(message) => {
+                CoordinatorError::Invalid(message)
+            }
+        }
+    }
 }
 
 impl From<CoordinatorError> for Status {

@@ -2,23 +2,30 @@
 //! worker slots under leases with fencing epochs, and stores checkpoints.
 //!
 //! It never links libtorch: a head node without GPUs builds and runs it.
+//!
+//! Layers, outermost first: `server` starts the gRPC service and the event loop; `service`
+//! translates requests, converting wire messages at its `edge`; `event_loop` owns the `state`
+//! (with `trials` and `workers` operations on it, in `model` values); `db` holds every SQL
+//! statement behind the `Database` trait; `store` keeps checkpoint archives.
 
-pub mod db;
-pub mod error;
-pub mod event_loop;
+mod db;
+mod edge;
+mod error;
+mod event_loop;
 pub mod latency;
 mod metric_rows;
-pub mod retention;
-pub mod server;
-pub mod service;
-pub mod state;
-pub mod store;
-pub mod trials;
-pub mod workers;
+mod model;
+mod retention;
+mod server;
+mod service;
+mod state;
+mod store;
+mod trials;
+mod workers;
 
 pub use error::CoordinatorError;
 pub use server::{start, RunningCoordinator};
-pub use state::{CoordinatorConfig, State};
+pub use state::CoordinatorConfig;
 
 #[cfg(test)]
 mod tests;

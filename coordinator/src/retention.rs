@@ -1,12 +1,13 @@
 //! Checkpoint retention: which checkpoints of a trial to delete. Pure decision logic; the
 //! caller does the IO.
 
-use crate::db::CheckpointRow;
+use crate::model::CheckpointRecord;
 
 /// Ids of the checkpoints to delete so that only the last `keep_last`, the best-scored one
 /// and the final ones remain.
-pub fn checkpoints_to_delete(checkpoints: &[CheckpointRow], keep_last: usize) -> Vec<u64> {
-    let mut resumable: Vec<&CheckpointRow> = checkpoints.iter().filter(|c| !c.is_final).collect();
+pub fn checkpoints_to_delete(checkpoints: &[CheckpointRecord], keep_last: usize) -> Vec<u64> {
+    let mut resumable: Vec<&CheckpointRecord> =
+        checkpoints.iter().filter(|c| !c.is_final).collect();
     resumable.sort_by_key(|checkpoint| checkpoint.id);
     let best = resumable
         .iter()
@@ -24,14 +25,15 @@ pub fn checkpoints_to_delete(checkpoints: &[CheckpointRow], keep_last: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::NO_PROGRESS;
 
-    fn checkpoint(id: u64, score: Option<f64>, is_final: bool) -> CheckpointRow {
-        CheckpointRow {
+    fn checkpoint(id: u64, score: Option<f64>, is_final: bool) -> CheckpointRecord {
+        CheckpointRecord {
             id,
             trial_id: 1,
             size: 1,
             sha256: String::new(),
-            progress_json: String::new(),
+            progress: NO_PROGRESS,
             is_final,
             score,
             key: format!("k{id}"),

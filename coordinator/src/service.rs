@@ -1,13 +1,16 @@
 //! The gRPC service: translates requests into event-loop calls and maps domain errors to
-//! statuses. Checkpoint bytes are written and verified off the event loop.
+//! statuses. Wire messages are converted to domain values here, at the edge (`edge`), and
+//! back for the replies. Checkpoint bytes are written and verified off the event loop.
 
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
+use crate::model::{NewCheckpoint, RunningReport, StalledSlot, WorkerSlot, NO_PROGRESS};
 use crate::store::{CheckpointStore, StoreError};
-use crate::trials::{Finish, NewCheckpoint};
+use crate::trials::Finish;
 use crate::workers::WorkerMode;
+use prime_core::trial::TrialResult;
 use prime_proto::pb::coordinator_server::Coordinator;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use prime_proto::verify::{verify_checkpoint_archive, Expect};
@@ -71,12 +74,15 @@ impl Coordinator for CoordinatorService {
     ) -> Reply<pb::RegisterWorkerReply> {
         let request = request.into_inner();
         let now = Instant::now();
+        let name = request.name;
+        let slots: Vec<WorkerSlot> = request.slots.into_iter().map(Into::into).collect();
+        let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
+        let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
         let (session, accepted, lease, heartbeat) = self
             .state
             .try_call(move |state| {
-                let (session, accepted) =
-                    state.register(&request.name, request.slots, &request.running, now)?;
-                state.record_stalled(&request.name, session, request.stalled, now)?;
+                let (session, accepted) = state.register(&name, slots, &running, now)?;
+                state.record_stalled(&name, session, stalled, now)?;
                 Ok((
                     session,
                     accepted,
@@ -96,12 +102,14 @@ impl Coordinator for CoordinatorService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let request = request.into_inner();
         let now = Instant::now();
+        let (name, session) = (request.name, request.session);
+        let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
+        let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
         let orders = self
             .state
             .try_call(move |state| {
-                let orders =
-                    state.heartbeat(&request.name, request.session, &request.running, now)?;
-                state.record_stalled(&request.name, request.session, request.stalled, now)?;
+                let orders = state.heartbeat(&name, session, &running, now)?;
+                state.record_stalled(&name, session, stalled, now)?;
                 Ok(orders)
             })
             .await?;
@@ -136,7 +144,9 @@ impl Coordinator for CoordinatorService {
             self.timings.on_loop.record(on_loop);
             self.timings.total.record(received.elapsed());
         }
-        Ok(Response::new(pb::RequestTrialReply { assignment }))
+        Ok(Response::new(pb::RequestTrialReply {
+            assignment: assignment.as_ref().map(Into::into),
+        }))
     }
 
     async fn report_metrics(&self, request: Request<pb::MetricBatch>) -> Reply<pb::Ack> {
@@ -199,14 +209,7 @@ impl Coordinator for CoordinatorService {
         let checkpoint = NewCheckpoint {
             size: commit.size,
             sha256: commit.sha256,
-            progress: commit.progress.as_ref().map(Into::into).unwrap_or(
-                prime_core::observer::Progress {
-                    epochs_done: 0,
-                    epochs_total: 0,
-                    steps_done: 0,
-                    steps_total: 0,
-                },
-            ),
+            progress: commit.progress.as_ref().map_or(NO_PROGRESS, Into::into),
             is_final: commit.r#final,
             score: commit.score.filter(|score| score.is_finite()),
             key: key.clone(),
@@ -257,7 +260,10 @@ impl Coordinator for CoordinatorService {
     async fn finish_trial(&self, request: Request<pb::FinishTrialRequest>) -> Reply<pb::Ack> {
         let request = request.into_inner();
         let finish = match request.outcome {
-            Some(Outcome::SucceededJson(json)) => Finish::Succeeded(json),
+            Some(Outcome::Succeeded(result)) => match TrialResult::try_from(result) {
+                Ok(result) => Finish::Succeeded(result),
+                Err(error) => Finish::MalformedResult(format!("invalid result: {error}")),
+            },
             Some(Outcome::Failed(failure)) => Finish::Failed {
                 reason: failure.reason,
                 diverged: failure.diverged,
@@ -301,7 +307,9 @@ impl Coordinator for CoordinatorService {
             .state
             .call(move |state| state.list_trials(&grid))
             .await?;
-        Ok(Response::new(pb::ListTrialsReply { trials }))
+        Ok(Response::new(pb::ListTrialsReply {
+            trials: trials.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn cancel_trials(&self, request: Request<pb::CancelRequest>) -> Reply<pb::CancelReply> {
@@ -332,7 +340,9 @@ impl Coordinator for CoordinatorService {
             .state
             .call(move |state| state.list_workers(now))
             .await?;
-        Ok(Response::new(pb::ListWorkersReply { workers }))
+        Ok(Response::new(pb::ListWorkersReply {
+            workers: workers.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn set_worker_mode(&self, request: Request<pb::SetWorkerModeRequest>) -> Reply<pb::Ack> {
@@ -349,7 +359,10 @@ impl Coordinator for CoordinatorService {
         let lines = self
             .state
             .try_call(move |state| state.logs(trial_id))
-            .await?;
+            .await?
+            .into_iter()
+            .map(|(unix_ms, line)| pb::LogLine { unix_ms, line })
+            .collect();
         Ok(Response::new(pb::TrialLogsReply { lines }))
     }
 
@@ -358,7 +371,10 @@ impl Coordinator for CoordinatorService {
         let metrics = self
             .state
             .try_call(move |state| state.metrics(trial_id))
-            .await?;
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect();
         Ok(Response::new(pb::TrialMetricsReply { metrics }))
     }
 
@@ -372,7 +388,7 @@ impl Coordinator for CoordinatorService {
             .try_call(move |state| state.checkpoints(trial_id))
             .await?
             .iter()
-            .map(crate::trials::checkpoint_info)
+            .map(Into::into)
             .collect();
         Ok(Response::new(pb::TrialCheckpointsReply { checkpoints }))
     }

@@ -1,18 +1,17 @@
-//! The coordinator's state machine: the in-memory view of trials and workers over the SQLite
-//! database. Only the event loop touches it; every method takes the current (tokio) time so
-//! tests drive leases with paused time.
+//! The coordinator's state machine: the in-memory view of trials and workers over the
+//! database (`db::Database`, SQLite in production). Only the event loop touches it; every
+//! method takes the current (tokio) time so tests drive leases with paused time. It speaks
+//! domain values (`model`); the service converts them to and from wire messages.
 //!
 //! Invariants: a worker slot holds at most one trial, and a running trial sits in exactly
 //! the slot recorded in its placement; every change is committed to SQLite before the
 //! in-memory view changes.
 
-use crate::db::{self, Db, TrialRow};
+use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
+use crate::model::{StalledSlot, Trial, WorkerSlot};
 use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
-use prime_core::observer::Progress;
-use prime_core::trial::{AttemptOutcome, TrialId, TrialSpec, TrialState};
-use prime_proto::pb;
-use rusqlite::{params, Transaction};
+use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -45,55 +44,34 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// Where a running trial runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Placement {
-    pub worker: String,
-    pub slot: u32,
-}
-
-/// A trial as the coordinator sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct Trial {
-    pub id: TrialId,
-    pub parent_id: Option<TrialId>,
-    pub spec: TrialSpec,
-    pub spec_json: String,
-    pub state: TrialState,
-    pub epoch: u64,
-    pub failures: u32,
-    pub attempts: u32,
-    pub placement: Option<Placement>,
-    /// Where the latest attempt ran (kept after it ends, for status tables).
-    pub last_placement: Option<Placement>,
-    pub progress: Progress,
-    pub result_json: Option<String>,
-    pub reason: String,
-    pub run_ms: u64,
-    pub attempt_started_unix_ms: Option<u64>,
-}
-
 /// A worker as the coordinator sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
     /// Current registration; 0 for a worker restored from the database that has not
     /// registered since the coordinator started.
     pub session: u64,
-    pub slots: Vec<pb::Slot>,
+    /// Its slots as last registered.
+    pub slots: Vec<WorkerSlot>,
+    /// Whether its lease is current.
     pub alive: bool,
+    /// When its lease expires unless renewed.
     pub deadline: Instant,
+    /// When it was last heard from.
     pub last_seen: Instant,
+    /// No new trials (survives restarts).
     pub cordoned: bool,
+    /// Cordoned, and its running trials are told to checkpoint and stop.
     pub draining: bool,
+    /// The trial on each busy slot.
     pub occupied: BTreeMap<u32, TrialId>,
     /// Slots the worker last reported as stalled, and when it reported them.
-    pub stalled: Vec<pb::StalledSlot>,
+    pub stalled: Vec<StalledSlot>,
     pub stalled_reported: Instant,
 }
 
 /// The coordinator's state.
 pub struct State {
-    pub(crate) db: Db,
+    pub(crate) db: Box<dyn Database>,
     pub(crate) config: CoordinatorConfig,
     pub(crate) trials: BTreeMap<TrialId, Trial>,
     /// Runnable trials: higher priority first, then FIFO by id.
@@ -101,87 +79,6 @@ pub struct State {
     pub(crate) workers: BTreeMap<String, Worker>,
     pub(crate) cordoned: HashSet<String>,
     pub(crate) next_session: u64,
-}
-
-/// Encodes a progress for storage.
-pub(crate) fn progress_json(progress: &Progress) -> String {
-    format!(
-        "[{},{},{},{}]",
-        progress.epochs_done, progress.epochs_total, progress.steps_done, progress.steps_total
-    )
-}
-
-/// Decodes a stored progress; anything unreadable is zero progress.
-pub(crate) fn parse_progress(text: &str) -> Progress {
-    let values: [u64; 4] = serde_json::from_str(text).unwrap_or([0; 4]);
-    Progress {
-        epochs_done: values[0] as u32,
-        epochs_total: values[1] as u32,
-        steps_done: values[2],
-        steps_total: values[3],
-    }
-}
-
-fn trial_from_row(row: TrialRow) -> Result<Trial, CoordinatorError> {
-    let spec: TrialSpec = serde_json::from_str(&row.spec_json).map_err(|error| {
-        CoordinatorError::Invalid(format!("stored spec of trial {}: {error}", row.id))
-    })?;
-    let state: TrialState = row.state.parse().map_err(CoordinatorError::Invalid)?;
-    let placement = match (row.worker, row.slot) {
-        (Some(worker), Some(slot)) if state == TrialState::Running => {
-            Some(Placement { worker, slot })
-        }
-        _ => None,
-    };
-    Ok(Trial {
-        id: row.id,
-        parent_id: row.parent_id,
-        spec,
-        spec_json: row.spec_json,
-        state,
-        epoch: row.epoch,
-        failures: row.failures,
-        attempts: row.attempts,
-        placement,
-        last_placement: row
-            .last_placement
-            .map(|(worker, slot)| Placement { worker, slot }),
-        progress: parse_progress(&row.progress_json),
-        result_json: row.result_json,
-        reason: row.reason,
-        run_ms: row.run_ms,
-        attempt_started_unix_ms: row.attempt_started_unix_ms,
-    })
-}
-
-/// Writes every mutable column of `trial`.
-pub(crate) fn save_trial(transaction: &Transaction<'_>, trial: &Trial) -> rusqlite::Result<()> {
-    let (worker, slot) = match &trial.placement {
-        Some(placement) => (Some(placement.worker.as_str()), Some(placement.slot)),
-        None => (None, None),
-    };
-    transaction
-        .prepare_cached(
-            "UPDATE trials SET state = ?2, epoch = ?3, failures = ?4, attempts = ?5, worker = ?6,
-                 slot = ?7, progress_json = ?8, result_json = ?9, reason = ?10, run_ms = ?11,
-                 attempt_started_unix_ms = ?12
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            trial.id,
-            trial.state.name(),
-            trial.epoch,
-            trial.failures,
-            trial.attempts,
-            worker,
-            slot,
-            progress_json(&trial.progress),
-            trial.result_json,
-            trial.reason,
-            trial.run_ms,
-            trial.attempt_started_unix_ms,
-        ])?;
-    Ok(())
 }
 
 impl State {
@@ -197,6 +94,15 @@ impl State {
         std::fs::create_dir_all(state_dir)
             .map_err(|error| CoordinatorError::Store(error.into()))?;
         let db = Db::open(&state_dir.join("coordinator.sqlite3"))?;
+        State::with_database(Box::new(db), config, now)
+    }
+
+    /// The state over `db`, restoring every trial (see `open`).
+    pub fn with_database(
+        db: Box<dyn Database>,
+        config: CoordinatorConfig,
+        now: Instant,
+    ) -> Result<State, CoordinatorError> {
         let cordoned: HashSet<String> = db.cordoned_workers()?.into_iter().collect();
         let mut state = State {
             db,
@@ -207,12 +113,11 @@ impl State {
             cordoned,
             next_session: db::unix_ms().max(1),
         };
-        for row in state.db.load_trials()? {
-            let trial = trial_from_row(row)?;
+        for trial in state.db.load_trials()? {
             if let Some(placement) = &trial.placement {
                 let worker = state.worker_entry(&placement.worker, now);
                 worker.occupied.insert(placement.slot, trial.id);
-                worker.slots.push(pb::Slot {
+                worker.slots.push(WorkerSlot {
                     index: placement.slot,
                     device: String::new(),
                 });
@@ -311,25 +216,13 @@ impl State {
 
     /// Saves the end of `trial`'s running attempt (attempt row, trial row, log line).
     pub(crate) fn save_closed_attempt(
-        transaction: &Transaction<'_>,
+        transaction: &dyn Transaction,
         closed: &Trial,
         outcome: &AttemptOutcome,
-    ) -> rusqlite::Result<()> {
-        let outcome_json = serde_json::to_string(outcome).unwrap_or_default();
-        transaction
-            .prepare_cached(
-                "UPDATE attempts SET ended_unix_ms = ?3, outcome_json = ?4
-                 WHERE trial_id = ?1 AND epoch = ?2",
-            )?
-            .execute(params![
-                closed.id,
-                closed.epoch,
-                db::unix_ms(),
-                outcome_json
-            ])?;
-        save_trial(transaction, closed)?;
-        db::insert_log(
-            transaction,
+    ) -> Result<(), DbError> {
+        transaction.close_attempt(closed.id, closed.epoch, outcome)?;
+        transaction.save_trial(closed)?;
+        transaction.insert_log(
             closed.id,
             &format!(
                 "attempt at epoch {} {}; trial is {}",

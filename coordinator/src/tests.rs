@@ -2,11 +2,12 @@
 
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
+use crate::model::{Assignment, NewCheckpoint, RunningReport, StalledSlot, WorkerSlot};
 use crate::state::{CoordinatorConfig, State};
-use crate::trials::{Finish, NewCheckpoint};
+use crate::trials::Finish;
 use crate::workers::WorkerMode;
 use prime_core::observer::Progress;
-use prime_core::trial::{TrialKind, TrialSpec, TrialState};
+use prime_core::trial::{TrialKind, TrialResult, TrialSpec, TrialState};
 use prime_proto::pb;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,17 +35,17 @@ fn open(dir: &std::path::Path, now: Instant) -> State {
     State::open(dir, config(), now).unwrap()
 }
 
-fn slots(count: u32) -> Vec<pb::Slot> {
+fn slots(count: u32) -> Vec<WorkerSlot> {
     (0..count)
-        .map(|index| pb::Slot {
+        .map(|index| WorkerSlot {
             index,
             device: format!("cuda:{index}"),
         })
         .collect()
 }
 
-fn running(trial_id: u64, epoch: u64, slot: u32) -> pb::RunningTrial {
-    pb::RunningTrial {
+fn running(trial_id: u64, epoch: u64, slot: u32) -> RunningReport {
+    RunningReport {
         trial_id,
         epoch,
         slot,
@@ -62,7 +63,17 @@ fn success(genotype: bool) -> Finish {
     } else {
         r#"{"metrics":{"test_error":2.7,"params_m":3.1}}"#
     };
-    Finish::Succeeded(json.to_string())
+    Finish::Succeeded(serde_json::from_str::<TrialResult>(json).unwrap())
+}
+
+/// The metrics of a trial as the service serves them.
+fn served_metrics(state: &State, trial_id: u64) -> Vec<pb::Metric> {
+    state
+        .metrics(trial_id)
+        .unwrap()
+        .iter()
+        .map(pb::Metric::from)
+        .collect()
 }
 
 #[test]
@@ -79,7 +90,7 @@ fn placement_follows_priority_then_fifo_and_never_double_books() {
     let (session, _) = state.register("w1", slots(2), &[], now).unwrap();
     let first = state.request_trial("w1", session, 0, now).unwrap().unwrap();
     let second = state.request_trial("w1", session, 1, now).unwrap().unwrap();
-    let spec = |a: &pb::Assignment| serde_json::from_str::<TrialSpec>(&a.spec_json).unwrap();
+    let spec = |a: &Assignment| -> TrialSpec { a.spec.clone() };
     assert_eq!(
         (spec(&first).grid.as_str(), spec(&first).method.as_str()),
         ("high", "darts")
@@ -305,9 +316,9 @@ fn a_successful_search_chains_to_its_evaluations() {
             && child.state == TrialState::Queued));
     assert_eq!(
         state.trials[&search.trial_id]
-            .result_json
-            .as_deref()
-            .map(|j| j.contains("genotype")),
+            .result
+            .as_ref()
+            .map(|result| result.genotype.is_some()),
         Some(true)
     );
 }
@@ -450,7 +461,7 @@ fn cancel_drain_and_retention() {
     state.set_worker_mode("w", WorkerMode::Uncordon).unwrap();
     let resumed = state.request_trial("w", session, 0, now).unwrap().unwrap();
     assert_eq!(resumed.trial_id, b_slot.trial_id);
-    assert_eq!(resumed.resume.unwrap().progress.unwrap().epochs_done, 3);
+    assert_eq!(resumed.resume.unwrap().progress.epochs_done, 3);
     assert!(matches!(
         state.set_worker_mode("nobody", WorkerMode::Cordon),
         Err(CoordinatorError::UnknownWorker(_))
@@ -544,13 +555,15 @@ async fn metric_batches_are_group_committed_and_fenced() {
     assert!(matches!(stale, CoordinatorError::Fenced { .. }));
     let trial_id = assignment.trial_id;
     let (metrics, logs) = handle
-        .try_call(move |state| Ok((state.metrics(trial_id)?, state.logs(trial_id)?)))
+        .try_call(move |state| Ok((served_metrics(state, trial_id), state.logs(trial_id)?)))
         .await
         .unwrap();
     assert_eq!(metrics.len(), 200);
     assert_eq!(metrics[7].values["loss"], 1.5);
     assert_eq!(
-        logs.iter().filter(|l| l.line.starts_with("batch ")).count(),
+        logs.iter()
+            .filter(|(_, line)| line.starts_with("batch "))
+            .count(),
         20
     );
 }
@@ -645,9 +658,10 @@ fn finished_trials_show_the_worker_of_their_last_attempt_across_restarts() {
         state
             .list_trials("g")
             .into_iter()
-            .find(|view| view.trial_id == trial_id)
+            .find(|view| view.id == trial_id)
             .unwrap()
             .worker
+            .unwrap_or_default()
     };
     let (done, crashed) = {
         let mut state = open(dir.path(), now);
@@ -684,9 +698,9 @@ fn finished_trials_show_the_worker_of_their_last_attempt_across_restarts() {
         let queued_evaluation = state
             .list_trials("g")
             .into_iter()
-            .find(|view| view.parent_id == done.trial_id)
+            .find(|view| view.parent_id == Some(done.trial_id))
             .unwrap();
-        assert_eq!(queued_evaluation.worker, "");
+        assert_eq!(queued_evaluation.worker, None);
         (done.trial_id, crashed.trial_id)
     };
     let state = open(dir.path(), now);
@@ -701,7 +715,7 @@ fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     let (session, _) = state.register("w", slots(2), &[], now).unwrap();
-    let stall = pb::StalledSlot {
+    let stall = StalledSlot {
         slot: 1,
         trial_id: 7,
         no_progress_ms: 2_000,
@@ -712,7 +726,7 @@ fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
     let listed = state.list_workers(now + Duration::from_secs(3));
     assert_eq!(
         listed[0].stalled,
-        [pb::StalledSlot {
+        [StalledSlot {
             no_progress_ms: 5_000,
             ..stall
         }]
@@ -728,10 +742,7 @@ fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
         .unwrap();
     state.tick(now + LEASE + Duration::from_secs(1)).unwrap();
     let lost = state.list_workers(now + LEASE + Duration::from_secs(1));
-    assert_eq!(
-        (lost[0].status.as_str(), lost[0].stalled.len()),
-        ("lost", 0)
-    );
+    assert_eq!((lost[0].alive, lost[0].stalled.len()), (false, 0));
 }
 
 #[test]
@@ -822,7 +833,7 @@ fn a_stored_search_with_absurd_evaluation_seeds_fails_instead_of_aborting() {
         "{}",
         trial.reason
     );
-    assert!(trial.result_json.is_some(), "the genotype found is kept");
+    assert!(trial.result.is_some(), "the genotype found is kept");
     assert_eq!(trial.failures, 1);
     assert!(state.trials.values().all(|trial| trial.parent_id.is_none()));
     state.check_invariants().unwrap();
@@ -916,7 +927,7 @@ fn non_finite_metric_values_read_back_with_the_rest_of_their_point() {
     state
         .ingest_metrics(assignment.trial_id, assignment.epoch, &rows, &[])
         .unwrap();
-    let metrics = state.metrics(assignment.trial_id).unwrap();
+    let metrics = served_metrics(&state, assignment.trial_id);
     let values = &metrics[0].values;
     assert_eq!(values.len(), 3, "{values:?}");
     assert_eq!(values["acc"], 12.5);
@@ -943,4 +954,58 @@ async fn a_panicking_request_is_answered_and_the_loop_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(name, "g");
+}
+
+#[test]
+fn a_database_of_the_previous_build_opens_with_its_specs_results_and_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let specs: Vec<TrialSpec> = {
+        let mut state = open(dir.path(), now);
+        state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
+        state
+            .trials
+            .values()
+            .map(|trial| trial.spec.clone())
+            .collect()
+    };
+    // What the previous build stored: the result as the JSON text the worker sent, progress
+    // as a JSON array, or the column's default `{}` before the first heartbeat.
+    let worker_json =
+        r#"{"genotype":{"normal":[["sep_conv_3x3",0]]},"metrics":{"search_valid_acc":88.0}}"#;
+    let connection = rusqlite::Connection::open(dir.path().join("coordinator.sqlite3")).unwrap();
+    connection
+        .execute(
+            "UPDATE trials SET state = 'succeeded', result_json = ?1,
+                 progress_json = '[50,50,19550,19550]' WHERE id = 1",
+            [worker_json],
+        )
+        .unwrap();
+    connection
+        .execute("UPDATE trials SET progress_json = '{}' WHERE id = 2", [])
+        .unwrap();
+    drop(connection);
+    let state = open(dir.path(), now);
+    state.check_invariants().unwrap();
+    let listed = state.list_trials("g");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|trial| trial.spec.clone())
+            .collect::<Vec<_>>(),
+        specs
+    );
+    let done = pb::TrialView::from(&listed[0]);
+    assert_eq!(done.state, "succeeded");
+    let result = done.trial_result().unwrap().unwrap();
+    assert_eq!(
+        result,
+        serde_json::from_str::<TrialResult>(worker_json).unwrap()
+    );
+    assert_eq!(done.progress.unwrap().steps_done, 19_550);
+    assert_eq!(
+        listed[1].progress.epochs_total, 0,
+        "unreadable progress is zero"
+    );
+    assert!(listed[1].result.is_none());
 }

@@ -2,24 +2,25 @@
 //! checkpoints, outcomes) under fencing, search -> evaluation chaining, cancellation and
 //! queries.
 
-use crate::db::{self, CheckpointRow, MetricRow};
+use crate::db::{self, DbError, MetricRow, Transaction};
 use crate::error::CoordinatorError;
-use crate::metric_rows::decode_values;
+use crate::model::{CheckpointRecord, NewCheckpoint, Trial, TrialSummary};
 use crate::retention::checkpoints_to_delete;
-use crate::state::{parse_progress, progress_json, save_trial, State, Trial};
+use crate::state::State;
 use prime_core::grid::GridSpec;
 use prime_core::observer::Progress;
 use prime_core::trial::{
     AttemptOutcome, SpawnError, TrialId, TrialKind, TrialResult, TrialSpec, TrialState,
 };
-use prime_proto::pb;
-use rusqlite::{params, Transaction};
 
 /// How a worker says an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
-    /// The run finished; `TrialResult` JSON.
-    Succeeded(String),
+    /// The run finished with this result.
+    Succeeded(TrialResult),
+    /// The run says it finished, but its result message is malformed (what is wrong): the
+    /// attempt counts as a crash and the worker is told why.
+    MalformedResult(String),
     /// The training code failed (`diverged`: NaN or infinite loss; `invalid`: a configuration
     /// that cannot run).
     Failed {
@@ -34,59 +35,18 @@ pub enum Finish {
     Preempted,
 }
 
-/// Metadata of an uploaded, verified checkpoint.
-#[derive(Debug, Clone)]
-pub struct NewCheckpoint {
-    /// Archive size.
-    pub size: u64,
-    /// Hex sha256 of the archive.
-    pub sha256: String,
-    /// Where the run stood.
-    pub progress: Progress,
-    /// Final artifacts rather than a resumable state.
-    pub is_final: bool,
-    /// Higher is better.
-    pub score: Option<f64>,
-    /// Key in the checkpoint store.
-    pub key: String,
-}
-
-/// Wire form of a stored checkpoint.
-pub(crate) fn checkpoint_info(checkpoint: &CheckpointRow) -> pb::CheckpointInfo {
-    pb::CheckpointInfo {
-        checkpoint_id: checkpoint.id,
-        size: checkpoint.size,
-        sha256: checkpoint.sha256.clone(),
-        progress: Some((&parse_progress(&checkpoint.progress_json)).into()),
-        r#final: checkpoint.is_final,
-        created_unix_ms: checkpoint.created_unix_ms,
-    }
-}
-
+/// Stores a new queued trial with its creation log line.
 fn insert_trial(
-    transaction: &Transaction<'_>,
+    transaction: &dyn Transaction,
     spec: &TrialSpec,
     parent_id: Option<TrialId>,
-) -> Result<Trial, CoordinatorError> {
-    let spec_json = serde_json::to_string(spec)
-        .map_err(|error| CoordinatorError::Invalid(format!("trial spec: {error}")))?;
-    transaction
-        .prepare_cached(
-            "INSERT INTO trials (grid, parent_id, spec_json, state) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            spec.grid,
-            parent_id,
-            spec_json,
-            TrialState::Queued.name()
-        ])?;
-    let id = transaction.last_insert_rowid() as TrialId;
-    db::insert_log(transaction, id, &format!("created: {}", spec.describe()))?;
+) -> Result<Trial, DbError> {
+    let id = transaction.insert_trial(spec, parent_id)?;
+    transaction.insert_log(id, &format!("created: {}", spec.describe()))?;
     Ok(Trial {
         id,
         parent_id,
         spec: spec.clone(),
-        spec_json,
         state: TrialState::Queued,
         epoch: 0,
         failures: 0,
@@ -99,7 +59,7 @@ fn insert_trial(
             steps_done: 0,
             steps_total: 0,
         },
-        result_json: None,
+        result: None,
         reason: String::new(),
         run_ms: 0,
         attempt_started_unix_ms: None,
@@ -129,14 +89,11 @@ impl State {
         }
         let specs = grid.search_trials();
         let trials = self.db.transaction(|transaction| {
-            transaction.execute(
-                "INSERT INTO grids (name, file_name, toml, created_unix_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![grid.name, file_name, text, db::unix_ms()],
-            )?;
+            transaction.insert_grid(&grid.name, file_name, text)?;
             specs
                 .iter()
                 .map(|spec| insert_trial(transaction, spec, None))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, DbError>>()
         })?;
         tracing::info!(grid = %grid.name, trials = trials.len(), "grid submitted");
         let count = trials.len();
@@ -156,9 +113,9 @@ impl State {
     ) -> Result<(), CoordinatorError> {
         self.check_fence(trial_id, epoch)?;
         self.db.transaction(|transaction| {
-            db::insert_metrics(transaction, trial_id, rows)?;
+            transaction.insert_metrics(trial_id, rows)?;
             logs.iter()
-                .try_for_each(|line| db::insert_log(transaction, trial_id, line))
+                .try_for_each(|line| transaction.insert_log(trial_id, line))
         })?;
         Ok(())
     }
@@ -170,13 +127,14 @@ impl State {
     ) -> Result<(), CoordinatorError> {
         self.db.transaction(|transaction| {
             for (trial_id, rows, logs) in batches {
-                db::insert_metrics(transaction, *trial_id, rows)?;
+                transaction.insert_metrics(*trial_id, rows)?;
                 for line in logs {
-                    db::insert_log(transaction, *trial_id, line)?;
+                    transaction.insert_log(*trial_id, line)?;
                 }
             }
-            Ok(())
-        })
+            Ok::<_, DbError>(())
+        })?;
+        Ok(())
     }
 
     /// Records a verified checkpoint of a running trial and applies retention; returns its
@@ -189,25 +147,8 @@ impl State {
     ) -> Result<(u64, Vec<String>), CoordinatorError> {
         self.check_fence(trial_id, epoch)?;
         let id = self.db.transaction(|transaction| {
-            transaction.execute(
-                "INSERT INTO checkpoints
-                     (trial_id, epoch, size, sha256, progress_json, final, score, key, created_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    trial_id,
-                    epoch,
-                    checkpoint.size,
-                    checkpoint.sha256,
-                    progress_json(&checkpoint.progress),
-                    checkpoint.is_final,
-                    checkpoint.score,
-                    checkpoint.key,
-                    db::unix_ms()
-                ],
-            )?;
-            let id = transaction.last_insert_rowid() as u64;
-            db::insert_log(
-                transaction,
+            let id = transaction.insert_checkpoint(trial_id, epoch, checkpoint)?;
+            transaction.insert_log(
                 trial_id,
                 &format!(
                     "checkpoint {id} committed at {}/{} epochs ({} bytes{})",
@@ -217,7 +158,7 @@ impl State {
                     if checkpoint.is_final { ", final" } else { "" }
                 ),
             )?;
-            Ok::<_, CoordinatorError>(id)
+            Ok::<_, DbError>(id)
         })?;
         let all = self.db.checkpoints(trial_id)?;
         let doomed = checkpoints_to_delete(&all, self.config.keep_checkpoints);
@@ -226,13 +167,8 @@ impl State {
             .filter(|c| doomed.contains(&c.id))
             .map(|c| c.key.clone())
             .collect();
-        self.db.transaction(|transaction| {
-            let mut statement =
-                transaction.prepare_cached("DELETE FROM checkpoints WHERE id = ?1")?;
-            doomed
-                .iter()
-                .try_for_each(|id| statement.execute([id]).map(drop))
-        })?;
+        self.db
+            .transaction(|transaction| transaction.delete_checkpoints(&doomed))?;
         Ok((id, keys))
     }
 
@@ -247,13 +183,13 @@ impl State {
         self.check_fence(trial_id, epoch)?;
         let trial = self.trial(trial_id)?.clone();
         let (outcome, result, invalid) = match finish {
-            Finish::Succeeded(json) => match parse_result(&trial, &json) {
-                Ok(result) => match spawned_evaluations(&trial.spec, &result) {
-                    Ok(children) => (AttemptOutcome::Succeeded, Some((json, children)), None),
+            Finish::Succeeded(result) => match check_result(&trial, &result) {
+                Ok(()) => match spawned_evaluations(&trial.spec, &result) {
+                    Ok(children) => (AttemptOutcome::Succeeded, Some((result, children)), None),
                     // A spec stored before the grid limits: fail this trial, keep its result.
                     Err(error) => (
                         AttemptOutcome::Invalid(error.to_string()),
-                        Some((json, Vec::new())),
+                        Some((result, Vec::new())),
                         None,
                     ),
                 },
@@ -263,6 +199,11 @@ impl State {
                     Some(message),
                 ),
             },
+            Finish::MalformedResult(message) => (
+                AttemptOutcome::Crashed(message.clone()),
+                None,
+                Some(message),
+            ),
             Finish::Failed { diverged: true, .. } => (AttemptOutcome::Diverged, None, None),
             Finish::Failed {
                 reason,
@@ -275,8 +216,8 @@ impl State {
         let mut closed = Self::closed_attempt(&trial, &outcome);
         let children = self.db.transaction(|transaction| {
             let mut children = Vec::new();
-            if let Some((json, specs)) = &result {
-                closed.result_json = Some(json.clone());
+            if let Some((result, specs)) = &result {
+                closed.result = Some(result.clone());
                 closed.progress.epochs_done = closed.progress.epochs_total;
                 closed.progress.steps_done = closed.progress.steps_total;
                 for spec in specs {
@@ -284,8 +225,8 @@ impl State {
                 }
             }
             Self::save_closed_attempt(transaction, &closed, &outcome)?;
-            save_trial(transaction, &closed)?;
-            Ok::<_, CoordinatorError>(children)
+            transaction.save_trial(&closed)?;
+            Ok::<_, DbError>(children)
         })?;
         tracing::info!(trial_id, epoch, outcome = %outcome.describe(), evaluations = children.len(), "trial attempt finished");
         self.install(closed);
@@ -341,8 +282,8 @@ impl State {
         self.close_attempts(&running, &AttemptOutcome::Cancelled)?;
         self.db.transaction(|transaction| {
             waiting.iter().try_for_each(|trial| {
-                save_trial(transaction, trial)?;
-                db::insert_log(transaction, trial.id, "cancelled")
+                transaction.save_trial(trial)?;
+                transaction.insert_log(trial.id, "cancelled")
             })
         })?;
         for trial in waiting {
@@ -352,17 +293,16 @@ impl State {
     }
 
     /// The trials of `grid` (every grid when empty), for status tables and results.
-    pub fn list_trials(&self, grid: &str) -> Vec<pb::TrialView> {
+    pub fn list_trials(&self, grid: &str) -> Vec<TrialSummary> {
         let now_ms = db::unix_ms();
         self.trials
             .values()
             .filter(|trial| grid.is_empty() || trial.spec.grid == grid)
-            .map(|trial| pb::TrialView {
-                trial_id: trial.id,
-                grid: trial.spec.grid.clone(),
-                spec_json: trial.spec_json.clone(),
-                state: trial.state.name().to_string(),
-                progress: Some((&trial.progress).into()),
+            .map(|trial| TrialSummary {
+                id: trial.id,
+                spec: trial.spec.clone(),
+                state: trial.state,
+                progress: trial.progress,
                 attempts: trial.attempts,
                 failures: trial.failures,
                 worker: trial
@@ -372,52 +312,37 @@ impl State {
                         .last_placement
                         .as_ref()
                         .filter(|_| trial.state.is_terminal()))
-                    .map(|p| format!("{}/{}", p.worker, p.slot))
-                    .unwrap_or_default(),
-                result_json: trial.result_json.clone().unwrap_or_default(),
+                    .map(|p| format!("{}/{}", p.worker, p.slot)),
+                result: trial.result.clone(),
                 reason: trial.reason.clone(),
-                parent_id: trial.parent_id.unwrap_or(0),
+                parent_id: trial.parent_id,
                 run_seconds: (trial.run_ms
                     + trial
                         .attempt_started_unix_ms
                         .map_or(0, |started| now_ms.saturating_sub(started)))
                     as f64
                     / 1000.0,
-                priority: trial.spec.priority,
             })
             .collect()
     }
 
-    /// A trial's log lines.
-    pub fn logs(&self, trial_id: TrialId) -> Result<Vec<pb::LogLine>, CoordinatorError> {
+    /// A trial's log lines with their Unix milliseconds, oldest first.
+    pub fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, CoordinatorError> {
         self.trial(trial_id)?;
-        Ok(self
-            .db
-            .logs(trial_id)?
-            .into_iter()
-            .map(|(unix_ms, line)| pb::LogLine { unix_ms, line })
-            .collect())
+        Ok(self.db.logs(trial_id)?)
     }
 
-    /// A trial's metrics.
-    pub fn metrics(&self, trial_id: TrialId) -> Result<Vec<pb::Metric>, CoordinatorError> {
+    /// A trial's stored metric rows, by step then kind.
+    pub fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, CoordinatorError> {
         self.trial(trial_id)?;
-        Ok(self
-            .db
-            .metrics(trial_id)?
-            .into_iter()
-            .map(|row| pb::Metric {
-                kind: row.kind,
-                epoch: row.epoch,
-                step: row.step,
-                clock: row.clock,
-                values: decode_values(&row.values_json).into_iter().collect(),
-            })
-            .collect())
+        Ok(self.db.metrics(trial_id)?)
     }
 
     /// A trial's retained checkpoints, oldest first.
-    pub fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRow>, CoordinatorError> {
+    pub fn checkpoints(
+        &self,
+        trial_id: TrialId,
+    ) -> Result<Vec<CheckpointRecord>, CoordinatorError> {
         self.trial(trial_id)?;
         Ok(self.db.checkpoints(trial_id)?)
     }
@@ -435,14 +360,13 @@ fn spawned_evaluations(
     }
 }
 
-fn parse_result(trial: &Trial, json: &str) -> Result<TrialResult, String> {
-    let result: TrialResult =
-        serde_json::from_str(json).map_err(|error| format!("invalid result: {error}"))?;
+/// Why `result` cannot be the result of `trial`, if it cannot.
+fn check_result(trial: &Trial, result: &TrialResult) -> Result<(), String> {
     if trial.spec.kind == TrialKind::Search && result.genotype.is_none() {
         return Err("invalid result: a search result needs a genotype".into());
     }
     if let Some((name, value)) = result.metrics.iter().find(|(_, value)| !value.is_finite()) {
         return Err(format!("invalid result: `{name}` is {value}"));
     }
-    Ok(result)
+    Ok(())
 }

@@ -3,10 +3,9 @@
 
 use crate::db;
 use crate::error::CoordinatorError;
-use crate::state::{progress_json, save_trial, Placement, State, Worker};
+use crate::model::{Assignment, Placement, RunningReport, StalledSlot, WorkerSlot, WorkerSummary};
+use crate::state::{State, Worker};
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
-use prime_proto::pb;
-use rusqlite::params;
 use std::collections::HashSet;
 use tokio::time::Instant;
 
@@ -72,8 +71,8 @@ impl State {
     pub fn register(
         &mut self,
         name: &str,
-        slots: Vec<pb::Slot>,
-        running: &[pb::RunningTrial],
+        slots: Vec<WorkerSlot>,
+        running: &[RunningReport],
         now: Instant,
     ) -> Result<(u64, Vec<TrialId>), CoordinatorError> {
         if name.trim().is_empty() {
@@ -124,7 +123,7 @@ impl State {
         &mut self,
         name: &str,
         session: u64,
-        running: &[pb::RunningTrial],
+        running: &[RunningReport],
         now: Instant,
     ) -> Result<Orders, CoordinatorError> {
         let lease = self.config.lease;
@@ -147,20 +146,17 @@ impl State {
             if draining {
                 orders.preempt.push(trial.id);
             }
-            if let Some(progress) = &report.progress {
+            if let Some(progress) = report.progress {
                 let mut trial = trial.clone();
-                trial.progress = progress.into();
+                trial.progress = progress;
                 updated.push(trial);
             }
         }
         if !updated.is_empty() {
             self.db.transaction(|transaction| {
-                let mut statement = transaction
-                    .prepare_cached("UPDATE trials SET progress_json = ?2 WHERE id = ?1")?;
-                for trial in &updated {
-                    statement.execute(params![trial.id, progress_json(&trial.progress)])?;
-                }
-                Ok::<_, CoordinatorError>(())
+                updated
+                    .iter()
+                    .try_for_each(|trial| transaction.save_progress(trial.id, &trial.progress))
             })?;
             for trial in updated {
                 self.install(trial);
@@ -177,7 +173,7 @@ impl State {
         session: u64,
         slot: u32,
         now: Instant,
-    ) -> Result<Option<pb::Assignment>, CoordinatorError> {
+    ) -> Result<Option<Assignment>, CoordinatorError> {
         let lease = self.config.lease;
         let worker = self.live_worker(name, session)?;
         if !worker.slots.iter().any(|known| known.index == slot) {
@@ -216,34 +212,31 @@ impl State {
             .checkpoints(trial_id)?
             .into_iter()
             .rfind(|c| !c.is_final);
+        let placement = Placement {
+            worker: name.to_string(),
+            slot,
+        };
         self.db.transaction(|transaction| {
-            save_trial(transaction, &trial)?;
-            transaction
-                .prepare_cached(
-                    "INSERT INTO attempts (trial_id, epoch, worker, slot, started_unix_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![trial.id, trial.epoch, name, slot, started])?;
+            transaction.save_trial(&trial)?;
+            transaction.open_attempt(trial.id, trial.epoch, &placement, started)?;
             let from = resume
                 .as_ref()
                 .map_or("the start".to_string(), |c| format!("checkpoint {}", c.id));
-            db::insert_log(
-                transaction,
+            transaction.insert_log(
                 trial.id,
                 &format!(
                     "assigned to {name} slot {slot} at epoch {} (was {resumed_from_state}), \
                      resuming from {from}",
                     trial.epoch
                 ),
-            )?;
-            Ok::<_, CoordinatorError>(())
+            )
         })?;
         tracing::info!(trial_id, worker = %name, slot, epoch = trial.epoch, priority = priority.0, "trial assigned");
-        let assignment = pb::Assignment {
+        let assignment = Assignment {
             trial_id,
             epoch: trial.epoch,
-            spec_json: trial.spec_json.clone(),
-            resume: resume.map(|checkpoint| crate::trials::checkpoint_info(&checkpoint)),
+            spec: trial.spec.clone(),
+            resume,
         };
         self.install(trial);
         Ok(Some(assignment))
@@ -255,7 +248,7 @@ impl State {
         &mut self,
         name: &str,
         session: u64,
-        stalled: Vec<pb::StalledSlot>,
+        stalled: Vec<StalledSlot>,
         now: Instant,
     ) -> Result<(), CoordinatorError> {
         let worker = self.live_worker(name, session)?;
@@ -280,13 +273,8 @@ impl State {
         let cordoned = mode != WorkerMode::Uncordon;
         worker.cordoned = cordoned;
         worker.draining = mode == WorkerMode::Drain;
-        self.db.transaction(|transaction| {
-            transaction.execute(
-                "INSERT INTO workers (name, cordoned) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET cordoned = ?2",
-                params![name, cordoned],
-            )
-        })?;
+        self.db
+            .transaction(|transaction| transaction.set_cordoned(name, cordoned))?;
         if cordoned {
             self.cordoned.insert(name.to_string());
         } else {
@@ -297,13 +285,13 @@ impl State {
     }
 
     /// The workers, for `prime workers`.
-    pub fn list_workers(&self, now: Instant) -> Vec<pb::WorkerView> {
+    pub fn list_workers(&self, now: Instant) -> Vec<WorkerSummary> {
         self.workers
             .iter()
-            .map(|(name, worker)| pb::WorkerView {
+            .map(|(name, worker)| WorkerSummary {
                 name: name.clone(),
                 slots: worker.slots.clone(),
-                status: if worker.alive { "alive" } else { "lost" }.to_string(),
+                alive: worker.alive,
                 cordoned: worker.cordoned,
                 trials: worker.occupied.values().copied().collect(),
                 last_seen_ms_ago: now.saturating_duration_since(worker.last_seen).as_millis()
@@ -311,7 +299,7 @@ impl State {
                 stalled: worker
                     .stalled
                     .iter()
-                    .map(|stall| pb::StalledSlot {
+                    .map(|stall| StalledSlot {
                         no_progress_ms: stall.no_progress_ms
                             + now
                                 .saturating_duration_since(worker.stalled_reported)

@@ -5,15 +5,15 @@
 //! each search trial carries the evaluation settings from which the coordinator derives its
 //! evaluation trials once the search has produced a genotype.
 
+use crate::dataset::Dataset;
 use crate::limits;
 use crate::presets::{is_method, METHOD_NAMES};
+use crate::settings::{EvaluationSettings, RunSettings};
 use crate::toml_spans::{line_column, SpanTree};
 use crate::trial::{TrialKind, TrialSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 
 /// The only grid file version this build reads.
 pub const GRID_VERSION: u32 = 1;
@@ -21,143 +21,6 @@ pub const GRID_VERSION: u32 = 1;
 /// Retry budget of a trial when the grid does not set `retries`: crashes of the training code
 /// it may survive before it is failed for good.
 pub const DEFAULT_RETRIES: u32 = 2;
-
-/// A task a trial runs on: one of the paper's three datasets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// CIFAR-10 image classification (test error in %).
-    Cifar10,
-    /// CIFAR-100 image classification (test error in %).
-    Cifar100,
-    /// Penn Treebank language modelling (perplexity).
-    Ptb,
-}
-
-impl Task {
-    /// Every task, in the order of the paper's tables.
-    pub const ALL: [Task; 3] = [Task::Cifar10, Task::Cifar100, Task::Ptb];
-
-    /// The name used in grid files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Cifar10 => "cifar10",
-            Task::Cifar100 => "cifar100",
-            Task::Ptb => "ptb",
-        }
-    }
-
-    /// The name used in result tables.
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Task::Cifar10 => "CIFAR-10",
-            Task::Cifar100 => "CIFAR-100",
-            Task::Ptb => "PTB",
-        }
-    }
-
-    /// Whether the task is scored by perplexity (language modelling) instead of test error.
-    pub fn uses_perplexity(self) -> bool {
-        self == Task::Ptb
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Task {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Task::ALL
-            .into_iter()
-            .find(|task| task.name() == name)
-            .ok_or_else(|| {
-                format!("unknown dataset `{name}`: expected one of cifar10, cifar100, ptb")
-            })
-    }
-}
-
-/// Where a trial's training data comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataSource {
-    /// The real dataset under the worker's data directory.
-    Real,
-    /// Small random data of the dataset's shape (demos and smoke tests).
-    Synthetic,
-}
-
-/// Settings of one training run; every field is optional and falls back to the method preset.
-/// The ranges are those of `crate::limits`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunSettings {
-    /// Training epochs, 1..=10,000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<u32>,
-    /// Minibatch size, 1..=65,536.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    /// Channels of the first cell (CNN; the config also wants it even) or embedding size
-    /// (RNN), 1..=2,048.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_channels: Option<u32>,
-    /// Number of cells, 1..=256 (the CNN configs want at least 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<u32>,
-    /// Proximity / ADMM coefficient rho, 0..=1,000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rho: Option<f64>,
-    /// `reference` (the authors' code) or `fixed` behaviour where they differ.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compat: Option<String>,
-    /// Real or synthetic data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<DataSource>,
-    /// Use only the first N training samples (small runs), 1..=100,000,000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_samples: Option<u32>,
-}
-
-impl RunSettings {
-    /// `self` with every field that `overrides` sets replaced.
-    pub fn merged_with(&self, overrides: &RunSettings) -> RunSettings {
-        RunSettings {
-            epochs: overrides.epochs.or(self.epochs),
-            batch_size: overrides.batch_size.or(self.batch_size),
-            init_channels: overrides.init_channels.or(self.init_channels),
-            layers: overrides.layers.or(self.layers),
-            rho: overrides.rho.or(self.rho),
-            compat: overrides.compat.clone().or_else(|| self.compat.clone()),
-            data: overrides.data.or(self.data),
-            train_samples: overrides.train_samples.or(self.train_samples),
-        }
-    }
-}
-
-/// How every genotype of a grid is evaluated (retrained from scratch).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvaluationSettings {
-    /// Evaluation runs per genotype, with seeds `first_seed`, `first_seed + 1`, ...; 1..=64.
-    #[serde(default = "one")]
-    pub seeds: u32,
-    /// Seed of the first evaluation run (the paper's scripts use 0); any non-negative TOML
-    /// integer (below 2^63).
-    #[serde(default)]
-    pub first_seed: u64,
-    /// Settings of the evaluation runs.
-    #[serde(default)]
-    pub run: RunSettings,
-}
-
-fn one() -> u32 {
-    1
-}
 
 /// One method row of a grid: a preset from `configs/methods/` with optional overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,8 +40,8 @@ pub struct GridSpec {
     pub name: String,
     /// Higher runs first; FIFO within a priority. Any 32-bit integer.
     pub priority: i32,
-    /// Tasks (datasets), in file order.
-    pub datasets: Vec<Task>,
+    /// Datasets, in file order.
+    pub datasets: Vec<Dataset>,
     /// Method rows, in file order.
     pub methods: Vec<MethodEntry>,
     /// Search seeds: 1 to 1,000 distinct non-negative integers.
@@ -399,22 +262,22 @@ fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> 
     })
 }
 
-fn validate_datasets(locator: &Locator<'_>, datasets: &[String]) -> Result<Vec<Task>, GridError> {
-    if datasets.is_empty() {
+fn validate_datasets(locator: &Locator<'_>, names: &[String]) -> Result<Vec<Dataset>, GridError> {
+    if names.is_empty() {
         return Err(locator.error("datasets", "list at least one dataset"));
     }
-    let mut tasks = Vec::new();
-    for (index, dataset) in datasets.iter().enumerate() {
+    let mut datasets = Vec::new();
+    for (index, name) in names.iter().enumerate() {
         let field = format!("datasets[{index}]");
-        let task: Task = dataset
+        let dataset: Dataset = name
             .parse()
             .map_err(|message: String| locator.error(&field, message))?;
-        if tasks.contains(&task) {
-            return Err(locator.error(&field, format!("`{task}` is listed twice")));
+        if datasets.contains(&dataset) {
+            return Err(locator.error(&field, format!("`{dataset}` is listed twice")));
         }
-        tasks.push(task);
+        datasets.push(dataset);
     }
-    Ok(tasks)
+    Ok(datasets)
 }
 
 fn validate_methods(
@@ -563,7 +426,7 @@ run = { epochs = 600 }
         let darts = &trials[0];
         assert_eq!(
             (darts.label.as_str(), darts.dataset, darts.search_seed),
-            ("DARTS", Task::Cifar10, 101)
+            ("DARTS", Dataset::Cifar10, 101)
         );
         assert_eq!(darts.settings.epochs, Some(50));
         assert_eq!(darts.evaluation.as_ref().unwrap().seeds, 2);
@@ -728,5 +591,56 @@ run = { epochs = 600 }
     fn a_syntax_error_has_a_line() {
         let error = error_of("version = 1\nname = \"x\n");
         assert_eq!(error.line, 2);
+    }
+
+    #[test]
+    fn a_search_chains_to_its_evaluations() {
+        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [7]\n\
+                    [[methods]]\npreset = \"pr\"\n[evaluation]\nseeds = 2\nfirst_seed = 3\n\
+                    run = { epochs = 5 }\n";
+        let search = GridSpec::parse("g.toml", text)
+            .unwrap()
+            .search_trials()
+            .remove(0);
+        let genotype = serde_json::json!({"normal": []});
+        let evaluations = search.evaluation_trials(&genotype).unwrap();
+        assert_eq!(evaluations.len(), 2);
+        assert_eq!(evaluations[1].eval_seed, Some(4));
+        assert_eq!(evaluations[0].kind, TrialKind::Evaluation);
+        assert_eq!(evaluations[0].settings.epochs, Some(5));
+        assert_eq!(evaluations[0].genotype.as_ref(), Some(&genotype));
+        assert!(evaluations[0]
+            .evaluation_trials(&genotype)
+            .unwrap()
+            .is_empty());
+        let json = serde_json::to_string(&evaluations[0]).unwrap();
+        assert_eq!(
+            serde_json::from_str::<TrialSpec>(&json).unwrap(),
+            evaluations[0]
+        );
+    }
+
+    #[test]
+    fn a_stored_spec_with_absurd_evaluation_seeds_spawns_nothing() {
+        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [7]\n\
+                    [[methods]]\npreset = \"pr\"\n[evaluation]\nseeds = 2\n";
+        let mut search = GridSpec::parse("g.toml", text)
+            .unwrap()
+            .search_trials()
+            .remove(0);
+        let genotype = serde_json::json!({"normal": []});
+        // What a grid accepted before the limits: the coordinator aborted allocating ~1.4 TB.
+        search.evaluation.as_mut().unwrap().seeds = u32::MAX;
+        let error = search.evaluation_trials(&genotype).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("evaluation.seeds must be between 1 and 64"),
+            "{error}"
+        );
+        let evaluation = search.evaluation.as_mut().unwrap();
+        (evaluation.seeds, evaluation.first_seed) = (2, u64::MAX);
+        let error = search.evaluation_trials(&genotype).unwrap_err();
+        assert!(error.to_string().contains("overflows"), "{error}");
     }
 }

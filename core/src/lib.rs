@@ -16,5 +16,6 @@ pub mod observer;
 pub mod presets;
 pub mod primitives;
 pub mod rnn_config;
+pub mod settings;
 mod toml_spans;
 pub mod trial;

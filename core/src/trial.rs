@@ -1,8 +1,9 @@
 //! Trials: what one search or evaluation run is (its spec), where it stands (its state) and
 //! what it produced (its result).
 
-use crate::grid::{EvaluationSettings, RunSettings, Task};
+use crate::dataset::Dataset;
 use crate::limits;
+use crate::settings::{EvaluationSettings, RunSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +34,8 @@ pub struct TrialSpec {
     pub method: String,
     /// Method name in result tables.
     pub label: String,
-    /// Dataset.
-    pub dataset: Task,
+    /// The dataset trained on.
+    pub dataset: Dataset,
     /// Seed of the search (for an evaluation: of the search that produced its genotype).
     pub search_seed: u64,
     /// Seed of the evaluation run (evaluations only).
@@ -273,7 +274,6 @@ pub struct TrialResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::GridSpec;
 
     #[test]
     fn transitions_follow_the_state_machine() {
@@ -311,56 +311,5 @@ mod tests {
             invalid.describe(),
             "failed: invalid configuration: unknown method `nope`"
         );
-    }
-
-    #[test]
-    fn a_search_chains_to_its_evaluations() {
-        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [7]\n\
-                    [[methods]]\npreset = \"pr\"\n[evaluation]\nseeds = 2\nfirst_seed = 3\n\
-                    run = { epochs = 5 }\n";
-        let search = GridSpec::parse("g.toml", text)
-            .unwrap()
-            .search_trials()
-            .remove(0);
-        let genotype = serde_json::json!({"normal": []});
-        let evaluations = search.evaluation_trials(&genotype).unwrap();
-        assert_eq!(evaluations.len(), 2);
-        assert_eq!(evaluations[1].eval_seed, Some(4));
-        assert_eq!(evaluations[0].kind, TrialKind::Evaluation);
-        assert_eq!(evaluations[0].settings.epochs, Some(5));
-        assert_eq!(evaluations[0].genotype.as_ref(), Some(&genotype));
-        assert!(evaluations[0]
-            .evaluation_trials(&genotype)
-            .unwrap()
-            .is_empty());
-        let json = serde_json::to_string(&evaluations[0]).unwrap();
-        assert_eq!(
-            serde_json::from_str::<TrialSpec>(&json).unwrap(),
-            evaluations[0]
-        );
-    }
-
-    #[test]
-    fn a_stored_spec_with_absurd_evaluation_seeds_spawns_nothing() {
-        let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [7]\n\
-                    [[methods]]\npreset = \"pr\"\n[evaluation]\nseeds = 2\n";
-        let mut search = GridSpec::parse("g.toml", text)
-            .unwrap()
-            .search_trials()
-            .remove(0);
-        let genotype = serde_json::json!({"normal": []});
-        // What a grid accepted before the limits: the coordinator aborted allocating ~1.4 TB.
-        search.evaluation.as_mut().unwrap().seeds = u32::MAX;
-        let error = search.evaluation_trials(&genotype).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("evaluation.seeds must be between 1 and 64"),
-            "{error}"
-        );
-        let evaluation = search.evaluation.as_mut().unwrap();
-        (evaluation.seeds, evaluation.first_seed) = (2, u64::MAX);
-        let error = search.evaluation_trials(&genotype).unwrap_err();
-        assert!(error.to_string().contains("overflows"), "{error}");
     }
 }

@@ -4,8 +4,9 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
-/// Version of the wire protocol spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the wire protocol spoken by this build. Version 2: trial specs and results
+/// travel as typed messages (`pb::TrialSpec`, `pb::TrialResult`), not as JSON strings.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Metadata header that carries the caller's protocol version.
 pub const PROTOCOL_HEADER: &str = "x-prime-protocol";
@@ -60,6 +61,24 @@ mod tests {
             error.message().contains("version mismatch"),
             "{}",
             error.message()
+        );
+    }
+
+    #[test]
+    fn a_version_1_peer_is_told_to_upgrade() {
+        assert_eq!(
+            PROTOCOL_VERSION, 2,
+            "version 2 types trial specs and results"
+        );
+        let mut old = Request::new(());
+        old.metadata_mut()
+            .insert(PROTOCOL_HEADER, MetadataValue::from(1u32));
+        let error = check_protocol(old).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            error.message(),
+            "protocol version mismatch: this coordinator speaks darts-prime protocol version 2, \
+             the caller sent \"1\"; upgrade the older side"
         );
     }
 }

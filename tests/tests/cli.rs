@@ -280,7 +280,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     let spec: TrialSpec =
         serde_json::from_slice(&std::fs::read(fetched.join("spec.json")).unwrap()).unwrap();
     assert_eq!((spec.kind, spec.search_seed), (TrialKind::Search, 1));
-    let result: TrialResult = serde_json::from_str(&search.result_json).unwrap();
+    let result: TrialResult = search.trial_result().unwrap().unwrap();
     let genotype: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fetched.join("genotype.json")).unwrap()).unwrap();
     assert_eq!(Some(genotype), result.genotype);

@@ -11,11 +11,11 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn spec(trial: &pb::TrialView) -> TrialSpec {
-    serde_json::from_str(&trial.spec_json).unwrap()
+    trial.trial_spec().unwrap()
 }
 
 fn result(trial: &pb::TrialView) -> TrialResult {
-    serde_json::from_str(&trial.result_json).unwrap()
+    trial.trial_result().unwrap().unwrap()
 }
 
 /// Every succeeded trial's result equals an uninterrupted run's.
@@ -379,11 +379,21 @@ async fn cancel_stops_running_trials_and_protocol_mismatch_is_refused() {
     let error = cluster.submit_raw_without_version().await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
     assert!(error.message().contains("protocol"), "{}", error.message());
+    // A peer of protocol version 1 (specs and results as JSON strings) is told to upgrade.
+    let error = cluster.call_raw_with_version("1").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        error.message().contains("protocol version mismatch")
+            && error.message().contains("the caller sent \"1\""),
+        "{}",
+        error.message()
+    );
     cluster.shutdown().await;
 }
 
 trait RawCalls {
     async fn submit_raw_without_version(&self) -> Result<(), tonic::Status>;
+    async fn call_raw_with_version(&self, version: &'static str) -> Result<(), tonic::Status>;
 }
 
 impl RawCalls for Cluster {
@@ -398,6 +408,21 @@ impl RawCalls for Cluster {
             .list_workers(pb::ListWorkersRequest {})
             .await
             .map(drop)
+    }
+
+    async fn call_raw_with_version(&self, version: &'static str) -> Result<(), tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::coordinator_client::CoordinatorClient::new(channel);
+        let mut request = tonic::Request::new(pb::ListWorkersRequest {});
+        request.metadata_mut().insert(
+            prime_proto::PROTOCOL_HEADER,
+            tonic::metadata::MetadataValue::from_static(version),
+        );
+        client.list_workers(request).await.map(drop)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn spec(trial: &pb::TrialView) -> TrialSpec {
-    serde_json::from_str(&trial.spec_json).unwrap()
+    trial.trial_spec().unwrap()
 }
 
 async fn submit(url: &str, text: &str) {
@@ -30,7 +30,7 @@ async fn submit(url: &str, text: &str) {
 fn assert_complete_and_exact(trials: &[pb::TrialView]) {
     for trial in trials {
         assert_eq!(trial.state, "succeeded", "trial {}", trial.trial_id);
-        let result: TrialResult = serde_json::from_str(&trial.result_json).unwrap();
+        let result: TrialResult = trial.trial_result().unwrap().unwrap();
         assert_eq!(
             result.metrics["checksum"],
             expected_checksum(&spec(trial), STEPS_PER_EPOCH)

@@ -1,14 +1,20 @@
 //! The darts-prime worker: one training slot per device, each trial on its own thread,
 //! talking to the coordinator over gRPC (the worker dials; nodes need no inbound port).
+//!
+//! `runtime` keeps the session (registration, heartbeats) and one loop per slot; `slot` runs
+//! one assigned trial; `shared` is the state they share; `transfer` moves checkpoint
+//! archives; `trainer` is the interface a training engine implements (`nas` for libtorch,
+//! `simulated` for tests), and `observer` connects its runs to the slot.
 
 pub mod config;
 pub mod nas;
 pub mod observer;
-pub mod runtime;
+mod runtime;
+mod shared;
 pub mod simulated;
 mod slot;
 pub mod trainer;
-pub mod transfer;
+mod transfer;
 
 pub use config::{Faults, WorkerConfig};
 pub use runtime::{Worker, WorkerError, WorkerHandle};

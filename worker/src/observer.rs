@@ -22,7 +22,7 @@ pub struct CheckpointPolicy {
 
 /// Flags the async side sets and the training thread reads at each step boundary.
 #[derive(Debug, Default)]
-pub struct SlotControl {
+pub(crate) struct SlotControl {
     /// Stop at once and discard (cancelled, or reassigned elsewhere).
     pub stop: AtomicBool,
     /// Checkpoint, report preempted, stop (SIGTERM, SIGUSR1, drain).
@@ -53,7 +53,7 @@ impl SlotControl {
 
 /// What the training thread sends to the slot's async side.
 #[derive(Debug)]
-pub enum TrainEvent {
+pub(crate) enum TrainEvent {
     /// A metric record.
     Metric(MetricRecord),
     /// A packed checkpoint to upload.
@@ -73,7 +73,7 @@ fn is_loss(name: &str) -> bool {
 }
 
 /// The observer handed to a trainer.
-pub struct SlotObserver {
+pub(crate) struct SlotObserver {
     run_dir: PathBuf,
     events: UnboundedSender<TrainEvent>,
     control: std::sync::Arc<SlotControl>,

@@ -2,9 +2,10 @@
 //! worker's time-based checkpoint, before the epoch's validation) and then dies: the retry
 //! resumes from that checkpoint and ends as the straight run does.
 
-use prime_core::grid::{DataSource, RunSettings, Task};
+use prime_core::dataset::Dataset;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, NullObserver, Progress, RunObserver};
+use prime_core::settings::{DataSource, RunSettings};
 use prime_core::trial::{TrialKind, TrialSpec};
 use prime_worker::nas::NasTrainer;
 use prime_worker::{Device, TrainEnd, TrainJob, Trainer};
@@ -45,7 +46,7 @@ fn job(run_dir: &Path, resume: bool) -> TrainJob {
             kind: TrialKind::Search,
             method: "darts-prime".into(),
             label: "DARTS-PRIME".into(),
-            dataset: Task::Cifar10,
+            dataset: Dataset::Cifar10,
             search_seed: 101,
             eval_seed: None,
             settings: RunSettings {

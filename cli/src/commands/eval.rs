@@ -8,8 +8,8 @@ use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::LayeredConfig;
+use prime_core::dataset::Dataset;
 use prime_core::eval_config::EvalConfig;
-use prime_core::grid::Task;
 use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
 use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
@@ -66,7 +66,7 @@ fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
     let Some(dataset) = &args.dataset else {
         return Ok(None);
     };
-    if dataset.parse::<Task>().ok() != Some(Task::Ptb) {
+    if dataset.parse::<Dataset>().ok() != Some(Dataset::Ptb) {
         return Ok(None);
     }
     let argument = args

@@ -8,7 +8,7 @@ use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::{LayeredConfig, SearchConfig};
-use prime_core::grid::Task;
+use prime_core::dataset::Dataset;
 use prime_core::presets;
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_nas::run::layout::CONFIG_FILE;
@@ -54,7 +54,7 @@ fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>
     let Some(dataset) = &args.dataset else {
         return Ok(None);
     };
-    if dataset.parse::<Task>().ok() != Some(Task::Ptb) {
+    if dataset.parse::<Dataset>().ok() != Some(Dataset::Ptb) {
         return Ok(None);
     }
     let mut overrides = Vec::new();

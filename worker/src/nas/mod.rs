@@ -8,11 +8,11 @@
 use self::failure::train_error;
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::config::{LayeredConfig, SearchConfig};
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::{Dataset, DatasetKind};
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
-use prime_core::grid::{DataSource, RunSettings, Task};
 use prime_core::observer::RunObserver;
+use prime_core::settings::{DataSource, RunSettings};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_nas::data::DownloadPolicy;
 use prime_nas::eval::run_eval;
@@ -90,11 +90,11 @@ pub fn overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec
     list
 }
 
-fn image_dataset(task: Task) -> Result<DatasetKind, TrainError> {
+fn image_dataset(task: Dataset) -> Result<DatasetKind, TrainError> {
     match task {
-        Task::Cifar10 => Ok(DatasetKind::Cifar10),
-        Task::Cifar100 => Ok(DatasetKind::Cifar100),
-        Task::Ptb => Err(TrainError::Invalid(
+        Dataset::Cifar10 => Ok(DatasetKind::Cifar10),
+        Dataset::Cifar100 => Ok(DatasetKind::Cifar100),
+        Dataset::Ptb => Err(TrainError::Invalid(
             "Penn Treebank trials run the recurrent engine, not an image network".into(),
         )),
     }
@@ -213,8 +213,8 @@ impl Trainer for NasTrainer {
     ) -> Result<TrainEnd, TrainError> {
         let spec = &job.spec;
         match (spec.dataset, spec.kind) {
-            (Task::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
-            (Task::Ptb, TrialKind::Evaluation) => return self.evaluate_ptb(job, observer),
+            (Dataset::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
+            (Dataset::Ptb, TrialKind::Evaluation) => return self.evaluate_ptb(job, observer),
             (_, TrialKind::Evaluation) => return self.evaluate(job, spec, observer),
             (_, TrialKind::Search) => {}
         }
@@ -297,7 +297,7 @@ mod tests {
         };
         let cifar = specs
             .iter()
-            .find(|spec| spec.dataset == Task::Cifar10)
+            .find(|spec| spec.dataset == Dataset::Cifar10)
             .unwrap();
         assert!(trainer.search_config(cifar).is_ok());
         let mut unknown = cifar.clone();

@@ -10,9 +10,9 @@ use super::failure::train_error;
 use super::{NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
 use prime_core::genotype::RnnGenotype;
-use prime_core::grid::{DataSource, RunSettings};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
+use prime_core::settings::{DataSource, RunSettings};
 use prime_core::trial::{result_keys, TrialResult, TrialSpec};
 use prime_nas::rnn::corpus::{write_synthetic_corpus, CORPUS_FOLDER};
 use prime_nas::rnn::{run_rnn_eval, run_rnn_search};
@@ -162,7 +162,8 @@ impl NasTrainer {
 mod tests {
     use super::*;
     use prime_core::config::ScheduleKind;
-    use prime_core::grid::{GridSpec, Task};
+    use prime_core::dataset::Dataset;
+    use prime_core::grid::GridSpec;
 
     fn trainer() -> NasTrainer {
         NasTrainer {
@@ -177,7 +178,7 @@ mod tests {
             .unwrap()
             .search_trials()
             .into_iter()
-            .find(|spec| spec.dataset == Task::Ptb)
+            .find(|spec| spec.dataset == Dataset::Ptb)
             .unwrap()
     }
 

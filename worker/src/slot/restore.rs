@@ -6,7 +6,7 @@
 //! coordinator) but costs no retry: failing the attempt would only make every retry fail on
 //! the same checkpoint until the trial's budget is spent.
 
-use super::{Reporter, Undelivered};
+use super::reporter::{Reporter, Undelivered};
 use crate::transfer;
 use prime_proto::pb;
 use prime_proto::verify::{verify_checkpoint_archive, Expect};

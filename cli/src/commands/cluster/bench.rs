@@ -179,9 +179,10 @@ impl VirtualWorker {
             .finish_trial(pb::FinishTrialRequest {
                 trial_id: assignment.trial_id,
                 epoch: assignment.epoch,
-                outcome: Some(Outcome::SucceededJson(
-                    r#"{"genotype":{"normal":[]}}"#.into(),
-                )),
+                outcome: Some(Outcome::Succeeded(pb::TrialResult {
+                    genotype_json: Some(r#"{"normal":[]}"#.into()),
+                    metrics: Default::default(),
+                })),
             })
             .await?;
         Ok(())

@@ -11,7 +11,6 @@
 use super::{connect, runtime, status_error};
 use anyhow::Context;
 use clap::Args;
-use prime_core::trial::TrialResult;
 use prime_proto::pb;
 use std::path::{Path, PathBuf};
 
@@ -71,12 +70,12 @@ pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Resu
             .with_context(|| format!("listing checkpoint {}", checkpoint.checkpoint_id))?;
         written.extend(entries.into_iter().map(|entry| out.join(entry)));
     }
-    let spec: serde_json::Value = serde_json::from_str(&trial.spec_json)?;
+    // Through a JSON value, as before specs were typed on the wire: the same file.
+    let spec = serde_json::to_value(trial.trial_spec()?)?;
     let path = out.join("spec.json");
     write(&path, serde_json::to_vec_pretty(&spec)?)?;
     written.push(path);
-    if !trial.result_json.is_empty() {
-        let result: TrialResult = serde_json::from_str(&trial.result_json)?;
+    if let Some(result) = trial.trial_result()? {
         let path = out.join("result.json");
         write(&path, serde_json::to_vec_pretty(&result)?)?;
         written.push(path);

@@ -8,7 +8,7 @@
 use super::{connect, runtime};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prime_core::grid::Task;
+use prime_core::dataset::Dataset;
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_proto::pb;
 use serde::Serialize;
@@ -94,7 +94,7 @@ pub struct SeedRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResultRow {
     /// The dataset the row's trials ran on.
-    pub dataset: Task,
+    pub dataset: Dataset,
     /// Method label.
     pub method: String,
     /// Test error (%) or test perplexity.
@@ -127,10 +127,11 @@ fn mean(values: &[f64]) -> Option<f64> {
 pub fn build_rows(trials: &[pb::TrialView]) -> anyhow::Result<Vec<ResultRow>> {
     let mut parsed = Vec::new();
     for view in trials {
-        let spec: TrialSpec = serde_json::from_str(&view.spec_json)
+        let spec: TrialSpec = view
+            .trial_spec()
             .with_context(|| format!("trial {} has an unreadable spec", view.trial_id))?;
         let result = (view.state == "succeeded")
-            .then(|| serde_json::from_str::<TrialResult>(&view.result_json).ok())
+            .then(|| view.trial_result().ok().flatten())
             .flatten();
         parsed.push(Parsed {
             view: view.clone(),
@@ -145,7 +146,7 @@ pub fn build_rows(trials: &[pb::TrialView]) -> anyhow::Result<Vec<ResultRow>> {
         }
     }
     let mut rows = Vec::new();
-    for dataset in Task::ALL {
+    for dataset in Dataset::ALL {
         for method in &methods {
             let searches: Vec<&Parsed> = parsed
                 .iter()
@@ -381,14 +382,14 @@ mod tests {
         pb::TrialView {
             trial_id: id,
             parent_id: parent,
-            spec_json: serde_json::to_string(spec).unwrap(),
+            spec: Some(spec.into()),
             state: if result.is_some() {
                 "succeeded"
             } else {
                 "running"
             }
             .into(),
-            result_json: result.unwrap_or_default().into(),
+            result: result.map(|json| (&serde_json::from_str::<TrialResult>(json).unwrap()).into()),
             run_seconds,
             ..Default::default()
         }

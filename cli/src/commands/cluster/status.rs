@@ -83,7 +83,8 @@ pub fn trial_table(trials: &[pb::TrialView]) -> String {
         "id", "trial", "state", "progress", "attempts", "failures", "worker", "note"
     );
     for trial in trials {
-        let name = serde_json::from_str::<TrialSpec>(&trial.spec_json)
+        let name = trial
+            .trial_spec()
             .map(|spec| trial_name(&spec))
             .unwrap_or_else(|_| "?".into());
         out.push_str(&format!(
@@ -168,7 +169,8 @@ pub async fn watch(
             let bar = shown.entry(trial.trial_id).or_insert_with(|| {
                 let bar = bars.add(ProgressBar::new(1));
                 bar.set_style(style.clone());
-                let name = serde_json::from_str::<TrialSpec>(&trial.spec_json)
+                let name = trial
+                    .trial_spec()
                     .map(|spec| trial_name(&spec))
                     .unwrap_or_default();
                 bar.set_prefix(format!("{:>4} {name}", trial.trial_id));

@@ -1,10 +1,15 @@
-//! Conversions between wire messages and `prime-core` types.
+//! Conversions between wire messages and `prime-core` types: `From<&core> for pb::X` where
+//! every core value has a wire form, `TryFrom<pb::X> for core` with a `ConvertError` naming
+//! the offending field where a message can be malformed. This module holds metrics and
+//! progress; `trial` holds trial specs and results.
 
 use crate::pb;
 use prime_core::metrics::{
     check_log_line, MetricKind, MetricRecord, MAX_LOG_LINES_PER_BATCH, MAX_RECORDS_PER_BATCH,
 };
 use prime_core::observer::Progress;
+
+mod trial;
 
 /// A wire message that does not describe a valid core value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,159 @@
+//! Running the trainer for one attempt: its dedicated OS thread (a training step never blocks
+//! the async runtime), the loop that forwards its events to the reporter while the watchdog
+//! watches it, and the mapping of how it ended to the outcome to report.
+
+use super::reporter::Reporter;
+use super::restore;
+use super::upload::upload_artifacts;
+use super::watchdog::StallWatchdog;
+use super::{failed, invalid, AttemptEnd, TrainResult};
+use crate::observer::{SlotObserver, TrainEvent};
+use crate::shared::Shared;
+use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
+use prime_core::trial::TrialSpec;
+use prime_proto::pb::{self, finish_trial_request::Outcome};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// `attempt` proper: the outcome to report, `None` when nothing may be reported (stopped or
+/// fenced), or `Err(AttemptEnd::Stalled)` when the watchdog fired.
+pub(super) async fn train(
+    shared: &Arc<Shared>,
+    reporter: &mut Reporter<'_>,
+    slot: u32,
+    device: Device,
+    assignment: &pb::Assignment,
+) -> Result<Option<Outcome>, AttemptEnd> {
+    let spec = match assignment.spec.clone().map(TrialSpec::try_from) {
+        Some(Ok(spec)) => spec,
+        Some(Err(error)) => return Ok(Some(invalid(format!("unreadable trial spec: {error}")))),
+        None => {
+            return Ok(Some(invalid(
+                "unreadable trial spec: the assignment carries none".into(),
+            )))
+        }
+    };
+    let run_dir = shared
+        .config
+        .work_dir
+        .join(format!("trial-{}", assignment.trial_id));
+    let restored = match restore::restore(reporter, &run_dir, assignment.resume.as_ref()).await {
+        Ok(restored) => restored,
+        Err(reason) if reporter.fenced => {
+            tracing::warn!(reason, "restore abandoned");
+            return Ok(None);
+        }
+        Err(reason) => return Ok(Some(failed(reason, false))),
+    };
+    reporter.logs.push(format!(
+        "epoch {}: started on worker {} slot {slot} ({device}), {}",
+        assignment.epoch,
+        shared.config.name,
+        restored.map_or("from the start".to_string(), |restored| format!(
+            "resuming from checkpoint {} ({} epochs done)",
+            restored.checkpoint_id, restored.epochs_done
+        ))
+    ));
+    if reporter.control.preempt.load(Ordering::SeqCst) {
+        return Ok(Some(Outcome::Preempted(pb::Preempted {})));
+    }
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let job = TrainJob {
+        trial_id: assignment.trial_id,
+        spec,
+        run_dir: run_dir.clone(),
+        device,
+        resume: restored.is_some(),
+    };
+    let mut observer = SlotObserver::new(
+        &run_dir,
+        events,
+        reporter.control.clone(),
+        shared.config.checkpoint,
+        restored.map_or(0, |restored| restored.epochs_done),
+    );
+    let trainer = shared.trainer.clone();
+    let (done_sender, mut done) = tokio::sync::oneshot::channel::<TrainResult>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("train-{}", assignment.trial_id))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                trainer.train(&job, &mut observer)
+            }));
+            drop(observer);
+            let _ = done_sender.send(result);
+        });
+    if let Err(error) = spawned {
+        return Ok(Some(failed(
+            format!("cannot start the training thread: {error}"),
+            false,
+        )));
+    }
+    let mut flush_timer = tokio::time::interval(shared.config.metric_flush);
+    let control = reporter.control.clone();
+    let mut watchdog = StallWatchdog::new(shared.config.stall_timeout, &control);
+    let result = loop {
+        tokio::select! {
+            Some(event) = receiver.recv() => reporter.handle(event).await,
+            _ = flush_timer.tick() => reporter.flush().await,
+            result = &mut done => break result,
+            idle = watchdog.stalled(&control) => {
+                // A thread that wakes up stops at its next step, its reports unheard.
+                control.stop.store(true, Ordering::SeqCst);
+                while let Ok(event) = receiver.try_recv() {
+                    if let TrainEvent::Metric(_) = event {
+                        reporter.handle(event).await;
+                    }
+                }
+                return Err(AttemptEnd::Stalled { idle, thread: done });
+            }
+        }
+    };
+    // The thread always sends before it ends; a closed channel means it was torn down.
+    let result = result.unwrap_or_else(|_| {
+        Ok(Err(TrainError::Failed(
+            "the training thread vanished".into(),
+        )))
+    });
+    while let Some(event) = receiver.recv().await {
+        reporter.handle(event).await;
+    }
+    if reporter.fenced || control.stop.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    if control.diverged.load(Ordering::SeqCst) {
+        return Ok(Some(failed("diverged".into(), true)));
+    }
+    Ok(match result {
+        Ok(Ok(TrainEnd::Finished { result, artifacts })) => {
+            if let Some(artifacts) = artifacts {
+                upload_artifacts(reporter, &run_dir, artifacts).await;
+            }
+            Some(Outcome::Succeeded(pb::TrialResult::from(&result)))
+        }
+        Ok(Ok(TrainEnd::Stopped)) if control.preempt.load(Ordering::SeqCst) => {
+            Some(Outcome::Preempted(pb::Preempted {}))
+        }
+        Ok(Ok(TrainEnd::Stopped)) => Some(failed(
+            "the trainer stopped without being asked".into(),
+            false,
+        )),
+        Ok(Err(TrainError::Diverged(reason))) => {
+            tracing::warn!(reason, "trial diverged");
+            Some(failed("diverged".into(), true))
+        }
+        Ok(Err(TrainError::Invalid(reason))) => {
+            tracing::warn!(reason, "trial configuration is invalid");
+            Some(invalid(reason))
+        }
+        Ok(Err(TrainError::Failed(reason))) => Some(failed(reason, false)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(failed(format!("the trainer panicked: {message}"), false))
+        }
+    })
+}
