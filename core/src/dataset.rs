@@ -2,11 +2,11 @@
 //! statistics of the image ones. A leaf of the crate (it imports nothing from it), so grids,
 //! trial specs and configs can all name a dataset without importing each other.
 //!
-//! `Dataset` is the one list of datasets. `DatasetKind` is a view of its image-classification
+//! `Dataset` is the one list of datasets. `ImageDataset` is a view of its image-classification
 //! part, the type of code that only makes sense on images (CIFAR readers, normalisation, the
 //! CNN configs, which refuse `ptb` when they are loaded): names live on `Dataset`, the image
-//! facts (classes, mean, std) on `DatasetKind`, and each answers the other's through
-//! `Dataset::image` and `DatasetKind::dataset`.
+//! facts (classes, mean, std) on `ImageDataset`, and each answers the other's through
+//! `Dataset::image` and `ImageDataset::dataset`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -58,10 +58,10 @@ impl Dataset {
     }
 
     /// The image-classification view of the dataset; `None` for Penn Treebank.
-    pub fn image(self) -> Option<DatasetKind> {
+    pub fn image(self) -> Option<ImageDataset> {
         match self {
-            Dataset::Cifar10 => Some(DatasetKind::Cifar10),
-            Dataset::Cifar100 => Some(DatasetKind::Cifar100),
+            Dataset::Cifar10 => Some(ImageDataset::Cifar10),
+            Dataset::Cifar100 => Some(ImageDataset::Cifar100),
             Dataset::Ptb => None,
         }
     }
@@ -69,7 +69,7 @@ impl Dataset {
     /// Number of classes of an image dataset; `None` for Penn Treebank, whose vocabulary
     /// comes from its corpus.
     pub fn classes(self) -> Option<usize> {
-        self.image().map(DatasetKind::classes)
+        self.image().map(ImageDataset::classes)
     }
 }
 
@@ -96,22 +96,22 @@ impl FromStr for Dataset {
 /// An image-classification dataset: the part of `Dataset` that CNN code runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
+pub enum ImageDataset {
     /// CIFAR-10: 10 classes, 50,000 training and 10,000 test images of 32x32.
     Cifar10,
     /// CIFAR-100 with its 100 fine labels.
     Cifar100,
 }
 
-impl DatasetKind {
+impl ImageDataset {
     /// Every image dataset.
-    pub const ALL: [DatasetKind; 2] = [DatasetKind::Cifar10, DatasetKind::Cifar100];
+    pub const ALL: [ImageDataset; 2] = [ImageDataset::Cifar10, ImageDataset::Cifar100];
 
     /// The dataset this is the image view of.
     pub fn dataset(self) -> Dataset {
         match self {
-            DatasetKind::Cifar10 => Dataset::Cifar10,
-            DatasetKind::Cifar100 => Dataset::Cifar100,
+            ImageDataset::Cifar10 => Dataset::Cifar10,
+            ImageDataset::Cifar100 => Dataset::Cifar100,
         }
     }
 
@@ -123,35 +123,35 @@ impl DatasetKind {
     /// Number of classes.
     pub fn classes(self) -> usize {
         match self {
-            DatasetKind::Cifar10 => 10,
-            DatasetKind::Cifar100 => 100,
+            ImageDataset::Cifar10 => 10,
+            ImageDataset::Cifar100 => 100,
         }
     }
 
     /// Per-channel (R, G, B) mean of the training set, as used for normalisation (SPEC 3.2).
     pub fn mean(self) -> [f32; 3] {
         match self {
-            DatasetKind::Cifar10 => [0.491_399_68, 0.482_158_27, 0.446_531_24],
-            DatasetKind::Cifar100 => [0.5071, 0.4865, 0.4409],
+            ImageDataset::Cifar10 => [0.491_399_68, 0.482_158_27, 0.446_531_24],
+            ImageDataset::Cifar100 => [0.5071, 0.4865, 0.4409],
         }
     }
 
     /// Per-channel (R, G, B) standard deviation used for normalisation (SPEC 3.2).
     pub fn std(self) -> [f32; 3] {
         match self {
-            DatasetKind::Cifar10 => [0.247_032_33, 0.243_485_05, 0.261_587_68],
-            DatasetKind::Cifar100 => [0.2673, 0.2564, 0.2762],
+            ImageDataset::Cifar10 => [0.247_032_33, 0.243_485_05, 0.261_587_68],
+            ImageDataset::Cifar100 => [0.2673, 0.2564, 0.2762],
         }
     }
 }
 
-impl From<DatasetKind> for Dataset {
-    fn from(kind: DatasetKind) -> Dataset {
+impl From<ImageDataset> for Dataset {
+    fn from(kind: ImageDataset) -> Dataset {
         kind.dataset()
     }
 }
 
-impl fmt::Display for DatasetKind {
+impl fmt::Display for ImageDataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -162,14 +162,14 @@ impl fmt::Display for DatasetKind {
 #[error("unknown dataset `{0}`: expected one of cifar10, cifar100")]
 pub struct UnknownDataset(pub String);
 
-impl FromStr for DatasetKind {
+impl FromStr for ImageDataset {
     type Err = UnknownDataset;
 
     /// Lenient, as typed on a command line: case and dashes are ignored (`CIFAR-10`).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name.to_ascii_lowercase().replace('-', "").as_str() {
-            "cifar10" => Ok(DatasetKind::Cifar10),
-            "cifar100" => Ok(DatasetKind::Cifar100),
+            "cifar10" => Ok(ImageDataset::Cifar10),
+            "cifar100" => Ok(ImageDataset::Cifar100),
             _ => Err(UnknownDataset(name.to_string())),
         }
     }
@@ -181,14 +181,20 @@ mod tests {
 
     #[test]
     fn parses_names_leniently_and_rejects_others() {
-        assert_eq!("CIFAR-10".parse::<DatasetKind>(), Ok(DatasetKind::Cifar10));
-        assert_eq!("cifar100".parse::<DatasetKind>(), Ok(DatasetKind::Cifar100));
-        let error = "mnist".parse::<DatasetKind>().unwrap_err();
+        assert_eq!(
+            "CIFAR-10".parse::<ImageDataset>(),
+            Ok(ImageDataset::Cifar10)
+        );
+        assert_eq!(
+            "cifar100".parse::<ImageDataset>(),
+            Ok(ImageDataset::Cifar100)
+        );
+        let error = "mnist".parse::<ImageDataset>().unwrap_err();
         assert!(error
             .to_string()
             .contains("expected one of cifar10, cifar100"));
-        assert_eq!(DatasetKind::Cifar100.classes(), 100);
-        assert!("ptb".parse::<DatasetKind>().is_err());
+        assert_eq!(ImageDataset::Cifar100.classes(), 100);
+        assert!("ptb".parse::<ImageDataset>().is_err());
     }
 
     #[test]
@@ -211,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_image_view_agrees_with_the_dataset() {
-        for kind in DatasetKind::ALL {
+        for kind in ImageDataset::ALL {
             let dataset = Dataset::from(kind);
             assert_eq!(dataset.image(), Some(kind));
             assert_eq!(dataset.classes(), Some(kind.classes()));

@@ -4,10 +4,10 @@
 //! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
 
 use crate::config::{
-    finite_non_negative, to_toml_text, unit_fraction, Checker, CheckpointConfig, ConfigError,
-    LayeredConfig, WeightsConfig, CONFIG_VERSION,
+    check_cnn_size, check_image_data, finite_non_negative, to_toml_text, unit_fraction, Checker,
+    CheckpointConfig, ConfigError, LayeredConfig, WeightsConfig, CONFIG_VERSION,
 };
-use crate::dataset::DatasetKind;
+use crate::dataset::ImageDataset;
 use crate::genotype::Genotype;
 use crate::limits;
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalDataConfig {
-    /// Dataset.
-    pub dataset: DatasetKind,
+    /// The image dataset retrained and tested on (`cifar10` or `cifar100`).
+    pub dataset: ImageDataset,
     /// Minibatch size of training and of the test pass, 1..=65,536.
     pub batch_size: usize,
     /// Use only the first N images of the training set and of the test set (small demos and
@@ -35,7 +35,7 @@ pub struct EvalDataConfig {
 impl Default for EvalDataConfig {
     fn default() -> Self {
         Self {
-            dataset: DatasetKind::Cifar10,
+            dataset: ImageDataset::Cifar10,
             batch_size: 96,
             limit: None,
             cutout: true,
@@ -135,7 +135,7 @@ pub struct EvalConfig {
     /// Training steps between step records (each one reads the device once), 1..=1,000,000.
     #[serde(default = "default_report_every")]
     pub report_every: u32,
-    /// Data.
+    /// The data: dataset or corpus, batch sizes, the image or token limit.
     #[serde(default)]
     pub data: EvalDataConfig,
     /// Network shape and regularisation.
@@ -148,7 +148,7 @@ pub struct EvalConfig {
     /// GPU speed options.
     #[serde(default)]
     pub speed: SpeedConfig,
-    /// Checkpoints.
+    /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     /// The cells to train.
@@ -204,7 +204,7 @@ impl Default for EvalConfig {
 impl EvalConfig {
     /// The config as TOML text (written next to a run's artifacts); arrays stay on one line,
     /// so each genotype cell reads as one line.
-    pub fn to_toml(&self) -> String {
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, false)
     }
 
@@ -229,27 +229,9 @@ impl LayeredConfig for EvalConfig {
         check.count("report_every", self.report_every, &limits::REPORT_EVERY)?;
         let data = &self.data;
         check.count("data.batch_size", data.batch_size, &limits::BATCH_SIZE)?;
-        if let Some(limit) = data.limit {
-            check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
-        }
-        check.count(
-            "data.cutout_length",
-            data.cutout_length,
-            &limits::CUTOUT_LENGTH,
-        )?;
-        check.count("data.prefetch", data.prefetch, &limits::PREFETCH)?;
+        check_image_data(&check, data.limit, data.cutout_length, data.prefetch)?;
         let network = &self.network;
-        check.count(
-            "network.init_channels",
-            network.init_channels,
-            &limits::CNN_WIDTH,
-        )?;
-        check.ensure(
-            "network.init_channels",
-            network.init_channels % 2 == 0,
-            "expected an even number (factorized reductions halve channels)",
-        )?;
-        check.count("network.layers", network.layers, &limits::CNN_LAYERS)?;
+        check_cnn_size(&check, network.init_channels, network.layers)?;
         check.ensure(
             "network.auxiliary_weight",
             finite_non_negative(network.auxiliary_weight),
@@ -327,7 +309,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let config = EvalConfig::from_overrides(&overrides).unwrap();
-        assert_eq!(config.data.dataset, DatasetKind::Cifar100);
+        assert_eq!(config.data.dataset, ImageDataset::Cifar100);
         assert_eq!(config.classes(), 100);
         assert_eq!(config.epochs, 3);
         assert_eq!(config.speed.autocast, Autocast::Bf16);
@@ -417,7 +399,7 @@ mod tests {
         config.speed.autocast = Autocast::Fp16;
         config.genotype = Genotype::builtin("NASNet").unwrap();
         config.label = "NASNet".to_string();
-        let text = config.to_toml();
+        let text = config.to_toml().unwrap();
         assert!(text.contains("[genotype]"), "{text}");
         assert_eq!(EvalConfig::from_toml(&text, "x", &[]).unwrap(), config);
     }

@@ -40,7 +40,7 @@ pub enum MetricKind {
 /// One metric record: where in training it was taken and named scalar values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRecord {
-    /// Granularity.
+    /// Whether the record is of one step, one epoch, or the final result.
     pub kind: MetricKind,
     /// 0-based epoch the record belongs to.
     pub epoch: u32,

@@ -2,7 +2,7 @@
 //! directory, and the speed options on the CPU.
 
 use prime_core::config::LayeredConfig;
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::NullObserver;
@@ -78,7 +78,7 @@ fn assert_same_tensors(a: &Path, b: &Path) {
 fn resumed_evaluation_equals_the_straight_run_bitwise() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 128, 48, 3).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 128, 48, 3).unwrap();
     // Drop path is on in epoch 1 (p = 0.15), cutout and the auxiliary head throughout.
     let config = tiny_config(2, &[]);
 
@@ -136,7 +136,7 @@ fn resumed_evaluation_equals_the_straight_run_bitwise() {
 fn resume_at_an_epochs_last_step_equals_the_straight_run_bitwise() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 128, 48, 3).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 128, 48, 3).unwrap();
     let config = tiny_config(2, &["data.limit=120"]);
     let (straight, interrupted) =
         run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
@@ -163,7 +163,7 @@ fn resume_at_an_epochs_last_step_equals_the_straight_run_bitwise() {
 fn tiny_evaluation_learns_and_writes_its_run_directory() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 512, 128, 5).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 512, 128, 5).unwrap();
     let config = tiny_config(
         4,
         &[
@@ -248,7 +248,7 @@ fn tiny_evaluation_learns_and_writes_its_run_directory() {
 fn speed_options_train_on_the_cpu_and_resume_exactly() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar100, 64, 32, 9).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar100, 64, 32, 9).unwrap();
     let common = ["data.dataset=cifar100", "data.limit=64", "weights.lr=0.1"];
     for speed in [
         "speed.autocast=bf16",
@@ -301,7 +301,7 @@ fn speed_options_train_on_the_cpu_and_resume_exactly() {
 fn resuming_with_another_config_is_refused() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 32, 16, 1).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 32, 16, 1).unwrap();
     let config = tiny_config(2, &["data.limit=32"]);
     let run = tempfile::tempdir().unwrap();
     let mut observer = StopAt::after(1);
@@ -325,7 +325,7 @@ fn resuming_with_another_config_is_refused() {
 #[test]
 fn a_single_image_batch_with_the_auxiliary_head_is_refused() {
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 33, 8, 1).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 33, 8, 1).unwrap();
     let config = tiny_config(1, &["data.limit=33"]);
     let run = tempfile::tempdir().unwrap();
     let error = run_eval(

@@ -1,7 +1,7 @@
 //! End-to-end search tests on tiny synthetic data: learning, determinism and exact resume.
 
 use prime_core::config::{LayeredConfig, SearchConfig};
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;
 use prime_nas::data::{write_synthetic, DownloadPolicy};
@@ -48,7 +48,7 @@ fn options(run_dir: &Path, data_dir: &Path, resume: bool) -> RunOptions {
 }
 
 fn synthetic_data(dir: &Path) {
-    write_synthetic(dir, DatasetKind::Cifar10, 256, 32, 3).unwrap();
+    write_synthetic(dir, ImageDataset::Cifar10, 256, 32, 3).unwrap();
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn same_seed_gives_the_same_run_and_another_seed_does_not() {
 fn tiny_search_learns_well_above_chance_and_writes_its_run_directory() {
     tch::set_num_threads(1);
     let data = tempfile::tempdir().unwrap();
-    write_synthetic(data.path(), DatasetKind::Cifar10, 512, 32, 5).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 512, 32, 5).unwrap();
     let mut config = tiny_config(4);
     config.data.limit = Some(512);
     config.weights.lr = 0.05;
@@ -455,7 +455,7 @@ fn resuming_on_other_data_is_refused_and_names_the_file() {
     let record = std::fs::read_to_string(run.path().join("data.json")).unwrap();
     assert!(record.contains("data_batch_1.bin"), "{record}");
 
-    write_synthetic(data.path(), DatasetKind::Cifar10, 256, 32, 4).unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 256, 32, 4).unwrap();
     let error = run_search(
         &config,
         &options(run.path(), data.path(), true),

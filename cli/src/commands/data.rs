@@ -2,7 +2,7 @@
 //! corpus, and checks of dataset folders.
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use prime_nas::data::{load_cifar, write_synthetic, DownloadPolicy};
 use prime_nas::rnn::corpus::{load_corpus, write_synthetic_corpus, CORPUS_FOLDER};
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub struct SynthArgs {
     out: PathBuf,
     /// 10 writes CIFAR-10's format, 100 writes CIFAR-100's.
     #[arg(long, default_value = "10", value_parser = parse_classes)]
-    classes: DatasetKind,
+    classes: ImageDataset,
     /// Number of training images.
     #[arg(long, default_value_t = 5000)]
     size: usize,
@@ -51,7 +51,7 @@ pub struct CheckArgs {
     data_dir: PathBuf,
     /// 10 for CIFAR-10, 100 for CIFAR-100.
     #[arg(long, default_value = "10", value_parser = parse_classes)]
-    classes: DatasetKind,
+    classes: ImageDataset,
     /// Download the official archive (MD5-verified) when files are missing.
     #[arg(long)]
     download: bool,
@@ -60,10 +60,10 @@ pub struct CheckArgs {
     ptb: bool,
 }
 
-fn parse_classes(value: &str) -> Result<DatasetKind, String> {
+fn parse_classes(value: &str) -> Result<ImageDataset, String> {
     match value {
-        "10" => Ok(DatasetKind::Cifar10),
-        "100" => Ok(DatasetKind::Cifar100),
+        "10" => Ok(ImageDataset::Cifar10),
+        "100" => Ok(ImageDataset::Cifar100),
         other => Err(format!("expected 10 or 100 classes, got {other}")),
     }
 }

@@ -212,7 +212,7 @@ fn new_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
     let (genotype, label) = resolve_genotype(argument)?;
     let mut overrides = Vec::new();
     if let Some(dataset) = &args.dataset {
-        let dataset: prime_core::dataset::DatasetKind = dataset.parse()?;
+        let dataset: prime_core::dataset::ImageDataset = dataset.parse()?;
         overrides.push(format!("data.dataset=\"{dataset}\""));
     }
     if let Some(epochs) = args.epochs {

@@ -95,7 +95,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         None => {
             let mut overrides = Vec::new();
             if let Some(dataset) = &args.dataset {
-                let dataset: prime_core::dataset::DatasetKind = dataset.parse()?;
+                let dataset: prime_core::dataset::ImageDataset = dataset.parse()?;
                 overrides.push(format!("data.dataset=\"{dataset}\""));
             }
             if let Some(seed) = args.seed {

@@ -139,28 +139,32 @@ impl AdamSettings {
     }
 }
 
-/// Checks the alpha-step schedule's values (shared by the CNN and RNN searches).
-pub(crate) fn check_schedule(
+/// Checks the image-data settings the CNN search and evaluation share: the optional image
+/// limit, the cutout length and the prefetch depth.
+pub(crate) fn check_image_data(
     check: &Checker<'_>,
-    ratio: u32,
-    h0: f64,
-    hi: f64,
-    ewma: f64,
+    limit: Option<usize>,
+    cutout_length: usize,
+    prefetch: usize,
 ) -> Result<(), ConfigError> {
-    check.count("schedule.ratio", ratio, &limits::SCHEDULE_RATIO)?;
+    if let Some(limit) = limit {
+        check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
+    }
+    check.count("data.cutout_length", cutout_length, &limits::CUTOUT_LENGTH)?;
+    check.count("data.prefetch", prefetch, &limits::PREFETCH)
+}
+
+/// Checks the width and depth the CNN search and evaluation networks share.
+pub(crate) fn check_cnn_size(
+    check: &Checker<'_>,
+    init_channels: i64,
+    layers: i64,
+) -> Result<(), ConfigError> {
+    check.count("network.init_channels", init_channels, &limits::CNN_WIDTH)?;
     check.ensure(
-        "schedule.h0",
-        finite_positive(h0),
-        "expected a finite number > 0",
+        "network.init_channels",
+        init_channels % 2 == 0,
+        "expected an even number (factorized reductions halve channels)",
     )?;
-    check.ensure(
-        "schedule.hi",
-        hi.is_finite() && hi > 1.0,
-        "expected a finite number > 1",
-    )?;
-    check.ensure(
-        "schedule.ewma",
-        ewma > 0.0 && ewma <= 1.0,
-        "expected 0 < ewma <= 1",
-    )
+    check.count("network.layers", layers, &limits::CNN_LAYERS)
 }

@@ -35,6 +35,13 @@ pub enum ConfigError {
         /// What was expected.
         message: String,
     },
+    /// A value the config holds has no TOML form (a seed above 2^63 - 1 set in code), so
+    /// the config cannot be written next to a run.
+    #[error("the config cannot be written as TOML: {message}")]
+    Unwritable {
+        /// The serialiser's message.
+        message: String,
+    },
     /// A malformed `--set key=value` override.
     #[error("override `{text}`: {message}")]
     Override {

@@ -55,15 +55,17 @@ pub trait LayeredConfig: Default + Serialize + DeserializeOwned {
 
 /// `config` as TOML text: `pretty` puts each array item on its own line.
 ///
-/// Every value a config holds came from TOML, so it can be written back; a value that cannot
-/// (a seed above 2^63 - 1 set in code) is a programming error, never an empty file.
-pub(crate) fn to_toml_text<T: Serialize>(config: &T, pretty: bool) -> String {
+/// A value that has no TOML form (a seed above 2^63 - 1 set in code) is an error, never an
+/// empty file.
+pub(crate) fn to_toml_text<T: Serialize>(config: &T, pretty: bool) -> Result<String, ConfigError> {
     let text = if pretty {
         toml::to_string_pretty(config)
     } else {
         toml::to_string(config)
     };
-    text.unwrap_or_else(|error| panic!("a config value has no TOML form: {error}"))
+    text.map_err(|error| ConfigError::Unwritable {
+        message: error.to_string(),
+    })
 }
 
 /// The config of `text` over the defaults, with `overrides` applied last.

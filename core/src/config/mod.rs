@@ -9,13 +9,14 @@ mod load;
 
 pub use check::CUSTOM_METHOD;
 pub(crate) use check::{
-    check_schedule, finite_non_negative, finite_positive, unit_fraction, AdamSettings, Checker,
+    check_cnn_size, check_image_data, finite_non_negative, finite_positive, unit_fraction,
+    AdamSettings, Checker,
 };
 pub use error::ConfigError;
 pub(crate) use load::to_toml_text;
 pub use load::{apply_override, LayeredConfig, CONFIG_VERSION};
 
-use crate::dataset::DatasetKind;
+use crate::dataset::ImageDataset;
 use crate::limits;
 use crate::primitives::Activation;
 use serde::{Deserialize, Serialize};
@@ -83,8 +84,8 @@ pub enum RegularizerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Dataset.
-    pub dataset: DatasetKind,
+    /// The image dataset searched on (`cifar10` or `cifar100`; `ptb` is refused here).
+    pub dataset: ImageDataset,
     /// Minibatch size of weight and alpha batches, 1..=65,536.
     pub batch_size: usize,
     /// Fraction of the training images used for weights (the rest is for alphas), strictly
@@ -105,7 +106,7 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            dataset: DatasetKind::Cifar10,
+            dataset: ImageDataset::Cifar10,
             batch_size: 64,
             train_portion: 0.5,
             dynamic_split: false,
@@ -220,20 +221,33 @@ impl Default for WeightsConfig {
 pub struct ArchConfig {
     /// Activation of alpha.
     pub activation: Activation,
-    /// Adam learning rate (constant); finite, > 0.
+    /// Adam learning rate (constant; DARTS: 3e-4); finite, > 0.
     pub lr: f64,
-    /// Adam beta1, in [0, 1).
+    /// Adam beta1 (DARTS: 0.5), in [0, 1).
     pub beta1: f64,
-    /// Adam beta2, in [0, 1).
+    /// Adam beta2 (0.999), in [0, 1).
     pub beta2: f64,
-    /// Adam epsilon; finite, > 0.
+    /// Adam epsilon (1e-8); finite, > 0.
     pub eps: f64,
-    /// L2 weight decay of alpha (forced to 0 with CRB); finite, >= 0.
+    /// L2 weight decay of alpha (1e-3, forced to 0 with CRB); finite, >= 0.
     pub weight_decay: f64,
     /// First or second order.
     pub order: ArchOrder,
     /// How alpha batches are drawn.
     pub batch_policy: AlphaBatchPolicy,
+}
+
+impl ArchConfig {
+    /// The Adam settings of the alpha optimizer, for their shared checks.
+    pub(crate) fn adam(&self) -> AdamSettings {
+        AdamSettings {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
 }
 
 impl Default for ArchConfig {
@@ -265,6 +279,29 @@ pub struct ScheduleConfig {
     pub hi: f64,
     /// FIMT EWMA coefficient lambda, in (0, 1].
     pub ewma: f64,
+}
+
+impl ScheduleConfig {
+    /// Checks the alpha-step schedule's values (shared by the CNN and RNN searches).
+    pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let schedule = self;
+        check.count("schedule.ratio", schedule.ratio, &limits::SCHEDULE_RATIO)?;
+        check.ensure(
+            "schedule.h0",
+            finite_positive(schedule.h0),
+            "expected a finite number > 0",
+        )?;
+        check.ensure(
+            "schedule.hi",
+            schedule.hi.is_finite() && schedule.hi > 1.0,
+            "expected a finite number > 1",
+        )?;
+        check.ensure(
+            "schedule.ewma",
+            schedule.ewma > 0.0 && schedule.ewma <= 1.0,
+            "expected 0 < ewma <= 1",
+        )
+    }
 }
 
 impl Default for ScheduleConfig {
@@ -338,7 +375,7 @@ pub struct SearchConfig {
     /// Number of epochs, 1..=10,000.
     #[serde(default = "default_epochs")]
     pub epochs: u32,
-    /// Data.
+    /// The data: dataset or corpus, batch sizes, the image or token limit.
     #[serde(default)]
     pub data: DataConfig,
     /// Network shape.
@@ -356,12 +393,13 @@ pub struct SearchConfig {
     /// Alpha regularizer.
     #[serde(default)]
     pub regularizer: RegularizerConfig,
-    /// Checkpoints.
+    /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
 }
 
-fn default_method() -> String {
+/// The method a config without a `method` key runs (plain DARTS, for CNN and RNN searches).
+pub(crate) fn default_method() -> String {
     "darts".to_string()
 }
 
@@ -394,7 +432,7 @@ impl Default for SearchConfig {
 
 impl SearchConfig {
     /// The config as TOML text (written next to a run's artifacts).
-    pub fn to_toml(&self) -> String {
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, true)
     }
 
@@ -424,27 +462,9 @@ impl LayeredConfig for SearchConfig {
             data.train_portion > 0.0 && data.train_portion < 1.0,
             "expected a fraction strictly between 0 and 1",
         )?;
-        if let Some(limit) = data.limit {
-            check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
-        }
-        check.count(
-            "data.cutout_length",
-            data.cutout_length,
-            &limits::CUTOUT_LENGTH,
-        )?;
-        check.count("data.prefetch", data.prefetch, &limits::PREFETCH)?;
+        check_image_data(&check, data.limit, data.cutout_length, data.prefetch)?;
         let network = &self.network;
-        check.count(
-            "network.init_channels",
-            network.init_channels,
-            &limits::CNN_WIDTH,
-        )?;
-        check.ensure(
-            "network.init_channels",
-            network.init_channels % 2 == 0,
-            "expected an even number (factorized reductions halve channels)",
-        )?;
-        check.count("network.layers", network.layers, &limits::CNN_LAYERS)?;
+        check_cnn_size(&check, network.init_channels, network.layers)?;
         check.count("network.steps", network.steps, &limits::CELL_STEPS)?;
         check.count(
             "network.multiplier",
@@ -457,23 +477,8 @@ impl LayeredConfig for SearchConfig {
             &limits::STEM_MULTIPLIER,
         )?;
         self.weights.validate(&check)?;
-        let arch = &self.arch;
-        AdamSettings {
-            lr: arch.lr,
-            beta1: arch.beta1,
-            beta2: arch.beta2,
-            eps: arch.eps,
-            weight_decay: arch.weight_decay,
-        }
-        .validate(&check)?;
-        let schedule = &self.schedule;
-        check_schedule(
-            &check,
-            schedule.ratio,
-            schedule.h0,
-            schedule.hi,
-            schedule.ewma,
-        )?;
+        self.arch.adam().validate(&check)?;
+        self.schedule.validate(&check)?;
         let regularizer = &self.regularizer;
         check.real("regularizer.rho", regularizer.rho, &limits::RHO)?;
         check.count(

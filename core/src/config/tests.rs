@@ -20,7 +20,7 @@ fn overrides_set_nested_values_with_types() {
     assert_eq!(config.data.batch_size, 16);
     assert_eq!(config.arch.activation, Activation::Crb);
     assert_eq!(config.seed, 101);
-    assert_eq!(config.data.dataset, DatasetKind::Cifar100);
+    assert_eq!(config.data.dataset, ImageDataset::Cifar100);
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn dynamic_split_uses_the_schedule_ratio() {
 fn config_round_trips_through_toml() {
     let mut config = SearchConfig::default();
     config.data.limit = Some(500);
-    let text = config.to_toml();
+    let text = config.to_toml().unwrap();
     assert_eq!(SearchConfig::from_toml(&text, "x", &[]).unwrap(), config);
 }
 

@@ -96,7 +96,7 @@ pub struct RnnEvalConfig {
     /// Stop after this many epochs without a new best validation loss, 0..=10,000 (0 = never).
     #[serde(default = "default_convergence")]
     pub convergence: u32,
-    /// Data.
+    /// The data: dataset or corpus, batch sizes, the image or token limit.
     #[serde(default)]
     pub data: RnnEvalDataConfig,
     /// Model width and dropouts.
@@ -105,7 +105,7 @@ pub struct RnnEvalConfig {
     /// Weight optimizer.
     #[serde(default)]
     pub weights: RnnEvalWeightsConfig,
-    /// Checkpoints.
+    /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     /// The cell to train.
@@ -167,11 +167,11 @@ impl RnnEvalConfig {
 
     /// This config with `overrides` applied, validated.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
-        Self::from_toml(&self.to_toml(), "recurrent evaluation config", overrides)
+        Self::from_toml(&self.to_toml()?, "recurrent evaluation config", overrides)
     }
 
     /// The config as TOML text; arrays stay on one line.
-    pub fn to_toml(&self) -> String {
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, false)
     }
 }

@@ -3,8 +3,8 @@
 
 use super::shared::{check_batches, check_common, RnnNetworkConfig, RnnWeightsConfig};
 use crate::config::{
-    check_schedule, to_toml_text, AdamSettings, ArchOrder, Checker, CheckpointConfig, Compat,
-    ConfigError, LayeredConfig, RegularizerKind, ScheduleConfig, SearchConfig, CONFIG_VERSION,
+    to_toml_text, AdamSettings, ArchOrder, Checker, CheckpointConfig, Compat, ConfigError,
+    LayeredConfig, RegularizerKind, ScheduleConfig, SearchConfig, CONFIG_VERSION,
 };
 use crate::limits;
 use crate::primitives::Activation;
@@ -41,16 +41,29 @@ impl Default for RnnDataConfig {
 pub struct RnnArchConfig {
     /// Activation of alpha.
     pub activation: Activation,
-    /// Adam learning rate (constant); finite, > 0.
+    /// Adam learning rate of the recurrent search (3e-3, ten times the CNN's); finite, > 0.
     pub lr: f64,
-    /// Adam beta1, in [0, 1).
+    /// Adam beta1 (PyTorch's default 0.9, not the CNN search's 0.5), in [0, 1).
     pub beta1: f64,
-    /// Adam beta2, in [0, 1).
+    /// Adam beta2 (PyTorch's default 0.999), in [0, 1).
     pub beta2: f64,
-    /// Adam epsilon; finite, > 0.
+    /// Adam epsilon (PyTorch's default 1e-8); finite, > 0.
     pub eps: f64,
-    /// L2 weight decay of alpha; finite, >= 0.
+    /// L2 weight decay of the recurrent alphas (1e-3); finite, >= 0.
     pub weight_decay: f64,
+}
+
+impl RnnArchConfig {
+    /// The Adam settings of the alpha optimizer, for their shared checks.
+    pub(crate) fn adam(&self) -> AdamSettings {
+        AdamSettings {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
 }
 
 impl Default for RnnArchConfig {
@@ -93,7 +106,7 @@ pub struct RnnSearchConfig {
     pub version: u32,
     /// Method name, for the record: a preset name or `custom` (see
     /// `SearchConfig::method`).
-    #[serde(default = "default_method")]
+    #[serde(default = "crate::config::default_method")]
     pub method: String,
     /// Random seed (weights, alphas, dropout masks, sequence lengths).
     #[serde(default = "default_search_seed")]
@@ -104,7 +117,7 @@ pub struct RnnSearchConfig {
     /// Number of epochs, 1..=10,000.
     #[serde(default = "default_search_epochs")]
     pub epochs: u32,
-    /// Data.
+    /// The data: dataset or corpus, batch sizes, the image or token limit.
     #[serde(default)]
     pub data: RnnDataConfig,
     /// Model width and dropouts.
@@ -122,13 +135,9 @@ pub struct RnnSearchConfig {
     /// Alpha regularizer.
     #[serde(default)]
     pub regularizer: RnnRegularizerConfig,
-    /// Checkpoints.
+    /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
-}
-
-fn default_method() -> String {
-    "darts".to_string()
 }
 
 fn default_search_seed() -> u64 {
@@ -151,7 +160,7 @@ impl Default for RnnSearchConfig {
     fn default() -> Self {
         Self {
             version: CONFIG_VERSION,
-            method: default_method(),
+            method: crate::config::default_method(),
             seed: default_search_seed(),
             compat: Compat::default(),
             epochs: default_search_epochs(),
@@ -223,11 +232,11 @@ impl RnnSearchConfig {
 
     /// This config with `overrides` applied, validated.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
-        Self::from_toml(&self.to_toml(), "recurrent search config", overrides)
+        Self::from_toml(&self.to_toml()?, "recurrent search config", overrides)
     }
 
     /// The config as TOML text (written next to a run's artifacts).
-    pub fn to_toml(&self) -> String {
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, false)
     }
 }
@@ -249,23 +258,8 @@ impl LayeredConfig for RnnSearchConfig {
         )?;
         self.network.validate(&check)?;
         self.weights.validate(&check)?;
-        let arch = &self.arch;
-        AdamSettings {
-            lr: arch.lr,
-            beta1: arch.beta1,
-            beta2: arch.beta2,
-            eps: arch.eps,
-            weight_decay: arch.weight_decay,
-        }
-        .validate(&check)?;
-        let schedule = &self.schedule;
-        check_schedule(
-            &check,
-            schedule.ratio,
-            schedule.h0,
-            schedule.hi,
-            schedule.ewma,
-        )?;
+        self.arch.adam().validate(&check)?;
+        self.schedule.validate(&check)?;
         check.ensure(
             "regularizer.kind",
             self.regularizer.kind != RegularizerKind::Admm,

@@ -130,7 +130,7 @@ fn configs_round_trip_and_bad_genotypes_are_rejected() {
     )
     .unwrap();
     assert_eq!(
-        RnnEvalConfig::from_toml(&eval.to_toml(), "x", &[]).unwrap(),
+        RnnEvalConfig::from_toml(&eval.to_toml().unwrap(), "x", &[]).unwrap(),
         eval
     );
     let mut bad = RnnEvalConfig::default();
@@ -139,7 +139,7 @@ fn configs_round_trip_and_bad_genotypes_are_rejected() {
     assert!(error.contains("field `genotype`"), "{error}");
     let search = RnnSearchConfig::default();
     assert_eq!(
-        RnnSearchConfig::from_toml(&search.to_toml(), "y", &[]).unwrap(),
+        RnnSearchConfig::from_toml(&search.to_toml().unwrap(), "y", &[]).unwrap(),
         search
     );
 }
@@ -196,7 +196,7 @@ fn the_search_config_text_is_unchanged_so_stored_runs_still_resume() {
          [checkpoint]\n\
          every_epochs = 1\n\
 ";
-    assert_eq!(RnnSearchConfig::default().to_toml(), expected);
+    assert_eq!(RnnSearchConfig::default().to_toml().unwrap(), expected);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The training and test transforms of SPEC 3.2 as plain loops from CHW bytes to normalised f32.
 
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 
 /// Side of a CIFAR image in pixels.
 pub const IMAGE_SIDE: usize = 32;
@@ -22,7 +22,7 @@ pub struct Normalizer {
 
 impl Normalizer {
     /// The normalisation of `kind` (its mean and std from SPEC 3.2).
-    pub fn for_dataset(kind: DatasetKind) -> Self {
+    pub fn for_dataset(kind: ImageDataset) -> Self {
         Self::new(kind.mean(), kind.std())
     }
 
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn normalises_a_known_pixel_like_torchvision() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let mut image = vec![0u8; IMAGE_BYTES];
         image[0] = 255;
         image[PLANE + 5] = 128;
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn identity_augmentation_equals_the_test_transform() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar100);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar100);
         let image = pattern_image();
         let mut train = vec![0f32; IMAGE_BYTES];
         let mut test = vec![0f32; IMAGE_BYTES];
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn crop_at_the_corner_shows_the_zero_padding() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let image = vec![200u8; IMAGE_BYTES];
         let mut out = vec![0f32; IMAGE_BYTES];
         let corner = SampleAugmentation {
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn crop_shifts_the_image() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let image = pattern_image();
         let mut out = vec![0f32; IMAGE_BYTES];
         let shifted = SampleAugmentation {
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn flip_mirrors_the_crop() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let image = pattern_image();
         let mut plain = vec![0f32; IMAGE_BYTES];
         let mut mirrored = vec![0f32; IMAGE_BYTES];
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn every_crop_offset_and_flip_matches_the_pixelwise_definition() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let image = pattern_image();
         let mut out = vec![0f32; IMAGE_BYTES];
         for crop_top in 0..=2 * PAD {
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn cutout_zeroes_the_square_in_normalised_space() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         // 125 normalises to a non-zero value in every channel.
         let image = vec![125u8; IMAGE_BYTES];
         let mut out = vec![0f32; IMAGE_BYTES];
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn cutout_is_truncated_at_the_borders() {
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let image = vec![125u8; IMAGE_BYTES];
         let mut out = vec![0f32; IMAGE_BYTES];
         let corner = SampleAugmentation {

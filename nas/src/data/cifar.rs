@@ -4,7 +4,7 @@ use super::augment::IMAGE_BYTES;
 use super::cifar_layout::{ensure_present, layout, CifarLayout};
 use super::download::{http_fetch, DownloadPolicy};
 use super::DataError;
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,14 +12,14 @@ use std::sync::Arc;
 /// each row-major), exactly as in the binary files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSet {
-    kind: DatasetKind,
+    kind: ImageDataset,
     images: Vec<u8>,
     labels: Vec<u8>,
 }
 
 impl ImageSet {
     /// Wraps `images` (`labels.len()` times 3072 bytes, CHW) and their labels.
-    pub fn new(kind: DatasetKind, images: Vec<u8>, labels: Vec<u8>) -> Result<Self, DataError> {
+    pub fn new(kind: ImageDataset, images: Vec<u8>, labels: Vec<u8>) -> Result<Self, DataError> {
         if images.len() != labels.len() * IMAGE_BYTES {
             return Err(DataError::InvalidArgument(format!(
                 "{} image bytes do not hold {} images of {IMAGE_BYTES} bytes",
@@ -45,7 +45,7 @@ impl ImageSet {
     }
 
     /// Wraps parts already known to be consistent (built by this module's generators).
-    pub(crate) fn from_valid_parts(kind: DatasetKind, images: Vec<u8>, labels: Vec<u8>) -> Self {
+    pub(crate) fn from_valid_parts(kind: ImageDataset, images: Vec<u8>, labels: Vec<u8>) -> Self {
         debug_assert_eq!(images.len(), labels.len() * IMAGE_BYTES);
         debug_assert!(labels.iter().all(|&l| usize::from(l) < kind.classes()));
         ImageSet {
@@ -56,7 +56,7 @@ impl ImageSet {
     }
 
     /// The dataset the images belong to (selects the normalisation statistics).
-    pub fn kind(&self) -> DatasetKind {
+    pub fn kind(&self) -> ImageDataset {
         self.kind
     }
 
@@ -95,7 +95,7 @@ impl ImageSet {
 #[derive(Debug, Clone)]
 pub struct CifarData {
     /// The dataset.
-    pub kind: DatasetKind,
+    pub kind: ImageDataset,
     /// The folder the files were read from.
     pub folder: PathBuf,
     /// The 50,000 (official) training images, shared with the stream threads.
@@ -121,7 +121,7 @@ impl CifarData {
 /// extracted into `dir`.
 pub fn load_cifar(
     dir: &Path,
-    kind: DatasetKind,
+    kind: ImageDataset,
     policy: DownloadPolicy,
 ) -> Result<CifarData, DataError> {
     let layout = layout(kind);
@@ -130,7 +130,7 @@ pub fn load_cifar(
 }
 
 /// Reads the files of `kind` from `folder` (the distribution's own folder), without any download.
-pub fn read_cifar_dir(folder: &Path, kind: DatasetKind) -> Result<CifarData, DataError> {
+pub fn read_cifar_dir(folder: &Path, kind: ImageDataset) -> Result<CifarData, DataError> {
     let layout = layout(kind);
     let train_paths: Vec<PathBuf> = layout.train_files.iter().map(|f| folder.join(f)).collect();
     let train = read_records(&train_paths, layout)?;
@@ -218,14 +218,14 @@ mod tests {
             write_record_file(&folder.join(file), &CIFAR10_LAYOUT, &[b as u8, 9 - b as u8]);
         }
         write_record_file(&folder.join("test_batch.bin"), &CIFAR10_LAYOUT, &[7]);
-        let data = load_cifar(dir.path(), DatasetKind::Cifar10, DownloadPolicy::Never).unwrap();
+        let data = load_cifar(dir.path(), ImageDataset::Cifar10, DownloadPolicy::Never).unwrap();
         assert_eq!(data.train.labels(), &[0, 9, 1, 8, 2, 7, 3, 6, 4, 5]);
         assert_eq!(data.test.labels(), &[7]);
         assert_eq!(data.train.image(1)[0], 1);
         assert_eq!(data.train.image(1)[3071], ((3071 + 1) % 251) as u8);
         assert_eq!(data.folder, folder);
         // The folder itself is accepted too.
-        let again = load_cifar(&folder, DatasetKind::Cifar10, DownloadPolicy::Never).unwrap();
+        let again = load_cifar(&folder, ImageDataset::Cifar10, DownloadPolicy::Never).unwrap();
         assert_eq!(again.train, data.train);
     }
 
@@ -236,7 +236,7 @@ mod tests {
         std::fs::create_dir_all(&folder).unwrap();
         write_record_file(&folder.join("train.bin"), &CIFAR100_LAYOUT, &[99, 42, 0]);
         write_record_file(&folder.join("test.bin"), &CIFAR100_LAYOUT, &[13]);
-        let data = load_cifar(dir.path(), DatasetKind::Cifar100, DownloadPolicy::Never).unwrap();
+        let data = load_cifar(dir.path(), ImageDataset::Cifar100, DownloadPolicy::Never).unwrap();
         assert_eq!(data.train.labels(), &[99, 42, 0]);
         assert_eq!(data.test.labels(), &[13]);
         assert_eq!(data.train.image(2)[5], 7);
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn synthetic_round_trip_has_the_written_counts_and_labels() {
-        for kind in DatasetKind::ALL {
+        for kind in ImageDataset::ALL {
             let dir = tempfile::tempdir().unwrap();
             let summary = write_synthetic(dir.path(), kind, 23, 7, 5).unwrap();
             let data = load_cifar(dir.path(), kind, DownloadPolicy::Never).unwrap();
@@ -264,12 +264,12 @@ mod tests {
     #[test]
     fn truncated_file_names_file_size_and_record_size() {
         let dir = tempfile::tempdir().unwrap();
-        write_synthetic(dir.path(), DatasetKind::Cifar10, 10, 2, 1).unwrap();
+        write_synthetic(dir.path(), ImageDataset::Cifar10, 10, 2, 1).unwrap();
         let file = dir.path().join("cifar-10-batches-bin/data_batch_3.bin");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes.truncate(bytes.len() - 100);
         std::fs::write(&file, &bytes).unwrap();
-        let error = load_cifar(dir.path(), DatasetKind::Cifar10, DownloadPolicy::Never)
+        let error = load_cifar(dir.path(), ImageDataset::Cifar10, DownloadPolicy::Never)
             .unwrap_err()
             .to_string();
         assert!(error.contains("data_batch_3.bin"), "{error}");
@@ -280,13 +280,13 @@ mod tests {
     #[test]
     fn bad_label_names_file_and_record() {
         let dir = tempfile::tempdir().unwrap();
-        write_synthetic(dir.path(), DatasetKind::Cifar100, 6, 4, 1).unwrap();
+        write_synthetic(dir.path(), ImageDataset::Cifar100, 6, 4, 1).unwrap();
         let file = dir.path().join("cifar-100-binary/test.bin");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[2 * 3074 + 1] = 100;
         std::fs::write(&file, &bytes).unwrap();
         let error =
-            load_cifar(dir.path(), DatasetKind::Cifar100, DownloadPolicy::Never).unwrap_err();
+            load_cifar(dir.path(), ImageDataset::Cifar100, DownloadPolicy::Never).unwrap_err();
         assert!(matches!(
             error,
             DataError::BadLabel {
@@ -307,7 +307,7 @@ mod tests {
     fn missing_files_error_lists_every_expected_file_and_the_archive() {
         let dir = tempfile::tempdir().unwrap();
         let error =
-            load_cifar(dir.path(), DatasetKind::Cifar10, DownloadPolicy::Never).unwrap_err();
+            load_cifar(dir.path(), ImageDataset::Cifar10, DownloadPolicy::Never).unwrap_err();
         let DataError::MissingFiles {
             missing,
             expected,
@@ -341,11 +341,11 @@ mod tests {
     #[test]
     fn partially_present_folder_reports_only_the_missing_files() {
         let dir = tempfile::tempdir().unwrap();
-        write_synthetic(dir.path(), DatasetKind::Cifar10, 10, 2, 1).unwrap();
+        write_synthetic(dir.path(), ImageDataset::Cifar10, 10, 2, 1).unwrap();
         let folder = dir.path().join("cifar-10-batches-bin");
         std::fs::remove_file(folder.join("data_batch_2.bin")).unwrap();
         // Given the folder itself, the expected files are reported inside it.
-        let error = load_cifar(&folder, DatasetKind::Cifar10, DownloadPolicy::Never).unwrap_err();
+        let error = load_cifar(&folder, ImageDataset::Cifar10, DownloadPolicy::Never).unwrap_err();
         let DataError::MissingFiles { missing, .. } = &error else {
             panic!("unexpected error {error}");
         };
@@ -354,9 +354,9 @@ mod tests {
 
     #[test]
     fn image_set_rejects_inconsistent_input() {
-        assert!(ImageSet::new(DatasetKind::Cifar10, vec![0; 10], vec![1]).is_err());
+        assert!(ImageSet::new(ImageDataset::Cifar10, vec![0; 10], vec![1]).is_err());
         let error =
-            ImageSet::new(DatasetKind::Cifar10, vec![0; IMAGE_BYTES], vec![10]).unwrap_err();
+            ImageSet::new(ImageDataset::Cifar10, vec![0; IMAGE_BYTES], vec![10]).unwrap_err();
         assert!(error.to_string().contains("out of range"));
     }
 }

@@ -5,14 +5,14 @@
 use super::augment::IMAGE_BYTES;
 use super::download::{obtain_archive, Archive, DownloadPolicy, Obtained};
 use super::DataError;
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use std::path::{Path, PathBuf};
 
 /// Where the files of one CIFAR binary distribution live and how their records look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CifarLayout {
     /// The dataset.
-    pub kind: DatasetKind,
+    pub kind: ImageDataset,
     /// The folder the official archive extracts to.
     pub folder: &'static str,
     /// Training files, concatenated in this (canonical) order.
@@ -45,7 +45,7 @@ impl CifarLayout {
 
 /// CIFAR-10, binary version: record = label byte + pixels.
 pub const CIFAR10_LAYOUT: CifarLayout = CifarLayout {
-    kind: DatasetKind::Cifar10,
+    kind: ImageDataset::Cifar10,
     folder: "cifar-10-batches-bin",
     train_files: &[
         "data_batch_1.bin",
@@ -63,7 +63,7 @@ pub const CIFAR10_LAYOUT: CifarLayout = CifarLayout {
 
 /// CIFAR-100, binary version: record = coarse label byte + fine label byte + pixels.
 pub const CIFAR100_LAYOUT: CifarLayout = CifarLayout {
-    kind: DatasetKind::Cifar100,
+    kind: ImageDataset::Cifar100,
     folder: "cifar-100-binary",
     train_files: &["train.bin"],
     test_file: "test.bin",
@@ -74,10 +74,10 @@ pub const CIFAR100_LAYOUT: CifarLayout = CifarLayout {
 };
 
 /// The binary layout of `kind`.
-pub fn layout(kind: DatasetKind) -> &'static CifarLayout {
+pub fn layout(kind: ImageDataset) -> &'static CifarLayout {
     match kind {
-        DatasetKind::Cifar10 => &CIFAR10_LAYOUT,
-        DatasetKind::Cifar100 => &CIFAR100_LAYOUT,
+        ImageDataset::Cifar10 => &CIFAR10_LAYOUT,
+        ImageDataset::Cifar100 => &CIFAR100_LAYOUT,
     }
 }
 
@@ -165,14 +165,14 @@ mod tests {
     use crate::data::cifar_layout::CIFAR10_LAYOUT;
     use crate::data::download::md5_hex;
     use crate::data::synth::write_synthetic;
-    use prime_core::dataset::DatasetKind;
+    use prime_core::dataset::ImageDataset;
     use std::cell::Cell;
     use std::fs::File;
 
     /// A .tar.gz of a synthetic CIFAR-10 folder, and its MD5.
     pub(crate) fn synthetic_archive(workdir: &Path) -> (PathBuf, String) {
         let source = workdir.join("source");
-        write_synthetic(&source, DatasetKind::Cifar10, 12, 3, 9).unwrap();
+        write_synthetic(&source, ImageDataset::Cifar10, 12, 3, 9).unwrap();
         let archive = workdir.join("archive.tar.gz");
         let encoder = flate2::write::GzEncoder::new(
             File::create(&archive).unwrap(),

@@ -6,13 +6,13 @@
 //! A search loop typically does (SPEC 3.2, 3.4, 3.5):
 //!
 //! ```no_run
-//! use prime_core::dataset::DatasetKind;
+//! use prime_core::dataset::ImageDataset;
 //! use prime_nas::data::{
 //!     load_cifar, split_by_portion, BatchStream, DownloadPolicy, StreamConfig, StreamId,
 //!     StreamPosition,
 //! };
 //! # fn main() -> Result<(), prime_nas::data::DataError> {
-//! let data = load_cifar("data".as_ref(), DatasetKind::Cifar10, DownloadPolicy::IfMissing)?;
+//! let data = load_cifar("data".as_ref(), ImageDataset::Cifar10, DownloadPolicy::IfMissing)?;
 //! let split = split_by_portion(data.train.len(), 0.5)?;
 //! let (seed, epoch, batch_size) = (2, 0, 64);
 //! // Saved in the checkpoint of a resumed epoch; START otherwise.
@@ -80,7 +80,7 @@ pub use stream::{
 };
 pub use synth::{synthetic_image_set, write_synthetic, SynthSummary};
 
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while reading, fetching or streaming image data.
@@ -90,7 +90,7 @@ pub enum DataError {
     #[error("{}", missing_files_message(*.kind, .dir, .missing, .expected, .url, .cause.as_deref()))]
     MissingFiles {
         /// The dataset that was asked for.
-        kind: DatasetKind,
+        kind: ImageDataset,
         /// The data directory the user gave.
         dir: PathBuf,
         /// The expected files that do not exist.
@@ -122,7 +122,7 @@ pub enum DataError {
         /// The label found.
         label: u8,
         /// The dataset.
-        kind: DatasetKind,
+        kind: ImageDataset,
         /// Its number of classes.
         classes: usize,
     },
@@ -174,7 +174,7 @@ impl DataError {
 }
 
 fn missing_files_message(
-    kind: DatasetKind,
+    kind: ImageDataset,
     dir: &Path,
     missing: &[PathBuf],
     expected: &[PathBuf],
@@ -209,9 +209,9 @@ fn missing_files_message(
 }
 
 /// The human name of a dataset, as written by its authors.
-pub(crate) fn display_name(kind: DatasetKind) -> &'static str {
+pub(crate) fn display_name(kind: ImageDataset) -> &'static str {
     match kind {
-        DatasetKind::Cifar10 => "CIFAR-10",
-        DatasetKind::Cifar100 => "CIFAR-100",
+        ImageDataset::Cifar10 => "CIFAR-10",
+        ImageDataset::Cifar100 => "CIFAR-100",
     }
 }

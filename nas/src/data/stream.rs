@@ -502,11 +502,11 @@ fn sample_augmentation(
 mod tests {
     use super::*;
     use crate::data::synth::synthetic_image_set;
-    use prime_core::dataset::DatasetKind;
+    use prime_core::dataset::ImageDataset;
     use std::time::{Duration, Instant};
 
     fn set(n: usize) -> Arc<ImageSet> {
-        Arc::new(synthetic_image_set(DatasetKind::Cifar10, n, 3, 0))
+        Arc::new(synthetic_image_set(ImageDataset::Cifar10, n, 3, 0))
     }
 
     fn collect(stream: &mut BatchStream, count: usize) -> Vec<Batch> {
@@ -681,7 +681,7 @@ mod tests {
         let batches: Vec<Batch> = stream.by_ref().map(Result::unwrap).collect();
         let indices: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
         assert_eq!(indices, (0..7).collect::<Vec<_>>());
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         let mut expected = vec![0f32; IMAGE_BYTES];
         test_transform_into(set.image(4), &normalizer, &mut expected);
         let image = batches[1].images.get(1).flatten(0, -1);
@@ -695,7 +695,7 @@ mod tests {
         let set = set(6);
         let config = StreamConfig::per_epoch(8, 0, StreamId::WEIGHTS, 6).with_cutout(16);
         let batch = batch_at(set.clone(), 0..6, &config, StreamPosition::START).unwrap();
-        let normalizer = Normalizer::for_dataset(DatasetKind::Cifar10);
+        let normalizer = Normalizer::for_dataset(ImageDataset::Cifar10);
         for (slot, &index) in batch.indices.iter().enumerate() {
             let augmentation = sample_augmentation(&config, 0, slot, Some(16));
             let mut expected = vec![0f32; IMAGE_BYTES];

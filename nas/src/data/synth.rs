@@ -11,7 +11,7 @@ use super::cifar::ImageSet;
 use super::cifar_layout::layout;
 use super::rng::{below, keyed_rng, shuffle};
 use super::{display_name, DataError};
-use prime_core::dataset::DatasetKind;
+use prime_core::dataset::ImageDataset;
 use rand_pcg::Pcg64;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ const BRIGHTNESS_JITTER: i32 = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynthSummary {
     /// The dataset whose format was written.
-    pub kind: DatasetKind,
+    pub kind: ImageDataset,
     /// The distribution's folder (inside the output directory).
     pub folder: PathBuf,
     /// Every file with its number of records.
@@ -62,7 +62,7 @@ impl std::fmt::Display for SynthSummary {
 
 /// `n` synthetic images of `kind` in memory; `part` 0 and 1 are what [`write_synthetic`] writes as
 /// training and test images for `seed`. Labels are balanced (`i % classes`) in a random order.
-pub fn synthetic_image_set(kind: DatasetKind, n: usize, seed: u64, part: u64) -> ImageSet {
+pub fn synthetic_image_set(kind: ImageDataset, n: usize, seed: u64, part: u64) -> ImageSet {
     let classes = kind.classes();
     let mut labels: Vec<u8> = (0..n).map(|i| (i % classes) as u8).collect();
     shuffle(&mut labels, &mut keyed_rng(&[seed, part, LABEL_DOMAIN]));
@@ -84,7 +84,7 @@ pub fn synthetic_image_set(kind: DatasetKind, n: usize, seed: u64, part: u64) ->
 /// `out_dir` afterwards reads them.
 pub fn write_synthetic(
     out_dir: &Path,
-    kind: DatasetKind,
+    kind: ImageDataset,
     train_images: usize,
     test_images: usize,
     seed: u64,
@@ -193,15 +193,15 @@ mod tests {
 
     #[test]
     fn labels_are_balanced_and_images_reproducible() {
-        let set = synthetic_image_set(DatasetKind::Cifar10, 35, 4, 0);
+        let set = synthetic_image_set(ImageDataset::Cifar10, 35, 4, 0);
         let mut counts = [0usize; 10];
         for &label in set.labels() {
             counts[usize::from(label)] += 1;
         }
         assert!(counts.iter().all(|&c| c == 3 || c == 4), "{counts:?}");
-        assert_eq!(set, synthetic_image_set(DatasetKind::Cifar10, 35, 4, 0));
-        assert_ne!(set, synthetic_image_set(DatasetKind::Cifar10, 35, 5, 0));
-        assert_ne!(set, synthetic_image_set(DatasetKind::Cifar10, 35, 4, 1));
+        assert_eq!(set, synthetic_image_set(ImageDataset::Cifar10, 35, 4, 0));
+        assert_ne!(set, synthetic_image_set(ImageDataset::Cifar10, 35, 5, 0));
+        assert_ne!(set, synthetic_image_set(ImageDataset::Cifar10, 35, 4, 1));
     }
 
     #[test]
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn a_nearest_mean_colour_classifier_beats_chance_by_far() {
         // The signal is real: class-mean colours of a training set classify a test set.
-        let kind = DatasetKind::Cifar10;
+        let kind = ImageDataset::Cifar10;
         let train = synthetic_image_set(kind, 200, 1, 0);
         let test = synthetic_image_set(kind, 100, 1, 1);
         let mut sums = [[0f64; 3]; 10];
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn writes_the_official_file_layout() {
         let dir = tempfile::tempdir().unwrap();
-        let summary = write_synthetic(dir.path(), DatasetKind::Cifar10, 12, 3, 2).unwrap();
+        let summary = write_synthetic(dir.path(), ImageDataset::Cifar10, 12, 3, 2).unwrap();
         let counts: Vec<usize> = summary.files.iter().map(|(_, n)| *n).collect();
         assert_eq!(counts, vec![3, 3, 2, 2, 2, 3]);
         let batch =
@@ -278,7 +278,7 @@ mod tests {
         assert!(text.contains("12 training and 3 test images"), "{text}");
         assert!(text.contains("test_batch.bin (3 records)"), "{text}");
 
-        let summary = write_synthetic(dir.path(), DatasetKind::Cifar100, 4, 2, 2).unwrap();
+        let summary = write_synthetic(dir.path(), ImageDataset::Cifar100, 4, 2, 2).unwrap();
         let train = std::fs::read(&summary.files[0].0).unwrap();
         assert_eq!(train.len(), 4 * 3074);
         assert_eq!(train[0], train[1] / 5, "coarse label");
@@ -296,7 +296,7 @@ mod learnability {
     fn a_tiny_network_learns_the_synthetic_classes_through_the_augmented_stream() {
         tch::set_num_threads(1);
         tch::manual_seed(0);
-        let kind = DatasetKind::Cifar10;
+        let kind = ImageDataset::Cifar10;
         let train = Arc::new(synthetic_image_set(kind, 640, 1, TRAIN_PART));
         let test = Arc::new(synthetic_image_set(kind, 200, 1, TEST_PART));
         let vs = nn::VarStore::new(tch::Device::Cpu);

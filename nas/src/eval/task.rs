@@ -241,13 +241,13 @@ impl Task for EvalTask<'_> {
     type State = EvalState;
     type Outcome = EvalOutcome;
 
-    fn plan(&self) -> Plan {
-        Plan::new(
+    fn plan(&self) -> Result<Plan, RunError> {
+        Ok(Plan::new(
             self.config,
             self.data.files(),
             self.steps_per_epoch,
             Histories::MetricsOnly,
-        )
+        )?)
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {

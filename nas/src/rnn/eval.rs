@@ -199,15 +199,15 @@ impl Task for RnnEvalTask<'_> {
     type State = RnnEvalState;
     type Outcome = RnnEvalOutcome;
 
-    fn plan(&self) -> Plan {
+    fn plan(&self) -> Result<Plan, RunError> {
         let rows = self.train.size()[0] as usize;
         let steps = rows.saturating_sub(2).div_ceil(self.config.data.bptt);
-        Plan::new(
+        Ok(Plan::new(
             self.config,
             self.files.clone(),
             steps as u64,
             Histories::MetricsOnly,
-        )
+        )?)
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {

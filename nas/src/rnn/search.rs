@@ -262,13 +262,18 @@ impl Task for RnnSearchTask<'_> {
     type State = RnnSearchState;
     type Outcome = RnnSearchOutcome;
 
-    fn plan(&self) -> Plan {
+    fn plan(&self) -> Result<Plan, RunError> {
         let steps = self
             .train_rows()
             .saturating_sub(2)
             .div_ceil(self.config.data.bptt);
         let files = self.data.files.clone();
-        Plan::new(self.config, files, steps as u64, Histories::WithAlphas)
+        Ok(Plan::new(
+            self.config,
+            files,
+            steps as u64,
+            Histories::WithAlphas,
+        )?)
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {

@@ -37,7 +37,7 @@ pub fn run<T: Task>(
     options: &RunOptions,
     observer: &mut dyn RunObserver,
 ) -> Result<T::Outcome, RunError> {
-    let plan = task.plan();
+    let plan = task.plan()?;
     let run_dir = &options.run_dir;
     let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
     let config_sha256 = sha256_hex(plan.config_text.as_bytes());

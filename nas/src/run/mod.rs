@@ -25,6 +25,7 @@ pub use driver::run;
 pub use layout::RunOptions;
 
 use crate::error::RunError;
+use prime_core::config::ConfigError;
 use prime_core::metrics::MetricRecord;
 use prime_core::observer::RunObserver;
 use records::RunRecords;
@@ -50,7 +51,7 @@ pub enum Histories {
 /// interval.
 pub trait RunConfig {
     /// The resolved config as `config.toml` stores it.
-    fn to_toml(&self) -> String;
+    fn to_toml(&self) -> Result<String, ConfigError>;
     /// Epochs to run.
     fn epochs(&self) -> u32;
     /// A checkpoint every this many epochs (0: only at the end).
@@ -60,7 +61,7 @@ pub trait RunConfig {
 macro_rules! run_config {
     ($($config:ty),*) => {$(
         impl RunConfig for $config {
-            fn to_toml(&self) -> String {
+            fn to_toml(&self) -> Result<String, ConfigError> {
                 <$config>::to_toml(self)
             }
 
@@ -107,15 +108,15 @@ impl Plan {
         data_files: Vec<(String, PathBuf)>,
         steps_per_epoch: u64,
         histories: Histories,
-    ) -> Self {
-        Self {
-            config_text: config.to_toml(),
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            config_text: config.to_toml()?,
             data_files,
             epochs: config.epochs(),
             steps_total: steps_per_epoch * u64::from(config.epochs()),
             checkpoint_every: config.checkpoint_every(),
             histories,
-        }
+        })
     }
 }
 
@@ -195,7 +196,7 @@ pub trait Task {
     type Outcome;
 
     /// The fixed facts of the run.
-    fn plan(&self) -> Plan;
+    fn plan(&self) -> Result<Plan, RunError>;
 
     /// A new run: writes the task's first files and records (the config is written already).
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError>;

@@ -267,13 +267,13 @@ impl Task for SearchTask<'_> {
     type State = SearchState;
     type Outcome = SearchOutcome;
 
-    fn plan(&self) -> Plan {
-        Plan::new(
+    fn plan(&self) -> Result<Plan, RunError> {
+        Ok(Plan::new(
             self.config,
             self.data.files(),
             self.steps_per_epoch,
             Histories::WithAlphas,
-        )
+        )?)
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {

@@ -8,7 +8,7 @@
 use self::failure::train_error;
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::config::{LayeredConfig, SearchConfig};
-use prime_core::dataset::{Dataset, DatasetKind};
+use prime_core::dataset::{Dataset, ImageDataset};
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
@@ -42,7 +42,7 @@ pub struct NasTrainer {
 }
 
 /// The `--set` overrides that apply an evaluation trial's settings to the SPEC 6.1 defaults.
-pub fn eval_overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec<String> {
+pub fn eval_overrides(dataset: ImageDataset, seed: u64, settings: &RunSettings) -> Vec<String> {
     let mut list = vec![
         format!("data.dataset=\"{}\"", dataset.name()),
         format!("seed={seed}"),
@@ -61,7 +61,7 @@ pub fn eval_overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -
 }
 
 /// The `--set` overrides that apply a trial's settings to its preset.
-pub fn overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec<String> {
+pub fn overrides(dataset: ImageDataset, seed: u64, settings: &RunSettings) -> Vec<String> {
     let mut list = vec![
         format!("data.dataset=\"{}\"", dataset.name()),
         format!("seed={seed}"),
@@ -90,10 +90,10 @@ pub fn overrides(dataset: DatasetKind, seed: u64, settings: &RunSettings) -> Vec
     list
 }
 
-fn image_dataset(task: Dataset) -> Result<DatasetKind, TrainError> {
+fn image_dataset(task: Dataset) -> Result<ImageDataset, TrainError> {
     match task {
-        Dataset::Cifar10 => Ok(DatasetKind::Cifar10),
-        Dataset::Cifar100 => Ok(DatasetKind::Cifar100),
+        Dataset::Cifar10 => Ok(ImageDataset::Cifar10),
+        Dataset::Cifar100 => Ok(ImageDataset::Cifar100),
         Dataset::Ptb => Err(TrainError::Invalid(
             "Penn Treebank trials run the recurrent engine, not an image network".into(),
         )),
@@ -101,7 +101,7 @@ fn image_dataset(task: Dataset) -> Result<DatasetKind, TrainError> {
 }
 
 impl NasTrainer {
-    fn options(&self, job: &TrainJob, dataset: DatasetKind) -> Result<RunOptions, TrainError> {
+    fn options(&self, job: &TrainJob, dataset: ImageDataset) -> Result<RunOptions, TrainError> {
         Ok(self.run_options(job, self.data_dir(dataset, &job.spec.settings)?))
     }
 
@@ -161,7 +161,7 @@ impl NasTrainer {
     }
 
     /// The data set and search configuration of a search trial; `Invalid` when they cannot run.
-    fn search_config(&self, spec: &TrialSpec) -> Result<(DatasetKind, SearchConfig), TrainError> {
+    fn search_config(&self, spec: &TrialSpec) -> Result<(ImageDataset, SearchConfig), TrainError> {
         let dataset = image_dataset(spec.dataset)?;
         let overrides = overrides(dataset, spec.search_seed, &spec.settings);
         Ok((dataset, self.method_preset(&spec.method, &overrides)?))
@@ -182,7 +182,7 @@ impl NasTrainer {
 
     fn data_dir(
         &self,
-        dataset: DatasetKind,
+        dataset: ImageDataset,
         settings: &RunSettings,
     ) -> Result<PathBuf, TrainError> {
         if settings.data != Some(DataSource::Synthetic) {
@@ -253,7 +253,7 @@ mod tests {
             train_samples: Some(64),
             ..RunSettings::default()
         };
-        let list = overrides(DatasetKind::Cifar100, 101, &settings);
+        let list = overrides(ImageDataset::Cifar100, 101, &settings);
         assert_eq!(
             list,
             vec![
@@ -272,7 +272,7 @@ mod tests {
             (config.epochs, config.seed, config.data.limit),
             (2, 101, Some(64))
         );
-        let list = eval_overrides(DatasetKind::Cifar10, 3, &settings);
+        let list = eval_overrides(ImageDataset::Cifar10, 3, &settings);
         let config = EvalConfig::from_overrides(&list).unwrap();
         assert_eq!(
             (config.epochs, config.seed, config.data.limit),

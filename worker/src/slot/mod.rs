@@ -54,7 +54,7 @@ pub(crate) async fn run_trial(
         logs: Vec::new(),
     };
     tracing::info!(trial_id = assignment.trial_id, epoch = assignment.epoch, slot, %device, "trial started");
-    match attempt(shared, &mut reporter, slot, device, &assignment).await {
+    match training::train(shared, &mut reporter, slot, device, &assignment).await {
         AttemptEnd::Report(outcome) => reporter.finish(outcome).await,
         AttemptEnd::Silent => {}
         AttemptEnd::Stalled { idle, thread } => {
@@ -75,7 +75,7 @@ pub(crate) async fn run_trial(
                     detected: tokio::time::Instant::now(),
                 },
             );
-            reporter.finish(failed(reason, false)).await;
+            reporter.finish(failed(reason)).await;
             shared.running().remove(&slot);
             let ended = until_shutdown(shared, thread).await.is_some();
             shared.stalled().remove(&slot);
@@ -116,11 +116,20 @@ enum AttemptEnd {
     },
 }
 
-/// A failure of the training code (`diverged`: NaN or infinite loss, not retried).
-fn failed(reason: String, diverged: bool) -> Outcome {
+/// A failure of the training code; the coordinator retries the trial.
+fn failed(reason: String) -> Outcome {
     Outcome::Failed(pb::Failure {
         reason,
-        diverged,
+        diverged: false,
+        invalid: false,
+    })
+}
+
+/// A NaN or infinite loss: recorded as divergence, not retried.
+fn diverged() -> Outcome {
+    Outcome::Failed(pb::Failure {
+        reason: "diverged".into(),
+        diverged: true,
         invalid: false,
     })
 }
@@ -132,19 +141,4 @@ fn invalid(reason: String) -> Outcome {
         diverged: false,
         invalid: true,
     })
-}
-
-/// Restores, trains and uploads; how the attempt ended.
-async fn attempt(
-    shared: &Arc<Shared>,
-    reporter: &mut Reporter<'_>,
-    slot: u32,
-    device: Device,
-    assignment: &pb::Assignment,
-) -> AttemptEnd {
-    match training::train(shared, reporter, slot, device, assignment).await {
-        Ok(Some(outcome)) => AttemptEnd::Report(outcome),
-        Ok(None) => AttemptEnd::Silent,
-        Err(stalled) => stalled,
-    }
 }

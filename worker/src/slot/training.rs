@@ -6,7 +6,7 @@ use super::reporter::Reporter;
 use super::restore;
 use super::upload::upload_artifacts;
 use super::watchdog::StallWatchdog;
-use super::{failed, invalid, AttemptEnd, TrainResult};
+use super::{diverged, failed, invalid, AttemptEnd, TrainResult};
 use crate::observer::{SlotObserver, TrainEvent};
 use crate::shared::Shared;
 use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
@@ -15,22 +15,24 @@ use prime_proto::pb::{self, finish_trial_request::Outcome};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// `attempt` proper: the outcome to report, `None` when nothing may be reported (stopped or
-/// fenced), or `Err(AttemptEnd::Stalled)` when the watchdog fired.
+/// Restores, trains and uploads: the outcome to report, nothing when nothing may be reported
+/// (stopped or fenced), or the stall when the watchdog fired.
 pub(super) async fn train(
     shared: &Arc<Shared>,
     reporter: &mut Reporter<'_>,
     slot: u32,
     device: Device,
     assignment: &pb::Assignment,
-) -> Result<Option<Outcome>, AttemptEnd> {
+) -> AttemptEnd {
     let spec = match assignment.spec.clone().map(TrialSpec::try_from) {
         Some(Ok(spec)) => spec,
-        Some(Err(error)) => return Ok(Some(invalid(format!("unreadable trial spec: {error}")))),
+        Some(Err(error)) => {
+            return AttemptEnd::Report(invalid(format!("unreadable trial spec: {error}")))
+        }
         None => {
-            return Ok(Some(invalid(
+            return AttemptEnd::Report(invalid(
                 "unreadable trial spec: the assignment carries none".into(),
-            )))
+            ))
         }
     };
     let run_dir = shared
@@ -41,9 +43,9 @@ pub(super) async fn train(
         Ok(restored) => restored,
         Err(reason) if reporter.fenced => {
             tracing::warn!(reason, "restore abandoned");
-            return Ok(None);
+            return AttemptEnd::Silent;
         }
-        Err(reason) => return Ok(Some(failed(reason, false))),
+        Err(reason) => return AttemptEnd::Report(failed(reason)),
     };
     reporter.logs.push(format!(
         "epoch {}: started on worker {} slot {slot} ({device}), {}",
@@ -55,7 +57,7 @@ pub(super) async fn train(
         ))
     ));
     if reporter.control.preempt.load(Ordering::SeqCst) {
-        return Ok(Some(Outcome::Preempted(pb::Preempted {})));
+        return AttemptEnd::Report(Outcome::Preempted(pb::Preempted {}));
     }
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let job = TrainJob {
@@ -84,10 +86,7 @@ pub(super) async fn train(
             let _ = done_sender.send(result);
         });
     if let Err(error) = spawned {
-        return Ok(Some(failed(
-            format!("cannot start the training thread: {error}"),
-            false,
-        )));
+        return AttemptEnd::Report(failed(format!("cannot start the training thread: {error}")));
     }
     let mut flush_timer = tokio::time::interval(shared.config.metric_flush);
     let control = reporter.control.clone();
@@ -105,7 +104,7 @@ pub(super) async fn train(
                         reporter.handle(event).await;
                     }
                 }
-                return Err(AttemptEnd::Stalled { idle, thread: done });
+                return AttemptEnd::Stalled { idle, thread: done };
             }
         }
     };
@@ -119,41 +118,38 @@ pub(super) async fn train(
         reporter.handle(event).await;
     }
     if reporter.fenced || control.stop.load(Ordering::SeqCst) {
-        return Ok(None);
+        return AttemptEnd::Silent;
     }
     if control.diverged.load(Ordering::SeqCst) {
-        return Ok(Some(failed("diverged".into(), true)));
+        return AttemptEnd::Report(diverged());
     }
-    Ok(match result {
+    AttemptEnd::Report(match result {
         Ok(Ok(TrainEnd::Finished { result, artifacts })) => {
             if let Some(artifacts) = artifacts {
                 upload_artifacts(reporter, &run_dir, artifacts).await;
             }
-            Some(Outcome::Succeeded(pb::TrialResult::from(&result)))
+            Outcome::Succeeded(pb::TrialResult::from(&result))
         }
         Ok(Ok(TrainEnd::Stopped)) if control.preempt.load(Ordering::SeqCst) => {
-            Some(Outcome::Preempted(pb::Preempted {}))
+            Outcome::Preempted(pb::Preempted {})
         }
-        Ok(Ok(TrainEnd::Stopped)) => Some(failed(
-            "the trainer stopped without being asked".into(),
-            false,
-        )),
+        Ok(Ok(TrainEnd::Stopped)) => failed("the trainer stopped without being asked".into()),
         Ok(Err(TrainError::Diverged(reason))) => {
             tracing::warn!(reason, "trial diverged");
-            Some(failed("diverged".into(), true))
+            diverged()
         }
         Ok(Err(TrainError::Invalid(reason))) => {
             tracing::warn!(reason, "trial configuration is invalid");
-            Some(invalid(reason))
+            invalid(reason)
         }
-        Ok(Err(TrainError::Failed(reason))) => Some(failed(reason, false)),
+        Ok(Err(TrainError::Failed(reason))) => failed(reason),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Some(failed(format!("the trainer panicked: {message}"), false))
+            failed(format!("the trainer panicked: {message}"))
         }
     })
 }
