@@ -1,4 +1,18 @@
-//! The libtorch NAS library.
+//! The libtorch engine of darts-prime: DARTS search and evaluation training, for CIFAR (CNN
+//! cells) and Penn Treebank (recurrent cells).
+//!
+//! One training loop serves every kind of run: [`run`] owns the run directory, start and
+//! resume, the epoch and step counters, the observer's requests, checkpoint decisions and IO;
+//! each kind of run is a [`run::Task`]: [`search::task`] (CNN search), [`eval::task`] (CNN
+//! evaluation), [`rnn::search`] and [`rnn::eval`] (Penn Treebank). Every failure is a
+//! [`error::RunError`] that says its [`error::ErrorKind`] (invalid, transient, diverged).
+//!
+//! Below the tasks: [`cnn`] (ops, search and evaluation networks, their cost), [`rnn`] (the
+//! recurrent cell, model and corpus), [`optim`] (optimizers checked bitwise against PyTorch,
+//! checkpointable), [`data`] (CIFAR files, augmentation, keyed batch streams), [`train_step`]
+//! (what every trainer's step shares), [`checkpoint`] (atomic, verified checkpoints),
+//! [`fingerprint`] (the data a run read), [`keyed`] and [`torch_rng`] (reproducible draws).
+
 pub mod checkpoint;
 pub mod cnn;
 pub mod data;
