@@ -224,20 +224,31 @@ impl Trainer for NasTrainer {
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
-        let genotype = serde_json::to_value(&outcome.genotype)
-            .map_err(|error| TrainError::Failed(format!("genotype: {error}")))?;
-        let mut result = TrialResult {
-            genotype: Some(genotype),
-            ..TrialResult::default()
-        };
-        if let Some(accuracy) = outcome.valid_acc {
-            result.metrics.insert("search_valid_acc".into(), accuracy);
-        }
-        Ok(TrainEnd::Finished {
-            result,
-            artifacts: Some(job.run_dir.clone()),
-        })
+        let metric = ("search_valid_acc", outcome.valid_acc);
+        finished_search(job, &outcome.genotype, metric)
     }
+}
+
+/// A finished search as the coordinator keeps it: the genotype and the search's validation
+/// `metric` (name, value when an epoch completed); the run directory is uploaded with it.
+fn finished_search(
+    job: &TrainJob,
+    genotype: &impl serde::Serialize,
+    (name, value): (&str, Option<f64>),
+) -> Result<TrainEnd, TrainError> {
+    let genotype = serde_json::to_value(genotype)
+        .map_err(|error| TrainError::Failed(format!("genotype: {error}")))?;
+    let mut result = TrialResult {
+        genotype: Some(genotype),
+        ..TrialResult::default()
+    };
+    if let Some(value) = value {
+        result.metrics.insert(name.into(), value);
+    }
+    Ok(TrainEnd::Finished {
+        result,
+        artifacts: Some(job.run_dir.clone()),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! and is not used, so one grid can carry CNN settings for its CIFAR rows.
 
 use super::failure::train_error;
-use super::{NasTrainer, SYNTHETIC_SEED};
+use super::{finished_search, NasTrainer, SYNTHETIC_SEED};
 use crate::trainer::{TrainEnd, TrainError, TrainJob};
 use prime_core::genotype::RnnGenotype;
 use prime_core::observer::RunObserver;
@@ -95,19 +95,8 @@ impl NasTrainer {
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
-        let genotype = serde_json::to_value(&outcome.genotype)
-            .map_err(|error| TrainError::Failed(format!("genotype: {error}")))?;
-        let mut result = TrialResult {
-            genotype: Some(genotype),
-            ..TrialResult::default()
-        };
-        if let Some(perplexity) = outcome.best_valid_ppl {
-            result.metrics.insert("search_valid_ppl".into(), perplexity);
-        }
-        Ok(TrainEnd::Finished {
-            result,
-            artifacts: Some(job.run_dir.clone()),
-        })
+        let metric = ("search_valid_ppl", outcome.best_valid_ppl);
+        finished_search(job, &outcome.genotype, metric)
     }
 
     /// Runs a PTB evaluation trial: the genotype retrained from scratch, then tested.
