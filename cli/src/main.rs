@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    access: commands::cluster::access::AccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +56,12 @@ enum Command {
     Fetch(commands::cluster::fetch::FetchArgs),
     /// A coordinator and a worker in this process run a small grid end to end.
     Demo(commands::cluster::demo::DemoArgs),
+    /// Tokens for a coordinator's --tokens file.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
+    /// A small CA with server and client certificates, for clusters without one.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
 }
 
 fn main() {
@@ -65,6 +73,7 @@ fn main() {
         )
         .init();
     let cli = Cli::parse();
+    commands::cluster::access::set(cli.access);
     let result = match cli.command {
         Command::Search(args) => commands::search::run(args),
         Command::Eval(args) => commands::eval::run(args),
@@ -82,6 +91,8 @@ fn main() {
         Command::Logs(args) => commands::cluster::manage::run_logs(args),
         Command::Fetch(args) => commands::cluster::fetch::run(args),
         Command::Demo(args) => commands::cluster::demo::run(args),
+        Command::Token(command) => commands::token::run(command),
+        Command::Certs(command) => commands::certs::run(command),
     };
     if let Err(error) = result {
         if error.is::<progress::Interrupted>() {

@@ -41,6 +41,10 @@ pub enum CoordinatorError {
         /// What superseded it.
         reason: String,
     },
+    /// The caller's token may not act on what the request names (another token's worker
+    /// session or trial).
+    #[error("permission denied: {0}")]
+    Denied(String),
     /// A malformed request.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -87,6 +91,7 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::UnknownWorker(_) => Status::not_found(message),
             CoordinatorError::SessionExpired { .. } => Status::unauthenticated(message),
             CoordinatorError::Fenced { .. } => Status::failed_precondition(message),
+            CoordinatorError::Denied(_) => Status::permission_denied(message),
             CoordinatorError::Integrity(_) => Status::data_loss(message),
             CoordinatorError::ShuttingDown => Status::unavailable(message),
             CoordinatorError::Database(_)

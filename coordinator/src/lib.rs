@@ -8,18 +8,23 @@
 //! (with `trials` and `workers` operations on it, in `model` values); `db` holds every SQL
 //! statement behind the `Database` trait; `store` keeps checkpoint archives.
 
+mod audit;
+pub mod auth;
 mod db;
 mod edge;
 mod error;
 mod event_loop;
+mod guard;
 pub mod latency;
 mod metric_rows;
 mod model;
 mod retention;
+mod sanitize;
 mod server;
 mod service;
 mod state;
 mod store;
+pub mod tls;
 mod trials;
 mod workers;
 

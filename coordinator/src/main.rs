@@ -1,16 +1,22 @@
 //! `coordinator`: the darts-prime coordinator daemon.
 
+use anyhow::Context;
 use clap::Parser;
+use prime_coordinator::auth::{TokenSource, TokenTable};
+use prime_coordinator::tls::ServerTls;
 use prime_coordinator::CoordinatorConfig;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Serves grids to darts-prime workers; state lives in SQLite under --state.
 #[derive(Debug, Parser)]
 #[command(name = "coordinator", version, about)]
 struct Args {
-    /// Address to listen on (workers and clients dial it).
-    #[arg(long, default_value = "0.0.0.0:50051")]
+    /// Address to listen on (workers and clients dial it). Any address other than loopback
+    /// needs --tokens (or --insecure).
+    #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
     /// Directory of the database and the checkpoint store.
     #[arg(long)]
@@ -28,7 +34,28 @@ struct Args {
     /// are refused at submission.
     #[arg(long, default_value_t = prime_core::limits::DEFAULT_MAX_GRID_TRIALS)]
     max_grid_trials: u64,
+    /// File of the accepted tokens, one `ROLE SHA256HEX` line each (from `prime token new`);
+    /// re-read on SIGHUP. Without it every caller may do everything.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Serve without --tokens on a non-loopback address (anyone who can reach the port can
+    /// then submit, cancel and act as a worker); a warning is logged every hour.
+    #[arg(long)]
+    insecure: bool,
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every caller to present a client certificate signed by this PEM CA (mutual
+    /// TLS); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
+
+/// How often the warning of an insecure coordinator is repeated.
+const INSECURE_WARNING_EVERY: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,16 +71,51 @@ async fn main() -> anyhow::Result<()> {
         args.heartbeat_secs > 0.0 && args.lease_secs > args.heartbeat_secs,
         "--lease-secs must exceed --heartbeat-secs, both positive"
     );
+    let tokens = match &args.tokens {
+        Some(path) => {
+            let source = TokenSource::open(path)?;
+            log_tokens(&source.table(), path);
+            Some(Arc::new(source))
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let open = tokens.is_none();
+    anyhow::ensure!(
+        !open || addr.ip().is_loopback() || args.insecure,
+        "refusing to listen on {addr} without --tokens: anyone who can reach this port could \
+         submit, cancel and act as a worker. Create tokens with `prime token new --role \
+         admin|worker|viewer` and pass their hashes in --tokens FILE, listen on a loopback \
+         address, or accept the risk with --insecure"
+    );
     let config = CoordinatorConfig {
         lease: Duration::from_secs_f64(args.lease_secs),
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs),
         keep_checkpoints: args.keep_checkpoints,
         max_grid_trials: args.max_grid_trials,
+        tokens: tokens.clone(),
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| ServerTls {
+                cert,
+                key,
+                client_ca: args.client_ca.clone(),
+            }),
     };
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let coordinator = prime_coordinator::start(listener, &args.state, config).await?;
     // Data on stdout: the address actually bound (useful with port 0).
     println!("listening {}", coordinator.addr);
+    if open && !addr.ip().is_loopback() {
+        tokio::spawn(warn_insecure(addr));
+    }
+    if let Some(tokens) = tokens {
+        tokio::spawn(reload_on_sighup(tokens));
+    }
     tokio::select! {
         result = tokio::signal::ctrl_c() => {
             result?;
@@ -64,8 +126,47 @@ async fn main() -> anyhow::Result<()> {
     coordinator.shutdown().await
 }
 
+fn log_tokens(table: &TokenTable, path: &std::path::Path) {
+    let counts: Vec<String> = table
+        .counts()
+        .into_iter()
+        .map(|(role, count)| format!("{count} {role}"))
+        .collect();
+    tracing::info!(file = %path.display(), tokens = %counts.join(", "), "tokens loaded");
+}
+
+/// Logs the insecure warning now and every hour.
+async fn warn_insecure(addr: std::net::SocketAddr) {
+    let mut every = tokio::time::interval(INSECURE_WARNING_EVERY);
+    loop {
+        every.tick().await;
+        tracing::warn!(
+            %addr,
+            "--insecure: serving without tokens on a non-loopback address; anyone who can \
+             reach it can submit, cancel and act as a worker"
+        );
+    }
+}
+
+/// Re-reads the token file on every SIGHUP; a file that does not parse leaves the tokens in
+/// force.
+async fn reload_on_sighup(tokens: Arc<TokenSource>) {
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler: tokens cannot be rotated");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tokens.reload() {
+            Ok(table) => log_tokens(&table, tokens.path()),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: token file not reloaded; the previous tokens stay in force")
+            }
+        }
+    }
+}
+
 async fn wait_for_sigterm() -> anyhow::Result<()> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     sigterm.recv().await;
     tracing::info!("SIGTERM: shutting down");
     Ok(())

@@ -1,6 +1,8 @@
 //! Starting and stopping a coordinator: state, event loop, lease ticker and gRPC server.
 
+use crate::auth::AuthLayer;
 use crate::event_loop::StateHandle;
+use crate::guard::GuardedService;
 use crate::latency::AssignmentTimings;
 use crate::service::CoordinatorService;
 use crate::state::{CoordinatorConfig, State};
@@ -25,15 +27,17 @@ pub struct RunningCoordinator {
     pub state: StateHandle,
     /// Server-side latency of its assignments (`prime bench coordinator` reports it).
     pub timings: Arc<AssignmentTimings>,
+    tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
 }
 
 impl RunningCoordinator {
-    /// The `http://` URL workers and clients dial.
+    /// The URL workers and clients dial: `https://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving and waits for the server to finish.
@@ -60,6 +64,7 @@ pub async fn start(
     config: CoordinatorConfig,
 ) -> anyhow::Result<RunningCoordinator> {
     let addr = listener.local_addr()?;
+    let (tokens, tls) = (config.tokens.clone(), config.tls.clone());
     let tick_every = (config.lease / 4).max(std::time::Duration::from_millis(10));
     let state = State::open(state_dir, config, tokio::time::Instant::now())?;
     let store = Arc::new(DirStore::open(&state_dir.join("checkpoints"))?);
@@ -79,6 +84,7 @@ pub async fn start(
     });
     let timings = Arc::new(AssignmentTimings::default());
     let service = CoordinatorService::new(handle.clone(), store, timings.clone());
+    let service = GuardedService::new(service, handle.clone());
     let server = CoordinatorServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -86,16 +92,22 @@ pub async fn start(
         tonic::service::interceptor::InterceptedService::new(server, prime_proto::check_protocol);
     let (shutdown, stop) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &tls {
+        builder = builder.tls_config(files.config()?)?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
+            .layer(AuthLayer::new(tokens))
             .add_service(server)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop.await;
             }),
     );
-    tracing::info!(%addr, state_dir = %state_dir.display(), "coordinator listening");
+    tracing::info!(%addr, state_dir = %state_dir.display(), tls = tls.is_some(), "coordinator listening");
     Ok(RunningCoordinator {
         addr,
+        tls: tls.is_some(),
         state: handle,
         timings,
         shutdown: Some(shutdown),

@@ -2,6 +2,7 @@
 //! statuses. Wire messages are converted to domain values here, at the edge (`edge`), and
 //! back for the replies. Checkpoint bytes are written and verified off the event loop.
 
+use crate::auth::Caller;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
@@ -72,6 +73,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Reply<pb::RegisterWorkerReply> {
+        let holder = Caller::of(&request).holder().map(str::to_string);
         let request = request.into_inner();
         let now = Instant::now();
         let name = request.name;
@@ -81,7 +83,8 @@ impl Coordinator for CoordinatorService {
         let (session, accepted, lease, heartbeat) = self
             .state
             .try_call(move |state| {
-                let (session, accepted) = state.register(&name, slots, &running, now)?;
+                let (session, accepted) =
+                    state.register(&name, slots, &running, holder.as_deref(), now)?;
                 state.record_stalled(&name, session, stalled, now)?;
                 Ok((
                     session,

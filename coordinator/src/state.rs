@@ -31,6 +31,11 @@ pub struct CoordinatorConfig {
     /// is refused at submission, since storing it would hold the event loop for longer than
     /// a lease.
     pub max_grid_trials: u64,
+    /// The tokens callers must present; `None` leaves the coordinator open (loopback and
+    /// `--insecure` only).
+    pub tokens: Option<std::sync::Arc<crate::auth::TokenSource>>,
+    /// Certificate, key and optional client CA: serve TLS (mutual TLS with a client CA).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +45,8 @@ impl Default for CoordinatorConfig {
             heartbeat: Duration::from_secs(5),
             keep_checkpoints: 2,
             max_grid_trials: DEFAULT_MAX_GRID_TRIALS,
+            tokens: None,
+            tls: None,
         }
     }
 }
@@ -67,6 +74,9 @@ pub(crate) struct Worker {
     /// Slots the worker last reported as stalled, and when it reported them.
     pub stalled: Vec<StalledSlot>,
     pub stalled_reported: Instant,
+    /// Hash of the token that registered the current session (`None` on an open
+    /// coordinator, or before the worker registered since the coordinator started).
+    pub holder: Option<String>,
 }
 
 /// The coordinator's state.
@@ -144,6 +154,7 @@ impl State {
                 occupied: BTreeMap::new(),
                 stalled: Vec::new(),
                 stalled_reported: now,
+                holder: None,
             })
     }
 

@@ -87,7 +87,7 @@ fn placement_follows_priority_then_fifo_and_never_double_books() {
     state
         .submit_grid("high.toml", &grid("high", 9, "3", 2))
         .unwrap();
-    let (session, _) = state.register("w1", slots(2), &[], now).unwrap();
+    let (session, _) = state.register("w1", slots(2), &[], None, now).unwrap();
     let first = state.request_trial("w1", session, 0, now).unwrap().unwrap();
     let second = state.request_trial("w1", session, 1, now).unwrap().unwrap();
     let spec = |a: &Assignment| -> TrialSpec { a.spec.clone() };
@@ -124,7 +124,7 @@ fn many_virtual_workers_keep_the_invariants() {
     let mut sessions = Vec::new();
     for worker in 0..4 {
         let name = format!("w{worker}");
-        let (session, _) = state.register(&name, slots(2), &[], now).unwrap();
+        let (session, _) = state.register(&name, slots(2), &[], None, now).unwrap();
         sessions.push((name, session));
     }
     let mut done = 0;
@@ -162,7 +162,9 @@ fn an_expired_lease_requeues_without_counting_and_fences_the_old_worker() {
     let start = Instant::now();
     let mut state = open(dir.path(), start);
     state.submit_grid("g.toml", &grid("g", 0, "1", 0)).unwrap();
-    let (old_session, _) = state.register("frozen", slots(1), &[], start).unwrap();
+    let (old_session, _) = state
+        .register("frozen", slots(1), &[], None, start)
+        .unwrap();
     let first = state
         .request_trial("frozen", old_session, 0, start)
         .unwrap()
@@ -173,7 +175,7 @@ fn an_expired_lease_requeues_without_counting_and_fences_the_old_worker() {
     state.tick(later).unwrap();
     assert_eq!(state_of(&state, first.trial_id), TrialState::Preempted);
     assert_eq!(state.trials[&first.trial_id].failures, 0);
-    let (session, _) = state.register("fresh", slots(1), &[], later).unwrap();
+    let (session, _) = state.register("fresh", slots(1), &[], None, later).unwrap();
     let resumed = state
         .request_trial("fresh", session, 0, later)
         .unwrap()
@@ -208,6 +210,7 @@ fn an_expired_lease_requeues_without_counting_and_fences_the_old_worker() {
             "frozen",
             slots(1),
             &[running(first.trial_id, first.epoch, 0)],
+            None,
             later,
         )
         .unwrap();
@@ -229,7 +232,7 @@ fn retry_budget_counts_crashes_and_divergence_fails_at_once() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let crash = || Finish::Failed {
         reason: "segfault".into(),
         diverged: false,
@@ -263,7 +266,7 @@ fn an_invalid_configuration_fails_at_once_with_retries_left() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let attempt = state.request_trial("w", session, 0, now).unwrap().unwrap();
     let invalid = Finish::Failed {
         reason: "unknown method `nope`".into(),
@@ -289,7 +292,7 @@ fn a_successful_search_chains_to_its_evaluations() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let search = state.request_trial("w", session, 0, now).unwrap().unwrap();
     let refused = state
         .finish(search.trial_id, search.epoch, success(false))
@@ -332,7 +335,7 @@ fn a_restart_resumes_with_nothing_lost() {
         state
             .submit_grid("g.toml", &grid("g", 3, "1, 2", 2))
             .unwrap();
-        let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+        let (session, _) = state.register("w", slots(2), &[], None, now).unwrap();
         let assignment = state.request_trial("w", session, 1, now).unwrap().unwrap();
         let checkpoint = NewCheckpoint {
             size: 3,
@@ -360,7 +363,7 @@ fn a_restart_resumes_with_nothing_lost() {
     // The old session is gone; the worker re-registers and keeps its trial.
     assert!(state.heartbeat("w", session, &[], later).is_err());
     let (session, accepted) = state
-        .register("w", slots(2), &[running(trial_id, epoch, 1)], later)
+        .register("w", slots(2), &[running(trial_id, epoch, 1)], None, later)
         .unwrap();
     assert_eq!(accepted, vec![trial_id]);
     state.finish(trial_id, epoch, success(true)).unwrap();
@@ -403,7 +406,7 @@ fn cancel_drain_and_retention() {
     let mut state = open(dir.path(), now);
     state.submit_grid("a.toml", &grid("a", 0, "1", 2)).unwrap();
     state.submit_grid("b.toml", &grid("b", 0, "1", 2)).unwrap();
-    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(2), &[], None, now).unwrap();
     let a = state.request_trial("w", session, 0, now).unwrap().unwrap();
     assert_eq!(state.cancel(None, Some("a")).unwrap(), 2);
     assert_eq!(state.cancel(Some(a.trial_id), None).unwrap(), 0);
@@ -481,7 +484,7 @@ async fn the_event_loop_expires_leases_in_paused_time() {
     let now = Instant::now();
     let assignment = handle
         .try_call(move |state| {
-            let (session, _) = state.register("w", slots(1), &[], now)?;
+            let (session, _) = state.register("w", slots(1), &[], None, now)?;
             state.request_trial("w", session, 0, now)
         })
         .await
@@ -510,7 +513,7 @@ async fn metric_batches_are_group_committed_and_fenced() {
     let assignment = handle
         .try_call(move |state| {
             state.submit_grid("g.toml", &grid_text)?;
-            let (session, _) = state.register("w", slots(1), &[], now)?;
+            let (session, _) = state.register("w", slots(1), &[], None, now)?;
             state.request_trial("w", session, 0, now)
         })
         .await
@@ -584,7 +587,7 @@ async fn requests_overtake_queued_metric_batches() {
     let mut state = open(dir.path(), Instant::now());
     state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
     let now = Instant::now();
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let assignment = state.request_trial("w", session, 0, now).unwrap().unwrap();
     let (handle, _thread) = StateHandle::spawn(state);
     let (release, hold) = std::sync::mpsc::channel::<()>();
@@ -620,7 +623,7 @@ fn a_batch_fenced_between_arrival_and_commit_is_refused() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
-    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(2), &[], None, now).unwrap();
     let first = state.request_trial("w", session, 0, now).unwrap().unwrap();
     let second = state.request_trial("w", session, 1, now).unwrap().unwrap();
     let mut pending = crate::event_loop::PendingMetrics::default();
@@ -666,8 +669,8 @@ fn finished_trials_show_the_worker_of_their_last_attempt_across_restarts() {
     let (done, crashed) = {
         let mut state = open(dir.path(), now);
         state.submit_grid("g.toml", &grid("g", 0, "1", 1)).unwrap();
-        let (one, _) = state.register("w1", slots(1), &[], now).unwrap();
-        let (two, _) = state.register("w2", slots(2), &[], now).unwrap();
+        let (one, _) = state.register("w1", slots(1), &[], None, now).unwrap();
+        let (two, _) = state.register("w2", slots(2), &[], None, now).unwrap();
         let done = state.request_trial("w1", one, 0, now).unwrap().unwrap();
         assert_eq!(worker_of(&state, done.trial_id), "w1/0");
         let crashed = state.request_trial("w2", two, 1, now).unwrap().unwrap();
@@ -714,7 +717,7 @@ fn stalled_slots_are_listed_until_the_worker_clears_them_or_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut state = open(dir.path(), now);
-    let (session, _) = state.register("w", slots(2), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(2), &[], None, now).unwrap();
     let stall = StalledSlot {
         slot: 1,
         trial_id: 7,
@@ -819,7 +822,7 @@ fn a_stored_search_with_absurd_evaluation_seeds_fails_instead_of_aborting() {
     drop(statement);
     drop(connection);
     let mut state = open(dir.path(), now);
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let search = state.request_trial("w", session, 0, now).unwrap().unwrap();
     state
         .finish(search.trial_id, search.epoch, success(true))
@@ -858,7 +861,7 @@ fn a_bad_metric_batch_is_refused_alone_and_the_others_commit() {
     state
         .submit_grid("g.toml", &grid("g", 0, "1, 2", 2))
         .unwrap();
-    let (session, _) = state.register("w", slots(3), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(3), &[], None, now).unwrap();
     let assignments: Vec<_> = (0..3)
         .map(|slot| {
             state
@@ -903,7 +906,7 @@ fn non_finite_metric_values_read_back_with_the_rest_of_their_point() {
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     state.submit_grid("g.toml", &grid("g", 0, "1", 2)).unwrap();
-    let (session, _) = state.register("w", slots(1), &[], now).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
     let assignment = state.request_trial("w", session, 0, now).unwrap().unwrap();
     let batch = pb::MetricBatch {
         trial_id: assignment.trial_id,

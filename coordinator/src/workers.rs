@@ -65,6 +65,74 @@ impl State {
         Ok(worker)
     }
 
+    /// Refuses a registration of `name` by `holder` while another token holds its live
+    /// session: a worker's name cannot be taken over by someone else's token.
+    fn check_takeover(&self, name: &str, holder: Option<&str>) -> Result<(), CoordinatorError> {
+        let Some(worker) = self.workers.get(name) else {
+            return Ok(());
+        };
+        match (&worker.holder, holder) {
+            (Some(current), Some(holder)) if worker.alive && current != holder => {
+                Err(CoordinatorError::Denied(format!(
+                    "worker name `{name}` is held by another token's live session; choose \
+                     another --name, or wait until its lease expires"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a call on the session `session` of worker `name` from a token other than
+    /// the one that registered it (`holder` is `None` on an open coordinator).
+    pub fn check_session_holder(
+        &self,
+        name: &str,
+        session: u64,
+        holder: Option<&str>,
+    ) -> Result<(), CoordinatorError> {
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        match self.workers.get(name) {
+            Some(worker)
+                if worker.session == session && worker.holder.as_deref() != Some(holder) =>
+            {
+                Err(CoordinatorError::Denied(format!(
+                    "the session of worker `{name}` was registered with another token"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a call about trial `trial_id` from a token other than the one holding the
+    /// worker session the trial is placed on (`holder` is `None` on an open coordinator).
+    pub fn check_trial_holder(
+        &self,
+        trial_id: TrialId,
+        holder: Option<&str>,
+    ) -> Result<(), CoordinatorError> {
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        let trial = self
+            .trials
+            .get(&trial_id)
+            .ok_or(CoordinatorError::UnknownTrial(trial_id))?;
+        let held = trial.placement.as_ref().is_some_and(|placement| {
+            self.workers
+                .get(&placement.worker)
+                .is_some_and(|worker| worker.holder.as_deref() == Some(holder))
+        });
+        if held {
+            Ok(())
+        } else {
+            Err(CoordinatorError::Denied(format!(
+                "trial {trial_id} is not running on a worker session registered with this token"
+            )))
+        }
+    }
+
     /// Registers (or re-registers) a worker. Trials the coordinator placed on it that it
     /// does not report as running are requeued; of those it reports, the accepted ones are
     /// returned (it must stop the others).
@@ -73,11 +141,13 @@ impl State {
         name: &str,
         slots: Vec<WorkerSlot>,
         running: &[RunningReport],
+        holder: Option<&str>,
         now: Instant,
     ) -> Result<(u64, Vec<TrialId>), CoordinatorError> {
         if name.trim().is_empty() {
             return Err(CoordinatorError::Invalid("a worker needs a name".into()));
         }
+        self.check_takeover(name, holder)?;
         let indices: HashSet<u32> = slots.iter().map(|slot| slot.index).collect();
         if slots.is_empty() || indices.len() != slots.len() {
             return Err(CoordinatorError::Invalid(
@@ -109,6 +179,7 @@ impl State {
         let session = self.next_session;
         let worker = self.worker_entry(name, now);
         worker.session = session;
+        worker.holder = holder.map(str::to_string);
         worker.slots = slots;
         worker.alive = true;
         worker.deadline = now + lease;

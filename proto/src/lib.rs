@@ -2,6 +2,7 @@
 //! protocol version, and conversions between wire messages and `prime-core` types.
 
 pub mod archive;
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod verify;

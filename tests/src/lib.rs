@@ -4,7 +4,7 @@
 pub mod process;
 
 use prime_coordinator::{CoordinatorConfig, RunningCoordinator};
-use prime_proto::client::{connect, Client};
+use prime_proto::client::{connect, Client, Credentials};
 use prime_proto::pb;
 use prime_worker::observer::CheckpointPolicy;
 use prime_worker::simulated::SimulatedTrainer;
@@ -70,6 +70,8 @@ pub struct Cluster {
     pub trainer: Arc<SimulatedTrainer>,
     /// The workers started so far.
     pub workers: Vec<TestWorker>,
+    /// What `client` presents (an admin token on a secured coordinator).
+    pub credentials: Credentials,
 }
 
 impl Cluster {
@@ -77,16 +79,31 @@ impl Cluster {
     /// steps of `step_ms` milliseconds.
     pub async fn start(steps_per_epoch: u64, step_ms: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
+        Cluster::start_in(
+            dir,
+            test_coordinator_config(),
+            Credentials::default(),
+            steps_per_epoch,
+            step_ms,
+        )
+        .await
+    }
+
+    /// Like `start`, in `dir`, with the coordinator configured by `config` (tokens, TLS) and
+    /// a client presenting `credentials`.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        config: CoordinatorConfig,
+        credentials: Credentials,
+        steps_per_epoch: u64,
+        step_ms: u64,
+    ) -> Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let coordinator = prime_coordinator::start(
-            listener,
-            &dir.path().join("state"),
-            test_coordinator_config(),
-        )
-        .await
-        .expect("coordinator starts");
+        let coordinator = prime_coordinator::start(listener, &dir.path().join("state"), config)
+            .await
+            .expect("coordinator starts");
         let trainer = Arc::new(SimulatedTrainer::new(
             steps_per_epoch,
             Duration::from_millis(step_ms),
@@ -97,6 +114,7 @@ impl Cluster {
             coordinator: Some(coordinator),
             trainer,
             workers: Vec::new(),
+            credentials,
         }
     }
 
@@ -110,7 +128,7 @@ impl Cluster {
 
     /// A client of the coordinator.
     pub fn client(&self) -> Client {
-        connect(&self.url(), Duration::from_secs(10)).expect("client")
+        connect(&self.url(), Duration::from_secs(10), &self.credentials).expect("client")
     }
 
     /// The work directory of worker `name`.
@@ -164,7 +182,24 @@ impl Cluster {
         what: &str,
         done: impl Fn(&[pb::TrialView]) -> bool,
     ) -> Vec<pb::TrialView> {
-        wait_for(&self.url(), grid, limit, what, done).await
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let trials = self
+                .client()
+                .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+                .await
+                .map(|reply| reply.into_inner().trials)
+                .unwrap_or_default();
+            if done(&trials) {
+                return trials;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; trials: {}",
+                describe(&trials)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Preempts every worker and waits for them to exit, then stops the coordinator.
@@ -198,6 +233,15 @@ pub fn small_grid(
     text
 }
 
+/// Trial id, state, worker and reason of each trial, for failure messages.
+fn describe(trials: &[pb::TrialView]) -> String {
+    let states: Vec<String> = trials
+        .iter()
+        .map(|t| format!("{}:{}:{}:{}", t.trial_id, t.state, t.worker, t.reason))
+        .collect();
+    format!("{states:?}")
+}
+
 /// Whether every trial is succeeded.
 pub fn all_succeeded(trials: &[pb::TrialView], expected: usize) -> bool {
     trials.len() == expected && trials.iter().all(|trial| trial.state == "succeeded")
@@ -205,7 +249,7 @@ pub fn all_succeeded(trials: &[pb::TrialView], expected: usize) -> bool {
 
 /// The trials of `grid` at the coordinator `url`; empty while it is unreachable.
 pub async fn list_trials(url: &str, grid: &str) -> Vec<pb::TrialView> {
-    let Ok(mut client) = connect(url, Duration::from_secs(5)) else {
+    let Ok(mut client) = connect(url, Duration::from_secs(5), &Credentials::default()) else {
         return Vec::new();
     };
     client
@@ -230,11 +274,10 @@ pub async fn wait_for(
             return trials;
         }
         if tokio::time::Instant::now() > deadline {
-            let states: Vec<String> = trials
-                .iter()
-                .map(|t| format!("{}:{}:{}:{}", t.trial_id, t.state, t.worker, t.reason))
-                .collect();
-            panic!("timed out waiting for {what}; trials: {states:?}");
+            panic!(
+                "timed out waiting for {what}; trials: {}",
+                describe(&trials)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

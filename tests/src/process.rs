@@ -110,10 +110,21 @@ impl Drop for Daemon {
 
 /// Starts the coordinator binary on `listen` with a 1.5 s lease; returns it and its address.
 pub fn start_coordinator(state: &Path, listen: &str, log: &Path) -> (Daemon, String) {
+    start_coordinator_with(state, listen, log, &[])
+}
+
+/// Starts the coordinator binary like `start_coordinator`, with the extra arguments `extra`.
+pub fn start_coordinator_with(
+    state: &Path,
+    listen: &str,
+    log: &Path,
+    extra: &[&str],
+) -> (Daemon, String) {
     let mut child = Command::new(binaries_dir().join("coordinator"))
         .args(["--listen", listen, "--state"])
         .arg(state)
         .args(["--lease-secs", "1.5", "--heartbeat-secs", "0.2"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).expect("log file"))

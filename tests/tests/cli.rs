@@ -2,7 +2,7 @@
 //! `fetch`) against a real coordinator and a worker with the simulated trainer.
 
 use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
-use prime_proto::client::connect;
+use prime_proto::client::{connect, Credentials};
 use prime_proto::pb;
 use prime_tests::process::{binaries_dir, start_coordinator, start_worker};
 use prime_tests::{all_succeeded, small_grid, wait_for};
@@ -170,7 +170,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     prime_ok(out, &url, &["workers", "--cordon", "w1"]);
     wait_for_worker(out, &url, "w1", "the cordon", |row| row[2] == "yes");
 
-    connect(&url, Duration::from_secs(5))
+    connect(&url, Duration::from_secs(5), &Credentials::default())
         .unwrap()
         .submit_grid(pb::SubmitGridRequest {
             file_name: "cli.toml".into(),
@@ -303,7 +303,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         serde_json::from_slice(&std::fs::read(fetched.join("final/result.json")).unwrap()).unwrap();
     assert_eq!(artifact, result);
 
-    connect(&url, Duration::from_secs(5))
+    connect(&url, Duration::from_secs(5), &Credentials::default())
         .unwrap()
         .submit_grid(pb::SubmitGridRequest {
             file_name: "drain.toml".into(),

@@ -2,7 +2,7 @@
 //! SIGTERM and SIGUSR1, a coordinator restart, and a malformed grid.
 
 use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
-use prime_proto::client::connect;
+use prime_proto::client::{connect, Credentials};
 use prime_proto::pb;
 use prime_tests::process::{start_coordinator, start_worker, start_worker_with, STEPS_PER_EPOCH};
 use prime_tests::{all_succeeded, small_grid, wait_for};
@@ -16,7 +16,7 @@ fn spec(trial: &pb::TrialView) -> TrialSpec {
 }
 
 async fn submit(url: &str, text: &str) {
-    connect(url, Duration::from_secs(5))
+    connect(url, Duration::from_secs(5), &Credentials::default())
         .unwrap()
         .submit_grid(pb::SubmitGridRequest {
             file_name: "grid.toml".into(),
@@ -94,7 +94,7 @@ async fn a_killed_worker_trial_resumes_on_another_worker_from_its_checkpoint() {
         (2, 0),
         "a lost worker is not a failure"
     );
-    let logs = connect(&url, Duration::from_secs(5))
+    let logs = connect(&url, Duration::from_secs(5), &Credentials::default())
         .unwrap()
         .trial_logs(pb::TrialRef {
             trial_id: search.trial_id,
@@ -294,7 +294,7 @@ async fn a_malformed_grid_is_refused_with_its_line_and_nothing_is_stored() {
     );
     let url = format!("http://{addr}");
     let bad = small_grid("bad", &["darts", "darts-prim"], &[1], 2, 1);
-    let status = connect(&url, Duration::from_secs(5))
+    let status = connect(&url, Duration::from_secs(5), &Credentials::default())
         .unwrap()
         .submit_grid(pb::SubmitGridRequest {
             file_name: "bad.toml".into(),

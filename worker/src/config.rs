@@ -28,8 +28,10 @@ pub struct Faults {
 /// Everything a worker needs to know.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// URL of the coordinator, for example `http://head:50051`.
+    /// URL of the coordinator, for example `http://head:50051` (`https://` for TLS).
     pub coordinator: String,
+    /// Token and TLS files presented to the coordinator.
+    pub credentials: prime_proto::client::Credentials,
     /// Stable name of this worker (host name by default).
     pub name: String,
     /// One slot per device.
@@ -66,6 +68,7 @@ impl WorkerConfig {
     pub fn new(coordinator: &str, name: &str, devices: Vec<Device>, work_dir: PathBuf) -> Self {
         WorkerConfig {
             coordinator: coordinator.to_string(),
+            credentials: prime_proto::client::Credentials::default(),
             name: name.to_string(),
             devices,
             work_dir,

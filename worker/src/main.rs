@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use prime_proto::client::Credentials;
 use prime_worker::nas::NasTrainer;
 use prime_worker::observer::CheckpointPolicy;
 use prime_worker::simulated::SimulatedTrainer;
@@ -29,9 +30,22 @@ enum TrainerKind {
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 struct Args {
-    /// URL of the coordinator.
+    /// URL of the coordinator (`https://` for TLS).
     #[arg(long)]
     coordinator: String,
+    /// File holding this worker's token (a worker-role token from `prime token new`);
+    /// default: $PRIME_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https:// coordinator (default: $PRIME_CA).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate, for a coordinator that requires mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// A GPU to train on (repeat for several; one trial per GPU).
     #[arg(long = "gpu")]
     gpus: Vec<u32>,
@@ -153,6 +167,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         every_epochs: args.checkpoint_epochs,
         every: Duration::from_secs_f64(args.checkpoint_minutes * 60.0),
     };
+    config.credentials = Credentials::load(
+        args.token_file.as_deref(),
+        args.ca.as_deref(),
+        args.client_cert.clone().zip(args.client_key.clone()),
+    )?;
     config.poll_interval = Duration::from_secs_f64(args.poll_secs);
     config.stall_timeout = args.stall_timeout;
     config.shutdown_grace = args.shutdown_grace;

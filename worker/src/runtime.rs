@@ -67,7 +67,11 @@ impl Worker {
                 "a worker needs at least one device".into(),
             ));
         }
-        let client = connect(&config.coordinator, config.request_timeout)?;
+        let client = connect(
+            &config.coordinator,
+            config.request_timeout,
+            &config.credentials,
+        )?;
         let (session, _) = watch::channel(0);
         Ok(Worker {
             shared: Arc::new(Shared {

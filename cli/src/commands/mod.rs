@@ -1,6 +1,7 @@
 //! One module per `prime` subcommand.
 
 pub mod bench;
+pub mod certs;
 pub mod cluster;
 pub mod data;
 pub mod eval;
@@ -9,3 +10,4 @@ pub mod plot;
 pub mod ptb;
 pub mod schedule;
 pub mod search;
+pub mod token;

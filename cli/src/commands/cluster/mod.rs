@@ -2,6 +2,7 @@
 //! `results`, `cancel`, `workers`, `logs`, `fetch`), the single-process `demo`, and the
 //! coordinator benchmark.
 
+pub mod access;
 pub mod bench;
 pub mod demo;
 pub mod fetch;
@@ -19,9 +20,14 @@ pub fn default_coordinator() -> String {
     std::env::var("PRIME_COORDINATOR").unwrap_or_else(|_| "http://127.0.0.1:50051".to_string())
 }
 
-/// A client of the coordinator at `url`.
+/// A client of the coordinator at `url`, presenting this invocation's credentials.
 pub fn connect(url: &str) -> anyhow::Result<Client> {
-    Ok(prime_proto::client::connect(url, Duration::from_secs(30))?)
+    let credentials = access::credentials()?;
+    Ok(prime_proto::client::connect(
+        url,
+        Duration::from_secs(30),
+        &credentials,
+    )?)
 }
 
 /// A small async runtime for one command.
