@@ -10,6 +10,7 @@ use crate::model::{
     Assignment, CheckpointRecord, RunningReport, StalledSlot, TrialSummary, WorkerSlot,
     WorkerSummary,
 };
+use crate::sanitize::for_display;
 use prime_proto::convert::ConvertError;
 use prime_proto::pb;
 
@@ -53,9 +54,9 @@ impl From<&TrialSummary> for pb::TrialView {
             progress: Some((&trial.progress).into()),
             attempts: trial.attempts,
             failures: trial.failures,
-            worker: trial.worker.clone().unwrap_or_default(),
+            worker: for_display(trial.worker.as_deref().unwrap_or_default()),
             result: trial.result.as_ref().map(Into::into),
-            reason: trial.reason.clone(),
+            reason: for_display(&trial.reason),
             parent_id: trial.parent_id.unwrap_or(0),
             run_seconds: trial.run_seconds,
             priority: trial.spec.priority,
@@ -115,7 +116,7 @@ impl From<&StalledSlot> for pb::StalledSlot {
 impl From<&WorkerSummary> for pb::WorkerView {
     fn from(worker: &WorkerSummary) -> Self {
         pb::WorkerView {
-            name: worker.name.clone(),
+            name: for_display(&worker.name),
             slots: worker.slots.iter().map(Into::into).collect(),
             status: if worker.alive { "alive" } else { "lost" }.to_string(),
             cordoned: worker.cordoned,

@@ -7,6 +7,7 @@ use crate::audit::{audit, Subject, Volume};
 use crate::auth::Caller;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
+use crate::limits;
 use crate::service::CoordinatorService;
 use prime_core::trial::TrialId;
 use prime_proto::pb::coordinator_server::Coordinator;
@@ -73,7 +74,10 @@ impl Coordinator for GuardedService {
     ) -> Reply<pb::RegisterWorkerReply> {
         let caller = Caller::of(&request);
         let name = request.get_ref().name.clone();
-        let result = self.inner.register_worker(request).await;
+        let result = match limits::register(request.get_ref()) {
+            Ok(()) => self.inner.register_worker(request).await,
+            Err(status) => Err(status),
+        };
         audit(
             &caller,
             "RegisterWorker",
@@ -86,7 +90,11 @@ impl Coordinator for GuardedService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let caller = Caller::of(&request);
         let (name, session) = (request.get_ref().name.clone(), request.get_ref().session);
-        let result = match self.check_session(&caller, &name, session).await {
+        let checked = match limits::heartbeat(request.get_ref()) {
+            Ok(()) => self.check_session(&caller, &name, session).await,
+            Err(status) => Err(status),
+        };
+        let result = match checked {
             Ok(()) => self.inner.heartbeat(request).await,
             Err(status) => Err(status),
         };
@@ -105,7 +113,11 @@ impl Coordinator for GuardedService {
     ) -> Reply<pb::RequestTrialReply> {
         let caller = Caller::of(&request);
         let (name, session) = (request.get_ref().name.clone(), request.get_ref().session);
-        let result = match self.check_session(&caller, &name, session).await {
+        let checked = match limits::worker_name(&name) {
+            Ok(()) => self.check_session(&caller, &name, session).await,
+            Err(status) => Err(status),
+        };
+        let result = match checked {
             Ok(()) => self.inner.request_trial(request).await,
             Err(status) => Err(status),
         };
@@ -147,7 +159,11 @@ impl Coordinator for GuardedService {
     async fn put_checkpoint_chunk(&self, request: Request<pb::CheckpointChunk>) -> Reply<pb::Ack> {
         let caller = Caller::of(&request);
         let trial = request.get_ref().trial_id;
-        let result = match self.check_trial(&caller, trial, false).await {
+        let checked = match limits::chunk(request.get_ref()) {
+            Ok(()) => self.check_trial(&caller, trial, false).await,
+            Err(status) => Err(status),
+        };
+        let result = match checked {
             Ok(()) => self.inner.put_checkpoint_chunk(request).await,
             Err(status) => Err(status),
         };
@@ -166,7 +182,11 @@ impl Coordinator for GuardedService {
     ) -> Reply<pb::CommitCheckpointReply> {
         let caller = Caller::of(&request);
         let trial = request.get_ref().trial_id;
-        let result = match self.check_trial(&caller, trial, false).await {
+        let checked = match limits::commit(request.get_ref()) {
+            Ok(()) => self.check_trial(&caller, trial, false).await,
+            Err(status) => Err(status),
+        };
+        let result = match checked {
             Ok(()) => self.inner.commit_checkpoint(request).await,
             Err(status) => Err(status),
         };
@@ -192,7 +212,11 @@ impl Coordinator for GuardedService {
     async fn finish_trial(&self, request: Request<pb::FinishTrialRequest>) -> Reply<pb::Ack> {
         let caller = Caller::of(&request);
         let trial = request.get_ref().trial_id;
-        let result = match self.check_trial(&caller, trial, false).await {
+        let checked = match limits::finish(request.get_ref()) {
+            Ok(()) => self.check_trial(&caller, trial, false).await,
+            Err(status) => Err(status),
+        };
+        let result = match checked {
             Ok(()) => self.inner.finish_trial(request).await,
             Err(status) => Err(status),
         };
@@ -211,7 +235,10 @@ impl Coordinator for GuardedService {
     ) -> Reply<pb::SubmitGridReply> {
         let caller = Caller::of(&request);
         let file = request.get_ref().file_name.clone();
-        let result = self.inner.submit_grid(request).await;
+        let result = match limits::submission(request.get_ref()) {
+            Ok(()) => self.inner.submit_grid(request).await,
+            Err(status) => Err(status),
+        };
         let grid = result
             .as_ref()
             .map(|reply| reply.get_ref().grid.clone())
@@ -229,6 +256,7 @@ impl Coordinator for GuardedService {
         &self,
         request: Request<pb::ListTrialsRequest>,
     ) -> Reply<pb::ListTrialsReply> {
+        limits::grid_name(&request.get_ref().grid)?;
         self.inner.list_trials(request).await
     }
 
@@ -236,10 +264,10 @@ impl Coordinator for GuardedService {
         let caller = Caller::of(&request);
         let subject = match &request.get_ref().target {
             Some(Target::TrialId(id)) => Subject::trial(*id),
-            Some(Target::Grid(grid)) => Subject {
-                grid: Some(grid.as_str()),
-                ..Subject::default()
-            },
+            Some(Target::Grid(grid)) => {
+                limits::grid_name(grid)?;
+                Subject::grid(grid)
+            }
             None => {
                 return refused(CoordinatorError::Invalid(
                     "cancel needs a trial id or a grid".into(),
@@ -267,7 +295,10 @@ impl Coordinator for GuardedService {
     async fn set_worker_mode(&self, request: Request<pb::SetWorkerModeRequest>) -> Reply<pb::Ack> {
         let caller = Caller::of(&request);
         let name = request.get_ref().name.clone();
-        let result = self.inner.set_worker_mode(request).await;
+        let result = match limits::worker_name(&name) {
+            Ok(()) => self.inner.set_worker_mode(request).await,
+            Err(status) => Err(status),
+        };
         audit(
             &caller,
             "SetWorkerMode",

@@ -16,6 +16,7 @@ mod error;
 mod event_loop;
 mod guard;
 pub mod latency;
+mod limits;
 mod metric_rows;
 mod model;
 mod retention;

@@ -22,6 +22,27 @@ pub fn for_log(text: &str) -> String {
     out
 }
 
+/// `text` for callers' displays: control characters other than newline and tab escaped, so
+/// text from one caller (a worker's log line or failure reason) cannot carry terminal
+/// escapes to another caller's terminal.
+pub fn for_display(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|character| character.is_control() && !matches!(character, '\n' | '\t'))
+    {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for character in text.chars() {
+        if character.is_control() && !matches!(character, '\n' | '\t') {
+            out.extend(character.escape_unicode());
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +53,12 @@ mod tests {
         assert_eq!(for_log("plain ünïcode"), "plain ünïcode");
         let long = "x".repeat(MAX_LOG_CHARS + 10);
         assert_eq!(for_log(&long).chars().count(), MAX_LOG_CHARS + 1);
+    }
+
+    #[test]
+    fn displays_keep_lines_and_tabs_but_not_escapes() {
+        assert_eq!(for_display("a\n\tb"), "a\n\tb");
+        assert_eq!(for_display("\u{1b}]0;owned\u{7}"), "\\u{1b}]0;owned\\u{7}");
+        assert_eq!(for_display("\r\u{9b}"), "\\u{d}\\u{9b}");
     }
 }

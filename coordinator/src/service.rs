@@ -8,6 +8,7 @@ use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
 use crate::model::{NewCheckpoint, RunningReport, StalledSlot, WorkerSlot, NO_PROGRESS};
+use crate::sanitize::for_display;
 use crate::store::{CheckpointStore, StoreError};
 use crate::trials::Finish;
 use crate::workers::WorkerMode;
@@ -364,7 +365,10 @@ impl Coordinator for CoordinatorService {
             .try_call(move |state| state.logs(trial_id))
             .await?
             .into_iter()
-            .map(|(unix_ms, line)| pb::LogLine { unix_ms, line })
+            .map(|(unix_ms, line)| pb::LogLine {
+                unix_ms,
+                line: for_display(&line),
+            })
             .collect();
         Ok(Response::new(pb::TrialLogsReply { lines }))
     }
