@@ -165,8 +165,8 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
                 epoch: f.number % 4,
                 outcome: Some(Outcome::Failed(pb::Failure {
                     reason: f.text.clone(),
-                    diverged: f.number % 2 == 0,
-                    invalid: f.number % 3 == 0,
+                    diverged: f.number.is_multiple_of(2),
+                    invalid: f.number.is_multiple_of(3),
                 })),
             };
             client.finish_trial(mutated(&seed, e)).await.map(drop)
@@ -179,7 +179,7 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
             client.submit_grid(mutated(&seed, e)).await.map(drop)
         }
         8 => {
-            let target = if f.number % 2 == 0 {
+            let target = if f.number.is_multiple_of(2) {
                 Target::TrialId(f.trial)
             } else {
                 Target::Grid(f.text.clone())
