@@ -19,6 +19,7 @@ pub mod latency;
 mod limits;
 mod metric_rows;
 mod model;
+mod paging;
 mod retention;
 mod sanitize;
 mod server;

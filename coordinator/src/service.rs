@@ -8,6 +8,7 @@ use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
 use crate::model::{NewCheckpoint, RunningReport, StalledSlot, WorkerSlot, NO_PROGRESS};
+use crate::paging::{Page, MAX_LOGS_PAGE, MAX_METRICS_PAGE, MAX_TRIALS_PAGE, MAX_WORKERS_PAGE};
 use crate::sanitize::for_display;
 use crate::store::{CheckpointStore, StoreError};
 use crate::trials::Finish;
@@ -306,13 +307,16 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ListTrialsRequest>,
     ) -> Reply<pb::ListTrialsReply> {
-        let grid = request.into_inner().grid;
-        let trials = self
+        let request = request.into_inner();
+        let page = Page::requested(request.offset, request.limit, MAX_TRIALS_PAGE);
+        let grid = request.grid;
+        let (trials, next) = self
             .state
-            .call(move |state| state.list_trials(&grid))
+            .call(move |state| page.of(state.list_trials(&grid)))
             .await?;
         Ok(Response::new(pb::ListTrialsReply {
             trials: trials.iter().map(Into::into).collect(),
+            next,
         }))
     }
 
@@ -337,15 +341,18 @@ impl Coordinator for CoordinatorService {
 
     async fn list_workers(
         &self,
-        _request: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> Reply<pb::ListWorkersReply> {
+        let request = request.into_inner();
+        let page = Page::requested(request.offset, request.limit, MAX_WORKERS_PAGE);
         let now = Instant::now();
-        let workers = self
+        let (workers, next) = self
             .state
-            .call(move |state| state.list_workers(now))
+            .call(move |state| page.of(state.list_workers(now)))
             .await?;
         Ok(Response::new(pb::ListWorkersReply {
             workers: workers.iter().map(Into::into).collect(),
+            next,
         }))
     }
 
@@ -359,30 +366,53 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn trial_logs(&self, request: Request<pb::TrialRef>) -> Reply<pb::TrialLogsReply> {
-        let trial_id = request.into_inner().trial_id;
-        let lines = self
+        let request = request.into_inner();
+        let page = Page::requested(request.offset, request.limit, MAX_LOGS_PAGE);
+        let trial_id = request.trial_id;
+        let rows = self
             .state
-            .try_call(move |state| state.logs(trial_id))
-            .await?
+            .try_call(move |state| {
+                state.logs_page(
+                    trial_id,
+                    Page {
+                        limit: page.probe(),
+                        ..page
+                    },
+                )
+            })
+            .await?;
+        let (rows, next) = page.split(rows);
+        let lines = rows
             .into_iter()
             .map(|(unix_ms, line)| pb::LogLine {
                 unix_ms,
                 line: for_display(&line),
             })
             .collect();
-        Ok(Response::new(pb::TrialLogsReply { lines }))
+        Ok(Response::new(pb::TrialLogsReply { lines, next }))
     }
 
     async fn trial_metrics(&self, request: Request<pb::TrialRef>) -> Reply<pb::TrialMetricsReply> {
-        let trial_id = request.into_inner().trial_id;
-        let metrics = self
+        let request = request.into_inner();
+        let page = Page::requested(request.offset, request.limit, MAX_METRICS_PAGE);
+        let trial_id = request.trial_id;
+        let rows = self
             .state
-            .try_call(move |state| state.metrics(trial_id))
-            .await?
-            .iter()
-            .map(Into::into)
-            .collect();
-        Ok(Response::new(pb::TrialMetricsReply { metrics }))
+            .try_call(move |state| {
+                state.metrics_page(
+                    trial_id,
+                    Page {
+                        limit: page.probe(),
+                        ..page
+                    },
+                )
+            })
+            .await?;
+        let (rows, next) = page.split(rows);
+        Ok(Response::new(pb::TrialMetricsReply {
+            metrics: rows.iter().map(Into::into).collect(),
+            next,
+        }))
     }
 
     async fn trial_checkpoints(

@@ -5,6 +5,7 @@
 use crate::db::{self, DbError, MetricRow, Transaction};
 use crate::error::CoordinatorError;
 use crate::model::{CheckpointRecord, NewCheckpoint, Trial, TrialSummary};
+use crate::paging::Page;
 use crate::retention::checkpoints_to_delete;
 use crate::state::State;
 use prime_core::grid::GridSpec;
@@ -328,14 +329,32 @@ impl State {
 
     /// A trial's log lines with their Unix milliseconds, oldest first.
     pub fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, CoordinatorError> {
+        self.logs_page(trial_id, Page::ALL)
+    }
+
+    /// A page of a trial's log lines, oldest first.
+    pub fn logs_page(
+        &self,
+        trial_id: TrialId,
+        page: Page,
+    ) -> Result<Vec<(u64, String)>, CoordinatorError> {
         self.trial(trial_id)?;
-        Ok(self.db.logs(trial_id)?)
+        Ok(self.db.logs(trial_id, page)?)
     }
 
     /// A trial's stored metric rows, by step then kind.
     pub fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, CoordinatorError> {
+        self.metrics_page(trial_id, Page::ALL)
+    }
+
+    /// A page of a trial's stored metric rows, by step then kind.
+    pub fn metrics_page(
+        &self,
+        trial_id: TrialId,
+        page: Page,
+    ) -> Result<Vec<MetricRow>, CoordinatorError> {
         self.trial(trial_id)?;
-        Ok(self.db.metrics(trial_id)?)
+        Ok(self.db.metrics(trial_id, page)?)
     }
 
     /// A trial's retained checkpoints, oldest first.

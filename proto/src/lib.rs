@@ -5,6 +5,7 @@ pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod paging;
 pub mod verify;
 pub mod version;
 

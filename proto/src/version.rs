@@ -6,7 +6,9 @@ use tonic::{Request, Status};
 
 /// Version of the wire protocol spoken by this build. Version 2: trial specs and results
 /// travel as typed messages (`pb::TrialSpec`, `pb::TrialResult`), not as JSON strings.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: listings (trials, workers, logs, metrics) are served in pages, so an older
+/// client would silently read only the first page.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Metadata header that carries the caller's protocol version.
 pub const PROTOCOL_HEADER: &str = "x-prime-protocol";
@@ -65,20 +67,17 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_peer_is_told_to_upgrade() {
-        assert_eq!(
-            PROTOCOL_VERSION, 2,
-            "version 2 types trial specs and results"
-        );
+    fn a_version_2_peer_is_told_to_upgrade() {
+        assert_eq!(PROTOCOL_VERSION, 3, "version 3 pages the listings");
         let mut old = Request::new(());
         old.metadata_mut()
-            .insert(PROTOCOL_HEADER, MetadataValue::from(1u32));
+            .insert(PROTOCOL_HEADER, MetadataValue::from(2u32));
         let error = check_protocol(old).unwrap_err();
         assert_eq!(error.code(), tonic::Code::FailedPrecondition);
         assert_eq!(
             error.message(),
-            "protocol version mismatch: this coordinator speaks darts-prime protocol version 2, \
-             the caller sent \"1\"; upgrade the older side"
+            "protocol version mismatch: this coordinator speaks darts-prime protocol version 3, \
+             the caller sent \"2\"; upgrade the older side"
         );
     }
 }

@@ -167,7 +167,10 @@ impl Cluster {
     /// The trials of `grid`.
     pub async fn trials(&self, grid: &str) -> Vec<pb::TrialView> {
         self.client()
-            .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+            .list_trials(pb::ListTrialsRequest {
+                grid: grid.into(),
+                ..Default::default()
+            })
             .await
             .expect("list trials")
             .into_inner()
@@ -186,7 +189,10 @@ impl Cluster {
         loop {
             let trials = self
                 .client()
-                .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+                .list_trials(pb::ListTrialsRequest {
+                    grid: grid.into(),
+                    ..Default::default()
+                })
                 .await
                 .map(|reply| reply.into_inner().trials)
                 .unwrap_or_default();
@@ -253,7 +259,10 @@ pub async fn list_trials(url: &str, grid: &str) -> Vec<pb::TrialView> {
         return Vec::new();
     };
     client
-        .list_trials(pb::ListTrialsRequest { grid: grid.into() })
+        .list_trials(pb::ListTrialsRequest {
+            grid: grid.into(),
+            ..Default::default()
+        })
         .await
         .map(|reply| reply.into_inner().trials)
         .unwrap_or_default()

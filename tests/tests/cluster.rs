@@ -73,6 +73,7 @@ async fn searches_chain_to_evaluations_without_double_booking() {
     let checkpoints = client
         .trial_checkpoints(pb::TrialRef {
             trial_id: searches[0].trial_id,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -89,6 +90,7 @@ async fn searches_chain_to_evaluations_without_double_booking() {
     let metrics = client
         .trial_metrics(pb::TrialRef {
             trial_id: searches[0].trial_id,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -121,6 +123,7 @@ async fn a_corrupted_chunk_is_refused_and_sent_again() {
     let logs = client
         .trial_logs(pb::TrialRef {
             trial_id: trials[0].trial_id,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -284,6 +287,7 @@ async fn records_the_coordinator_cannot_store_are_dropped_alone_and_the_rest_del
         .client()
         .trial_metrics(pb::TrialRef {
             trial_id: search.trial_id,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -365,7 +369,7 @@ async fn cancel_stops_running_trials_and_protocol_mismatch_is_refused() {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
         let workers = client
-            .list_workers(pb::ListWorkersRequest {})
+            .list_workers(pb::ListWorkersRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -405,7 +409,7 @@ impl RawCalls for Cluster {
             .unwrap();
         let mut client = pb::coordinator_client::CoordinatorClient::new(channel);
         client
-            .list_workers(pb::ListWorkersRequest {})
+            .list_workers(pb::ListWorkersRequest::default())
             .await
             .map(drop)
     }
@@ -417,7 +421,7 @@ impl RawCalls for Cluster {
             .await
             .unwrap();
         let mut client = pb::coordinator_client::CoordinatorClient::new(channel);
-        let mut request = tonic::Request::new(pb::ListWorkersRequest {});
+        let mut request = tonic::Request::new(pb::ListWorkersRequest::default());
         request.metadata_mut().insert(
             prime_proto::PROTOCOL_HEADER,
             tonic::metadata::MetadataValue::from_static(version),
@@ -430,7 +434,7 @@ impl RawCalls for Cluster {
 async fn stalled_slots(cluster: &Cluster, name: &str) -> Vec<pb::StalledSlot> {
     cluster
         .client()
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -629,7 +633,10 @@ fn rot(cluster: &Cluster, checkpoint: &pb::CheckpointInfo) {
 async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::CheckpointInfo> {
     let mut checkpoints = cluster
         .client()
-        .trial_checkpoints(pb::TrialRef { trial_id })
+        .trial_checkpoints(pb::TrialRef {
+            trial_id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -642,7 +649,10 @@ async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::Chec
 async fn log_lines(cluster: &Cluster, trial_id: u64) -> Vec<String> {
     cluster
         .client()
-        .trial_logs(pb::TrialRef { trial_id })
+        .trial_logs(pb::TrialRef {
+            trial_id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -199,23 +199,33 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
         10 => {
             let seed = pb::ListTrialsRequest {
                 grid: f.text.clone(),
+                ..Default::default()
             };
             client.list_trials(mutated(&seed, e)).await.map(drop)
         }
         11 => client
-            .list_workers(pb::ListWorkersRequest {})
+            .list_workers(pb::ListWorkersRequest::default())
             .await
             .map(drop),
         12 => {
-            let seed = pb::TrialRef { trial_id: f.trial };
+            let seed = pb::TrialRef {
+                trial_id: f.trial,
+                ..Default::default()
+            };
             client.trial_logs(mutated(&seed, e)).await.map(drop)
         }
         13 => {
-            let seed = pb::TrialRef { trial_id: f.trial };
+            let seed = pb::TrialRef {
+                trial_id: f.trial,
+                ..Default::default()
+            };
             client.trial_metrics(mutated(&seed, e)).await.map(drop)
         }
         14 => {
-            let seed = pb::TrialRef { trial_id: f.trial };
+            let seed = pb::TrialRef {
+                trial_id: f.trial,
+                ..Default::default()
+            };
             client.trial_checkpoints(mutated(&seed, e)).await.map(drop)
         }
         _ => {
@@ -239,7 +249,7 @@ async fn snapshot(admin: &mut Client) -> String {
         .into_inner()
         .trials;
     let workers = admin
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .expect("the coordinator still answers")
         .into_inner()

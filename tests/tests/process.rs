@@ -98,6 +98,7 @@ async fn a_killed_worker_trial_resumes_on_another_worker_from_its_checkpoint() {
         .unwrap()
         .trial_logs(pb::TrialRef {
             trial_id: search.trial_id,
+            ..Default::default()
         })
         .await
         .unwrap()

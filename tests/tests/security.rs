@@ -80,20 +80,26 @@ async fn snapshot(admin: &mut Client, trial_id: u64) -> String {
         .into_inner()
         .trials;
     let workers = admin
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()
         .workers;
     let logs = admin
-        .trial_logs(pb::TrialRef { trial_id })
+        .trial_logs(pb::TrialRef {
+            trial_id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .lines
         .len();
     let metrics = admin
-        .trial_metrics(pb::TrialRef { trial_id })
+        .trial_metrics(pb::TrialRef {
+            trial_id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -237,16 +243,28 @@ async fn call(client: &mut Client, method: &str, target: Held) -> Code {
             .await
             .map(drop),
         "ListWorkers" => client
-            .list_workers(pb::ListWorkersRequest {})
+            .list_workers(pb::ListWorkersRequest::default())
             .await
             .map(drop),
-        "TrialLogs" => client.trial_logs(pb::TrialRef { trial_id }).await.map(drop),
+        "TrialLogs" => client
+            .trial_logs(pb::TrialRef {
+                trial_id,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         "TrialMetrics" => client
-            .trial_metrics(pb::TrialRef { trial_id })
+            .trial_metrics(pb::TrialRef {
+                trial_id,
+                ..Default::default()
+            })
             .await
             .map(drop),
         "TrialCheckpoints" => client
-            .trial_checkpoints(pb::TrialRef { trial_id })
+            .trial_checkpoints(pb::TrialRef {
+                trial_id,
+                ..Default::default()
+            })
             .await
             .map(drop),
         "ReadCheckpoint" => client

@@ -8,6 +8,7 @@
 //! progress as a JSON array).
 
 use crate::model::{CheckpointRecord, NewCheckpoint, Placement, Trial};
+use crate::paging::Page;
 use prime_core::observer::Progress;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialSpec};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,9 +66,9 @@ pub trait Database: Send {
     /// The retained checkpoints of a trial, oldest first.
     fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRecord>, DbError>;
     /// A trial's log lines with their Unix milliseconds, oldest first.
-    fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, DbError>;
+    fn logs(&self, trial_id: TrialId, page: Page) -> Result<Vec<(u64, String)>, DbError>;
     /// A trial's metric rows, by step then kind.
-    fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, DbError>;
+    fn metrics(&self, trial_id: TrialId, page: Page) -> Result<Vec<MetricRow>, DbError>;
     /// Starts a transaction; dropped without `commit`, it changes nothing.
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError>;
 }

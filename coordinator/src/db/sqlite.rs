@@ -3,6 +3,7 @@
 
 use super::{unix_ms, Database, DbError, MetricRow, Transaction};
 use crate::model::{CheckpointRecord, NewCheckpoint, Placement, Trial, NO_PROGRESS};
+use crate::paging::Page;
 use prime_core::observer::Progress;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialResult, TrialSpec, TrialState};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -253,20 +254,22 @@ impl Database for Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn logs(&self, trial_id: TrialId) -> Result<Vec<(u64, String)>, DbError> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT unix_ms, line FROM logs WHERE trial_id = ?1 ORDER BY rowid")?;
-        let rows = statement.query_map([trial_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    fn logs(&self, trial_id: TrialId, page: Page) -> Result<Vec<(u64, String)>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT unix_ms, line FROM logs WHERE trial_id = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = statement.query_map(page_params(trial_id, page), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn metrics(&self, trial_id: TrialId) -> Result<Vec<MetricRow>, DbError> {
+    fn metrics(&self, trial_id: TrialId, page: Page) -> Result<Vec<MetricRow>, DbError> {
         let mut statement = self.connection.prepare_cached(
             "SELECT kind, step, epoch, clock, values_json FROM metrics
-             WHERE trial_id = ?1 ORDER BY step, kind",
+             WHERE trial_id = ?1 ORDER BY step, kind LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = statement.query_map([trial_id], |row| {
+        let rows = statement.query_map(page_params(trial_id, page), |row| {
             Ok(MetricRow {
                 kind: row.get(0)?,
                 step: row.get(1)?,
@@ -281,6 +284,12 @@ impl Database for Db {
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError> {
         Ok(Box::new(SqliteTransaction(self.connection.transaction()?)))
     }
+}
+
+/// The parameters of a paged query: the trial, then LIMIT and OFFSET as SQLite integers.
+fn page_params(trial_id: TrialId, page: Page) -> [i64; 3] {
+    let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    [clamp(trial_id), clamp(page.limit), clamp(page.offset)]
 }
 
 /// A transaction of `Db`.

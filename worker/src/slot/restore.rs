@@ -157,7 +157,12 @@ pub(super) async fn restore(
     let trial_id = reporter.trial_id;
     let retained = reporter
         .call("list checkpoints", |mut client| async move {
-            client.trial_checkpoints(pb::TrialRef { trial_id }).await
+            client
+                .trial_checkpoints(pb::TrialRef {
+                    trial_id,
+                    ..Default::default()
+                })
+                .await
         })
         .await
         .map_err(|_| format!("cannot list the checkpoints of trial {trial_id}"))?

@@ -11,6 +11,7 @@
 use super::{connect, runtime, status_error};
 use anyhow::Context;
 use clap::Args;
+use prime_proto::paging::{all_metrics, all_trials};
 use prime_proto::pb;
 use std::path::{Path, PathBuf};
 
@@ -38,14 +39,7 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
 /// of `out`, sorted.
 pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut client = connect(coordinator)?;
-    let trials = client
-        .list_trials(pb::ListTrialsRequest {
-            grid: String::new(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .trials;
+    let trials = all_trials(&client, "").await.map_err(status_error)?;
     let trial = trials
         .into_iter()
         .find(|t| t.trial_id == trial_id)
@@ -53,7 +47,10 @@ pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Resu
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
     let checkpoints = client
-        .trial_checkpoints(pb::TrialRef { trial_id })
+        .trial_checkpoints(pb::TrialRef {
+            trial_id,
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?
         .into_inner()
@@ -85,12 +82,7 @@ pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Resu
             written.push(path);
         }
     }
-    let metrics = client
-        .trial_metrics(pb::TrialRef { trial_id })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .metrics;
+    let metrics = all_metrics(&client, trial_id).await.map_err(status_error)?;
     let mut lines = String::new();
     for metric in metrics {
         let record = prime_core::metrics::MetricRecord::try_from(metric)?;

@@ -2,6 +2,7 @@
 
 use super::{connect, runtime, status_error};
 use clap::Args;
+use prime_proto::paging::{all_logs, all_workers};
 use prime_proto::pb;
 
 /// Arguments of `prime cancel`.
@@ -142,12 +143,7 @@ pub fn run_workers(args: WorkersArgs) -> anyhow::Result<()> {
             eprintln!("worker `{name}`: {mode}");
             return anyhow::Ok(());
         }
-        let workers = client
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .workers;
+        let workers = all_workers(&client).await.map_err(status_error)?;
         print!("{}", workers_table(&workers));
         anyhow::Ok(())
     })
@@ -156,14 +152,8 @@ pub fn run_workers(args: WorkersArgs) -> anyhow::Result<()> {
 /// Runs `prime logs`.
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
     let lines = runtime()?.block_on(async {
-        let mut client = connect(&args.coordinator)?;
-        let reply = client
-            .trial_logs(pb::TrialRef {
-                trial_id: args.trial,
-            })
-            .await
-            .map_err(status_error)?;
-        anyhow::Ok(reply.into_inner().lines)
+        let client = connect(&args.coordinator)?;
+        all_logs(&client, args.trial).await.map_err(status_error)
     })?;
     for line in lines {
         println!("{} {}", line.unix_ms, line.line);

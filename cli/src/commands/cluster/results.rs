@@ -350,14 +350,10 @@ pub fn render(rows: &[ResultRow], format: Format, per_seed: bool) -> anyhow::Res
 /// Fetches a grid's trials and prints its table on stdout.
 pub fn run(args: ResultsArgs) -> anyhow::Result<()> {
     let trials = runtime()?.block_on(async {
-        let mut client = connect(&args.coordinator)?;
-        let reply = client
-            .list_trials(pb::ListTrialsRequest {
-                grid: args.grid.clone(),
-            })
+        let client = connect(&args.coordinator)?;
+        prime_proto::paging::all_trials(&client, &args.grid)
             .await
-            .map_err(super::status_error)?;
-        anyhow::Ok(reply.into_inner().trials)
+            .map_err(super::status_error)
     })?;
     anyhow::ensure!(!trials.is_empty(), "no trials in grid `{}`", args.grid);
     print!(

@@ -5,6 +5,7 @@ use super::{connect, runtime, status_error};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use prime_core::trial::{TrialKind, TrialSpec};
+use prime_proto::paging::all_trials;
 use prime_proto::pb;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,14 +35,8 @@ pub struct WatchArgs {
 
 /// Fetches the trials of `grid` (all grids when empty).
 pub async fn fetch_trials(coordinator: &str, grid: &str) -> anyhow::Result<Vec<pb::TrialView>> {
-    let mut client = connect(coordinator)?;
-    let reply = client
-        .list_trials(pb::ListTrialsRequest {
-            grid: grid.to_string(),
-        })
-        .await
-        .map_err(status_error)?;
-    Ok(reply.into_inner().trials)
+    let client = connect(coordinator)?;
+    all_trials(&client, grid).await.map_err(status_error)
 }
 
 /// A short name of a trial: `search darts cifar10 s101` or `eval ... e0`.
