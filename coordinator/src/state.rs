@@ -18,6 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Name of the database file in the state directory.
+pub const DATABASE_FILE: &str = "coordinator.sqlite3";
+
 /// Tunables of a coordinator.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -31,6 +34,14 @@ pub struct CoordinatorConfig {
     /// is refused at submission, since storing it would hold the event loop for longer than
     /// a lease.
     pub max_grid_trials: u64,
+    /// Largest checkpoint archive a worker may upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Free bytes the coordinator keeps on the disk of its state directory: below it, new
+    /// checkpoints, grids and backups are refused with `RESOURCE_EXHAUSTED`.
+    pub min_free_disk: u64,
+    /// Where the HTTP listener for probes and metrics binds (`/healthz`, `/readyz`,
+    /// `/metrics`); none when not given.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +51,9 @@ impl Default for CoordinatorConfig {
             heartbeat: Duration::from_secs(5),
             keep_checkpoints: 2,
             max_grid_trials: DEFAULT_MAX_GRID_TRIALS,
+            max_upload_bytes: crate::store::DEFAULT_MAX_UPLOAD_BYTES,
+            min_free_disk: crate::disk::DEFAULT_MIN_FREE_DISK,
+            http: None,
         }
     }
 }
@@ -91,9 +105,13 @@ impl State {
         config: CoordinatorConfig,
         now: Instant,
     ) -> Result<State, CoordinatorError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|error| CoordinatorError::Store(error.into()))?;
-        let db = Db::open(&state_dir.join("coordinator.sqlite3"))?;
+        std::fs::create_dir_all(state_dir).map_err(|error| {
+            CoordinatorError::Storage(format!(
+                "cannot create the state directory {}: {error}",
+                state_dir.display()
+            ))
+        })?;
+        let db = Db::open(&state_dir.join(DATABASE_FILE))?;
         State::with_database(Box::new(db), config, now)
     }
 
