@@ -54,6 +54,9 @@ enum Command {
     Fetch(commands::cluster::fetch::FetchArgs),
     /// A coordinator and a worker in this process run a small grid end to end.
     Demo(commands::cluster::demo::DemoArgs),
+    /// Operations on the coordinator itself: online database backups.
+    #[command(subcommand)]
+    Admin(commands::cluster::admin::AdminCommand),
 }
 
 fn main() {
@@ -82,6 +85,7 @@ fn main() {
         Command::Logs(args) => commands::cluster::manage::run_logs(args),
         Command::Fetch(args) => commands::cluster::fetch::run(args),
         Command::Demo(args) => commands::cluster::demo::run(args),
+        Command::Admin(command) => commands::cluster::admin::run(command),
     };
     if let Err(error) = result {
         if error.is::<progress::Interrupted>() {

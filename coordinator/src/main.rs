@@ -28,6 +28,17 @@ struct Args {
     /// are refused at submission.
     #[arg(long, default_value_t = prime_core::limits::DEFAULT_MAX_GRID_TRIALS)]
     max_grid_trials: u64,
+    /// Serve /healthz, /readyz and /metrics (Prometheus) over HTTP on this address
+    /// (e.g. 0.0.0.0:9090); off when not given.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Free space kept on the disk of --state: below it, new checkpoints, grids and backups
+    /// are refused (sizes such as 1GiB or 500MiB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    min_free_disk: bytesize::ByteSize,
+    /// Largest checkpoint a worker may upload (sizes such as 4GiB).
+    #[arg(long, value_name = "SIZE", default_value = "4GiB")]
+    max_upload_bytes: bytesize::ByteSize,
 }
 
 #[tokio::main]
@@ -49,11 +60,17 @@ async fn main() -> anyhow::Result<()> {
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs),
         keep_checkpoints: args.keep_checkpoints,
         max_grid_trials: args.max_grid_trials,
+        max_upload_bytes: args.max_upload_bytes.as_u64(),
+        min_free_disk: args.min_free_disk.as_u64(),
+        http: args.http,
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let coordinator = prime_coordinator::start(listener, &args.state, config).await?;
     // Data on stdout: the address actually bound (useful with port 0).
     println!("listening {}", coordinator.addr);
+    if let Some(http) = coordinator.http_addr {
+        println!("http {http}");
+    }
     tokio::select! {
         result = tokio::signal::ctrl_c() => {
             result?;
