@@ -62,6 +62,9 @@ enum Command {
     /// A small CA with server and client certificates, for clusters without one.
     #[command(subcommand)]
     Certs(commands::certs::CertsCommand),
+    /// Operations on the coordinator itself: online database backups.
+    #[command(subcommand)]
+    Admin(commands::cluster::admin::AdminCommand),
 }
 
 fn main() {
@@ -93,6 +96,7 @@ fn main() {
         Command::Demo(args) => commands::cluster::demo::run(args),
         Command::Token(command) => commands::token::run(command),
         Command::Certs(command) => commands::certs::run(command),
+        Command::Admin(command) => commands::cluster::admin::run(command),
     };
     if let Err(error) = result {
         if error.is::<progress::Interrupted>() {

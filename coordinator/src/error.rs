@@ -57,6 +57,13 @@ pub enum CoordinatorError {
     /// The checkpoint store failed.
     #[error("checkpoint store error: {0}")]
     Store(#[from] StoreError),
+    /// The state directory or its database cannot be used (named in the message).
+    #[error("{0}")]
+    Storage(String),
+    /// A resource of the coordinator (its disk, its staging area) is too full for new data
+    /// (named in the message); the same call may succeed later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The coordinator is shutting down.
     #[error("the coordinator is shutting down")]
     ShuttingDown,
@@ -74,6 +81,7 @@ impl From<DbError> for CoordinatorError {
             DbError::Corrupt(message) | DbError::Encode(message) => {
                 CoordinatorError::Invalid(message)
             }
+            DbError::Open(message) => CoordinatorError::Storage(message),
         }
     }
 }
@@ -94,8 +102,10 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Denied(_) => Status::permission_denied(message),
             CoordinatorError::Integrity(_) => Status::data_loss(message),
             CoordinatorError::ShuttingDown => Status::unavailable(message),
+            CoordinatorError::ResourceExhausted(_) => Status::resource_exhausted(message),
             CoordinatorError::Database(_)
             | CoordinatorError::Store(_)
+            | CoordinatorError::Storage(_)
             | CoordinatorError::Internal(_) => Status::internal(message),
         }
     }

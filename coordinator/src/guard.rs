@@ -316,6 +316,23 @@ impl Coordinator for GuardedService {
         self.inner.trial_metrics(request).await
     }
 
+    type BackupDatabaseStream = <CoordinatorService as Coordinator>::BackupDatabaseStream;
+
+    async fn backup_database(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Reply<Self::BackupDatabaseStream> {
+        let caller = Caller::of(&request);
+        let result = self.inner.backup_database(request).await;
+        audit(
+            &caller,
+            "BackupDatabase",
+            Subject::default(),
+            Volume::Change,
+            result,
+        )
+    }
+
     async fn trial_checkpoints(
         &self,
         request: Request<pb::TrialRef>,

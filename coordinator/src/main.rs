@@ -52,6 +52,17 @@ struct Args {
     /// TLS); needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics (Prometheus) over HTTP on this address
+    /// (e.g. 0.0.0.0:9090); off when not given.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Free space kept on the disk of --state: below it, new checkpoints, grids and backups
+    /// are refused (sizes such as 1GiB or 500MiB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    min_free_disk: bytesize::ByteSize,
+    /// Largest checkpoint a worker may upload (sizes such as 4GiB).
+    #[arg(long, value_name = "SIZE", default_value = "4GiB")]
+    max_upload_bytes: bytesize::ByteSize,
 }
 
 /// How often the warning of an insecure coordinator is repeated.
@@ -106,10 +117,16 @@ async fn main() -> anyhow::Result<()> {
                 key,
                 client_ca: args.client_ca.clone(),
             }),
+        max_upload_bytes: args.max_upload_bytes.as_u64(),
+        min_free_disk: args.min_free_disk.as_u64(),
+        http: args.http,
     };
     let coordinator = prime_coordinator::start(listener, &args.state, config).await?;
     // Data on stdout: the address actually bound (useful with port 0).
     println!("listening {}", coordinator.addr);
+    if let Some(http) = coordinator.http_addr {
+        println!("http {http}");
+    }
     if open && !addr.ip().is_loopback() {
         tokio::spawn(warn_insecure(addr));
     }

@@ -3,10 +3,12 @@
 //! back for the replies. Checkpoint bytes are written and verified off the event loop.
 
 use crate::auth::Caller;
+use crate::disk::DiskGuard;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::latency::AssignmentTimings;
 use crate::metric_rows;
+use crate::metrics::Metrics;
 use crate::model::{NewCheckpoint, RunningReport, StalledSlot, WorkerSlot, NO_PROGRESS};
 use crate::paging::{Page, MAX_LOGS_PAGE, MAX_METRICS_PAGE, MAX_TRIALS_PAGE, MAX_WORKERS_PAGE};
 use crate::sanitize::for_display;
@@ -17,12 +19,17 @@ use prime_core::trial::TrialResult;
 use prime_proto::pb::coordinator_server::Coordinator;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use prime_proto::verify::{verify_checkpoint_archive, Expect};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Largest checkpoint read served in one call.
 const MAX_READ_BYTES: u32 = 4 << 20;
+
+/// Longest upload id a worker may choose.
+const MAX_UPLOAD_ID_CHARS: usize = 64;
 
 /// The coordinator's gRPC service.
 #[derive(Clone)]
@@ -30,6 +37,25 @@ pub struct CoordinatorService {
     state: StateHandle,
     store: Arc<dyn CheckpointStore>,
     timings: Arc<AssignmentTimings>,
+    metrics: Arc<Metrics>,
+    disk: DiskGuard,
+    state_dir: PathBuf,
+}
+
+/// Checks a worker's upload id: the field named, and the rule.
+fn checked_upload_id(upload_id: &str) -> Result<(), CoordinatorError> {
+    let ok = !upload_id.is_empty()
+        && upload_id.len() <= MAX_UPLOAD_ID_CHARS
+        && upload_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if ok {
+        return Ok(());
+    }
+    Err(CoordinatorError::Invalid(format!(
+        "upload_id `{}`: expected 1 to {MAX_UPLOAD_ID_CHARS} characters of A-Z a-z 0-9 - _",
+        upload_id.escape_default()
+    )))
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -49,22 +75,100 @@ async fn blocking<T: Send + 'static>(
             StoreError::Unreadable(message) => CoordinatorError::Invalid(format!(
                 "checkpoint refused, not committed (it cannot be opened): {message}"
             )),
+            StoreError::OutOfBounds(message) => CoordinatorError::Invalid(message),
+            StoreError::Busy(message) => CoordinatorError::ResourceExhausted(message),
             other => CoordinatorError::Store(other),
         })
 }
 
 impl CoordinatorService {
     /// A service over the event loop `state` and the checkpoint `store` that records the
-    /// latency of its assignments in `timings`.
+    /// latency of its assignments in `timings` and what it receives and refuses in
+    /// `metrics`, taking new data only while `disk` has room; the database lives in
+    /// `state_dir`.
     pub fn new(
         state: StateHandle,
         store: Arc<dyn CheckpointStore>,
         timings: Arc<AssignmentTimings>,
+        metrics: Arc<Metrics>,
+        disk: DiskGuard,
+        state_dir: PathBuf,
     ) -> Self {
         CoordinatorService {
             state,
             store,
             timings,
+            metrics,
+            disk,
+            state_dir,
+        }
+    }
+
+    /// Counts `error` among the refused calls when it is a refusal of bad or over-limit
+    /// input, and passes it on.
+    fn counted(&self, error: CoordinatorError) -> CoordinatorError {
+        match &error {
+            CoordinatorError::Invalid(_) | CoordinatorError::InvalidGrid(_) => {
+                self.metrics.refused("invalid_argument")
+            }
+            CoordinatorError::ResourceExhausted(_) => self.metrics.refused("resource_exhausted"),
+            _ => {}
+        }
+        error
+    }
+
+    /// Stages one checkpoint chunk (see `put_checkpoint_chunk`).
+    async fn stage_chunk(&self, chunk: pb::CheckpointChunk) -> Result<(), CoordinatorError> {
+        checked_upload_id(&chunk.upload_id)?;
+        let (trial_id, epoch) = (chunk.trial_id, chunk.epoch);
+        self.disk
+            .check("a checkpoint chunk", chunk.data.len() as u64)?;
+        self.state
+            .try_call(move |state| state.check_fence(trial_id, epoch))
+            .await?;
+        let store = self.store.clone();
+        let name = staged_name(trial_id, epoch, &chunk.upload_id);
+        let bytes = chunk.data.len();
+        blocking(move || store.write_chunk(&name, chunk.offset, &chunk.data, &chunk.sha256))
+            .await?;
+        self.metrics.checkpoint_bytes_received(bytes);
+        Ok(())
+    }
+}
+
+/// Sends the file at `path` as backup chunks of at most `CHUNK_BYTES`, the last one with the
+/// size and sha256 of the whole; stops when the receiver is gone.
+fn send_backup(
+    path: &std::path::Path,
+    sender: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
+) -> std::io::Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    /// Bytes per backup message, well inside the message size limit.
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let total_size = file.metadata()?.len();
+    let mut hasher = sha2::Sha256::new();
+    let mut sent = 0u64;
+    loop {
+        let mut data = Vec::with_capacity(CHUNK_BYTES);
+        (&mut file)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut data)?;
+        hasher.update(&data);
+        sent += data.len() as u64;
+        let last = data.is_empty() || sent == total_size;
+        let chunk = pb::BackupChunk {
+            data,
+            total_size: if last { total_size } else { 0 },
+            sha256: if last {
+                hex::encode(hasher.clone().finalize())
+            } else {
+                String::new()
+            },
+        };
+        if sender.blocking_send(Ok(chunk)).is_err() || last {
+            return Ok(());
         }
     }
 }
@@ -148,6 +252,7 @@ impl Coordinator for CoordinatorService {
             self.timings.queued.record(queued);
             self.timings.on_loop.record(on_loop);
             self.timings.total.record(received.elapsed());
+            self.metrics.assignment(received.elapsed());
         }
         Ok(Response::new(pb::RequestTrialReply {
             assignment: assignment.as_ref().map(Into::into),
@@ -156,23 +261,19 @@ impl Coordinator for CoordinatorService {
 
     async fn report_metrics(&self, request: Request<pb::MetricBatch>) -> Reply<pb::Ack> {
         let batch = request.into_inner();
-        let rows = metric_rows::rows_of(&batch)?;
+        let rows = metric_rows::rows_of(&batch).map_err(|error| self.counted(error))?;
+        let count = rows.len();
         self.state
             .ingest_metrics(batch.trial_id, batch.epoch, rows, batch.logs)
             .await?;
+        self.metrics.metric_points_received(count);
         Ok(Response::new(pb::Ack {}))
     }
 
     async fn put_checkpoint_chunk(&self, request: Request<pb::CheckpointChunk>) -> Reply<pb::Ack> {
-        let chunk = request.into_inner();
-        let (trial_id, epoch) = (chunk.trial_id, chunk.epoch);
-        self.state
-            .try_call(move |state| state.check_fence(trial_id, epoch))
-            .await?;
-        let store = self.store.clone();
-        let name = staged_name(trial_id, epoch, &chunk.upload_id);
-        blocking(move || store.write_chunk(&name, chunk.offset, &chunk.data, &chunk.sha256))
-            .await?;
+        self.stage_chunk(request.into_inner())
+            .await
+            .map_err(|error| self.counted(error))?;
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -182,6 +283,10 @@ impl Coordinator for CoordinatorService {
     ) -> Reply<pb::CommitCheckpointReply> {
         let commit = request.into_inner();
         let (trial_id, epoch) = (commit.trial_id, commit.epoch);
+        checked_upload_id(&commit.upload_id).map_err(|error| self.counted(error))?;
+        self.disk
+            .check("a checkpoint commit", 0)
+            .map_err(|error| self.counted(error))?;
         self.state
             .try_call(move |state| state.check_fence(trial_id, epoch))
             .await?;
@@ -200,7 +305,9 @@ impl Coordinator for CoordinatorService {
                 .map_err(|error| error.to_string())
         };
         let committed =
-            blocking(move || store.commit(&staged, commit.size, &sha256, &object, &verify)).await;
+            blocking(move || store.commit(&staged, commit.size, &sha256, &object, &verify))
+                .await
+                .map_err(|error| self.counted(error));
         if let Err(CoordinatorError::Invalid(message)) = &committed {
             tracing::error!(trial_id, epoch, %message, "checkpoint refused");
             let line = format!("a checkpoint upload was refused: {message}");
@@ -293,10 +400,14 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::SubmitGridRequest>,
     ) -> Reply<pb::SubmitGridReply> {
         let request = request.into_inner();
+        self.disk
+            .check("a grid submission", request.toml.len() as u64)
+            .map_err(|error| self.counted(error))?;
         let (grid, count) = self
             .state
             .try_call(move |state| state.submit_grid(&request.file_name, &request.toml))
-            .await?;
+            .await
+            .map_err(|error| self.counted(error))?;
         Ok(Response::new(pb::SubmitGridReply {
             grid,
             search_trials: count as u32,
@@ -428,5 +539,44 @@ impl Coordinator for CoordinatorService {
             .map(Into::into)
             .collect();
         Ok(Response::new(pb::TrialCheckpointsReply { checkpoints }))
+    }
+
+    type BackupDatabaseStream = ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    async fn backup_database(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Reply<Self::BackupDatabaseStream> {
+        let database = self.state_dir.join(crate::state::DATABASE_FILE);
+        let size = std::fs::metadata(&database).map_or(0, |metadata| metadata.len());
+        self.disk
+            .check("a database backup", size)
+            .map_err(|error| self.counted(error))?;
+        let dir = self.state_dir.clone();
+        let copy = tokio::task::spawn_blocking(move || {
+            let copy = tempfile::Builder::new()
+                .prefix(".backup-")
+                .tempfile_in(&dir)
+                .map_err(|error| {
+                    CoordinatorError::Storage(format!(
+                        "cannot create a backup file in {}: {error}",
+                        dir.display()
+                    ))
+                })?;
+            crate::db::backup(&database, copy.path())?;
+            Ok::<_, CoordinatorError>(copy)
+        })
+        .await
+        .map_err(|_| CoordinatorError::ShuttingDown)??;
+        tracing::info!(bytes = size, "database backup taken; streaming it");
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = send_backup(copy.path(), &sender) {
+                let _ = sender.blocking_send(Err(Status::internal(format!(
+                    "reading the backup failed: {error}"
+                ))));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

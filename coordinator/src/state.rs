@@ -18,6 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Name of the database file in the state directory.
+pub const DATABASE_FILE: &str = "coordinator.sqlite3";
+
 /// Tunables of a coordinator.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -36,6 +39,14 @@ pub struct CoordinatorConfig {
     pub tokens: Option<std::sync::Arc<crate::auth::TokenSource>>,
     /// Certificate, key and optional client CA: serve TLS (mutual TLS with a client CA).
     pub tls: Option<crate::tls::ServerTls>,
+    /// Largest checkpoint archive a worker may upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Free bytes the coordinator keeps on the disk of its state directory: below it, new
+    /// checkpoints, grids and backups are refused with `RESOURCE_EXHAUSTED`.
+    pub min_free_disk: u64,
+    /// Where the HTTP listener for probes and metrics binds (`/healthz`, `/readyz`,
+    /// `/metrics`); none when not given.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -47,6 +58,9 @@ impl Default for CoordinatorConfig {
             max_grid_trials: DEFAULT_MAX_GRID_TRIALS,
             tokens: None,
             tls: None,
+            max_upload_bytes: crate::store::DEFAULT_MAX_UPLOAD_BYTES,
+            min_free_disk: crate::disk::DEFAULT_MIN_FREE_DISK,
+            http: None,
         }
     }
 }
@@ -101,9 +115,13 @@ impl State {
         config: CoordinatorConfig,
         now: Instant,
     ) -> Result<State, CoordinatorError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|error| CoordinatorError::Store(error.into()))?;
-        let db = Db::open(&state_dir.join("coordinator.sqlite3"))?;
+        std::fs::create_dir_all(state_dir).map_err(|error| {
+            CoordinatorError::Storage(format!(
+                "cannot create the state directory {}: {error}",
+                state_dir.display()
+            ))
+        })?;
+        let db = Db::open(&state_dir.join(DATABASE_FILE))?;
         State::with_database(Box::new(db), config, now)
     }
 

@@ -78,10 +78,21 @@ impl Cluster {
     /// Starts a coordinator on 127.0.0.1:0 with a simulated trainer of `steps_per_epoch`
     /// steps of `step_ms` milliseconds.
     pub async fn start(steps_per_epoch: u64, step_ms: u64) -> Cluster {
+        Cluster::start_with(steps_per_epoch, step_ms, |_| {}).await
+    }
+
+    /// Like `start`, with the coordinator's configuration changed by `adjust`.
+    pub async fn start_with(
+        steps_per_epoch: u64,
+        step_ms: u64,
+        adjust: impl FnOnce(&mut CoordinatorConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = test_coordinator_config();
+        adjust(&mut config);
         Cluster::start_in(
             dir,
-            test_coordinator_config(),
+            config,
             Credentials::default(),
             steps_per_epoch,
             step_ms,
@@ -101,7 +112,7 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let coordinator = prime_coordinator::start(listener, &dir.path().join("state"), config)
+        let coordinator = prime_coordinator::start(listener, &Cluster::state_dir_in(&dir), config)
             .await
             .expect("coordinator starts");
         let trainer = Arc::new(SimulatedTrainer::new(
@@ -116,6 +127,20 @@ impl Cluster {
             workers: Vec::new(),
             credentials,
         }
+    }
+
+    /// The coordinator's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        Cluster::state_dir_in(&self.dir)
+    }
+
+    fn state_dir_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("state")
+    }
+
+    /// The running coordinator.
+    pub fn coordinator(&self) -> &RunningCoordinator {
+        self.coordinator.as_ref().expect("coordinator running")
     }
 
     /// The coordinator's URL.

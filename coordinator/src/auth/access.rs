@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn every_rpc_has_the_access_of_the_role_table() {
         use Role::{Admin, Viewer, Worker};
-        let table: [(&str, &[Role]); 16] = [
+        let table: [(&str, &[Role]); 17] = [
             ("RegisterWorker", &[Admin, Worker]),
             ("Heartbeat", &[Admin, Worker]),
             ("RequestTrial", &[Admin, Worker]),
@@ -89,6 +89,7 @@ mod tests {
             ("SubmitGrid", &[Admin]),
             ("CancelTrials", &[Admin]),
             ("SetWorkerMode", &[Admin]),
+            ("BackupDatabase", &[Admin]),
             ("ListTrials", &[Admin, Viewer]),
             ("ListWorkers", &[Admin, Viewer]),
             ("TrialLogs", &[Admin, Viewer]),

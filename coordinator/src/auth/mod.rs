@@ -9,7 +9,7 @@ mod layer;
 mod tokens;
 
 pub use access::Access;
-pub use layer::AuthLayer;
+pub use layer::{AuthLayer, RefusalHook};
 pub use tokens::{TokenSource, TokenTable, TokensError};
 
 use prime_proto::auth::Role;

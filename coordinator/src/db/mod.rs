@@ -13,8 +13,11 @@ use prime_core::observer::Progress;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialSpec};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod backup;
+mod check;
 mod sqlite;
 
+pub use backup::{backup, check_database_file};
 pub use sqlite::Db;
 
 /// Milliseconds since the Unix epoch, for stored timestamps.
@@ -36,6 +39,9 @@ pub enum DbError {
     /// A value cannot be encoded for storage.
     #[error("{0}")]
     Encode(String),
+    /// The database file cannot be opened, or is not one the coordinator may use.
+    #[error("{0}")]
+    Open(String),
 }
 
 /// One metric row as stored; a trial's rows are keyed by (kind, step), so a resumed attempt
@@ -69,6 +75,10 @@ pub trait Database: Send {
     fn logs(&self, trial_id: TrialId, page: Page) -> Result<Vec<(u64, String)>, DbError>;
     /// A trial's metric rows, by step then kind.
     fn metrics(&self, trial_id: TrialId, page: Page) -> Result<Vec<MetricRow>, DbError>;
+    /// How many ended attempts ended each way (`crashed`, `lost`, ...), by outcome name.
+    fn attempt_outcomes(&self) -> Result<Vec<(String, u64)>, DbError>;
+    /// Commits a tiny write, to show that the database still takes writes (readiness).
+    fn probe_write(&mut self) -> Result<(), DbError>;
     /// Starts a transaction; dropped without `commit`, it changes nothing.
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError>;
 }

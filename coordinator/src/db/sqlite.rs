@@ -1,16 +1,17 @@
 //! The SQLite implementation of `Database`: the schema, every SQL statement, and the JSON
 //! encodings of what the trial rows hold.
 
+use super::check;
 use super::{unix_ms, Database, DbError, MetricRow, Transaction};
 use crate::model::{CheckpointRecord, NewCheckpoint, Placement, Trial, NO_PROGRESS};
 use crate::paging::Page;
 use prime_core::observer::Progress;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialResult, TrialSpec, TrialState};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS grids (
@@ -79,6 +80,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created_unix_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_by_trial ON checkpoints (trial_id);
+CREATE TABLE IF NOT EXISTS readiness (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    unix_ms INTEGER NOT NULL
+);
 ";
 
 /// Encodes a progress for storage: `[epochs_done, epochs_total, steps_done, steps_total]`.
@@ -114,16 +119,56 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database file in WAL mode.
+    /// Opens the database file in WAL mode. An existing file must be an intact database of
+    /// ours (`check`); only a missing file is created, and that is logged.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
+        let exists = path.try_exists().map_err(|error| {
+            DbError::Open(format!(
+                "cannot look for database file {}: {error}",
+                path.display()
+            ))
+        })?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if exists {
+            check::check_file(path)?;
+        } else {
+            tracing::info!(path = %path.display(), "no database file yet: creating a new one");
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let cannot = |error: rusqlite::Error| {
+            DbError::Open(format!(
+                "cannot open database file {} for writing: {error} (is its directory writable?)",
+                path.display()
+            ))
+        };
+        let connection = Connection::open_with_flags(path, flags).map_err(cannot)?;
+        if exists {
+            check::check_contents(&connection, path, SCHEMA_VERSION)?;
+        }
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(cannot)?;
         // WAL with synchronous=NORMAL: a committed transaction survives a process crash.
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.execute_batch(SCHEMA)?;
-        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(cannot)?;
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(cannot)?;
+        connection.execute_batch(SCHEMA).map_err(cannot)?;
+        connection
+            .pragma_update(None, "application_id", check::APPLICATION_ID)
+            .map_err(cannot)?;
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(cannot)?;
         Ok(Db { connection })
+    }
+
+    /// The database over an already open connection (tests open read-only ones).
+    #[cfg(test)]
+    pub fn with_connection(connection: Connection) -> Db {
+        Db { connection }
     }
 }
 
@@ -279,6 +324,29 @@ impl Database for Db {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn attempt_outcomes(&self) -> Result<Vec<(String, u64)>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT json_extract(outcome_json, '$.outcome') AS outcome, count(*) FROM attempts
+             WHERE outcome_json IS NOT NULL GROUP BY outcome ORDER BY outcome",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                row.get(1)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn probe_write(&mut self) -> Result<(), DbError> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "INSERT OR REPLACE INTO readiness (id, unix_ms) VALUES (1, ?1)",
+            [unix_ms()],
+        )?;
+        Ok(transaction.commit()?)
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError> {

@@ -50,6 +50,7 @@ pub(crate) async fn run_trial(
         control: control.clone(),
         fenced: false,
         uploads: 0,
+        held: Vec::new(),
         pending: Vec::new(),
         logs: Vec::new(),
     };

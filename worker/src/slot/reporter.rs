@@ -20,6 +20,30 @@ pub(super) enum Undelivered {
     GivenUp,
     /// The coordinator refused the report for good.
     Refused(Status),
+    /// The coordinator has no room for it now (`RESOURCE_EXHAUSTED`, e.g. its disk is
+    /// full); it is kept and sent again later.
+    Full(Status),
+}
+
+/// A checkpoint the coordinator had no room for, kept to be sent again.
+pub(super) struct HeldCheckpoint {
+    /// The tar archive.
+    pub(super) archive: Vec<u8>,
+    /// Where the run stood.
+    pub(super) progress: prime_core::observer::Progress,
+    /// Higher is better.
+    pub(super) score: Option<f64>,
+    /// Final artifacts rather than a resumable state.
+    pub(super) is_final: bool,
+}
+
+/// What a call does when the coordinator answers that it has no room now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WhenFull {
+    /// Wait and retry, like an outage.
+    Wait,
+    /// Return `Undelivered::Full` at once: the caller keeps the data for later.
+    Hold,
 }
 
 /// Sends a trial's reports, retrying while the coordinator is unreachable and noticing when
@@ -34,6 +58,8 @@ pub(super) struct Reporter<'a> {
     pub(super) fenced: bool,
     /// Checkpoint uploads so far; numbers the next upload's id.
     pub(super) uploads: u32,
+    /// Checkpoints the coordinator had no room for, oldest first, to send again later.
+    pub(super) held: Vec<HeldCheckpoint>,
     /// Metric records not yet sent.
     pub(super) pending: Vec<pb::Metric>,
     /// Log lines for the trial's log at the coordinator, not yet sent.
@@ -42,7 +68,21 @@ pub(super) struct Reporter<'a> {
 
 impl Reporter<'_> {
     /// Calls `op` until it succeeds, is refused, or the outage lasts too long.
-    pub(super) async fn call<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T, Undelivered>
+    pub(super) async fn call<T, F, Fut>(&mut self, what: &str, op: F) -> Result<T, Undelivered>
+    where
+        F: FnMut(prime_proto::client::Client) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_when_full(what, WhenFull::Wait, op).await
+    }
+
+    /// Like `call`; `when_full` says whether a coordinator without room is waited for.
+    pub(super) async fn call_when_full<T, F, Fut>(
+        &mut self,
+        what: &str,
+        when_full: WhenFull,
+        mut op: F,
+    ) -> Result<T, Undelivered>
     where
         F: FnMut(prime_proto::client::Client) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -55,6 +95,11 @@ impl Reporter<'_> {
         loop {
             match op(self.shared.client.clone()).await {
                 Ok(value) => return Ok(value),
+                Err(status)
+                    if status.code() == Code::ResourceExhausted && when_full == WhenFull::Hold =>
+                {
+                    return Err(Undelivered::Full(status))
+                }
                 Err(status) if is_transient(&status) => {
                     if started.elapsed() > self.shared.config.max_outage {
                         tracing::error!(trial_id = self.trial_id, %status, what, "coordinator unreachable too long; giving the trial up");
@@ -164,8 +209,11 @@ impl Reporter<'_> {
         }
     }
 
-    /// Sends what is pending, then the attempt's outcome.
+    /// Sends what is pending (held checkpoints first, waiting for room up to the outage
+    /// limit: after the outcome they could no longer be delivered), then the attempt's
+    /// outcome.
     pub(super) async fn finish(&mut self, outcome: Outcome) {
+        self.deliver_held(WhenFull::Wait).await;
         self.flush().await;
         let request = pb::FinishTrialRequest {
             trial_id: self.trial_id,

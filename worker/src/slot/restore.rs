@@ -100,7 +100,7 @@ async fn unpack_checkpoint(
         .await;
     let archive = match downloaded {
         Err(Undelivered::GivenUp) => return Err(Unusable::Unreachable),
-        Err(Undelivered::Refused(status)) => {
+        Err(Undelivered::Refused(status) | Undelivered::Full(status)) => {
             return Err(Unusable::Unreadable(status.message().to_string()))
         }
         Ok(Err(reason)) => return Err(Unusable::Unreadable(reason)),

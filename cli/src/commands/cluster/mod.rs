@@ -1,8 +1,9 @@
 //! Cluster commands of `prime`: clients of a coordinator (`submit`, `status`, `watch`,
-//! `results`, `cancel`, `workers`, `logs`, `fetch`), the single-process `demo`, and the
+//! `results`, `cancel`, `workers`, `logs`, `fetch`, `admin backup`), the single-process `demo`, and the
 //! coordinator benchmark.
 
 pub mod access;
+pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod fetch;
