@@ -1,0 +1,126 @@
+//! The shell scripts' offline parts: `scripts/setup.sh --print-plan` chooses the torch build
+//! from the GPUs a fake `nvidia-smi` reports, and refuses bad arguments with a clear message.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A directory holding an `nvidia-smi` that prints the given compute capabilities, one a line,
+/// for `--query-gpu=compute_cap`.
+fn fake_nvidia_smi(capabilities: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("nvidia-smi");
+    let lines: String = capabilities.iter().map(|c| format!("echo {c}\n")).collect();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncase \"$*\" in *compute_cap*) ;; *) exit 9 ;; esac\n{lines}exit 0\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Runs `scripts/setup.sh ARGS` with `extra_path` first on PATH and no LIBTORCH.
+fn setup(extra_path: Option<&Path>, args: &[&str]) -> Output {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let path = match extra_path {
+        Some(dir) => format!("{}:{path}", dir.display()),
+        None => path,
+    };
+    Command::new("bash")
+        .arg(repo_root().join("scripts/setup.sh"))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("LIBTORCH")
+        .output()
+        .expect("running bash scripts/setup.sh")
+}
+
+/// The `key=value` line of a plan.
+fn plan_value(output: &Output, key: &str) -> String {
+    assert!(
+        output.status.success(),
+        "setup.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no `{key}=` in plan:\n{stdout}"))
+        .to_string()
+}
+
+#[test]
+fn auto_takes_cu126_when_a_gpu_is_volta() {
+    let smi = fake_nvidia_smi(&["9.0", "7.0"]);
+    let plan = setup(Some(smi.path()), &["--print-plan"]);
+    assert_eq!(plan_value(&plan, "variant"), "cu126");
+    assert!(plan_value(&plan, "reason").contains("7"));
+    let pip = plan_value(&plan, "pip");
+    assert!(pip.contains("torch==2.11.0+cu126"), "{pip}");
+    assert!(
+        pip.contains("--index-url https://download.pytorch.org/whl/cu126"),
+        "{pip}"
+    );
+    assert!(plan_value(&plan, "arch_list").contains("sm_70"));
+}
+
+#[test]
+fn auto_takes_the_pypi_wheel_for_hopper_and_without_gpu() {
+    let smi = fake_nvidia_smi(&["9.0", "9.0"]);
+    let hopper = setup(Some(smi.path()), &["--print-plan"]);
+    assert_eq!(plan_value(&hopper, "variant"), "cu130");
+    let pip = plan_value(&hopper, "pip");
+    assert!(
+        pip.ends_with("install --quiet --disable-pip-version-check torch==2.11.0"),
+        "{pip}"
+    );
+    assert!(!plan_value(&hopper, "arch_list").contains("sm_70"));
+
+    // A driver-less machine: nvidia-smi present but reporting no GPU.
+    let none = fake_nvidia_smi(&[]);
+    let no_gpu = setup(Some(none.path()), &["--print-plan"]);
+    assert_eq!(plan_value(&no_gpu, "variant"), "cu130");
+    assert!(plan_value(&no_gpu, "reason").contains("no GPU"));
+}
+
+#[test]
+fn explicit_variants_build_their_pip_command() {
+    let smi = fake_nvidia_smi(&["7.0"]);
+    let cu130 = setup(Some(smi.path()), &["--torch", "cu130", "--print-plan"]);
+    assert_eq!(plan_value(&cu130, "variant"), "cu130");
+    assert!(plan_value(&cu130, "pip").ends_with("torch==2.11.0"));
+    let cpu = setup(Some(smi.path()), &["--torch=cpu", "--print-plan"]);
+    assert_eq!(plan_value(&cpu, "variant"), "cpu");
+    assert!(plan_value(&cpu, "pip")
+        .contains("torch==2.11.0+cpu --index-url https://download.pytorch.org/whl/cpu"));
+    assert_eq!(plan_value(&cpu, "arch_list"), "");
+    let site = setup(None, &["--libtorch", "/opt/libtorch", "--print-plan"]);
+    assert_eq!(plan_value(&site, "variant"), "site");
+    assert_eq!(plan_value(&site, "link"), ".libtorch -> /opt/libtorch");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_what_was_expected() {
+    let unknown = setup(None, &["--torch", "cu118", "--print-plan"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("`cu118`: expected auto, cu130, cu126 or cpu"),
+        "{stderr}"
+    );
+    let both = setup(
+        None,
+        &["--torch", "cpu", "--libtorch", "/opt/lt", "--print-plan"],
+    );
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("give one"));
+    let stray = setup(None, &["--frobnicate"]);
+    assert_eq!(stray.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&stray.stderr).contains("unknown argument `--frobnicate`"));
+}
