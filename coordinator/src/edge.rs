@@ -122,6 +122,9 @@ impl From<&WorkerSummary> for pb::WorkerView {
             trials: worker.trials.clone(),
             last_seen_ms_ago: worker.last_seen_ms_ago,
             stalled: worker.stalled.iter().map(Into::into).collect(),
+            gpus: worker.hardware.gpus.iter().map(Into::into).collect(),
+            torch_variant: worker.hardware.torch_variant.clone(),
+            torch_version: worker.hardware.torch_version.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
 use crate::model::{StalledSlot, Trial, WorkerSlot};
+use prime_core::gpu::WorkerHardware;
 use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
 use std::cmp::Reverse;
@@ -67,6 +68,9 @@ pub(crate) struct Worker {
     /// Slots the worker last reported as stalled, and when it reported them.
     pub stalled: Vec<StalledSlot>,
     pub stalled_reported: Instant,
+    /// Its torch build and GPUs, as last reported (kept in memory: a worker reports them
+    /// again when it registers with a restarted coordinator).
+    pub hardware: WorkerHardware,
 }
 
 /// The coordinator's state.
@@ -144,6 +148,7 @@ impl State {
                 occupied: BTreeMap::new(),
                 stalled: Vec::new(),
                 stalled_reported: now,
+                hardware: WorkerHardware::default(),
             })
     }
 

@@ -78,6 +78,17 @@ pub struct TorchBuild {
     pub arch_list: Vec<String>,
 }
 
+/// What a worker reports about its hardware: the torch build it runs and its GPUs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHardware {
+    /// The torch build variant (`cu130`, `cu126`, `cpu`, `site`, `unknown`).
+    pub torch_variant: String,
+    /// The torch version, e.g. `2.11.0+cu130`.
+    pub torch_version: String,
+    /// Its GPUs (empty on a machine without the NVIDIA driver).
+    pub gpus: Vec<GpuInfo>,
+}
+
 /// Why a GPU cannot run with this libtorch build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuRefusal(pub String);

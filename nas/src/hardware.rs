@@ -2,9 +2,13 @@
 //! the GPUs NVML reports. NVML is loaded at run time: without the NVIDIA driver there are no
 //! GPUs, not an error.
 
+use crate::build_info::torch_build;
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::Nvml;
-use prime_core::gpu::{ComputeCapability, GpuInfo, MAX_GPUS, MAX_GPU_TEXT};
+use prime_core::gpu::{
+    check_runnable, ComputeCapability, GpuInfo, GpuRefusal, MAX_GPUS, MAX_GPU_TEXT,
+};
+use tch::{Device, Kind, Tensor};
 
 /// The CPU kernel levels of libtorch on x86-64, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,6 +170,59 @@ fn describe(
     })
 }
 
+/// The start-up check of a `--gpu N` / `--device cuda:N`: the GPU must be one this libtorch
+/// has kernels for (by its compute capability, when NVML describes it in `gpus`), visible to
+/// libtorch, and run one tiny kernel. The refusal names the GPU, its capability, the build's
+/// capabilities and the `scripts/setup.sh --torch ...` that fixes it.
+pub fn check_cuda_device(index: usize, gpus: &[GpuInfo]) -> Result<(), GpuRefusal> {
+    let build = torch_build();
+    let gpu = gpus.iter().find(|gpu| gpu.index as usize == index);
+    if let Some(gpu) = gpu {
+        check_runnable(gpu.index, &gpu.name, gpu.capability, &build)?;
+    }
+    let visible = if tch::Cuda::is_available() {
+        usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
+    } else {
+        0
+    };
+    if index >= visible {
+        return Err(GpuRefusal(format!(
+            "GPU {index}: libtorch {} ({}) sees {visible} CUDA device(s) on this machine",
+            build.version, build.variant
+        )));
+    }
+    tiny_kernel(index).map_err(|error| {
+        let described = gpu.map_or_else(String::new, |gpu| {
+            format!(" ({}, compute capability {})", gpu.name, gpu.capability)
+        });
+        let arch = if build.arch_list.is_empty() {
+            "an unrecorded list of architectures".to_string()
+        } else {
+            build.arch_list.join(" ")
+        };
+        GpuRefusal(format!(
+            "GPU {index}{described}: a first kernel through libtorch failed ({error}); the {} \
+             build ({}) carries kernels for {arch}; `scripts/setup.sh --torch cu126` (Volta and \
+             older) or `--torch cu130` (compute capability 7.5 and newer) installs one that runs it",
+            build.variant, build.version
+        ))
+    })
+}
+
+/// One small computation on `cuda:index`, read back to the host.
+fn tiny_kernel(index: usize) -> Result<(), tch::TchError> {
+    let device = Device::Cuda(index);
+    let ones = Tensor::f_ones([64], (Kind::Float, device))?;
+    let sum = ones.f_mul_scalar(2.0)?.f_sum(Kind::Float)?;
+    let value = sum.f_to_device(Device::Cpu)?.f_double_value(&[])?;
+    if value != 128.0 {
+        return Err(tch::TchError::Kind(format!(
+            "2 x 64 ones summed to {value}, not 128"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +243,35 @@ mod tests {
         let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(model_name(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
         assert_eq!(model_name("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn a_gpu_the_build_cannot_run_is_refused_before_any_kernel() {
+        let volta = GpuInfo {
+            index: 0,
+            name: "Tesla V100-SXM2-16GB".to_string(),
+            capability: ComputeCapability { major: 7, minor: 0 },
+            memory_total_bytes: 16 << 30,
+            memory_free_bytes: 16 << 30,
+            driver_version: "535.0".to_string(),
+            utilization_percent: 0,
+            temperature_celsius: 30,
+        };
+        let build = torch_build();
+        let error = check_cuda_device(0, &[volta]).unwrap_err().to_string();
+        let build_runs_volta =
+            build.arch_list.is_empty() || build.arch_list.iter().any(|flag| flag == "sm_70");
+        if !build_runs_volta {
+            assert!(
+                error.contains("GPU 0 (Tesla V100-SXM2-16GB, compute capability 7.0)"),
+                "{error}"
+            );
+            assert!(error.contains("scripts/setup.sh --torch cu126"), "{error}");
+        }
+        if !tch::Cuda::is_available() {
+            let error = check_cuda_device(3, &[]).unwrap_err().to_string();
+            assert!(error.contains("sees 0 CUDA device"), "{error}");
+        }
     }
 
     #[test]

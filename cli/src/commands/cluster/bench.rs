@@ -120,6 +120,7 @@ impl VirtualWorker {
                 }],
                 running: Vec::new(),
                 stalled: Vec::new(),
+                ..Default::default()
             })
             .await?
             .into_inner()
