@@ -124,3 +124,86 @@ fn bad_arguments_are_refused_with_what_was_expected() {
     assert_eq!(stray.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&stray.stderr).contains("unknown argument `--frobnicate`"));
 }
+
+/// Runs `scripts/gpu-check.sh ARGS`.
+fn gpu_check(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo_root().join("scripts/gpu-check.sh"))
+        .args(args)
+        .output()
+        .expect("running bash scripts/gpu-check.sh")
+}
+
+#[test]
+fn the_gpu_check_table_sets_ours_beside_the_yardstick() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("gpu-check.json");
+    std::fs::write(
+        &results,
+        r#"{"gpu": "NVIDIA H200, 9.0, 143771 MiB, 580.65.06", "rows": [
+            {"check": "search step", "setting": "batch 64 round 1", "ours_s": 0.05,
+             "yardstick_s": 0.2, "peak_mib": 3000, "yardstick_peak_mib": 3500, "status": "ok"},
+            {"check": "eval step", "setting": "batch 96 bf16", "ours_s": 0.03, "peak_mib": 2000,
+             "status": "ok"},
+            {"check": "test tier", "setting": "gpu", "status": "passed: ok. 6 passed"}
+        ]}"#,
+    )
+    .unwrap();
+    let output = gpu_check(&["--table", results.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("check"), "{table}");
+    let search: Vec<&str> = lines[2]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        search,
+        [
+            "search step",
+            "batch 64 round 1",
+            "0.05",
+            "0.2",
+            "4.00x",
+            "3000",
+            "3500",
+            "ok"
+        ]
+    );
+    let eval: Vec<&str> = lines[3]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(eval[4], "-", "{table}");
+    assert!(lines[4].contains("passed: ok. 6 passed"), "{table}");
+    assert_eq!(lines[5], "GPU: NVIDIA H200, 9.0, 143771 MiB, 580.65.06");
+}
+
+#[test]
+fn the_gpu_check_refuses_bad_arguments_and_bad_results() {
+    let stray = gpu_check(&["--bogus"]);
+    assert_eq!(stray.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&stray.stderr).contains("unknown argument `--bogus`"));
+    let missing = gpu_check(&["--out"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--out needs a directory"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("bad.json");
+    std::fs::write(&results, r#"{"rows": [{"setting": "x"}]}"#).unwrap();
+    let bad = gpu_check(&["--table", results.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("bad.json: rows[0] has no `check`"),
+        "{stderr}"
+    );
+    let absent = gpu_check(&["--table", "/nonexistent/results.json"]);
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("/nonexistent/results.json"));
+}
