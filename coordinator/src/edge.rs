@@ -163,6 +163,7 @@ mod tests {
         let result = TrialResult {
             genotype: Some(serde_json::json!({"normal": []})),
             metrics: [("test_error".to_string(), 2.5)].into_iter().collect(),
+            manifest: None,
         };
         let summary = TrialSummary {
             id: 7,

@@ -182,7 +182,7 @@ impl VirtualWorker {
                 epoch: assignment.epoch,
                 outcome: Some(Outcome::Succeeded(pb::TrialResult {
                     genotype_json: Some(r#"{"normal":[]}"#.into()),
-                    metrics: Default::default(),
+                    ..Default::default()
                 })),
             })
             .await?;
