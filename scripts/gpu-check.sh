@@ -160,8 +160,8 @@ for pair in sys.argv[1:]:
 print(json.dumps(row))' "$@" >>"$raw"
 }
 
-# Runs a command while sampling GPU 0's used memory; prints the command's stdout and leaves
-# the peak (MiB above the idle level) in $peak_mib.
+# Runs a command while sampling GPU 0's used memory; leaves its stdout in $measured and the
+# peak (MiB above the idle level) in $peak_mib. Not for $(...): those would be lost there.
 with_peak() {
     local base samples pid
     base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 | head -n 1)
@@ -172,7 +172,8 @@ with_peak() {
     done) &
     pid=$!
     local status=0
-    "$@" 2>>"$log" || status=$?
+    "$@" >"$out_dir/last-output" 2>>"$log" || status=$?
+    measured=$(cat "$out_dir/last-output")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     peak_mib=$(awk -v b="$base" 'BEGIN { m = 0 } { if ($1 - b > m) m = $1 - b } END { print m }' "$samples")
@@ -206,9 +207,10 @@ done
 search_pair() {
     local batch="$1" round ours theirs ours_peak theirs_peak
     for round in 1 2; do
-        ours=$(with_peak target/release/prime bench search-step --device cuda --batch "$batch" --iters "$iters" --warmup 2) || ours=""
+        ours="" theirs=""
+        with_peak target/release/prime bench search-step --device cuda --batch "$batch" --iters "$iters" --warmup 2 && ours="$measured"
         ours_peak="$peak_mib"
-        theirs=$(with_peak "$python" bench/pytorch_search_step.py --device cuda --batch "$batch" --iters "$iters" --warmup 2) || theirs=""
+        with_peak "$python" bench/pytorch_search_step.py --device cuda --batch "$batch" --iters "$iters" --warmup 2 && theirs="$measured"
         theirs_peak="$peak_mib"
         row check="search step" setting="batch $batch round $round" \
             ours_s="$([ -n "$ours" ] && median_of "$ours" || echo null)" \
@@ -221,7 +223,7 @@ echo "gpu-check: search step" >&2
 search_pair 64
 largest=""
 for batch in 128 256 512; do
-    if with_peak target/release/prime bench search-step --device cuda --batch "$batch" --iters 1 --warmup 1 >/dev/null &&
+    if with_peak target/release/prime bench search-step --device cuda --batch "$batch" --iters 1 --warmup 1 &&
         [ "$peak_mib" -le 16384 ]; then
         largest="$batch"
     else
@@ -235,8 +237,8 @@ for batch in 96 256; do
     for setting in "float32:" "bf16:--set speed.autocast=bf16" "channels-last:--set speed.channels_last=true"; do
         label="${setting%%:*}"
         read -r -a extra <<<"${setting#*:}"
-        if out=$(with_peak target/release/prime bench eval-step --device cuda --batch "$batch" --iters "$iters" --warmup 2 "${extra[@]}"); then
-            row check="eval step" setting="batch $batch $label" ours_s="$(median_of "$out")" peak_mib="$peak_mib" status=ok
+        if with_peak target/release/prime bench eval-step --device cuda --batch "$batch" --iters "$iters" --warmup 2 "${extra[@]}"; then
+            row check="eval step" setting="batch $batch $label" ours_s="$(median_of "$measured")" peak_mib="$peak_mib" status=ok
         else
             row check="eval step" setting="batch $batch $label" status="failed (see log.txt)"
         fi
@@ -244,9 +246,10 @@ for batch in 96 256; do
 done
 
 echo "gpu-check: RNN search step" >&2
-ours=$(with_peak target/release/prime bench rnn-search-step --device cuda --iters "$iters" --warmup 2) || ours=""
+ours="" theirs=""
+with_peak target/release/prime bench rnn-search-step --device cuda --iters "$iters" --warmup 2 && ours="$measured"
 ours_peak="$peak_mib"
-theirs=$(with_peak "$python" bench/pytorch_rnn_search_step.py --device cuda --iters "$iters" --warmup 2) || theirs=""
+with_peak "$python" bench/pytorch_rnn_search_step.py --device cuda --iters "$iters" --warmup 2 && theirs="$measured"
 row check="rnn search step" setting="batch 256" \
     ours_s="$([ -n "$ours" ] && median_of "$ours" || echo null)" \
     yardstick_s="$([ -n "$theirs" ] && median_of "$theirs" || echo null)" \

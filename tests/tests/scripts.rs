@@ -207,3 +207,99 @@ fn the_gpu_check_refuses_bad_arguments_and_bad_results() {
     let absent = gpu_check(&["--table", "/nonexistent/results.json"]);
     assert!(String::from_utf8_lossy(&absent.stderr).contains("/nonexistent/results.json"));
 }
+
+/// Writes an executable script.
+fn executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The run mode end to end on this machine, against a pack of stand-ins: a `prime` that prints
+/// bench lines, daemons that wait, a test executable that passes, yardsticks that print their
+/// line, and an `nvidia-smi` that reports one GPU. Every section leaves its rows, and the raw
+/// JSON and the table agree.
+#[test]
+fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
+    let pack = tempfile::tempdir().unwrap();
+    let root = pack.path();
+    for dir in [
+        "target/release",
+        "tests",
+        "scripts",
+        "bench",
+        "fakebin",
+        ".libtorch/lib",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        repo_root().join("scripts/gpu-check.sh"),
+        root.join("scripts/gpu-check.sh"),
+    )
+    .unwrap();
+    executable(
+        &root.join("target/release/prime"),
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'prime 0.1.0';;\n  bench) echo '{\"median_s\": 0.05}';;\n  \
+         status) printf '1 a succeeded\\n2 b succeeded\\n';;\nesac\nexit 0\n",
+    );
+    for daemon in ["worker", "coordinator"] {
+        executable(
+            &root.join("target/release").join(daemon),
+            "#!/bin/sh\nexec sleep 30\n",
+        );
+    }
+    executable(
+        &root.join("tests/gpu-0123"),
+        "#!/bin/sh\necho 'test result: ok. 7 passed; 0 failed'\n",
+    );
+    for yardstick in ["pytorch_search_step.py", "pytorch_rnn_search_step.py"] {
+        std::fs::write(
+            root.join("bench").join(yardstick),
+            "import json\nprint(json.dumps({\"median_s\": 0.2}))\n",
+        )
+        .unwrap();
+    }
+    executable(
+        &root.join("fakebin/nvidia-smi"),
+        "#!/bin/sh\ncase \"$*\" in\n  *memory.used*) echo 1000;;\n  \
+         *compute_cap*) echo 'NVIDIA H200, 9.0, 143771 MiB, 580.65';;\n  *) echo smi;;\nesac\n",
+    );
+    let path = format!(
+        "{}:{}",
+        root.join("fakebin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("bash")
+        .arg(root.join("scripts/gpu-check.sh"))
+        .args(["--quick", "--out", "out"])
+        .current_dir(root)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("out/gpu-check.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let checks: Vec<&str> = rows
+        .iter()
+        .map(|row| row["check"].as_str().unwrap())
+        .collect();
+    // Tier, 2 rounds at batch 64 and 2 at the largest batch, 6 eval settings, RNN, grid.
+    assert_eq!(checks.len(), 13, "{checks:?}");
+    assert_eq!(checks[0], "test tier");
+    assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 4);
+    assert_eq!(checks.iter().filter(|c| **c == "eval step").count(), 6);
+    assert!(rows
+        .iter()
+        .all(|row| row["status"].as_str().unwrap().starts_with("ok")
+            || row["status"].as_str().unwrap().starts_with("passed")));
+    assert_eq!(rows[1]["ours_s"], 0.05);
+    assert_eq!(rows[1]["yardstick_s"], 0.2);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(table.lines().count(), 2 + 13 + 1, "{table}");
+    assert!(table.contains("4.00x"), "{table}");
+}
