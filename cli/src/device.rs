@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_nas::data::DownloadPolicy;
+use prime_nas::hardware::{check_cuda_device, GpuInventory};
 use std::path::PathBuf;
 use tch::Device;
 
@@ -71,6 +72,8 @@ pub fn parse_device(text: &str) -> anyhow::Result<Device> {
                 "device `{text}`: this machine has {available} CUDA device(s) visible to libtorch"
             );
         }
+        let gpus = GpuInventory::open().snapshot();
+        check_cuda_device(index, &gpus).with_context(|| format!("device `{text}`"))?;
     }
     Ok(device)
 }

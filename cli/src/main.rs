@@ -6,10 +6,14 @@ mod progress;
 mod run_dir;
 
 use clap::{Parser, Subcommand};
+use std::sync::LazyLock;
+
+/// `prime --version`: the version, git commit and torch build variant.
+static VERSION: LazyLock<String> = LazyLock::new(prime_nas::build_info::version_text);
 
 /// darts-prime: differentiable architecture search (DARTS, DARTS-PRIME) on libtorch.
 #[derive(Debug, Parser)]
-#[command(name = "prime", version, about)]
+#[command(name = "prime", version = VERSION.as_str(), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -123,6 +123,9 @@ impl From<&WorkerSummary> for pb::WorkerView {
             trials: worker.trials.clone(),
             last_seen_ms_ago: worker.last_seen_ms_ago,
             stalled: worker.stalled.iter().map(Into::into).collect(),
+            gpus: worker.hardware.gpus.iter().map(Into::into).collect(),
+            torch_variant: worker.hardware.torch_variant.clone(),
+            torch_version: worker.hardware.torch_version.clone(),
         }
     }
 }
@@ -161,6 +164,7 @@ mod tests {
         let result = TrialResult {
             genotype: Some(serde_json::json!({"normal": []})),
             metrics: [("test_error".to_string(), 2.5)].into_iter().collect(),
+            manifest: None,
         };
         let summary = TrialSummary {
             id: 7,

@@ -172,6 +172,8 @@ pub struct WorkerSummary {
     pub last_seen_ms_ago: u64,
     /// Its stalled slots, their idle time counted up to the listing.
     pub stalled: Vec<StalledSlot>,
+    /// Its torch build and GPUs, as last reported.
+    pub hardware: prime_core::gpu::WorkerHardware,
 }
 
 /// Metadata of an uploaded, verified checkpoint, before it is recorded.

@@ -16,6 +16,7 @@ use crate::store::{CheckpointStore, StoreError};
 use crate::trials::Finish;
 use crate::workers::WorkerMode;
 use prime_core::trial::TrialResult;
+use prime_proto::convert::{gpus_from_wire, hardware_from_wire};
 use prime_proto::pb::coordinator_server::Coordinator;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use prime_proto::verify::{verify_checkpoint_archive, Expect};
@@ -186,12 +187,16 @@ impl Coordinator for CoordinatorService {
         let slots: Vec<WorkerSlot> = request.slots.into_iter().map(Into::into).collect();
         let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
         let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
+        let hardware =
+            hardware_from_wire(request.gpus, request.torch_variant, request.torch_version)
+                .map_err(|error| CoordinatorError::Invalid(error.to_string()))?;
         let (session, accepted, lease, heartbeat) = self
             .state
             .try_call(move |state| {
                 let (session, accepted) =
                     state.register(&name, slots, &running, holder.as_deref(), now)?;
                 state.record_stalled(&name, session, stalled, now)?;
+                state.record_hardware(&name, session, hardware)?;
                 Ok((
                     session,
                     accepted,
@@ -214,11 +219,14 @@ impl Coordinator for CoordinatorService {
         let (name, session) = (request.name, request.session);
         let running: Vec<RunningReport> = request.running.iter().map(Into::into).collect();
         let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
+        let gpus = gpus_from_wire(request.gpus)
+            .map_err(|error| CoordinatorError::Invalid(error.to_string()))?;
         let orders = self
             .state
             .try_call(move |state| {
                 let orders = state.heartbeat(&name, session, &running, now)?;
                 state.record_stalled(&name, session, stalled, now)?;
+                state.record_gpus(&name, session, gpus)?;
                 Ok(orders)
             })
             .await?;

@@ -10,6 +10,7 @@
 use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
 use crate::model::{StalledSlot, Trial, WorkerSlot};
+use prime_core::gpu::WorkerHardware;
 use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
 use std::cmp::Reverse;
@@ -91,6 +92,9 @@ pub(crate) struct Worker {
     /// Hash of the token that registered the current session (`None` on an open
     /// coordinator, or before the worker registered since the coordinator started).
     pub holder: Option<String>,
+    /// Its torch build and GPUs, as last reported (kept in memory: a worker reports them
+    /// again when it registers with a restarted coordinator).
+    pub hardware: WorkerHardware,
 }
 
 /// The coordinator's state.
@@ -173,6 +177,7 @@ impl State {
                 stalled: Vec::new(),
                 stalled_reported: now,
                 holder: None,
+                hardware: WorkerHardware::default(),
             })
     }
 

@@ -5,6 +5,7 @@ use crate::db;
 use crate::error::CoordinatorError;
 use crate::model::{Assignment, Placement, RunningReport, StalledSlot, WorkerSlot, WorkerSummary};
 use crate::state::{State, Worker};
+use prime_core::gpu::{GpuInfo, WorkerHardware};
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
 use std::collections::HashSet;
 use tokio::time::Instant;
@@ -331,6 +332,28 @@ impl State {
         Ok(())
     }
 
+    /// Records a registration's torch build and GPUs.
+    pub fn record_hardware(
+        &mut self,
+        name: &str,
+        session: u64,
+        hardware: WorkerHardware,
+    ) -> Result<(), CoordinatorError> {
+        self.live_worker(name, session)?.hardware = hardware;
+        Ok(())
+    }
+
+    /// Records a heartbeat's GPU state (free memory, utilisation, temperature).
+    pub fn record_gpus(
+        &mut self,
+        name: &str,
+        session: u64,
+        gpus: Vec<GpuInfo>,
+    ) -> Result<(), CoordinatorError> {
+        self.live_worker(name, session)?.hardware.gpus = gpus;
+        Ok(())
+    }
+
     /// Cordons, uncordons or drains a worker (the cordon flag survives restarts).
     pub fn set_worker_mode(
         &mut self,
@@ -378,6 +401,7 @@ impl State {
                         ..*stall
                     })
                     .collect(),
+                hardware: worker.hardware.clone(),
             })
             .collect()
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataset;
 pub mod eval_config;
 pub mod genotype;
+pub mod gpu;
 pub mod grid;
 pub mod limits;
 pub mod methods;

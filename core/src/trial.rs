@@ -269,6 +269,9 @@ pub struct TrialResult {
     /// Final scalar results (see `result_keys`).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The run's reproducibility manifest (its `manifest.json`), when the trainer writes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

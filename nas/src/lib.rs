@@ -13,12 +13,14 @@
 //! (what every trainer's step shares), [`checkpoint`] (atomic, verified checkpoints),
 //! [`fingerprint`] (the data a run read), [`keyed`] and [`torch_rng`] (reproducible draws).
 
+pub mod build_info;
 pub mod checkpoint;
 pub mod cnn;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fingerprint;
+pub mod hardware;
 pub mod keyed;
 pub mod optim;
 pub mod rnn;

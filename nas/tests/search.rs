@@ -469,3 +469,85 @@ fn resuming_on_other_data_is_refused_and_names_the_file() {
     );
     assert!(error.contains("data_batch_1.bin"), "{error}");
 }
+
+/// Every run directory gets a complete `manifest.json`; a resume on other kernels (here a
+/// manifest doctored to another CPU kernel level) is recorded there and in the metrics, and
+/// the run continues to its end.
+#[test]
+fn the_manifest_is_complete_and_a_resume_on_other_kernels_is_recorded() {
+    use prime_nas::run::driver::RESUMED_NOT_BITWISE;
+    use prime_nas::run::manifest::{RunManifest, MANIFEST_FILE};
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let config = tiny_config(2);
+    let run = tempfile::tempdir().unwrap();
+    let stopped = run_search(
+        &config,
+        &options(run.path(), data.path(), false),
+        &mut StopAtEpochStart { epoch: 1 },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+
+    let mut manifest = RunManifest::read(run.path()).unwrap().expect(MANIFEST_FILE);
+    let config_text = std::fs::read(run.path().join("config.toml")).unwrap();
+    assert_eq!(
+        manifest.config_sha256,
+        prime_nas::checkpoint::sha256_hex(&config_text)
+    );
+    assert_eq!(manifest.seed, 7);
+    assert_eq!(manifest.project_version, env!("CARGO_PKG_VERSION"));
+    assert!(!manifest.git_commit.is_empty());
+    let data_record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.path().join("data.json")).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&manifest.data_files).unwrap(),
+        data_record["files"]
+    );
+    assert!(!manifest.data_files.is_empty());
+    let machine = &manifest.machine;
+    assert_eq!(machine.device, "cpu");
+    assert_eq!(machine.threads, 1);
+    assert!(!machine.torch.variant.is_empty() && !machine.cpu_model.is_empty());
+    assert_eq!(
+        (machine.gpu_model.as_deref(), machine.cudnn_version),
+        (None, None)
+    );
+    assert!(manifest.resumes.is_empty());
+
+    let current = machine.cpu_kernel_level.clone();
+    let doctored = if current == "avx512" {
+        "avx2"
+    } else {
+        "avx512"
+    };
+    manifest.machine.cpu_kernel_level = doctored.to_string();
+    manifest.write(run.path()).unwrap();
+    let outcome = run_search(
+        &config,
+        &options(run.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+
+    let manifest = RunManifest::read(run.path()).unwrap().unwrap();
+    assert_eq!(manifest.resumes.len(), 1);
+    assert_eq!(
+        manifest.resumes[0].notice.as_deref(),
+        Some(
+            format!("resumed on different kernels: {doctored} -> {current}; not bitwise").as_str()
+        )
+    );
+    let metrics = read_metrics(run.path()).unwrap();
+    let notices: Vec<_> = metrics
+        .iter()
+        .filter(|record| record.values.get(RESUMED_NOT_BITWISE) == Some(&1.0))
+        .collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].epoch, 1);
+    assert!(metrics
+        .iter()
+        .any(|record| record.kind == MetricKind::Epoch && record.epoch == 1));
+}

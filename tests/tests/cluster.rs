@@ -781,6 +781,7 @@ async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
             }],
             running: Vec::new(),
             stalled: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -809,6 +810,7 @@ async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
                     session,
                     running: Vec::new(),
                     stalled: Vec::new(),
+                    ..Default::default()
                 })
                 .await?;
             client
@@ -874,6 +876,76 @@ async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
     assert_eq!(
         stored.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>(),
         [committed]
+    );
+    cluster.shutdown().await;
+}
+
+/// A fake GPU inventory whose free memory drops by 1 GiB at every reading, so a heartbeat's
+/// report is told apart from the registration's.
+#[derive(Debug)]
+struct DrainingGpu {
+    readings: std::sync::atomic::AtomicU64,
+}
+
+impl prime_worker::hardware::GpuSource for DrainingGpu {
+    fn snapshot(&self) -> Vec<prime_core::gpu::GpuInfo> {
+        let reading = self.readings.fetch_add(1, Ordering::SeqCst).min(60);
+        vec![prime_core::gpu::GpuInfo {
+            index: 0,
+            name: "NVIDIA H200".into(),
+            capability: prime_core::gpu::ComputeCapability { major: 9, minor: 0 },
+            memory_total_bytes: 141 << 30,
+            memory_free_bytes: (141 - reading) << 30,
+            driver_version: "580.65.06".into(),
+            utilization_percent: 50,
+            temperature_celsius: 45,
+        }]
+    }
+}
+
+#[tokio::test]
+async fn workers_report_gpus_and_torch_build_at_registration_and_in_heartbeats() {
+    let mut cluster = Cluster::start(4, 5).await;
+    cluster.add_worker("gpu-node", 1, |config| {
+        config.gpus = std::sync::Arc::new(DrainingGpu {
+            readings: std::sync::atomic::AtomicU64::new(0),
+        });
+        config.torch.variant = "cu126".into();
+        config.torch.version = "2.11.0+cu126".into();
+    });
+    let mut client = cluster.client();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let worker = loop {
+        let workers = client
+            .list_workers(pb::ListWorkersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        // The registration reported 141 GiB free; a later heartbeat less.
+        if let Some(worker) = workers.into_iter().find(|worker| {
+            worker
+                .gpus
+                .first()
+                .is_some_and(|gpu| gpu.memory_free_bytes < 141 << 30)
+        }) {
+            break worker;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no GPU heartbeat");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (worker.torch_variant.as_str(), worker.torch_version.as_str()),
+        ("cu126", "2.11.0+cu126")
+    );
+    let gpu = &worker.gpus[0];
+    assert_eq!(
+        (
+            gpu.name.as_str(),
+            gpu.capability_major,
+            gpu.memory_total_bytes
+        ),
+        ("NVIDIA H200", 9, 141 << 30)
     );
     cluster.shutdown().await;
 }

@@ -95,11 +95,19 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
     };
     match f.method {
         0 => {
+            let gpu = pb::GpuInfo {
+                index: f.number as u32,
+                name: f.other.clone(),
+                capability_major: (f.number >> 8) as u32,
+                ..Default::default()
+            };
             let seed = pb::RegisterWorkerRequest {
                 name: f.text.clone(),
                 slots: vec![slot; (f.number % 3) as usize],
-                running: Vec::new(),
-                stalled: Vec::new(),
+                gpus: vec![gpu; (f.number % 4) as usize],
+                torch_variant: f.other.clone(),
+                torch_version: f.text.clone(),
+                ..Default::default()
             };
             client.register_worker(mutated(&seed, e)).await.map(drop)
         }

@@ -153,8 +153,7 @@ async fn call(client: &mut Client, method: &str, target: Held) -> Code {
                     index: 0,
                     device: "cuda:0".into(),
                 }],
-                running: Vec::new(),
-                stalled: Vec::new(),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -162,8 +161,7 @@ async fn call(client: &mut Client, method: &str, target: Held) -> Code {
             .heartbeat(pb::HeartbeatRequest {
                 name: VICTIM.into(),
                 session,
-                running: Vec::new(),
-                stalled: Vec::new(),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -363,8 +361,7 @@ async fn over_mutual_tls_with_tokens_a_grid_runs_and_every_role_gets_only_what_t
                 index: 0,
                 device: "cuda:0".into(),
             }],
-            running: Vec::new(),
-            stalled: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

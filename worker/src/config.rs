@@ -1,7 +1,9 @@
 //! Worker configuration.
 
+use crate::hardware::{FixedGpus, GpuSource};
 use crate::observer::CheckpointPolicy;
 use crate::trainer::Device;
+use prime_core::gpu::TorchBuild;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -61,6 +63,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Fault injection (tests).
     pub faults: Faults,
+    /// The GPUs reported at registration and in heartbeats.
+    pub gpus: Arc<dyn GpuSource>,
+    /// The torch build reported at registration.
+    pub torch: TorchBuild,
 }
 
 impl WorkerConfig {
@@ -85,6 +91,8 @@ impl WorkerConfig {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             faults: Faults::default(),
+            gpus: Arc::new(FixedGpus::default()),
+            torch: prime_nas::build_info::torch_build(),
         }
     }
 }

@@ -4,9 +4,11 @@
 //! `runtime` keeps the session (registration, heartbeats) and one loop per slot; `slot` runs
 //! one assigned trial; `shared` is the state they share; `transfer` moves checkpoint
 //! archives; `trainer` is the interface a training engine implements (`nas` for libtorch,
-//! `simulated` for tests), and `observer` connects its runs to the slot.
+//! `simulated` for tests), and `observer` connects its runs to the slot; `hardware` is where
+//! the GPU reports of registrations and heartbeats come from.
 
 pub mod config;
+pub mod hardware;
 pub mod nas;
 pub mod observer;
 mod runtime;

@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use prime_nas::hardware::{check_cuda_device, GpuInventory};
 use prime_proto::client::Credentials;
 use prime_worker::nas::NasTrainer;
 use prime_worker::observer::CheckpointPolicy;
@@ -18,6 +19,10 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Which trainer runs the trials.
+/// `worker --version`: the version, git commit and torch build variant.
+static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(prime_nas::build_info::version_text);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TrainerKind {
     /// The prime-nas engine (libtorch).
@@ -28,7 +33,7 @@ enum TrainerKind {
 
 /// Runs darts-prime trials handed out by a coordinator.
 #[derive(Debug, Parser)]
-#[command(name = "worker", version, about)]
+#[command(name = "worker", version = VERSION.as_str(), about)]
 struct Args {
     /// URL of the coordinator (`https://` for TLS).
     #[arg(long)]
@@ -149,6 +154,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         args.gpus.iter().map(|&gpu| Device::Cuda(gpu)).collect()
     };
     anyhow::ensure!(!devices.is_empty(), "give at least one --gpu N, or --cpu");
+    let inventory = GpuInventory::open();
+    let gpus = inventory.snapshot();
+    for device in &devices {
+        if let Device::Cuda(index) = device {
+            check_cuda_device(*index as usize, &gpus)?;
+        }
+    }
     let trainer: Arc<dyn Trainer> = match args.trainer {
         TrainerKind::Nas => Arc::new(NasTrainer {
             methods_dir: args.methods_dir.clone(),
@@ -175,6 +187,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.poll_interval = Duration::from_secs_f64(args.poll_secs);
     config.stall_timeout = args.stall_timeout;
     config.shutdown_grace = args.shutdown_grace;
+    config.gpus = Arc::new(inventory);
     std::fs::create_dir_all(&config.work_dir)
         .with_context(|| format!("creating {}", config.work_dir.display()))?;
     let worker = Worker::new(config, trainer)?;

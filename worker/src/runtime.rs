@@ -131,6 +131,17 @@ impl Worker {
     }
 }
 
+/// The GPUs as the wire carries them.
+fn gpu_reports(shared: &Shared) -> Vec<pb::GpuInfo> {
+    shared
+        .config
+        .gpus
+        .snapshot()
+        .iter()
+        .map(Into::into)
+        .collect()
+}
+
 async fn register(shared: &Shared) -> Result<pb::RegisterWorkerReply, WorkerError> {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -139,6 +150,9 @@ async fn register(shared: &Shared) -> Result<pb::RegisterWorkerReply, WorkerErro
             slots: slots(&shared.config.devices),
             running: shared.running_reports(),
             stalled: shared.stalled_reports(),
+            gpus: gpu_reports(shared),
+            torch_variant: shared.config.torch.variant.clone(),
+            torch_version: shared.config.torch.version.clone(),
         };
         match shared.client.clone().register_worker(request).await {
             Ok(reply) => return Ok(reply.into_inner()),
@@ -176,6 +190,7 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
             session: *shared.session.borrow(),
             running: shared.running_reports(),
             stalled: shared.stalled_reports(),
+            gpus: gpu_reports(&shared),
         };
         match shared.client.clone().heartbeat(request).await {
             Ok(reply) => {

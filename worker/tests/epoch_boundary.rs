@@ -1,6 +1,7 @@
 //! A search trial whose worker checkpoints right after the last step of an epoch (the
 //! worker's time-based checkpoint, before the epoch's validation) and then dies: the retry
-//! resumes from that checkpoint and ends as the straight run does.
+//! resumes from that checkpoint and ends as the straight run does, its result carrying the
+//! run's manifest with the resume recorded.
 
 use prime_core::dataset::Dataset;
 use prime_core::metrics::{MetricKind, MetricRecord};
@@ -118,6 +119,20 @@ fn a_retry_resumes_from_a_checkpoint_taken_after_an_epochs_last_step() {
         panic!("the retry did not finish: {retried:?}");
     };
     assert_eq!(retried_result.genotype, result.genotype);
+    // Both results carry their run's manifest; the retry's records its resume, on the same
+    // kernels (no notice).
+    let manifest = result.manifest.as_ref().expect("the result's manifest");
+    assert_eq!(manifest["machine"]["device"], "cpu");
+    assert!(manifest["config_sha256"]
+        .as_str()
+        .is_some_and(|hash| hash.len() == 64));
+    let retried_manifest = retried_result
+        .manifest
+        .as_ref()
+        .expect("the retry's manifest");
+    let resumes = retried_manifest["resumes"].as_array().unwrap();
+    assert_eq!(resumes.len(), 1);
+    assert!(resumes[0]["notice"].is_null(), "{retried_manifest}");
     for file in ["metrics.jsonl", "alphas.jsonl", "genotypes.jsonl"] {
         assert_eq!(
             std::fs::read(straight_dir.join(file)).unwrap(),

@@ -8,9 +8,15 @@ use super::{At, Histories, Plan, Saved, Sink, Step, Task, TensorGroups};
 use crate::checkpoint::{self, annotate, sha256_hex, Checkpoint, CONFIG_CHANGED};
 use crate::error::RunError;
 use crate::fingerprint::DataFingerprint;
+use crate::run::manifest::{Machine, RunManifest, MANIFEST_FILE};
+use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Progress, RunObserver};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// The metric a resume on other kernels records (value 1) at the step it resumed from; the
+/// notice itself is in the log and in `manifest.json`.
+pub const RESUMED_NOT_BITWISE: &str = "resumed_not_bitwise";
 
 /// A checkpoint's `state.json`: the driver's counters and the task's state side by side in
 /// one object.
@@ -44,13 +50,57 @@ pub fn run<T: Task>(
     // Created only once the task holds its data, so a bad --data-dir leaves nothing behind.
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
     let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
-    DataFingerprint::of_files(&options.data_dir, &plan.data_files)?
-        .record_or_check(run_dir, resuming)?;
+    let fingerprint = DataFingerprint::of_files(&options.data_dir, &plan.data_files)?;
+    fingerprint.record_or_check(run_dir, resuming)?;
+    let machine = Machine::current(options.device);
+    let new_manifest = || {
+        RunManifest::new(
+            machine.clone(),
+            plan.seed,
+            &config_sha256,
+            fingerprint.files.clone(),
+        )
+    };
 
     let (mut counters, mut records) = if resuming {
-        resume(&mut task, &plan, run_dir, &config_sha256)?
+        let (counters, mut records) = resume(&mut task, &plan, run_dir, &config_sha256)?;
+        let notice = match RunManifest::read(run_dir)? {
+            Some(mut manifest) => {
+                let notice =
+                    manifest.record_resume(counters.epoch, counters.global_step, machine.clone());
+                manifest.write(run_dir)?;
+                notice
+            }
+            None => {
+                tracing::info!("the run directory has no {MANIFEST_FILE}; writing one for this part of the run");
+                new_manifest().write(run_dir)?;
+                None
+            }
+        };
+        if let Some(notice) = notice {
+            tracing::warn!(
+                epoch = counters.epoch,
+                step = counters.global_step,
+                "{notice}"
+            );
+            let record = MetricRecord::new(
+                MetricKind::Step,
+                counters.epoch,
+                counters.global_step,
+                f64::from(counters.epoch),
+            )
+            .with(RESUMED_NOT_BITWISE, 1.0);
+            Sink {
+                records: &mut records,
+                observer,
+                run_dir,
+            }
+            .metric(&record)?;
+        }
+        (counters, records)
     } else {
         super::files::write_text(&run_dir.join(CONFIG_FILE), &plan.config_text)?;
+        new_manifest().write(run_dir)?;
         let mut records = open_records(&plan, run_dir, None)?;
         task.start(&mut Sink {
             records: &mut records,

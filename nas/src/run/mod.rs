@@ -18,6 +18,7 @@ pub mod exact_float;
 pub mod files;
 pub mod genotype;
 pub mod layout;
+pub mod manifest;
 pub mod policy;
 pub mod records;
 
@@ -56,6 +57,8 @@ pub trait RunConfig {
     fn epochs(&self) -> u32;
     /// A checkpoint every this many epochs (0: only at the end).
     fn checkpoint_every(&self) -> u32;
+    /// The run's seed.
+    fn seed(&self) -> u64;
 }
 
 macro_rules! run_config {
@@ -71,6 +74,10 @@ macro_rules! run_config {
 
             fn checkpoint_every(&self) -> u32 {
                 self.checkpoint.every_epochs
+            }
+
+            fn seed(&self) -> u64 {
+                self.seed
             }
         }
     )*};
@@ -98,6 +105,8 @@ pub struct Plan {
     pub checkpoint_every: u32,
     /// The record files the run keeps.
     pub histories: Histories,
+    /// The run's seed (for its manifest).
+    pub seed: u64,
 }
 
 impl Plan {
@@ -116,6 +125,7 @@ impl Plan {
             steps_total: steps_per_epoch * u64::from(config.epochs()),
             checkpoint_every: config.checkpoint_every(),
             histories,
+            seed: config.seed(),
         })
     }
 }

@@ -9,7 +9,10 @@ use prime_core::metrics::{
 };
 use prime_core::observer::Progress;
 
+mod gpu;
 mod trial;
+
+pub use gpu::{gpus_from_wire, hardware_from_wire};
 
 /// A wire message that does not describe a valid core value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -78,7 +78,7 @@ fn data_source(value: i32, field: &'static str) -> Result<DataSource, ConvertErr
     }
 }
 
-fn genotype(
+fn json_document(
     text: Option<String>,
     field: &'static str,
 ) -> Result<Option<serde_json::Value>, ConvertError> {
@@ -179,7 +179,7 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
             search_seed: spec.search_seed,
             eval_seed: spec.eval_seed,
             settings: run_settings(spec.settings.unwrap_or_default(), "spec.settings.data")?,
-            genotype: genotype(spec.genotype_json, "spec.genotype_json")?,
+            genotype: json_document(spec.genotype_json, "spec.genotype_json")?,
             evaluation,
             priority: spec.priority,
             retries: spec.retries,
@@ -195,6 +195,10 @@ impl From<&TrialResult> for pb::TrialResult {
                 .as_ref()
                 .map(|genotype| genotype.to_string()),
             metrics: result.metrics.clone().into_iter().collect(),
+            manifest_json: result
+                .manifest
+                .as_ref()
+                .map(|manifest| manifest.to_string()),
         }
     }
 }
@@ -204,8 +208,9 @@ impl TryFrom<pb::TrialResult> for TrialResult {
 
     fn try_from(result: pb::TrialResult) -> Result<Self, Self::Error> {
         Ok(TrialResult {
-            genotype: genotype(result.genotype_json, "result.genotype_json")?,
+            genotype: json_document(result.genotype_json, "result.genotype_json")?,
             metrics: result.metrics.into_iter().collect(),
+            manifest: json_document(result.manifest_json, "result.manifest_json")?,
         })
     }
 }
@@ -267,6 +272,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            manifest: Some(serde_json::json!({"seed": 101, "machine": {"device": "cuda:0"}})),
         };
         let wire = pb::TrialResult::from(&result);
         assert_eq!(TrialResult::try_from(wire).unwrap(), result);
@@ -322,10 +328,16 @@ mod tests {
         );
         let error = TrialResult::try_from(pb::TrialResult {
             genotype_json: Some("[1,".into()),
-            metrics: Default::default(),
+            ..Default::default()
         })
         .unwrap_err();
         assert_eq!(error.field, "result.genotype_json");
+        let error = TrialResult::try_from(pb::TrialResult {
+            manifest_json: Some("{".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(error.field, "result.manifest_json");
         let error = pb::TrialView::default().trial_spec().unwrap_err();
         assert_eq!(error.to_string(), "invalid spec: missing");
         assert_eq!(pb::TrialView::default().trial_result(), Ok(None));

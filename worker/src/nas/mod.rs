@@ -154,6 +154,7 @@ impl NasTrainer {
             result_keys::PARAMS_M.into(),
             outcome.params.network as f64 / 1e6,
         );
+        attach_manifest(&mut result, &job.run_dir);
         Ok(TrainEnd::Finished {
             result,
             artifacts: Some(job.run_dir.clone()),
@@ -245,10 +246,24 @@ fn finished_search(
     if let Some(value) = value {
         result.metrics.insert(name.into(), value);
     }
+    attach_manifest(&mut result, &job.run_dir);
     Ok(TrainEnd::Finished {
         result,
         artifacts: Some(job.run_dir.clone()),
     })
+}
+
+/// Puts the run's `manifest.json` into its result; a manifest that cannot be read is left out
+/// with a warning (the result itself is still good).
+pub(crate) fn attach_manifest(result: &mut TrialResult, run_dir: &std::path::Path) {
+    let path = run_dir.join(prime_nas::run::manifest::MANIFEST_FILE);
+    let manifest = std::fs::read_to_string(&path)
+        .map_err(|error| error.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|error| error.to_string()));
+    match manifest {
+        Ok(manifest) => result.manifest = Some(manifest),
+        Err(error) => tracing::warn!("{}: not attached to the result: {error}", path.display()),
+    }
 }
 
 #[cfg(test)]

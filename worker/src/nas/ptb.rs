@@ -140,6 +140,7 @@ impl NasTrainer {
         result
             .metrics
             .insert(result_keys::PARAMS_M.into(), outcome.params as f64 / 1e6);
+        super::attach_manifest(&mut result, &job.run_dir);
         Ok(TrainEnd::Finished {
             result,
             artifacts: Some(job.run_dir.clone()),

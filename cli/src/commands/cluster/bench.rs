@@ -120,6 +120,7 @@ impl VirtualWorker {
                 }],
                 running: Vec::new(),
                 stalled: Vec::new(),
+                ..Default::default()
             })
             .await?
             .into_inner()
@@ -181,7 +182,7 @@ impl VirtualWorker {
                 epoch: assignment.epoch,
                 outcome: Some(Outcome::Succeeded(pb::TrialResult {
                     genotype_json: Some(r#"{"normal":[]}"#.into()),
-                    metrics: Default::default(),
+                    ..Default::default()
                 })),
             })
             .await?;

@@ -82,7 +82,8 @@ fn list_or_dash(items: &[String]) -> String {
 
 /// The table of `prime workers`: one row per worker; a stalled slot (its training thread
 /// hung, its attempt failed, the slot out of service until the thread ends) shows as
-/// `SLOT:stalled(trial ID, no progress for N s)` in the last column.
+/// `SLOT:stalled(trial ID, no progress for N s)` in the last column. Below a worker's row, its
+/// torch build and one line per GPU as last reported.
 pub fn workers_table(workers: &[pb::WorkerView]) -> String {
     let mut out = format!(
         "{:<20} {:<7} {:<9} {:<24} {:<14} {:<12} stalled\n",
@@ -116,6 +117,35 @@ pub fn workers_table(workers: &[pb::WorkerView]) -> String {
             format_seconds_ago(worker.last_seen_ms_ago),
             list_or_dash(&trials),
             list_or_dash(&stalled)
+        ));
+        out.push_str(&hardware_lines(worker));
+    }
+    out
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The indented torch and GPU lines of a worker (none when it reported neither).
+fn hardware_lines(worker: &pb::WorkerView) -> String {
+    let mut out = String::new();
+    if !worker.torch_version.is_empty() {
+        out.push_str(&format!(
+            "  torch {} ({})\n",
+            worker.torch_version, worker.torch_variant
+        ));
+    }
+    for gpu in &worker.gpus {
+        out.push_str(&format!(
+            "  gpu {}: {} (compute {}.{}), {:.1}/{:.1} GiB free, {}% busy, {} C, driver {}\n",
+            gpu.index,
+            gpu.name,
+            gpu.capability_major,
+            gpu.capability_minor,
+            gpu.memory_free_bytes as f64 / GIB,
+            gpu.memory_total_bytes as f64 / GIB,
+            gpu.utilization_percent,
+            gpu.temperature_celsius,
+            gpu.driver_version
         ));
     }
     out
@@ -184,6 +214,7 @@ mod tests {
             trials: vec![7],
             last_seen_ms_ago: 1500,
             stalled,
+            ..Default::default()
         };
         let table = workers_table(&[
             worker("calm", Vec::new()),
@@ -217,6 +248,35 @@ mod tests {
         assert!(
             table.contains("0:stalled(trial 12, no progress for 1830 s)"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn the_workers_table_shows_torch_and_gpus() {
+        let worker = pb::WorkerView {
+            name: "node1".into(),
+            status: "alive".into(),
+            torch_variant: "cu126".into(),
+            torch_version: "2.11.0+cu126".into(),
+            gpus: vec![pb::GpuInfo {
+                index: 0,
+                name: "Tesla V100-SXM2-16GB".into(),
+                capability_major: 7,
+                capability_minor: 0,
+                memory_total_bytes: 16 << 30,
+                memory_free_bytes: 12 << 30,
+                driver_version: "535.104".into(),
+                utilization_percent: 87,
+                temperature_celsius: 61,
+            }],
+            ..Default::default()
+        };
+        let table = workers_table(&[worker]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[2], "  torch 2.11.0+cu126 (cu126)");
+        assert_eq!(
+            lines[3],
+            "  gpu 0: Tesla V100-SXM2-16GB (compute 7.0), 12.0/16.0 GiB free, 87% busy, 61 C, driver 535.104"
         );
     }
 }

@@ -1,0 +1,281 @@
+//! The reproducibility manifest of a run directory (`manifest.json`): what the run was built
+//! from, what it ran on, and what it read. Resuming is bitwise only on the same kernels: the
+//! same torch build, CPU kernel level, intra-op thread count, device, GPU model and cuDNN. A
+//! resume on other kernels is recorded here (and in the log and metrics) and continues.
+
+use crate::build_info;
+use crate::checkpoint::annotate;
+use crate::error::RunError;
+use crate::hardware::{cpu_model, GpuInventory, KernelLevel};
+use prime_core::gpu::TorchBuild;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::Device;
+
+/// The manifest's file name in the run directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The machine and kernels a run (or a resumed part of it) executed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The libtorch build.
+    pub torch: TorchBuild,
+    /// The CPU's model name.
+    pub cpu_model: String,
+    /// libtorch's CPU kernel level (`default`, `avx2`, `avx512`).
+    pub cpu_kernel_level: String,
+    /// libtorch's intra-op threads.
+    pub threads: i32,
+    /// The device tensors lived on (`cpu`, `cuda:N`).
+    pub device: String,
+    /// The GPU's model name, for CUDA runs (when NVML reports it).
+    pub gpu_model: Option<String>,
+    /// The NVIDIA driver version, for CUDA runs.
+    pub gpu_driver: Option<String>,
+    /// The cuDNN version libtorch loaded, for CUDA runs.
+    pub cudnn_version: Option<i64>,
+    /// Whether cuDNN is enabled (libtorch's `user_enabled_cudnn`), for CUDA runs.
+    pub cudnn_enabled: Option<bool>,
+}
+
+impl Machine {
+    /// This process on `device`.
+    pub fn current(device: Device) -> Self {
+        let (device_name, gpu) = match device {
+            Device::Cuda(index) => {
+                let gpu = GpuInventory::open()
+                    .snapshot()
+                    .into_iter()
+                    .find(|gpu| gpu.index as usize == index);
+                (format!("cuda:{index}"), gpu)
+            }
+            other => (format!("{other:?}").to_ascii_lowercase(), None),
+        };
+        let cuda = matches!(device, Device::Cuda(_));
+        Self {
+            torch: build_info::torch_build(),
+            cpu_model: cpu_model(),
+            cpu_kernel_level: KernelLevel::current().name().to_string(),
+            threads: tch::get_num_threads(),
+            device: device_name,
+            gpu_model: gpu.as_ref().map(|gpu| gpu.name.clone()),
+            gpu_driver: gpu.map(|gpu| gpu.driver_version),
+            cudnn_version: cuda.then(tch::utils::version_cudnn),
+            cudnn_enabled: cuda.then(tch::Cuda::user_enabled_cudnn),
+        }
+    }
+
+    /// What differs from `earlier` in the kernels the floats depend on, as `what old -> new`;
+    /// empty when a resume continues bitwise. The CPU kernel level reads plainly
+    /// (`avx512 -> avx2`); a CPU model alone does not change the kernels.
+    pub fn kernel_differences(&self, earlier: &Machine) -> Vec<String> {
+        let mut differences = Vec::new();
+        if self.cpu_kernel_level != earlier.cpu_kernel_level {
+            differences.push(format!(
+                "{} -> {}",
+                earlier.cpu_kernel_level, self.cpu_kernel_level
+            ));
+        }
+        let mut compare = |what: &str, old: String, new: String| {
+            if old != new {
+                differences.push(format!("{what} {old} -> {new}"));
+            }
+        };
+        compare(
+            "torch",
+            format!("{} ({})", earlier.torch.version, earlier.torch.variant),
+            format!("{} ({})", self.torch.version, self.torch.variant),
+        );
+        compare(
+            "threads",
+            earlier.threads.to_string(),
+            self.threads.to_string(),
+        );
+        compare("device", earlier.device.clone(), self.device.clone());
+        let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "none".to_string());
+        compare("GPU", text(&earlier.gpu_model), text(&self.gpu_model));
+        let number =
+            |value: Option<i64>| value.map_or_else(|| "none".to_string(), |v| v.to_string());
+        compare(
+            "cuDNN",
+            number(earlier.cudnn_version),
+            number(self.cudnn_version),
+        );
+        differences
+    }
+}
+
+/// One resume of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The epoch the run resumed at.
+    pub epoch: u32,
+    /// Weight steps done before the resume.
+    pub global_step: u64,
+    /// The machine it resumed on.
+    pub machine: Machine,
+    /// The notice when the kernels changed ("resumed on different kernels: ...; not bitwise").
+    pub notice: Option<String>,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// The project version.
+    pub project_version: String,
+    /// The git commit of the build, or "unknown".
+    pub git_commit: String,
+    /// The machine the run started on.
+    pub machine: Machine,
+    /// The run's seed.
+    pub seed: u64,
+    /// sha256 of the resolved config (`config.toml`).
+    pub config_sha256: String,
+    /// sha256 of every data file read, by role (as `data.json` records them).
+    pub data_files: BTreeMap<String, String>,
+    /// Every resume, in order.
+    #[serde(default)]
+    pub resumes: Vec<Resume>,
+}
+
+impl RunManifest {
+    /// The manifest of a run starting now on `machine`.
+    pub fn new(
+        machine: Machine,
+        seed: u64,
+        config_sha256: &str,
+        data_files: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            project_version: build_info::VERSION.to_string(),
+            git_commit: build_info::GIT_COMMIT.to_string(),
+            machine,
+            seed,
+            config_sha256: config_sha256.to_string(),
+            data_files,
+            resumes: Vec::new(),
+        }
+    }
+
+    /// The manifest of `run_dir`; `None` when it has none (a run of an older version).
+    pub fn read(run_dir: &Path) -> Result<Option<Self>, RunError> {
+        let path = run_dir.join(MANIFEST_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(RunError::Io(annotate(&path, error))),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|error| {
+            RunError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {error}", path.display()),
+            ))
+        })
+    }
+
+    /// Writes the manifest into `run_dir`.
+    pub fn write(&self, run_dir: &Path) -> Result<(), RunError> {
+        super::files::write_json(&run_dir.join(MANIFEST_FILE), self)
+    }
+
+    /// The machine of the latest part of the run: the last resume's, else the start's.
+    pub fn latest_machine(&self) -> &Machine {
+        self.resumes
+            .last()
+            .map_or(&self.machine, |resume| &resume.machine)
+    }
+
+    /// Records a resume at (`epoch`, `global_step`) on `machine` and returns its notice when
+    /// the kernels changed since the latest part of the run.
+    pub fn record_resume(
+        &mut self,
+        epoch: u32,
+        global_step: u64,
+        machine: Machine,
+    ) -> Option<String> {
+        let differences = machine.kernel_differences(self.latest_machine());
+        let notice = (!differences.is_empty()).then(|| {
+            format!(
+                "resumed on different kernels: {}; not bitwise",
+                differences.join(", ")
+            )
+        });
+        self.resumes.push(Resume {
+            epoch,
+            global_step,
+            machine,
+            notice: notice.clone(),
+        });
+        notice
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(level: &str) -> Machine {
+        Machine {
+            torch: TorchBuild {
+                variant: "cu130".to_string(),
+                version: "2.11.0+cu130".to_string(),
+                arch_list: vec!["sm_90".to_string()],
+            },
+            cpu_model: "AMD EPYC".to_string(),
+            cpu_kernel_level: level.to_string(),
+            threads: 1,
+            device: "cpu".to_string(),
+            gpu_model: None,
+            gpu_driver: None,
+            cudnn_version: None,
+            cudnn_enabled: None,
+        }
+    }
+
+    #[test]
+    fn a_resume_on_the_same_kernels_has_no_notice() {
+        let mut manifest = RunManifest::new(machine("avx2"), 7, "abc", BTreeMap::new());
+        let mut other_cpu = machine("avx2");
+        other_cpu.cpu_model = "Intel Xeon".to_string();
+        assert_eq!(manifest.record_resume(1, 10, other_cpu), None);
+        assert_eq!(manifest.resumes.len(), 1);
+    }
+
+    #[test]
+    fn a_resume_on_other_kernels_says_what_changed() {
+        let mut manifest = RunManifest::new(machine("avx512"), 7, "abc", BTreeMap::new());
+        let notice = manifest.record_resume(2, 20, machine("avx2"));
+        assert_eq!(
+            notice.as_deref(),
+            Some("resumed on different kernels: avx512 -> avx2; not bitwise")
+        );
+        let mut gpu = machine("avx2");
+        gpu.device = "cuda:0".to_string();
+        gpu.gpu_model = Some("NVIDIA H200".to_string());
+        gpu.threads = 4;
+        let notice = manifest.record_resume(3, 30, gpu).unwrap();
+        assert_eq!(
+            notice,
+            "resumed on different kernels: threads 1 -> 4, device cpu -> cuda:0, GPU none -> \
+             NVIDIA H200; not bitwise"
+        );
+        assert_eq!(manifest.latest_machine().device, "cuda:0");
+    }
+
+    #[test]
+    fn the_manifest_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RunManifest::read(dir.path()).unwrap(), None);
+        let files = BTreeMap::from([("train".to_string(), "00ff".to_string())]);
+        let manifest = RunManifest::new(Machine::current(Device::Cpu), 101, "abc", files);
+        manifest.write(dir.path()).unwrap();
+        let back = RunManifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(back.machine.device, "cpu");
+        assert!(["default", "avx2", "avx512"].contains(&back.machine.cpu_kernel_level.as_str()));
+        std::fs::write(dir.path().join(MANIFEST_FILE), "{").unwrap();
+        let error = RunManifest::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains(MANIFEST_FILE), "{error}");
+    }
+}

@@ -1,0 +1,329 @@
+//! The GPU tier: CPU vs CUDA agreement of the search, evaluation and recurrent networks
+//! (forward and gradients), short searches and evaluations on CUDA, checkpoints moving between
+//! CUDA and the CPU, and CRB pruning on CUDA.
+//!
+//! Every test here is ignored by default (the reason shows in the test output) and runs with
+//! `--ignored` on a machine whose libtorch sees a CUDA device, as `scripts/gpu-check.sh` does;
+//! run there without one, each fails saying so. The float32 bounds assume TF32 is off
+//! (`NVIDIA_TF32_OVERRIDE=0`, which the check script sets): cuDNN uses TF32 for float32
+//! convolutions by default on Ampere and newer.
+
+use prime_core::config::{LayeredConfig, SearchConfig};
+use prime_core::dataset::ImageDataset;
+use prime_core::eval_config::EvalConfig;
+use prime_core::genotype::Genotype;
+use prime_core::observer::NullObserver;
+use prime_core::primitives::Activation;
+use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
+use prime_nas::cnn::search_net::{SearchNetShape, SearchNetwork};
+use prime_nas::data::{write_synthetic, DownloadPolicy};
+use prime_nas::eval::run_eval;
+use prime_nas::rnn::model::{ModelCell, RnnModel};
+use prime_nas::run::manifest::RunManifest;
+use prime_nas::run::RunOptions;
+use prime_nas::search::run_search;
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+mod common;
+
+use common::StopAtEpochStart;
+
+/// Float32 agreement between the CPU and CUDA (relative L2 error).
+const FLOAT32_BOUND: f64 = 1e-4;
+/// bf16 autocast on CUDA against float32 on the CPU.
+const BF16_BOUND: f64 = 1e-2;
+
+/// The first CUDA device; panics with a clear message where there is none.
+fn cuda() -> Device {
+    assert!(
+        tch::Cuda::is_available(),
+        "the GPU tier was asked to run, but libtorch sees no CUDA device"
+    );
+    Device::Cuda(0)
+}
+
+/// ||a - b|| / ||b||, both brought to the CPU in float32.
+fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_device(Device::Cpu).to_kind(Kind::Float);
+    let b = b.to_device(Device::Cpu).to_kind(Kind::Float);
+    let difference = (&a - &b).norm().double_value(&[]);
+    difference / b.norm().double_value(&[]).max(f64::MIN_POSITIVE)
+}
+
+/// A tensor moved to `device` as a fresh leaf that collects gradients.
+fn leaf_on(tensor: &Tensor, device: Device) -> Tensor {
+    tensor.to_device(device).detach().set_requires_grad(true)
+}
+
+fn tiny_search_shape() -> SearchNetShape {
+    SearchNetShape {
+        channels: 4,
+        classes: 10,
+        layers: 3,
+        steps: 2,
+        multiplier: 2,
+        stem_multiplier: 3,
+        activation: Activation::Softmax,
+    }
+}
+
+/// The search network drawn with `seed` on the CPU, then moved to `device` (so both copies
+/// hold the same numbers).
+fn search_network(seed: i64, device: Device) -> (nn::VarStore, SearchNetwork) {
+    tch::manual_seed(seed);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut net = SearchNetwork::new(&vs, tiny_search_shape());
+    vs.set_device(device);
+    net.arch.normal = leaf_on(&net.arch.normal, device);
+    net.arch.reduce = leaf_on(&net.arch.reduce, device);
+    net.arch.normal_mask = net.arch.normal_mask.to_device(device);
+    net.arch.reduce_mask = net.arch.reduce_mask.to_device(device);
+    (vs, net)
+}
+
+/// Checks that `loss` of the CPU and CUDA copies and the gradients of `parameters` agree.
+fn assert_agree(what: &str, cpu: (&Tensor, Vec<Tensor>), gpu: (&Tensor, Vec<Tensor>), bound: f64) {
+    let error = relative_error(gpu.0, cpu.0);
+    assert!(
+        error < bound,
+        "{what}: forward differs by {error:e} (bound {bound:e})"
+    );
+    assert_eq!(cpu.1.len(), gpu.1.len());
+    for (index, (cpu_param, gpu_param)) in cpu.1.iter().zip(&gpu.1).enumerate() {
+        let error = relative_error(&gpu_param.grad(), &cpu_param.grad());
+        assert!(
+            error < bound,
+            "{what}: gradient of parameter {index} differs by {error:e} (bound {bound:e})"
+        );
+    }
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn search_network_agrees_between_cpu_and_cuda() {
+    let device = cuda();
+    let images = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let run = |device: Device| {
+        let (vs, net) = search_network(11, device);
+        let logits = net.forward_t(&images.to_device(device), false);
+        logits.square().mean(Kind::Float).backward();
+        let mut parameters = vs.trainable_variables();
+        parameters.push(net.arch.normal.shallow_clone());
+        parameters.push(net.arch.reduce.shallow_clone());
+        (logits, parameters)
+    };
+    let (cpu_logits, cpu_parameters) = run(Device::Cpu);
+    let (gpu_logits, gpu_parameters) = run(device);
+    assert_agree(
+        "search network",
+        (&cpu_logits, cpu_parameters),
+        (&gpu_logits, gpu_parameters),
+        FLOAT32_BOUND,
+    );
+}
+
+fn eval_network(device: Device) -> (nn::VarStore, EvalNetwork) {
+    tch::manual_seed(12);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let shape = EvalNetShape {
+        channels: 4,
+        classes: 10,
+        layers: 3,
+        auxiliary: false,
+    };
+    let net = EvalNetwork::new(&vs, shape, &Genotype::builtin("DARTS_V2").unwrap()).unwrap();
+    vs.set_device(device);
+    (vs, net)
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn evaluation_network_agrees_between_cpu_and_cuda_in_float32_and_bf16() {
+    let device = cuda();
+    let images = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let run = |device: Device, bf16: bool| {
+        let (vs, net) = eval_network(device);
+        let logits = tch::autocast(bf16, || {
+            net.forward_t(&images.to_device(device), false, None).logits
+        })
+        .to_kind(Kind::Float);
+        logits.square().mean(Kind::Float).backward();
+        (logits, vs.trainable_variables())
+    };
+    let (cpu_logits, cpu_parameters) = run(Device::Cpu, false);
+    let (gpu_logits, gpu_parameters) = run(device, false);
+    assert_agree(
+        "evaluation network, float32",
+        (&cpu_logits, cpu_parameters),
+        (&gpu_logits, gpu_parameters),
+        FLOAT32_BOUND,
+    );
+    let (cpu_logits, _) = run(Device::Cpu, false);
+    let (bf16_logits, _) = run(device, true);
+    let error = relative_error(&bf16_logits, &cpu_logits);
+    assert!(
+        error < BF16_BOUND,
+        "evaluation network, bf16 autocast: {error:e}"
+    );
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn recurrent_search_model_agrees_between_cpu_and_cuda() {
+    let device = cuda();
+    let tokens = Tensor::randint(50, [6, 3], (Kind::Int64, Device::Cpu));
+    let run = |device: Device| {
+        tch::manual_seed(13);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut model = RnnModel::search(&vs.root(), 50, 16, Activation::Softmax);
+        vs.set_device(device);
+        let alphas = match &mut model.cell {
+            ModelCell::Search { alphas, .. } => {
+                *alphas = leaf_on(alphas, device);
+                alphas.shallow_clone()
+            }
+            ModelCell::Fixed(_) => unreachable!("a search model has alphas"),
+        };
+        let hidden = model.init_hidden(3);
+        let output = model.forward(&tokens.to_device(device), &hidden, None);
+        output.log_probs.mean(Kind::Float).backward();
+        let mut parameters = vs.trainable_variables();
+        parameters.push(alphas);
+        (output.log_probs, parameters)
+    };
+    let (cpu_out, cpu_parameters) = run(Device::Cpu);
+    let (gpu_out, gpu_parameters) = run(device);
+    assert_agree(
+        "recurrent search model",
+        (&cpu_out, cpu_parameters),
+        (&gpu_out, gpu_parameters),
+        FLOAT32_BOUND,
+    );
+}
+
+fn tiny_search_config(method: &str) -> SearchConfig {
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "network.init_channels=4",
+        "network.layers=3",
+        "network.steps=2",
+        "network.multiplier=2",
+        "seed=7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    prime_core::presets::method_config(method, &overrides).unwrap()
+}
+
+fn options(run_dir: &Path, data_dir: &Path, device: Device, resume: bool) -> RunOptions {
+    RunOptions {
+        run_dir: run_dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        device,
+        resume,
+        download: DownloadPolicy::Never,
+    }
+}
+
+fn synthetic_data() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 256, 32, 3).unwrap();
+    data
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn a_short_search_and_evaluation_run_on_cuda() {
+    let device = cuda();
+    let data = synthetic_data();
+    let search = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &tiny_search_config("darts-prime"),
+        &options(search.path(), data.path(), device, false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    let manifest = RunManifest::read(search.path()).unwrap().unwrap();
+    assert_eq!(manifest.machine.device, "cuda:0");
+    assert!(manifest.machine.cudnn_version.is_some());
+
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "network.init_channels=4",
+        "network.layers=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config = EvalConfig::from_overrides(&overrides).unwrap();
+    let evaluation = tempfile::tempdir().unwrap();
+    let outcome = run_eval(
+        &config,
+        &options(evaluation.path(), data.path(), device, false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+}
+
+/// A search stopped at the start of epoch 1 on `first` and resumed on `second` runs to its end;
+/// the manifest records the move as not bitwise.
+fn resume_across(first: Device, second: Device) {
+    let data = synthetic_data();
+    let run = tempfile::tempdir().unwrap();
+    let config = tiny_search_config("darts-prime");
+    let stopped = run_search(
+        &config,
+        &options(run.path(), data.path(), first, false),
+        &mut StopAtEpochStart { epoch: 1 },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    let outcome = run_search(
+        &config,
+        &options(run.path(), data.path(), second, true),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    let manifest = RunManifest::read(run.path()).unwrap().unwrap();
+    let notice = manifest.resumes[0].notice.clone().unwrap_or_default();
+    assert!(
+        notice.contains("device") && notice.contains("not bitwise"),
+        "{notice}"
+    );
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn a_checkpoint_written_on_cuda_resumes_on_the_cpu() {
+    resume_across(cuda(), Device::Cpu);
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn a_checkpoint_written_on_the_cpu_resumes_on_cuda() {
+    resume_across(Device::Cpu, cuda());
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn crb_pruning_runs_on_cuda() {
+    let device = cuda();
+    let data = synthetic_data();
+    let run = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &tiny_search_config("admm-fimt-crb"),
+        &options(run.path(), data.path(), device, false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+}
