@@ -5,6 +5,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
+use prime_core::trial::result_keys;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -183,6 +184,19 @@ fn watch_interrupts(flag: Arc<AtomicBool>) {
         });
     if let Err(error) = spawned {
         tracing::warn!("Ctrl-C will not checkpoint: {error}");
+    }
+}
+
+/// The alpha steps of a finished search, with a warning when they are too few for the
+/// genotype to mean much (a schedule that hardly fired in a short run).
+pub fn alpha_steps_summary(alpha_steps: u64) -> String {
+    if alpha_steps < result_keys::FEW_ALPHA_STEPS {
+        format!(
+            "only {alpha_steps} alpha steps (warning: the alphas are barely trained, so the \
+             genotype says little about the method; run more steps or epochs)"
+        )
+    } else {
+        format!("{alpha_steps} alpha steps")
     }
 }
 

@@ -140,3 +140,25 @@ fn synth_rejects_other_class_counts() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("expected 10 or 100 classes"));
 }
+
+#[test]
+fn a_missing_dataset_names_every_file_once_and_every_place_looked_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prime(&["data", "check", "--data-dir", path(dir.path())]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for file in ["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"] {
+        assert_eq!(stderr.matches(file).count(), 1, "{stderr}");
+    }
+    let out = prime(&["data", "check", "--ptb", "--data-dir", path(dir.path())]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in {} and in {}",
+            dir.path().display(),
+            dir.path().join("ptb").display()
+        )),
+        "{stderr}"
+    );
+}

@@ -18,7 +18,7 @@ fn the_recurrent_demo_ends_in_a_perplexity_table_over_both_seeds() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.starts_with(
-            "| task | method | test ppl | valid ppl | params (M) | search GPU-days | n | seeds |"
+            "| task | method | test ppl | valid ppl | params (M) | search CPU-hours | n | seeds | notes |"
         ),
         "{table}"
     );
@@ -33,9 +33,20 @@ fn the_recurrent_demo_ends_in_a_perplexity_table_over_both_seeds() {
         // The synthetic corpus has 41 words: a model that learned nothing scores about 41.
         assert!(test_ppl > 1.0 && test_ppl < 20.0, "{row}");
     }
-    let per_seed_rows = table
+    // Per search: its state, then its alpha steps, none of them flagged as too few.
+    let per_seed_rows: Vec<&str> = table
         .lines()
         .filter(|line| line.starts_with("| PTB | DARTS") && line.ends_with("| 1 |"))
-        .count();
-    assert_eq!(per_seed_rows, 4, "{table}");
+        .collect();
+    assert_eq!(per_seed_rows.len(), 4, "{table}");
+    for row in per_seed_rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[4], "succeeded", "{row}");
+        let alpha_steps: u64 = cells[5].parse().unwrap();
+        assert!(alpha_steps >= 5, "{row}");
+    }
+    assert!(
+        !table.contains("alpha steps;") && !table.contains("only "),
+        "{table}"
+    );
 }

@@ -193,6 +193,18 @@ fn show_lists_a_builtin_and_a_text_file() {
         "{text}"
     );
     assert!(text.contains("output = concat(node 0)"), "{text}");
+
+    // The directory holding genotype.txt reads as a search run directory.
+    let output = prime(&["genotype", "show", directory.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), text);
+    let empty = tempfile::tempdir().unwrap();
+    let output = prime(&["genotype", "show", empty.path().to_str().unwrap()]);
+    let message = assert_clean_failure(&output);
+    assert!(
+        message.contains("no genotype.json or genotype.txt"),
+        "{message}"
+    );
 }
 
 #[test]

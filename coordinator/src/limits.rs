@@ -61,8 +61,18 @@ fn slots(slots: &[pb::Slot]) -> Result<(), Status> {
 /// Checks a registration.
 pub fn register(request: &pb::RegisterWorkerRequest) -> Result<(), Status> {
     text("worker name", &request.name, MAX_WORKER_NAME, true)?;
-    text("torch variant", &request.torch_variant, MAX_DEVICE_NAME, true)?;
-    text("torch version", &request.torch_version, MAX_DEVICE_NAME, true)?;
+    text(
+        "torch variant",
+        &request.torch_variant,
+        MAX_DEVICE_NAME,
+        true,
+    )?;
+    text(
+        "torch version",
+        &request.torch_version,
+        MAX_DEVICE_NAME,
+        true,
+    )?;
     slots(&request.slots)?;
     count("running trials", request.running.len(), MAX_SLOTS)?;
     count("stalled slots", request.stalled.len(), MAX_SLOTS)

@@ -5,10 +5,13 @@
 //! each search trial carries the evaluation settings from which the coordinator derives its
 //! evaluation trials once the search has produced a genotype.
 
+use crate::config::{ConfigError, LayeredConfig};
 use crate::dataset::Dataset;
+use crate::eval_config::EvalConfig;
 use crate::limits;
 use crate::presets::{is_method, METHOD_NAMES};
-use crate::settings::{EvaluationSettings, RunSettings};
+use crate::rnn_config::{RnnEvalConfig, RnnSearchConfig};
+use crate::settings::{EvaluationSettings, RunSettings, MAX_SET_KEYS};
 use crate::toml_spans::{line_column, SpanTree};
 use crate::trial::{TrialKind, TrialSpec};
 use serde::{Deserialize, Serialize};
@@ -250,7 +253,7 @@ fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> 
             .map_err(|message| locator.error("evaluation.seeds", message))?;
         check_settings(locator, "evaluation.run", &evaluation.run)?;
     }
-    Ok(GridSpec {
+    let grid = GridSpec {
         name: name.to_string(),
         priority: raw.priority,
         datasets,
@@ -259,7 +262,61 @@ fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> 
         retries,
         search,
         evaluation: raw.evaluation,
-    })
+    };
+    check_set_keys(locator, &grid)?;
+    Ok(grid)
+}
+
+/// Applies every `set` value, one key at a time, to the configs it reaches (each method's
+/// search config on each dataset, and the evaluation config), so that an unknown key or a bad
+/// value is an error at load, naming its line, and not when a worker starts the trial.
+fn check_set_keys(locator: &Locator<'_>, grid: &GridSpec) -> Result<(), GridError> {
+    let check = |table: &str,
+                 settings: &RunSettings,
+                 apply: &dyn Fn(&[String]) -> Result<(), ConfigError>| {
+        for (key, value) in &settings.set {
+            apply(&[format!("{key}={value}")]).map_err(|error| {
+                locator.error(
+                    &format!("{table}.set.{key}"),
+                    format!(
+                        "{error}; `set` takes the keys that `--set` takes (`prime config keys`)"
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    };
+    for dataset in &grid.datasets {
+        for (index, method) in grid.methods.iter().enumerate() {
+            let search = |overrides: &[String]| -> Result<(), ConfigError> {
+                if dataset.uses_perplexity() {
+                    let preset = crate::presets::method_config(&method.preset, &[])?;
+                    RnnSearchConfig::from_method(&preset)?.with_overrides(overrides)?;
+                } else {
+                    crate::presets::method_config(&method.preset, overrides)?;
+                }
+                Ok(())
+            };
+            check("search", &grid.search, &search)?;
+            check(
+                &format!("methods[{index}].overrides"),
+                &method.overrides,
+                &search,
+            )?;
+        }
+        if let Some(evaluation) = &grid.evaluation {
+            let evaluate = |overrides: &[String]| -> Result<(), ConfigError> {
+                if dataset.uses_perplexity() {
+                    RnnEvalConfig::default().with_overrides(overrides)?;
+                } else {
+                    EvalConfig::from_overrides(overrides)?;
+                }
+                Ok(())
+            };
+            check("evaluation.run", &evaluation.run, &evaluate)?;
+        }
+    }
+    Ok(())
 }
 
 fn validate_datasets(locator: &Locator<'_>, names: &[String]) -> Result<Vec<Dataset>, GridError> {
@@ -380,6 +437,15 @@ fn check_settings(
     if let Some(rho) = settings.rho {
         limits::check_real(rho, &limits::RHO)
             .map_err(|message| locator.error(&format!("{field}.rho"), message))?;
+    }
+    if settings.set.len() > MAX_SET_KEYS {
+        return Err(locator.error(
+            &format!("{field}.set"),
+            format!(
+                "{} config values set; a table sets at most {MAX_SET_KEYS}",
+                settings.set.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -642,5 +708,29 @@ run = { epochs = 600 }
         (evaluation.seeds, evaluation.first_seed) = (2, u64::MAX);
         let error = search.evaluation_trials(&genotype).unwrap_err();
         assert!(error.to_string().contains("overflows"), "{error}");
+    }
+
+    #[test]
+    fn set_takes_the_keys_of_the_command_line_and_rejects_unknown_ones() {
+        let head = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\", \"ptb\"]\nseeds = [7]\n\
+                    [[methods]]\npreset = \"darts-prime\"\n";
+        let grid = GridSpec::parse(
+            "g.toml",
+            &format!("{head}[search]\nepochs = 2\n[search.set]\n\"schedule.h0\" = 16.0\n"),
+        )
+        .unwrap();
+        for trial in grid.search_trials() {
+            assert_eq!(trial.settings.set_overrides(), ["schedule.h0=16.0"]);
+        }
+        let error = GridSpec::parse(
+            "g.toml",
+            &format!("{head}[search]\nepochs = 2\n[search.set]\n\"schedule.h_zero\" = 16.0\n"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.line, error.field.as_str()),
+            (9, "search.set.schedule.h_zero")
+        );
+        assert!(error.message.contains("h_zero"), "{error}");
     }
 }

@@ -3,7 +3,11 @@
 //! write these and trial specs carry them, so both import them from here and not from each
 //! other.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// Most config values one settings table may set by key.
+pub const MAX_SET_KEYS: usize = 64;
 
 /// Where a trial's training data comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,39 @@ pub struct RunSettings {
     /// Use only the first N training samples (small runs), 1..=100,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_samples: Option<u32>,
+    /// Further config values by the key `--set` takes (`schedule.h0`, `network.init_channels`),
+    /// applied after the fields above; at most `MAX_SET_KEYS`. A grid writes them as
+    /// `set.schedule.h0 = 4.0` or as a `[search.set]` table; nested tables become dotted keys.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "dotted_keys"
+    )]
+    pub set: BTreeMap<String, toml::Value>,
+}
+
+/// Reads a table of config values, turning nested tables into dotted keys.
+fn dotted_keys<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, toml::Value>, D::Error> {
+    fn flatten(prefix: &str, table: toml::Table, into: &mut BTreeMap<String, toml::Value>) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => flatten(&key, inner, into),
+                value => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut keys = BTreeMap::new();
+    flatten("", toml::Table::deserialize(deserializer)?, &mut keys);
+    Ok(keys)
 }
 
 impl RunSettings {
@@ -59,7 +96,21 @@ impl RunSettings {
             compat: overrides.compat.clone().or_else(|| self.compat.clone()),
             data: overrides.data.or(self.data),
             train_samples: overrides.train_samples.or(self.train_samples),
+            set: self
+                .set
+                .iter()
+                .chain(&overrides.set)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
         }
+    }
+
+    /// The `set` values as `--set` overrides (`key=value`, the value as TOML).
+    pub fn set_overrides(&self) -> Vec<String> {
+        self.set
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
     }
 }
 
@@ -81,4 +132,27 @@ pub struct EvaluationSettings {
 
 fn one() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_dotted_set_keys_read_alike_and_merge_by_key() {
+        let nested: RunSettings =
+            toml::from_str("epochs = 2\n[set.schedule]\nh0 = 4.0\n[set.data]\nlimit = 64\n")
+                .unwrap();
+        let dotted: RunSettings =
+            toml::from_str("epochs = 2\nset = { \"schedule.h0\" = 4.0, \"data.limit\" = 64 }\n")
+                .unwrap();
+        assert_eq!(nested, dotted);
+        assert_eq!(nested.set_overrides(), ["data.limit=64", "schedule.h0=4.0"]);
+        let json = serde_json::to_string(&nested).unwrap();
+        assert_eq!(serde_json::from_str::<RunSettings>(&json).unwrap(), nested);
+        let method: RunSettings = toml::from_str("set.schedule.h0 = 8.0\n").unwrap();
+        let merged = nested.merged_with(&method);
+        assert_eq!(merged.set_overrides(), ["data.limit=64", "schedule.h0=8.0"]);
+        assert_eq!(merged.epochs, Some(2));
+    }
 }

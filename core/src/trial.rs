@@ -258,6 +258,13 @@ pub mod result_keys {
     pub const VALID_PPL: &str = "valid_ppl";
     /// Parameters of the evaluated network, in millions (SPEC 6.7 convention).
     pub const PARAMS_M: &str = "params_m";
+    /// Alpha steps a search took over its whole run.
+    pub const ALPHA_STEPS: &str = "alpha_steps";
+    /// 1 when a search ran on a GPU, 0 on a CPU (result tables give GPU-days or CPU-hours).
+    pub const SEARCH_ON_GPU: &str = "search_on_gpu";
+    /// Fewer alpha steps than this leave a search's alphas close to their initial values: its
+    /// genotype says little about the method (a summary flags such a search).
+    pub const FEW_ALPHA_STEPS: u64 = 5;
 }
 
 /// What a finished trial produced.

@@ -202,8 +202,26 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         "{}",
         watched.stderr
     );
+    assert!(
+        watched
+            .stdout
+            .starts_with("| task | method | test error (%) | params (M) |"),
+        "watch ends with the results table: {}",
+        watched.stdout
+    );
     let trials = prime_tests::list_trials(&url, "cli").await;
     assert!(all_succeeded(&trials, 2), "watch ended early: {trials:?}");
+
+    let unknown = Prime::start(out, &url, &["status", "clj"]).wait(Duration::from_secs(30));
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.stderr.contains("no grid `clj`; the grids are: cli"),
+        "{}",
+        unknown.stderr
+    );
+    // A coordinator address without a scheme is dialled over http.
+    let bare = prime_ok(out, &url, &["status", "--coordinator", &addr.to_string()]);
+    assert!(bare.lines().any(|l| l.starts_with("cli ")), "{bare}");
 
     let summary = prime_ok(out, &url, &["status"]);
     let line = summary
@@ -235,6 +253,14 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         logs.lines().any(|l| l.contains("started on worker w1")),
         "{logs}"
     );
+    // Every line starts with its UTC time (2026-11-30T21:38:57.123Z).
+    for line in logs.lines() {
+        let time = line.split(' ').next().unwrap();
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{logs}"
+        );
+    }
 
     let fetched = out.join("fetched");
     let listed = prime_ok(

@@ -223,6 +223,10 @@ async fn sigterm_and_sigusr1_checkpoint_report_preempted_and_exit_cleanly() {
             "SIG{signal}: {}",
             worker.log_text()
         );
+        // The log went to a file, not a terminal: plain text, no colour codes.
+        let log = worker.log_text();
+        assert!(log.contains("INFO"), "{log}");
+        assert!(!log.contains('\u{1b}'), "{log}");
         let trials = wait_for(&url, "preempt", LIMIT, "preempted", |t| {
             t.iter().any(|t| t.state == "preempted")
         })

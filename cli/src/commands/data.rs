@@ -111,7 +111,14 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     if args.ptb {
         let dir = super::ptb::corpus_dir(&args.data_dir);
-        let corpus = load_corpus(&dir)?;
+        let corpus = load_corpus(&dir).with_context(|| {
+            format!(
+                "no Penn Treebank corpus: looked for train.txt or ptb.train.txt (with their valid \
+                 and test files) in {} and in {}",
+                args.data_dir.display(),
+                args.data_dir.join(CORPUS_FOLDER).display()
+            )
+        })?;
         println!(
             "ptb in {}: {} words; {} / {} / {} train / valid / test tokens",
             dir.display(),

@@ -23,7 +23,9 @@ pub enum GenotypeCommand {
     },
     /// Print both cells of a genotype and its reference text form.
     Show {
-        /// A genotype file (JSON or reference text) or a built-in name such as `DARTS_V2`.
+        /// A search run directory (its genotype.json or genotype.txt), a genotype file (JSON
+        /// or reference text) or a built-in name such as `DARTS_V2`.
+        #[arg(value_name = "NAME|FILE|RUN_DIR")]
         genotype: String,
     },
     /// Print the evaluation network's parameters as JSON: `params` (auxiliary head excluded,
@@ -112,18 +114,10 @@ fn derive_from_file(path: &Path, activation: Activation) -> anyhow::Result<Genot
     Ok(genotype)
 }
 
-/// Loads `argument` as a file if one exists at that path, else as a built-in name.
+/// Loads the genotype `argument` names: a search run directory, a genotype file or a built-in
+/// name, as `prime eval` and `prime genotype params` take it.
 fn resolve(argument: &str) -> anyhow::Result<Genotype> {
-    let path = Path::new(argument);
-    if path.is_file() {
-        return Ok(Genotype::load(path)?);
-    }
-    Genotype::builtin(argument).map_err(|_| {
-        anyhow::anyhow!(
-            "`{argument}` is neither a genotype file nor a built-in genotype (built-ins: {})",
-            Genotype::builtin_names().join(", ")
-        )
-    })
+    Ok(prime_nas::eval::resolve_genotype(argument)?.0)
 }
 
 /// The readable listing of both cells followed by the reference text form.
@@ -190,7 +184,7 @@ mod tests {
             resolve("nasnet").unwrap(),
             Genotype::builtin("NASNet").unwrap()
         );
-        let message = resolve("no-such-genotype").unwrap_err().to_string();
+        let message = format!("{:#}", resolve("no-such-genotype").unwrap_err());
         assert!(message.contains("`no-such-genotype`"), "{message}");
         assert!(message.contains("AmoebaNet"), "{message}");
     }

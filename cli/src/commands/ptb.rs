@@ -124,7 +124,8 @@ pub fn search(
     }
     println!("{}", outcome.genotype.to_json());
     eprintln!(
-        "search finished: best valid ppl {:.2}; genotype (best validation epoch) in {}",
+        "search finished after {}: best valid ppl {:.2}; genotype (best validation epoch) in {}",
+        crate::progress::alpha_steps_summary(outcome.alpha_steps),
         outcome.best_valid_ppl.unwrap_or(f64::NAN),
         run_dir.join(GENOTYPE_TEXT).display()
     );

@@ -3,7 +3,7 @@
 
 use super::ptb;
 use crate::device::MachineArgs;
-use crate::progress::{unique_run_dir, RunProgress};
+use crate::progress::{alpha_steps_summary, unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -166,7 +166,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     }
     println!("{}", outcome.genotype.to_json());
     eprintln!(
-        "search finished: genotype in {}",
+        "search finished after {}: genotype in {}",
+        alpha_steps_summary(outcome.alpha_steps),
         run_dir.join("genotype.txt").display()
     );
     Ok(())

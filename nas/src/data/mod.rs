@@ -193,12 +193,22 @@ fn missing_files_message(
         .and_then(|p| p.parent())
         .unwrap_or(dir)
         .display();
+    // Each file once: the missing ones, then the others it wants when only some are missing.
+    let present: Vec<PathBuf> = expected
+        .iter()
+        .filter(|path| !missing.contains(path))
+        .cloned()
+        .collect();
+    let found = if present.is_empty() {
+        String::new()
+    } else {
+        format!(" (it has {})", names(&present))
+    };
     let mut message = format!(
-        "{} data not found: {folder} lacks {}. Expected there: {}. Put them there by extracting \
-         the official archive {url} into {}",
+        "{} data not found: {folder} lacks {}{found}. Put them there by extracting the official \
+         archive {url} into {}",
         display_name(kind),
         names(missing),
-        names(expected),
         dir.display(),
     );
     match cause {

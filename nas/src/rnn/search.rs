@@ -49,6 +49,8 @@ pub struct RnnSearchOutcome {
     pub best_epoch: Option<u32>,
     /// Trainable parameters of the model.
     pub params: i64,
+    /// Alpha steps taken over the whole run.
+    pub alpha_steps: u64,
 }
 
 /// One line of `alphas.jsonl`.
@@ -76,6 +78,9 @@ pub struct RnnSearchState {
     /// Row of the most recently fetched alpha batch in the epoch.
     alpha_row: Option<usize>,
     alpha_steps_in_epoch: u64,
+    /// Alpha steps since the run began (0 in checkpoints written before it was counted).
+    #[serde(default)]
+    alpha_steps_total: u64,
     /// Whether this epoch's genotype line is written (a checkpoint at an epoch's first step
     /// must not make the resumed run write it twice).
     epoch_genotype_written: bool,
@@ -160,6 +165,7 @@ impl<'a> RnnSearchTask<'a> {
                 arch_flag: false,
                 alpha_row: None,
                 alpha_steps_in_epoch: 0,
+                alpha_steps_total: 0,
                 epoch_genotype_written: false,
                 train_loss_sum: 0.0,
                 train_batches: 0,
@@ -214,6 +220,7 @@ impl<'a> RnnSearchTask<'a> {
                 .arch_step(&input, &targets, &self.hidden.1, &masks, extra)?;
         self.hidden.1 = next_hidden;
         self.state.alpha_steps_in_epoch += 1;
+        self.state.alpha_steps_total += 1;
         let mut record = record.with("alpha_loss", alpha_loss.double_value(&[]));
         if let Some(value) = extra_value {
             record = record.with("regularizer", value);
@@ -254,6 +261,7 @@ impl<'a> RnnSearchTask<'a> {
             best_valid_ppl: self.state.best_valid_loss.map(perplexity),
             best_epoch: self.state.best_epoch,
             params: self.params,
+            alpha_steps: self.state.alpha_steps_total,
         }
     }
 }

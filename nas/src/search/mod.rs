@@ -34,6 +34,8 @@ pub struct SearchOutcome {
     pub valid_acc: Option<f64>,
     /// Inference loss on the alpha split after the last completed epoch.
     pub valid_loss: Option<f64>,
+    /// Alpha steps taken over the whole run.
+    pub alpha_steps: u64,
 }
 
 /// One line of `alphas.jsonl`.

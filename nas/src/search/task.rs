@@ -32,6 +32,9 @@ pub struct SearchState {
     alpha_position: StreamPosition,
     schedule: ScheduleState,
     alpha_steps_in_epoch: u64,
+    /// Alpha steps since the run began (0 in checkpoints written before it was counted).
+    #[serde(default)]
+    alpha_steps_total: u64,
     /// Whether this epoch's genotype line is written: a checkpoint at an epoch's first step
     /// boundary must not make the resumed run write it twice.
     #[serde(default)]
@@ -95,6 +98,7 @@ impl<'a> SearchTask<'a> {
             alpha_position: StreamPosition::START,
             schedule: schedule.state,
             alpha_steps_in_epoch: 0,
+            alpha_steps_total: 0,
             epoch_genotype_written: false,
             alpha_counter: 0,
             last_alpha_loss: 0.0,
@@ -189,6 +193,7 @@ impl<'a> SearchTask<'a> {
         let (alpha_loss, _) = arch.host();
         self.state.last_alpha_loss = alpha_loss;
         self.state.alpha_steps_in_epoch += 1;
+        self.state.alpha_steps_total += 1;
         let mut record = record
             .with("alpha_loss", alpha_loss)
             .with("alpha_step", 1.0);
@@ -259,6 +264,7 @@ impl<'a> SearchTask<'a> {
             epochs_done,
             valid_acc: self.state.valid_acc,
             valid_loss: self.state.valid_loss,
+            alpha_steps: self.state.alpha_steps_total,
         })
     }
 }

@@ -6,7 +6,7 @@
 use super::ConvertError;
 use crate::pb;
 use prime_core::dataset::Dataset;
-use prime_core::settings::{DataSource, EvaluationSettings, RunSettings};
+use prime_core::settings::{DataSource, EvaluationSettings, RunSettings, MAX_SET_KEYS};
 use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConvertError {
@@ -100,6 +100,11 @@ impl From<&RunSettings> for pb::RunSettings {
             compat: settings.compat.clone(),
             data: settings.data.map(|data| pb::DataSource::from(data) as i32),
             train_samples: settings.train_samples,
+            set: settings
+                .set
+                .iter()
+                .map(|(key, value)| (key.clone(), value.to_string()))
+                .collect(),
         }
     }
 }
@@ -121,7 +126,39 @@ fn run_settings(
             .map(|value| data_source(value, data_field))
             .transpose()?,
         train_samples: settings.train_samples,
+        set: check_set_count(settings.set)?
+            .into_iter()
+            .map(|(key, text)| {
+                let value = toml_value(&text).map_err(|message| {
+                    invalid("run settings set", format!("`{key}`: {message}"))
+                })?;
+                Ok((key, value))
+            })
+            .collect::<Result<_, ConvertError>>()?,
     })
+}
+
+fn check_set_count(
+    set: std::collections::HashMap<String, String>,
+) -> Result<std::collections::HashMap<String, String>, ConvertError> {
+    if set.len() > MAX_SET_KEYS {
+        return Err(invalid(
+            "run settings set",
+            format!("{} values; at most {MAX_SET_KEYS}", set.len()),
+        ));
+    }
+    Ok(set)
+}
+
+/// A TOML value written as text (`4.0`, `"fixed"`).
+fn toml_value(text: &str) -> Result<toml::Value, String> {
+    let table: toml::Table = format!("value = {text}")
+        .parse()
+        .map_err(|error: toml::de::Error| format!("not a TOML value: {}", error.message()))?;
+    table
+        .get("value")
+        .cloned()
+        .ok_or_else(|| "not a TOML value".to_string())
 }
 
 impl From<&EvaluationSettings> for pb::EvaluationSettings {

@@ -57,6 +57,7 @@ pub fn eval_overrides(dataset: ImageDataset, seed: u64, settings: &RunSettings) 
     push("network.init_channels", settings.init_channels);
     push("network.layers", settings.layers);
     push("data.limit", settings.train_samples);
+    list.extend(settings.set_overrides());
     list
 }
 
@@ -87,6 +88,7 @@ pub fn overrides(dataset: ImageDataset, seed: u64, settings: &RunSettings) -> Ve
         settings.compat.as_ref().map(|v| format!("\"{v}\"")),
     );
     push("data.limit", settings.train_samples.map(|v| v.to_string()));
+    list.extend(settings.set_overrides());
     list
 }
 
@@ -226,16 +228,18 @@ impl Trainer for NasTrainer {
             return Ok(TrainEnd::Stopped);
         }
         let metric = ("search_valid_acc", outcome.valid_acc);
-        finished_search(job, &outcome.genotype, metric)
+        finished_search(job, &outcome.genotype, metric, outcome.alpha_steps)
     }
 }
 
-/// A finished search as the coordinator keeps it: the genotype and the search's validation
-/// `metric` (name, value when an epoch completed); the run directory is uploaded with it.
+/// A finished search as the coordinator keeps it: the genotype, the search's validation
+/// `metric` (name, value when an epoch completed) and its alpha-step count; the run directory
+/// is uploaded with it.
 fn finished_search(
     job: &TrainJob,
     genotype: &impl serde::Serialize,
     (name, value): (&str, Option<f64>),
+    alpha_steps: u64,
 ) -> Result<TrainEnd, TrainError> {
     let genotype = serde_json::to_value(genotype)
         .map_err(|error| TrainError::Failed(format!("genotype: {error}")))?;
@@ -246,6 +250,14 @@ fn finished_search(
     if let Some(value) = value {
         result.metrics.insert(name.into(), value);
     }
+    result
+        .metrics
+        .insert(result_keys::ALPHA_STEPS.into(), alpha_steps as f64);
+    let on_gpu = matches!(job.device, crate::trainer::Device::Cuda(_));
+    result.metrics.insert(
+        result_keys::SEARCH_ON_GPU.into(),
+        f64::from(u8::from(on_gpu)),
+    );
     attach_manifest(&mut result, &job.run_dir);
     Ok(TrainEnd::Finished {
         result,

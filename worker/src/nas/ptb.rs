@@ -45,6 +45,7 @@ pub fn rnn_overrides(settings: &RunSettings) -> Vec<String> {
     if let Some(tokens) = settings.train_samples {
         list.push(format!("data.limit={tokens}"));
     }
+    list.extend(settings.set_overrides());
     list
 }
 
@@ -96,7 +97,7 @@ impl NasTrainer {
             return Ok(TrainEnd::Stopped);
         }
         let metric = ("search_valid_ppl", outcome.best_valid_ppl);
-        finished_search(job, &outcome.genotype, metric)
+        finished_search(job, &outcome.genotype, metric, outcome.alpha_steps)
     }
 
     /// Runs a PTB evaluation trial: the genotype retrained from scratch, then tested.

@@ -27,7 +27,7 @@ pub struct FetchArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 

@@ -15,7 +15,7 @@ pub struct CancelArgs {
     #[arg(long)]
     pub trial: Option<u64>,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
@@ -32,7 +32,7 @@ pub struct WorkersArgs {
     #[arg(long, value_name = "NAME")]
     pub drain: Option<String>,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
@@ -42,7 +42,7 @@ pub struct LogsArgs {
     /// The trial id.
     pub trial: u64,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
@@ -185,15 +185,44 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
         let client = connect(&args.coordinator)?;
         all_logs(&client, args.trial).await.map_err(status_error)
     })?;
-    for line in lines {
-        println!("{} {}", line.unix_ms, line.line);
-    }
+    print!("{}", log_text(lines));
     Ok(())
+}
+
+/// A trial's log lines in time order (lines of the same millisecond keep the coordinator's
+/// order), each after its UTC time to the millisecond.
+fn log_text(mut lines: Vec<pb::LogLine>) -> String {
+    lines.sort_by_key(|line| line.unix_ms);
+    lines
+        .iter()
+        .map(|line| {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.unix_ms);
+            format!("{} {}\n", humantime::format_rfc3339_millis(time), line.line)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_show_utc_times_in_time_order() {
+        let line = |unix_ms: u64, text: &str| pb::LogLine {
+            unix_ms,
+            line: text.into(),
+        };
+        let text = log_text(vec![
+            line(1_764_538_737_123, "second"),
+            line(1_764_538_737_000, "first"),
+            line(1_764_538_737_123, "third"),
+        ]);
+        assert_eq!(
+            text,
+            "2025-11-30T21:38:57.000Z first\n2025-11-30T21:38:57.123Z second\n\
+             2025-11-30T21:38:57.123Z third\n"
+        );
+    }
 
     #[test]
     fn the_workers_table_marks_stalled_slots() {

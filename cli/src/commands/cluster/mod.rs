@@ -11,6 +11,7 @@ pub mod manage;
 pub mod results;
 pub mod status;
 pub mod submit;
+pub mod url;
 
 use prime_proto::client::Client;
 use std::time::Duration;

@@ -1,10 +1,11 @@
 //! `prime status [GRID]` (a table with per-trial progress) and `prime watch GRID` (live
 //! progress bars until every trial is over).
 
+use super::results::{build_rows, render, search_alpha_steps, Format};
 use super::{connect, runtime, status_error};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use prime_core::trial::{TrialKind, TrialSpec};
+use prime_core::trial::{result_keys, TrialKind, TrialSpec};
 use prime_proto::paging::all_trials;
 use prime_proto::pb;
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub struct StatusArgs {
     /// Only this grid (default: a summary of every grid).
     pub grid: Option<String>,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
@@ -29,7 +30,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
@@ -71,6 +72,22 @@ fn progress_cell(trial: &pb::TrialView) -> String {
     )
 }
 
+/// The note of a trial: how many alpha steps a finished search took (flagged when too few
+/// for its alphas to mean much), else the reason of its state. A succeeded trial drops the
+/// reason of an earlier attempt (a preemption it recovered from).
+pub fn trial_note(trial: &pb::TrialView) -> String {
+    if trial.state != "succeeded" {
+        return trial.reason.clone();
+    }
+    match search_alpha_steps(trial) {
+        Some(steps) if steps < result_keys::FEW_ALPHA_STEPS => {
+            format!("only {steps} alpha steps: its alphas are barely trained")
+        }
+        Some(steps) => format!("{steps} alpha steps"),
+        None => String::new(),
+    }
+}
+
 /// The per-trial status table of one grid.
 pub fn trial_table(trials: &[pb::TrialView]) -> String {
     let mut out = format!(
@@ -91,7 +108,7 @@ pub fn trial_table(trials: &[pb::TrialView]) -> String {
             trial.attempts,
             trial.failures,
             trial.worker,
-            trial.reason
+            trial_note(trial)
         ));
     }
     out
@@ -130,15 +147,28 @@ pub fn grid_summary(trials: &[pb::TrialView]) -> String {
     out
 }
 
+/// The error for a grid with no trials, naming the grids there are.
+pub fn unknown_grid(grid: &str, all: &[pb::TrialView]) -> String {
+    let mut names: Vec<&str> = all.iter().map(|trial| trial.grid.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        format!("no grid `{grid}`: the coordinator has no grids yet (submit one with `prime submit GRID.toml`)")
+    } else {
+        format!("no grid `{grid}`; the grids are: {}", names.join(", "))
+    }
+}
+
 /// Runs `prime status`.
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let grid = args.grid.clone().unwrap_or_default();
     let trials = runtime()?.block_on(fetch_trials(&args.coordinator, &grid))?;
     match args.grid {
-        Some(grid) => {
-            anyhow::ensure!(!trials.is_empty(), "no trials in grid `{grid}`");
-            print!("{}", trial_table(&trials));
+        Some(grid) if trials.is_empty() => {
+            let all = runtime()?.block_on(fetch_trials(&args.coordinator, ""))?;
+            anyhow::bail!("{}", unknown_grid(&grid, &all))
         }
+        Some(_) => print!("{}", trial_table(&trials)),
         None if trials.is_empty() => {
             eprintln!("no grids yet: submit one with `prime submit GRID.toml`")
         }
@@ -159,7 +189,10 @@ pub async fn watch(
     let mut shown: BTreeMap<u64, ProgressBar> = BTreeMap::new();
     loop {
         let trials = fetch_trials(coordinator, grid).await?;
-        anyhow::ensure!(!trials.is_empty(), "no trials in grid `{grid}`");
+        if trials.is_empty() {
+            let all = fetch_trials(coordinator, "").await?;
+            anyhow::bail!("{}", unknown_grid(grid, &all));
+        }
         for trial in &trials {
             let bar = shown.entry(trial.trial_id).or_insert_with(|| {
                 let bar = bars.add(ProgressBar::new(1));
@@ -206,5 +239,6 @@ pub fn run_watch(args: WatchArgs) -> anyhow::Result<()> {
         args.grid,
         trials.len()
     );
+    print!("{}", render(&build_rows(&trials)?, Format::Md, false)?);
     Ok(())
 }

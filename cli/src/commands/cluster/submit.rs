@@ -12,7 +12,7 @@ pub struct SubmitArgs {
     /// The grid file.
     pub grid: PathBuf,
     /// URL of the coordinator.
-    #[arg(long, default_value_t = super::default_coordinator())]
+    #[arg(long, default_value_t = super::default_coordinator(), value_parser = super::url::normalize_url)]
     pub coordinator: String,
 }
 
