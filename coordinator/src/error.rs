@@ -86,9 +86,26 @@ impl From<DbError> for CoordinatorError {
     }
 }
 
+/// Longest status message sent back, in bytes: messages may quote what the caller sent, and
+/// an unbounded one would exceed the caller's HTTP/2 header limit.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// `message` cut to `MAX_STATUS_MESSAGE` bytes at a character boundary, marked when cut.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+    message
+}
+
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Status {
-        let message = error.to_string();
+        let message = bounded(error.to_string());
         match error {
             CoordinatorError::InvalidGrid(_) | CoordinatorError::Invalid(_) => {
                 Status::invalid_argument(message)
@@ -108,5 +125,17 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::Storage(_)
             | CoordinatorError::Internal(_) => Status::internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_quoting_a_huge_request_is_cut() {
+        let status = Status::from(CoordinatorError::Invalid("é".repeat(10_000)));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE + 16);
+        assert!(status.message().ends_with("(cut)"));
     }
 }

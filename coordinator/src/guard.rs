@@ -295,7 +295,7 @@ impl Coordinator for GuardedService {
     async fn set_worker_mode(&self, request: Request<pb::SetWorkerModeRequest>) -> Reply<pb::Ack> {
         let caller = Caller::of(&request);
         let name = request.get_ref().name.clone();
-        let result = match limits::worker_name(&name) {
+        let result = match limits::worker_mode(request.get_ref()) {
             Ok(()) => self.inner.set_worker_mode(request).await,
             Err(status) => Err(status),
         };

@@ -90,6 +90,12 @@ pub fn worker_name(name: &str) -> Result<(), Status> {
     text("worker name", name, MAX_WORKER_NAME, true)
 }
 
+/// Checks a worker-mode request.
+pub fn worker_mode(request: &pb::SetWorkerModeRequest) -> Result<(), Status> {
+    text("worker name", &request.name, MAX_WORKER_NAME, true)?;
+    text("worker mode", &request.mode, 16, true)
+}
+
 /// Checks a grid name given alone (listings, cancellation).
 pub fn grid_name(name: &str) -> Result<(), Status> {
     text("grid name", name, MAX_GRID_NAME, true)

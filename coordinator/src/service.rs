@@ -78,6 +78,11 @@ async fn blocking<T: Send + 'static>(
             )),
             StoreError::OutOfBounds(message) => CoordinatorError::Invalid(message),
             StoreError::Busy(message) => CoordinatorError::ResourceExhausted(message),
+            // A staged upload that expired or never began: the worker sends it again.
+            StoreError::NotFound(message) => CoordinatorError::Integrity(format!(
+                "nothing was committed, the upload is not staged ({message}); send it again"
+            )),
+            StoreError::InvalidName(message) => CoordinatorError::Invalid(message),
             other => CoordinatorError::Store(other),
         })
 }

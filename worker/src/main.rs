@@ -158,9 +158,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(!devices.is_empty(), "give at least one --gpu N, or --cpu");
     let inventory = GpuInventory::open();
     let gpus = inventory.snapshot();
-    for device in &devices {
-        if let Device::Cuda(index) = device {
-            check_cuda_device(*index as usize, &gpus)?;
+    // The simulated trainer runs no kernels: only the libtorch trainer needs its GPUs checked.
+    if args.trainer == TrainerKind::Nas {
+        for device in &devices {
+            if let Device::Cuda(index) = device {
+                check_cuda_device(*index as usize, &gpus)?;
+            }
         }
     }
     let trainer: Arc<dyn Trainer> = match args.trainer {
