@@ -2,7 +2,8 @@
 //!
 //! `plot alphas` draws Figure 1 (the activated alpha of every op on every edge over training,
 //! one panel per edge, one figure per cell type); `plot schedule` draws Figure 3 (the FIMT, its
-//! EWMA and the threshold on a log axis, with a mark at every alpha step).
+//! EWMA and, under the FIMT schedule, the threshold on a log axis, with a mark at every alpha
+//! step).
 
 pub mod figures;
 pub mod raster;
@@ -10,7 +11,7 @@ pub mod run_dir;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use figures::{save, AlphaFigure, Figure, ImageFormat, ScheduleFigure};
+use figures::{save, AlphaFigure, Figure, ImageFormat, ScheduleFigure, Sizing};
 use std::path::{Path, PathBuf};
 
 /// Subcommands of `prime plot`.
@@ -19,8 +20,8 @@ pub enum PlotCommand {
     /// Figure 1: activated alpha of every op on every edge over training, for both cell types
     /// (writes alphas_normal.* and alphas_reduce.*).
     Alphas(AlphasArgs),
-    /// Figure 3: FIMT, its EWMA and the threshold on a log axis, with the alpha steps
-    /// (writes schedule.*).
+    /// Figure 3: FIMT, its EWMA and (FIMT schedule) the threshold on a log axis, with the
+    /// alpha steps (writes schedule.*).
     Schedule(ScheduleArgs),
 }
 
@@ -54,6 +55,27 @@ pub struct OutputArgs {
     /// Image format.
     #[arg(long, value_enum, default_value = "both")]
     format: FormatChoice,
+    /// Image width in pixels, 400 to 8000 (default: what the panels need).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(400..=8000))]
+    width: Option<u32>,
+    /// Image height in pixels, 300 to 8000 (default: what the panels need).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(300..=8000))]
+    height: Option<u32>,
+    /// Tick-label font size in pixels, 8 to 40; titles, labels, legends and panels scale
+    /// with it.
+    #[arg(long, value_name = "PX", default_value_t = figures::DEFAULT_FONT_SIZE,
+          value_parser = clap::value_parser!(u32).range(8..=40))]
+    font_size: u32,
+}
+
+impl OutputArgs {
+    fn sizing(&self) -> Sizing {
+        Sizing {
+            width: self.width,
+            height: self.height,
+            font_size: self.font_size,
+        }
+    }
 }
 
 /// Arguments of `prime plot alphas`.
@@ -64,6 +86,9 @@ pub struct AlphasArgs {
     /// Also draw the `none` op (the paper leaves it out).
     #[arg(long)]
     with_none: bool,
+    /// One y range for every panel (default: each panel's own range around its data).
+    #[arg(long)]
+    shared_y: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -71,7 +96,7 @@ pub struct AlphasArgs {
 /// Arguments of `prime plot schedule`.
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// A search run directory (with metrics.jsonl of a FIMT-scheduled run).
+    /// A search run directory (with metrics.jsonl; every search records the FIMT).
     run_dir: PathBuf,
     /// Start of the clock range shown, in epochs (default: 0).
     #[arg(long, value_name = "EPOCHS", allow_negative_numbers = true)]
@@ -109,6 +134,7 @@ fn write_all<F: Figure>(
     run_dir: &Path,
     stem: &str,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    figure.check_size()?;
     let dir = output
         .out
         .clone()
@@ -140,6 +166,8 @@ fn plot_alphas(args: &AlphasArgs) -> anyhow::Result<Vec<PathBuf>> {
             cell,
             with_none: args.with_none,
             method,
+            shared_y: args.shared_y,
+            sizing: args.output.sizing(),
         };
         written.extend(write_all(&figure, &args.output, &args.run_dir, stem)?);
     }
@@ -168,8 +196,9 @@ fn plot_schedule(args: &ScheduleArgs) -> anyhow::Result<Vec<PathBuf>> {
         history: &history,
         from,
         to,
-        lambda: config.as_ref().map(|config| config.schedule.ewma),
+        schedule: config.as_ref().map(|config| &config.schedule),
         method: config.as_ref().map(|config| config.method.as_str()),
+        sizing: args.output.sizing(),
     };
     write_all(&figure, &args.output, &args.run_dir, "schedule")
 }

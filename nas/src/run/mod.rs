@@ -14,6 +14,7 @@
 //! directories of earlier versions resume.
 
 pub mod driver;
+pub mod events;
 pub mod exact_float;
 pub mod files;
 pub mod genotype;

@@ -127,8 +127,10 @@ pub fn run_straight_and_interrupted_at_the_first_epoch_end<E: std::fmt::Debug>(
 }
 
 /// Asserts that two run directories hold the same checkpoint tensors and the same bytes in
-/// each of `files`.
+/// each of `files`, and that each one's event file holds its metrics once.
 pub fn assert_same_runs(a: &Path, b: &Path, files: &[&str]) {
+    assert_events_match_metrics(a);
+    assert_events_match_metrics(b);
     let tensors_a = tensors_of_latest(a);
     let tensors_b = tensors_of_latest(b);
     assert_eq!(tensors_a.len(), tensors_b.len());
@@ -158,4 +160,60 @@ pub fn last_step_of_epoch(run_dir: &Path, epoch: u32) -> u64 {
         .find(|record| record.kind == MetricKind::Epoch && record.epoch == epoch)
         .expect("an epoch record")
         .step
+}
+
+/// Checks a run directory's TensorBoard event file against its metrics: one file-version
+/// event, then every metric value as a scalar `KIND/NAME` at its record's step, in order and
+/// once each (so a resumed run repeated no step), and for searches the activated alphas as
+/// histograms at every epoch's end.
+pub fn assert_events_match_metrics(run_dir: &Path) {
+    use prime_nas::run::events::{read_events, scalars, EventWhat, ValueKind, EVENTS_FILE};
+    let events = read_events(&run_dir.join(EVENTS_FILE)).unwrap();
+    let versions = events
+        .iter()
+        .filter(|event| matches!(event.what, Some(EventWhat::FileVersion(_))))
+        .count();
+    assert_eq!(versions, 1, "one file-version event");
+    assert!(matches!(events[0].what, Some(EventWhat::FileVersion(_))));
+    let expected: Vec<(i64, String, f32)> = read_metrics(run_dir)
+        .unwrap()
+        .iter()
+        .flat_map(|record| {
+            let kind = serde_json::to_value(record.kind).unwrap();
+            let kind = kind.as_str().unwrap().to_string();
+            record.values.iter().map(move |(name, value)| {
+                (record.step as i64, format!("{kind}/{name}"), *value as f32)
+            })
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        scalars(&events),
+        expected,
+        "scalars differ from metrics.jsonl"
+    );
+    if run_dir.join("alphas.jsonl").exists() {
+        let epochs = read_metrics(run_dir)
+            .unwrap()
+            .iter()
+            .filter(|record| record.kind == MetricKind::Epoch)
+            .count();
+        let histograms: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match &event.what {
+                Some(EventWhat::Summary(summary)) => Some(summary),
+                _ => None,
+            })
+            .flat_map(|summary| &summary.value)
+            .filter(|value| matches!(value.value, Some(ValueKind::Histo(_))))
+            .map(|value| value.tag.as_str())
+            .collect();
+        assert!(epochs > 0);
+        assert!(
+            histograms.iter().all(|tag| tag.starts_with("alphas/")),
+            "{histograms:?}"
+        );
+        assert_eq!(histograms.len() % epochs, 0, "{histograms:?}");
+        assert!(histograms.len() >= epochs, "{histograms:?}");
+    }
 }

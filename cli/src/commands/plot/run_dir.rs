@@ -19,9 +19,10 @@ pub const ALPHAS_FILE: &str = "alphas.jsonl";
 /// The most intermediate nodes per cell the alpha figures draw (one row of panels each).
 pub const MAX_STEPS: usize = 12;
 
-/// The message of `plot schedule` on a run that has no FIMT values.
+/// The message of `plot schedule` on a run that has no FIMT values (every search records
+/// them, whatever its schedule).
 pub const NOT_FIMT: &str =
-    "this run did not use the FIMT schedule; no fimt values in metrics.jsonl";
+    "no fimt values in metrics.jsonl; the schedule figure needs the metrics of a search";
 
 /// Reads `config.toml` of a run directory; `None` when the file does not exist.
 pub fn read_config(dir: &Path) -> anyhow::Result<Option<SearchConfig>> {
