@@ -8,8 +8,8 @@ use super::schedule::{AlphaSchedule, ScheduleState};
 use super::trainer::SearchTrainer;
 use super::{current_genotype, AlphaRecord, SearchOutcome};
 use crate::data::{
-    batches_per_pass, load_cifar, split_by_portion, BatchStream, CifarData, DataError, Split,
-    StreamConfig, StreamId, StreamPosition,
+    batches_per_pass, copy_to_device, load_cifar, split_by_portion, BatchStream, CifarData,
+    DataError, DeviceBatches, Split, StreamConfig, StreamId, StreamPosition,
 };
 use crate::error::RunError;
 use crate::optim::{self, OptimError};
@@ -49,9 +49,10 @@ pub struct SearchState {
     valid_loss: Option<f64>,
 }
 
-/// The data streams of the epoch under way.
+/// The data streams of the epoch under way; the weight batches are copied to the device one
+/// ahead, the alpha batches when an alpha step takes one (its stream position is saved).
 struct EpochStreams {
-    weights: BatchStream,
+    weights: DeviceBatches,
     alpha: BatchStream,
     lr: f64,
 }
@@ -180,8 +181,8 @@ impl<'a> SearchTask<'a> {
         let alpha_batch = streams
             .alpha
             .next_batch()
-            .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??
-            .to_device(self.device);
+            .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??;
+        let alpha_batch = copy_to_device(&alpha_batch, self.device);
         let extra = self
             .regularizer
             .loss(self.trainer.arch(), self.state.clock)?;
@@ -265,16 +266,19 @@ impl<'a> SearchTask<'a> {
             self.config.data.batch_size,
         )
         .with_prefetch(self.config.data.prefetch);
-        let mut stream = BatchStream::spawn(
-            self.data.train.clone(),
-            self.split.valid.clone(),
-            stream_config,
-        )?;
+        let mut stream = DeviceBatches::new(
+            BatchStream::spawn(
+                self.data.train.clone(),
+                self.split.valid.clone(),
+                stream_config,
+            )?,
+            self.device,
+        );
         let mut loss_sum: Option<Tensor> = None;
         let mut correct_sum: Option<Tensor> = None;
         let mut count = 0usize;
         while let Some(batch) = stream.next_batch() {
-            let batch = batch?.to_device(self.device);
+            let batch = batch?;
             let step = self.trainer.infer(&batch.images, &batch.labels);
             count += step.count;
             loss_sum = Some(match loss_sum {
@@ -373,7 +377,10 @@ impl Task for SearchTask<'_> {
             .with_prefetch(config.data.prefetch);
         let train = &self.data.train;
         self.streams = Some(EpochStreams {
-            weights: BatchStream::spawn(train.clone(), self.split.train.clone(), weight_config)?,
+            weights: DeviceBatches::new(
+                BatchStream::spawn(train.clone(), self.split.train.clone(), weight_config)?,
+                self.device,
+            ),
             alpha: BatchStream::spawn(train.clone(), self.split.valid.clone(), alpha_config)?,
             lr,
         });
@@ -389,7 +396,7 @@ impl Task for SearchTask<'_> {
         let Some(batch) = streams.weights.next_batch() else {
             return Ok(Step::EpochDone);
         };
-        let batch = batch?.to_device(self.device);
+        let batch = batch?;
         let step_number = at.global_step + 1;
         self.state.clock += 1.0 / self.steps_per_epoch as f64;
         let threshold = self.schedule.state.threshold;
