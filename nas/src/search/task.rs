@@ -166,14 +166,15 @@ impl<'a> SearchTask<'a> {
             .with("pruned_reduce", pruned_reduce as f64)
     }
 
-    /// The alpha step the schedule asked for; adds its values to `step` (its losses stay on
-    /// the device until the next read-back).
+    /// The alpha step the schedule asked for; adds its flags to `record` and its losses to
+    /// `values` (they stay on the device until the next read-back).
     fn alpha_step(
         &mut self,
         batch: &crate::data::Batch,
         lr: f64,
-        step: &mut DeviceStep,
-    ) -> Result<(), RunError> {
+        record: MetricRecord,
+        values: &mut Vec<(&'static str, Tensor)>,
+    ) -> Result<MetricRecord, RunError> {
         let streams = self
             .streams
             .as_mut()
@@ -201,18 +202,18 @@ impl<'a> SearchTask<'a> {
         };
         self.state.alpha_steps_in_epoch += 1;
         self.state.alpha_steps_total += 1;
-        step.values.push(("alpha_loss", arch.loss));
-        step.record = step.record.clone().with("alpha_step", 1.0);
+        values.push(("alpha_loss", arch.loss));
+        let mut record = record.with("alpha_step", 1.0);
         if let Some(value) = extra_value {
-            step.values.push(("regularizer", value));
+            values.push(("regularizer", value));
         }
         if self.regularizer.after_alpha_step(self.trainer.arch())? {
-            step.record = step.record.clone().with("zu_step", 1.0);
+            record = record.with("zu_step", 1.0);
         }
         if self.config.compat == Compat::Fixed {
             self.trainer.mask_alphas(true)?;
         }
-        Ok(())
+        Ok(record)
     }
 
     /// Reads the steps held back to the host (one copy) and writes their records in order:
@@ -408,45 +409,42 @@ impl Task for SearchTask<'_> {
         if fimt_schedule {
             record = record.with("threshold", threshold);
         }
-        let mut pending = DeviceStep {
-            record,
-            values: Vec::new(),
-            loss: Tensor::new(),
-            correct: Tensor::new(),
-            count: 0,
-            fimt: None,
-            alphas: [Tensor::new(), Tensor::new()],
-        };
+        let mut values = Vec::new();
         if alpha_step {
-            self.alpha_step(&batch, lr, &mut pending)?;
+            record = self.alpha_step(&batch, lr, record, &mut values)?;
         }
         // The FIMT is tracked under every schedule, as the reference logs it (SPEC 8.1).
         let step = self
             .trainer
             .weight_step(&batch.images, &batch.labels, lr, true)?;
         self.state.step_in_epoch += 1;
+        let mut held_fimt = None;
         if let Some(fimt) = step.fimt {
             if fimt_schedule {
                 // The next step's decision compares the EWMA with the threshold on the host:
                 // the FIMT schedule's one read per step.
                 let fimt = optim::read_scalar(&fimt)?;
                 let ewma = self.schedule.observe_fimt(fimt);
-                pending.record = pending.record.with("fimt", fimt).with("fimt_ewma", ewma);
+                record = record.with("fimt", fimt).with("fimt_ewma", ewma);
             } else {
-                pending.fimt = Some(fimt);
+                held_fimt = Some(fimt);
             }
         }
         self.trainer
             .mask_alphas(self.config.compat == Compat::Fixed)?;
         if self.regularizer.after_weight_step(self.trainer.arch())? {
-            pending.record = pending.record.with("zu_step", 1.0);
+            record = record.with("zu_step", 1.0);
         }
         self.state.alpha_counter = self.regularizer.alpha_counter;
-        pending.record = self.with_pruned_counts(pending.record);
-        pending.loss = step.tensors.loss;
-        pending.correct = step.tensors.correct;
-        pending.count = step.tensors.count;
-        pending.alphas = self.trainer.arch().activated();
+        let pending = DeviceStep {
+            record: self.with_pruned_counts(record),
+            values,
+            loss: step.tensors.loss,
+            correct: step.tensors.correct,
+            count: step.tensors.count,
+            fimt: held_fimt,
+            alphas: self.trainer.arch().activated(),
+        };
         self.pending.push(pending);
         if self.pending.len() >= self.config.speed.read_back_every as usize {
             self.read_back(sink)?;
