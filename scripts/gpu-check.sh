@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared check of darts-prime on a machine with an NVIDIA GPU.
 #
-#   scripts/gpu-check.sh --prepare [--pack DIR]     on a CPU machine with Rust: builds the release
-#                                                   binaries and the GPU-tier test executables,
-#                                                   strips debug info, packs DIR.tar.gz (< 60 MiB)
+#   scripts/gpu-check.sh --prepare [--pack DIR]     on a CPU machine with Rust: builds the
+#                                                   binaries and the GPU-tier test executables in
+#                                                   the gpu-pack profile (release, no debug info),
+#                                                   packs DIR.tar.gz (< 60 MiB)
 #   scripts/gpu-check.sh [--out DIR] [--python PY] [--quick]
 #                                                   on the GPU machine, from an unpacked pack (or a
 #                                                   checkout with target/release): GPU inventory,
@@ -97,11 +98,11 @@ fi
 if [ "$mode" = "prepare" ]; then
     command -v cargo >/dev/null 2>&1 || fail "--prepare needs cargo (run it on the build machine)"
     bash scripts/setup.sh >&2
-    cargo build --locked --release --bins >&2
+    cargo build --locked --profile gpu-pack --bins >&2
     test_args=()
     for name in "${GPU_TESTS[@]}"; do test_args+=(--test "$name"); done
     # The test executables' paths, from cargo's JSON messages.
-    mapfile -t test_exes < <(cargo test --locked --release --workspace --no-run "${test_args[@]}" \
+    mapfile -t test_exes < <(cargo test --locked --profile gpu-pack --workspace --no-run "${test_args[@]}" \
         --message-format=json 2>/dev/null |
         "$python" -c 'import json, sys
 for line in sys.stdin:
@@ -112,10 +113,9 @@ for line in sys.stdin:
     rm -rf "$pack_dir"
     mkdir -p "$pack_dir/target/release" "$pack_dir/tests" "$pack_dir/scripts" "$pack_dir/bench"
     for bin in "${BINARIES[@]}"; do
-        cp "target/release/$bin" "$pack_dir/target/release/"
+        cp "target/gpu-pack/$bin" "$pack_dir/target/release/"
     done
     for exe in "${test_exes[@]}"; do cp "$exe" "$pack_dir/tests/"; done
-    strip --strip-debug "$pack_dir"/target/release/* "$pack_dir"/tests/*
     cp scripts/gpu-check.sh "$pack_dir/scripts/"
     cp bench/*.py "$pack_dir/bench/"
     [ -f .torch-variant ] && cp .torch-variant "$pack_dir/"
@@ -243,6 +243,36 @@ for batch in 96 256; do
             row check="eval step" setting="batch $batch $label" status="failed (see log.txt)"
         fi
     done
+done
+
+# Short searches end to end (data, schedule, records, checkpoints) on synthetic images: step
+# records read back after every step (as before) or every 50 steps, cuDNN benchmark mode on (the
+# default) or off. Wall seconds of the whole command, start-up included: compare the rows with
+# each other.
+echo "gpu-check: search runs" >&2
+search_data="$out_dir/search-data"
+search_images=2048
+[ "$quick" = 1 ] && search_images=512
+target/release/prime data synth --out "$search_data" --size "$search_images" --test-size 64 >>"$log" 2>&1 || true
+run_index=0
+for setting in "read back every step:speed.read_back_every=1" \
+    "read back every 50 steps:speed.read_back_every=50" \
+    "every 50, cuDNN benchmark off:speed.read_back_every=50 speed.cudnn_benchmark=false"; do
+    label="${setting%%:*}"
+    sets=()
+    for pair in ${setting#*:}; do sets+=(--set "$pair"); done
+    run_index=$((run_index + 1))
+    rm -rf "$out_dir/search-run-$run_index"
+    started=$(date +%s.%N)
+    if with_peak target/release/prime search --method darts-prime --dataset cifar10 \
+        --data-dir "$search_data" --no-download --device cuda --quiet \
+        --out "$out_dir/search-run-$run_index" --set epochs=1 --set data.batch_size=64 \
+        "${sets[@]}"; then
+        seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+        row check="search run" setting="$label" ours_s="$seconds" peak_mib="$peak_mib" status=ok
+    else
+        row check="search run" setting="$label" status="failed (see log.txt)"
+    fi
 done
 
 echo "gpu-check: RNN search step" >&2

@@ -42,6 +42,9 @@ pub const RHO: RangeInclusive<f64> = 0.0..=1_000.0;
 /// Epochs between checkpoints (0: only at the end).
 pub const CHECKPOINT_EVERY_EPOCHS: RangeInclusive<u64> = 0..=10_000;
 
+/// Search steps whose records are read back from the device together.
+pub const READ_BACK_EVERY: RangeInclusive<u64> = 1..=10_000;
+
 /// Batches decoded ahead of a training thread.
 pub const PREFETCH: RangeInclusive<u64> = 1..=64;
 

@@ -10,12 +10,13 @@
 //! Below the tasks: [`cnn`] (ops, search and evaluation networks, their cost), [`rnn`] (the
 //! recurrent cell, model and corpus), [`optim`] (optimizers checked bitwise against PyTorch,
 //! checkpointable), [`data`] (CIFAR files, augmentation, keyed batch streams), [`train_step`]
-//! (what every trainer's step shares), [`checkpoint`] (atomic, verified checkpoints),
+//! (what every trainer's step shares), [`cudnn`] (the cuDNN settings chosen), [`checkpoint`] (atomic, verified checkpoints),
 //! [`fingerprint`] (the data a run read), [`keyed`] and [`torch_rng`] (reproducible draws).
 
 pub mod build_info;
 pub mod checkpoint;
 pub mod cnn;
+pub mod cudnn;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -1,6 +1,6 @@
 //! End-to-end search tests on tiny synthetic data: learning, determinism and exact resume.
 
-use prime_core::config::{LayeredConfig, SearchConfig};
+use prime_core::config::{LayeredConfig, ScheduleKind, SearchConfig};
 use prime_core::dataset::ImageDataset;
 use prime_core::metrics::MetricKind;
 use prime_core::observer::NullObserver;
@@ -550,4 +550,93 @@ fn the_manifest_is_complete_and_a_resume_on_other_kernels_is_recorded() {
     assert!(metrics
         .iter()
         .any(|record| record.kind == MetricKind::Epoch && record.epoch == 1));
+}
+
+/// Counts the step records that reach the observer between two of the driver's questions:
+/// each nonzero count is one read-back of the device.
+#[derive(Default)]
+struct ReadBackBatches {
+    since_question: usize,
+    batches: Vec<usize>,
+}
+
+impl ReadBackBatches {
+    fn all(mut self) -> Vec<usize> {
+        if self.since_question > 0 {
+            self.batches.push(self.since_question);
+        }
+        self.batches
+    }
+}
+
+impl prime_core::observer::RunObserver for ReadBackBatches {
+    fn on_metric(&mut self, record: &prime_core::metrics::MetricRecord) {
+        if record.kind == MetricKind::Step {
+            self.since_question += 1;
+        }
+    }
+    fn on_checkpoint(&mut self, _dir: &Path, _progress: &prime_core::observer::Progress) {}
+    fn control(
+        &mut self,
+        _progress: &prime_core::observer::Progress,
+    ) -> prime_core::observer::Control {
+        if self.since_question > 0 {
+            self.batches.push(self.since_question);
+            self.since_question = 0;
+        }
+        prime_core::observer::Control::Continue
+    }
+}
+
+/// Step records read back from the device every 3 steps (and at the epoch's end and before a
+/// checkpoint) are exactly those read after every step, under the alternating schedule and
+/// under FIMT (whose decision reads one value per step); the host sees 3 read-backs per
+/// epoch of 8 steps, not 8.
+#[test]
+fn records_read_back_in_batches_equal_records_read_every_step() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    for schedule in [ScheduleKind::Alternate, ScheduleKind::Fimt] {
+        let mut every_step = tiny_config(1);
+        every_step.schedule.kind = schedule;
+        let mut batched = every_step.clone();
+        batched.speed.read_back_every = 3;
+
+        let straight = tempfile::tempdir().unwrap();
+        run_search(
+            &every_step,
+            &options(straight.path(), data.path(), false),
+            &mut NullObserver,
+        )
+        .unwrap();
+        let batches_run = tempfile::tempdir().unwrap();
+        let mut observer = ReadBackBatches::default();
+        run_search(
+            &batched,
+            &options(batches_run.path(), data.path(), false),
+            &mut observer,
+        )
+        .unwrap();
+        assert_eq!(observer.all(), vec![3, 3, 2], "{schedule:?}");
+        let files = ["metrics.jsonl", "alphas.jsonl", "genotypes.jsonl"];
+        assert_same_runs(straight.path(), batches_run.path(), &files);
+
+        // A checkpoint after step 4 writes the step held back; the resumed run continues.
+        let resumed = tempfile::tempdir().unwrap();
+        let stopped = run_search(
+            &batched,
+            &options(resumed.path(), data.path(), false),
+            &mut StopAt::after(4),
+        )
+        .unwrap();
+        assert!(!stopped.finished);
+        run_search(
+            &batched,
+            &options(resumed.path(), data.path(), true),
+            &mut NullObserver,
+        )
+        .unwrap();
+        assert_same_runs(straight.path(), resumed.path(), &files);
+    }
 }

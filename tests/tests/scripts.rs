@@ -288,11 +288,13 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         .iter()
         .map(|row| row["check"].as_str().unwrap())
         .collect();
-    // Tier, 2 rounds at batch 64 and 2 at the largest batch, 6 eval settings, RNN, grid.
-    assert_eq!(checks.len(), 13, "{checks:?}");
+    // Tier, 2 rounds at batch 64 and 2 at the largest batch, 6 eval settings, 3 search runs,
+    // RNN, grid.
+    assert_eq!(checks.len(), 16, "{checks:?}");
     assert_eq!(checks[0], "test tier");
     assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 4);
     assert_eq!(checks.iter().filter(|c| **c == "eval step").count(), 6);
+    assert_eq!(checks.iter().filter(|c| **c == "search run").count(), 3);
     assert!(rows
         .iter()
         .all(|row| row["status"].as_str().unwrap().starts_with("ok")
@@ -300,6 +302,6 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     assert_eq!(rows[1]["ours_s"], 0.05);
     assert_eq!(rows[1]["yardstick_s"], 0.2);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(table.lines().count(), 2 + 13 + 1, "{table}");
+    assert_eq!(table.lines().count(), 2 + 16 + 1, "{table}");
     assert!(table.contains("4.00x"), "{table}");
 }

@@ -355,6 +355,37 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// GPU speed options of a CNN search. None changes a result on the CPU; `cudnn_benchmark`
+/// lets cuDNN pick faster convolution algorithms on a GPU (then runs are not bitwise
+/// reproducible).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSpeedConfig {
+    /// Weight steps whose step records (loss, accuracy, FIMT, alphas) are read back from the
+    /// device together, 1..=10,000: one synchronisation per this many steps instead of several
+    /// per step. The records are the same; they reach the files and the observer later.
+    pub read_back_every: u32,
+    /// Let cuDNN time its convolution algorithms and keep the fastest (CUDA only).
+    pub cudnn_benchmark: bool,
+}
+
+impl Default for SearchSpeedConfig {
+    fn default() -> Self {
+        Self {
+            read_back_every: 1,
+            cudnn_benchmark: true,
+        }
+    }
+}
+
+impl SearchSpeedConfig {
+    /// Whether every value is the default (then `config.toml` leaves the table out, so the
+    /// config hash of runs written before it existed is unchanged and they still resume).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Everything a search run uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,6 +427,9 @@ pub struct SearchConfig {
     /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// GPU speed options.
+    #[serde(default, skip_serializing_if = "SearchSpeedConfig::is_default")]
+    pub speed: SearchSpeedConfig,
 }
 
 /// The method a config without a `method` key runs (plain DARTS, for CNN and RNN searches).
@@ -426,6 +460,7 @@ impl Default for SearchConfig {
             schedule: ScheduleConfig::default(),
             regularizer: RegularizerConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            speed: SearchSpeedConfig::default(),
         }
     }
 }
@@ -495,6 +530,11 @@ impl LayeredConfig for SearchConfig {
             "checkpoint.every_epochs",
             self.checkpoint.every_epochs,
             &limits::CHECKPOINT_EVERY_EPOCHS,
+        )?;
+        check.count(
+            "speed.read_back_every",
+            self.speed.read_back_every,
+            &limits::READ_BACK_EVERY,
         )
     }
 }

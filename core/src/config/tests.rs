@@ -105,6 +105,10 @@ fn numbers_out_of_range_name_file_line_and_field() {
             "[checkpoint]\nevery_epochs = 99999",
             "t.toml:3: field `checkpoint.every_epochs`",
         ),
+        (
+            "[speed]\nread_back_every = 0",
+            "t.toml:3: field `speed.read_back_every`",
+        ),
     ];
     for (body, expected) in cases {
         let error = error_of(&format!("version = 1\n{body}\n"), &[]);

@@ -272,6 +272,11 @@ impl ArchParams {
         }
     }
 
+    /// act(alpha) of the normal and reduction cells, detached, on the alphas' device.
+    pub fn activated(&self) -> [Tensor; 2] {
+        tch::no_grad(|| [self.activate(&self.normal), self.activate(&self.reduce)])
+    }
+
     /// act(alpha) of both cell types as host matrices (for projection and logging).
     pub fn activated_rows(&self) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         tch::no_grad(|| {

@@ -58,6 +58,7 @@
 mod augment;
 mod cifar;
 mod cifar_layout;
+mod device_batches;
 mod download;
 mod prefetch;
 mod rng;
@@ -71,6 +72,7 @@ pub use augment::{
 };
 pub use cifar::{load_cifar, read_cifar_dir, CifarData, ImageSet};
 pub use cifar_layout::{layout, CifarLayout, CIFAR100_LAYOUT, CIFAR10_LAYOUT};
+pub use device_batches::{copy_to_device, DeviceBatches};
 pub(crate) use download::http_fetch;
 pub use download::{verify_and_extract, DownloadPolicy};
 pub use split::{batches_per_pass, dynamic_train_portion, split_by_portion, Split};

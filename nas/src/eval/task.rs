@@ -6,8 +6,8 @@ use super::trainer::{network_shape, EvalTrainer};
 use super::EvalOutcome;
 use crate::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
 use crate::data::{
-    batches_per_pass, load_cifar, BatchStream, CifarData, StreamConfig, StreamId, StreamPosition,
-    IMAGE_SIDE,
+    batches_per_pass, load_cifar, BatchStream, CifarData, DeviceBatches, StreamConfig, StreamId,
+    StreamPosition, IMAGE_SIDE,
 };
 use crate::error::RunError;
 use crate::keyed::splitmix64;
@@ -83,7 +83,7 @@ impl EpochSums {
 
 /// The epoch under way: its stream, sums and clocks.
 struct Epoch {
-    stream: BatchStream,
+    stream: DeviceBatches,
     lr: f64,
     drop_prob: f64,
     sums: EpochSums,
@@ -188,9 +188,10 @@ impl<'a> EvalTask<'a> {
         let stream_config = StreamConfig::eval(self.config.data.batch_size)
             .with_prefetch(self.config.data.prefetch);
         let stream = BatchStream::spawn(self.data.test.clone(), 0..self.test_count, stream_config)?;
+        let mut batches = DeviceBatches::new(stream, self.device);
         let mut sums = EpochSums::new(0.0, 0.0, 0, self.device);
-        for batch in stream {
-            let batch = batch?.to_device(self.device);
+        while let Some(batch) = batches.next_batch() {
+            let batch = batch?;
             // A test batch's loss is already the batch's sum.
             let step = self.trainer.test_batch(&batch.images, &batch.labels);
             sums.loss += step.loss.to_kind(Kind::Double);
@@ -277,8 +278,10 @@ impl Task for EvalTask<'_> {
         if config.data.cutout {
             stream_config = stream_config.with_cutout(config.data.cutout_length);
         }
-        let stream =
-            BatchStream::spawn(self.data.train.clone(), 0..self.train_count, stream_config)?;
+        let stream = DeviceBatches::new(
+            BatchStream::spawn(self.data.train.clone(), 0..self.train_count, stream_config)?,
+            self.device,
+        );
         let sums = EpochSums::new(
             self.state.train_loss_sum,
             self.state.train_correct,
@@ -302,7 +305,7 @@ impl Task for EvalTask<'_> {
         let Some(batch) = epoch.stream.next_batch() else {
             return Ok(Step::EpochDone);
         };
-        let batch = batch?.to_device(self.device);
+        let batch = batch?;
         let step = self.trainer.train_step(
             &batch.images,
             &batch.labels,

@@ -48,9 +48,7 @@ impl EvalTrainer {
 
     fn build(config: &EvalConfig, device: Device) -> Result<Self, RunError> {
         let speed = &config.speed;
-        if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(speed.cudnn_benchmark);
-        }
+        crate::cudnn::set_benchmark(device, speed.cudnn_benchmark);
         let vs = nn::VarStore::new(device);
         let shape = network_shape(config);
         let net = EvalNetwork::new(&vs, shape, &config.genotype)?;

@@ -125,6 +125,7 @@ pub fn run<T: Task>(
         steps_total: plan.steps_total,
     };
     let mut saver = Saver {
+        run_dir,
         checkpoint_dir: &checkpoint_dir,
         config_sha256: &config_sha256,
     };
@@ -233,6 +234,7 @@ fn resume<T: Task>(
 
 /// Writes checkpoints of one run.
 struct Saver<'a> {
+    run_dir: &'a Path,
     checkpoint_dir: &'a Path,
     config_sha256: &'a str,
 }
@@ -246,6 +248,11 @@ impl Saver<'_> {
         counters: &Counters,
         progress: &Progress,
     ) -> Result<(), RunError> {
+        task.flush(&mut Sink {
+            records,
+            observer,
+            run_dir: self.run_dir,
+        })?;
         let mut groups = TensorGroups::new();
         let state = SavedState {
             epoch: counters.epoch,

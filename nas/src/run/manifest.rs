@@ -37,6 +37,11 @@ pub struct Machine {
     pub cudnn_version: Option<i64>,
     /// Whether cuDNN is enabled (libtorch's `user_enabled_cudnn`), for CUDA runs.
     pub cudnn_enabled: Option<bool>,
+    /// cuDNN's benchmark mode as the run set it, for CUDA runs (absent when nothing set it:
+    /// libtorch's default, off).
+    pub cudnn_benchmark: Option<bool>,
+    /// cuDNN's deterministic mode, for CUDA runs ([`crate::cudnn::DETERMINISTIC`]).
+    pub cudnn_deterministic: Option<bool>,
 }
 
 impl Machine {
@@ -63,6 +68,8 @@ impl Machine {
             gpu_driver: gpu.map(|gpu| gpu.driver_version),
             cudnn_version: cuda.then(tch::utils::version_cudnn),
             cudnn_enabled: cuda.then(tch::Cuda::user_enabled_cudnn),
+            cudnn_benchmark: crate::cudnn::benchmark().filter(|_| cuda),
+            cudnn_deterministic: cuda.then_some(crate::cudnn::DETERMINISTIC),
         }
     }
 
@@ -101,6 +108,13 @@ impl Machine {
             "cuDNN",
             number(earlier.cudnn_version),
             number(self.cudnn_version),
+        );
+        let flag =
+            |value: Option<bool>| value.map_or_else(|| "unset".to_string(), |v| v.to_string());
+        compare(
+            "cuDNN benchmark",
+            flag(earlier.cudnn_benchmark),
+            flag(self.cudnn_benchmark),
         );
         differences
     }
@@ -230,6 +244,8 @@ mod tests {
             gpu_driver: None,
             cudnn_version: None,
             cudnn_enabled: None,
+            cudnn_benchmark: None,
+            cudnn_deterministic: None,
         }
     }
 
@@ -261,6 +277,24 @@ mod tests {
              NVIDIA H200; not bitwise"
         );
         assert_eq!(manifest.latest_machine().device, "cuda:0");
+        let mut benchmarked = manifest.latest_machine().clone();
+        benchmarked.cudnn_benchmark = Some(true);
+        benchmarked.cudnn_deterministic = Some(false);
+        let notice = manifest.record_resume(4, 40, benchmarked).unwrap();
+        assert_eq!(
+            notice,
+            "resumed on different kernels: cuDNN benchmark unset -> true; not bitwise"
+        );
+    }
+
+    #[test]
+    fn a_manifest_written_before_the_cudnn_settings_reads_back() {
+        let mut value = serde_json::to_value(machine("avx2")).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("cudnn_benchmark");
+        object.remove("cudnn_deterministic");
+        let back: Machine = serde_json::from_value(value).unwrap();
+        assert_eq!(back, machine("avx2"));
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Sink<'_> {
 /// The driver calls, in order: [`Task::plan`]; [`Task::start`] (a new run) or
 /// [`Task::restore`] (a resume); then per epoch [`Task::begin_epoch`], [`Task::train_step`]
 /// until it returns [`Step::EpochDone`] (asking the observer before every call, and calling
-/// [`Task::checkpoint`] when it asks for one), and [`Task::end_epoch`]; at the end
+/// [`Task::flush`] and [`Task::checkpoint`] when it asks for one), and [`Task::end_epoch`]; at the end
 /// [`Task::finish`], or [`Task::stopped`] when the observer stopped the run.
 pub trait Task {
     /// The task's part of a checkpoint's `state.json`: every counter, position and running
@@ -230,6 +230,12 @@ pub trait Task {
     /// Whether training ended before the last epoch (early stop on convergence).
     fn ended_early(&self) -> bool {
         false
+    }
+
+    /// Writes the records the task holds back (to read values from the device in batches),
+    /// so that the records and the state agree; called before every checkpoint.
+    fn flush(&mut self, _sink: &mut Sink) -> Result<(), RunError> {
+        Ok(())
     }
 
     /// The tensors of a checkpoint taken now, into `groups`, and the task's state.

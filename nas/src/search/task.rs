@@ -2,13 +2,14 @@
 //! decides (first or second order, with the regularizer's term), the weight step and its
 //! FIMT, the step's metrics and alphas; per epoch the inference pass over the alpha split.
 
+use super::pending::{DeviceStep, HostStep, PendingSteps};
 use super::regularizer::ArchRegularizer;
 use super::schedule::{AlphaSchedule, ScheduleState};
 use super::trainer::SearchTrainer;
 use super::{current_genotype, AlphaRecord, SearchOutcome};
 use crate::data::{
-    batches_per_pass, load_cifar, split_by_portion, BatchStream, CifarData, DataError, Split,
-    StreamConfig, StreamId, StreamPosition,
+    batches_per_pass, copy_to_device, load_cifar, split_by_portion, BatchStream, CifarData,
+    DataError, DeviceBatches, Split, StreamConfig, StreamId, StreamPosition,
 };
 use crate::error::RunError;
 use crate::optim::{self, OptimError};
@@ -22,7 +23,7 @@ use prime_core::genotype::projection::{frobenius_distance, project_cell};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::primitives::Activation;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The search's part of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,9 +49,10 @@ pub struct SearchState {
     valid_loss: Option<f64>,
 }
 
-/// The data streams of the epoch under way.
+/// The data streams of the epoch under way; the weight batches are copied to the device one
+/// ahead, the alpha batches when an alpha step takes one (its stream position is saved).
 struct EpochStreams {
-    weights: BatchStream,
+    weights: DeviceBatches,
     alpha: BatchStream,
     lr: f64,
 }
@@ -67,6 +69,8 @@ pub struct SearchTask<'a> {
     schedule: AlphaSchedule,
     state: SearchState,
     streams: Option<EpochStreams>,
+    /// Steps whose records wait for the next read-back.
+    pending: PendingSteps,
 }
 
 impl<'a> SearchTask<'a> {
@@ -89,6 +93,7 @@ impl<'a> SearchTask<'a> {
             )));
         }
         let classes = config.data.dataset.classes() as i64;
+        crate::cudnn::set_benchmark(options.device, config.speed.cudnn_benchmark);
         let trainer = SearchTrainer::new(config, classes, options.device)?;
         let regularizer = ArchRegularizer::new(config, trainer.arch())?;
         let schedule = AlphaSchedule::new(&config.schedule, config.compat);
@@ -119,6 +124,7 @@ impl<'a> SearchTask<'a> {
             schedule,
             state,
             streams: None,
+            pending: PendingSteps::default(),
         })
     }
 
@@ -132,8 +138,8 @@ impl<'a> SearchTask<'a> {
         }
     }
 
-    /// The discretization distances and, under CRB, the pruned counts of the current alphas.
-    fn with_alpha_metrics(
+    /// The discretization distances of the alphas `alphas`.
+    fn with_alpha_distances(
         &self,
         record: MetricRecord,
         alphas: &AlphaRecord,
@@ -144,24 +150,30 @@ impl<'a> SearchTask<'a> {
                 .map(|projection| frobenius_distance(rows, &projection.z))
                 .map_err(|error| RunError::Projection(error.to_string()))
         };
-        let mut record = record
+        Ok(record
             .with("dist_normal", distance(&alphas.normal)?)
-            .with("dist_reduce", distance(&alphas.reduce)?);
-        if self.config.arch.activation == Activation::Crb {
-            let (pruned_normal, pruned_reduce) = self.trainer.arch().pruned_counts();
-            record = record
-                .with("pruned_normal", pruned_normal as f64)
-                .with("pruned_reduce", pruned_reduce as f64);
-        }
-        Ok(record)
+            .with("dist_reduce", distance(&alphas.reduce)?))
     }
 
-    /// The alpha step the schedule asked for; adds its values to `record`.
+    /// Under CRB, the pruned counts of the current alphas (a read of the masks).
+    fn with_pruned_counts(&self, record: MetricRecord) -> MetricRecord {
+        if self.config.arch.activation != Activation::Crb {
+            return record;
+        }
+        let (pruned_normal, pruned_reduce) = self.trainer.arch().pruned_counts();
+        record
+            .with("pruned_normal", pruned_normal as f64)
+            .with("pruned_reduce", pruned_reduce as f64)
+    }
+
+    /// The alpha step the schedule asked for; adds its flags to `record` and its losses to
+    /// `values` (they stay on the device until the next read-back).
     fn alpha_step(
         &mut self,
         batch: &crate::data::Batch,
         lr: f64,
         record: MetricRecord,
+        values: &mut Vec<(&'static str, Tensor)>,
     ) -> Result<MetricRecord, RunError> {
         let streams = self
             .streams
@@ -170,14 +182,12 @@ impl<'a> SearchTask<'a> {
         let alpha_batch = streams
             .alpha
             .next_batch()
-            .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??
-            .to_device(self.device);
+            .ok_or_else(|| DataError::Worker("the alpha stream ended".to_string()))??;
+        let alpha_batch = copy_to_device(&alpha_batch, self.device);
         let extra = self
             .regularizer
             .loss(self.trainer.arch(), self.state.clock)?;
-        let extra_value = extra
-            .as_ref()
-            .map(|term| term.detach().to_kind(Kind::Double));
+        let extra_value = extra.as_ref().map(Tensor::detach);
         let arch = match self.config.arch.order {
             ArchOrder::First => {
                 self.trainer
@@ -190,15 +200,12 @@ impl<'a> SearchTask<'a> {
                 extra,
             )?,
         };
-        let (alpha_loss, _) = arch.host();
-        self.state.last_alpha_loss = alpha_loss;
         self.state.alpha_steps_in_epoch += 1;
         self.state.alpha_steps_total += 1;
-        let mut record = record
-            .with("alpha_loss", alpha_loss)
-            .with("alpha_step", 1.0);
+        values.push(("alpha_loss", arch.loss));
+        let mut record = record.with("alpha_step", 1.0);
         if let Some(value) = extra_value {
-            record = record.with("regularizer", value.double_value(&[]));
+            values.push(("regularizer", value));
         }
         if self.regularizer.after_alpha_step(self.trainer.arch())? {
             record = record.with("zu_step", 1.0);
@@ -207,6 +214,47 @@ impl<'a> SearchTask<'a> {
             self.trainer.mask_alphas(true)?;
         }
         Ok(record)
+    }
+
+    /// Reads the steps held back to the host (one copy) and writes their records in order:
+    /// the running sums, the EWMA of FIMTs held back, the alpha history and its distances. A
+    /// non-finite loss stops the run here, naming its step.
+    fn read_back(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        // A failed copy is libtorch's error, as in the optimizers' reads.
+        for step in self.pending.read_back().map_err(OptimError::from)? {
+            let HostStep {
+                mut record,
+                loss,
+                correct,
+                count,
+                fimt,
+                alphas: [normal, reduce],
+            } = step;
+            RunError::check_finite("loss", loss, record.epoch, record.step)?;
+            if let Some(alpha_loss) = record.get("alpha_loss") {
+                self.state.last_alpha_loss = alpha_loss;
+            }
+            if let Some(fimt) = fimt {
+                let ewma = self.schedule.observe_fimt(fimt);
+                record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+            }
+            let count = count as f64;
+            self.state.train_loss_sum += loss * count;
+            self.state.train_correct += correct;
+            self.state.train_count += count;
+            let alphas = AlphaRecord {
+                step: record.step,
+                clock: record.clock,
+                normal,
+                reduce,
+            };
+            let record = record
+                .with("loss", loss)
+                .with("acc", 100.0 * correct / count);
+            sink.metric(&self.with_alpha_distances(record, &alphas)?)?;
+            sink.alphas(&alphas)?;
+        }
+        Ok(())
     }
 
     /// Eval-mode mean loss and top-1 accuracy (%) over the alpha split, which uses the
@@ -219,16 +267,19 @@ impl<'a> SearchTask<'a> {
             self.config.data.batch_size,
         )
         .with_prefetch(self.config.data.prefetch);
-        let mut stream = BatchStream::spawn(
-            self.data.train.clone(),
-            self.split.valid.clone(),
-            stream_config,
-        )?;
+        let mut stream = DeviceBatches::new(
+            BatchStream::spawn(
+                self.data.train.clone(),
+                self.split.valid.clone(),
+                stream_config,
+            )?,
+            self.device,
+        );
         let mut loss_sum: Option<Tensor> = None;
         let mut correct_sum: Option<Tensor> = None;
         let mut count = 0usize;
         while let Some(batch) = stream.next_batch() {
-            let batch = batch?.to_device(self.device);
+            let batch = batch?;
             let step = self.trainer.infer(&batch.images, &batch.labels);
             count += step.count;
             loss_sum = Some(match loss_sum {
@@ -327,7 +378,10 @@ impl Task for SearchTask<'_> {
             .with_prefetch(config.data.prefetch);
         let train = &self.data.train;
         self.streams = Some(EpochStreams {
-            weights: BatchStream::spawn(train.clone(), self.split.train.clone(), weight_config)?,
+            weights: DeviceBatches::new(
+                BatchStream::spawn(train.clone(), self.split.train.clone(), weight_config)?,
+                self.device,
+            ),
             alpha: BatchStream::spawn(train.clone(), self.split.valid.clone(), alpha_config)?,
             lr,
         });
@@ -343,7 +397,7 @@ impl Task for SearchTask<'_> {
         let Some(batch) = streams.weights.next_batch() else {
             return Ok(Step::EpochDone);
         };
-        let batch = batch?.to_device(self.device);
+        let batch = batch?;
         let step_number = at.global_step + 1;
         self.state.clock += 1.0 / self.steps_per_epoch as f64;
         let threshold = self.schedule.state.threshold;
@@ -351,23 +405,30 @@ impl Task for SearchTask<'_> {
         let mut record =
             MetricRecord::new(MetricKind::Step, at.epoch, step_number, self.state.clock)
                 .with("lr", lr);
-        if self.config.schedule.kind == ScheduleKind::Fimt {
+        let fimt_schedule = self.config.schedule.kind == ScheduleKind::Fimt;
+        if fimt_schedule {
             record = record.with("threshold", threshold);
         }
+        let mut values = Vec::new();
         if alpha_step {
-            record = self.alpha_step(&batch, lr, record)?;
+            record = self.alpha_step(&batch, lr, record, &mut values)?;
         }
         // The FIMT is tracked under every schedule, as the reference logs it (SPEC 8.1).
         let step = self
             .trainer
             .weight_step(&batch.images, &batch.labels, lr, true)?;
-        let (loss, correct) = step.tensors.host();
         self.state.step_in_epoch += 1;
-        RunError::check_finite("loss", loss, at.epoch, step_number)?;
-        if let Some(fimt) = &step.fimt {
-            let fimt = optim::read_scalar(fimt)?;
-            let ewma = self.schedule.observe_fimt(fimt);
-            record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+        let mut held_fimt = None;
+        if let Some(fimt) = step.fimt {
+            if fimt_schedule {
+                // The next step's decision compares the EWMA with the threshold on the host:
+                // the FIMT schedule's one read per step.
+                let fimt = optim::read_scalar(&fimt)?;
+                let ewma = self.schedule.observe_fimt(fimt);
+                record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+            } else {
+                held_fimt = Some(fimt);
+            }
         }
         self.trainer
             .mask_alphas(self.config.compat == Compat::Fixed)?;
@@ -375,20 +436,28 @@ impl Task for SearchTask<'_> {
             record = record.with("zu_step", 1.0);
         }
         self.state.alpha_counter = self.regularizer.alpha_counter;
-        let count = step.tensors.count as f64;
-        self.state.train_loss_sum += loss * count;
-        self.state.train_correct += correct;
-        self.state.train_count += count;
-        let alphas = self.alpha_record(step_number);
-        let record = record
-            .with("loss", loss)
-            .with("acc", 100.0 * correct / count);
-        sink.metric(&self.with_alpha_metrics(record, &alphas)?)?;
-        sink.alphas(&alphas)?;
+        let pending = DeviceStep {
+            record: self.with_pruned_counts(record),
+            values,
+            loss: step.tensors.loss,
+            correct: step.tensors.correct,
+            count: step.tensors.count,
+            fimt: held_fimt,
+            alphas: self.trainer.arch().activated(),
+        };
+        self.pending.push(pending);
+        if self.pending.len() >= self.config.speed.read_back_every as usize {
+            self.read_back(sink)?;
+        }
         Ok(Step::Trained)
     }
 
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)
+    }
+
     fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)?;
         let lr = self.streams.take().map_or(0.0, |streams| streams.lr);
         let (valid_loss, valid_acc) = self.infer(at.epoch)?;
         let state = &mut self.state;
@@ -404,7 +473,8 @@ impl Task for SearchTask<'_> {
             .with("alpha_steps", state.alpha_steps_in_epoch as f64)
             .with("last_alpha_loss", state.last_alpha_loss);
         let alphas = self.alpha_record(at.global_step);
-        sink.metric(&self.with_alpha_metrics(record, &alphas)?)?;
+        let record = self.with_pruned_counts(record);
+        sink.metric(&self.with_alpha_distances(record, &alphas)?)?;
 
         let state = &mut self.state;
         state.step_in_epoch = 0;
