@@ -39,6 +39,9 @@ enum Command {
     /// The paper's figures from a search run directory (SVG and PNG).
     #[command(subcommand)]
     Plot(commands::plot::PlotCommand),
+    /// The resolved search configuration, and every key with its type, default and range.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// FIMT schedule tools: replay a FIMT sequence without training.
     #[command(subcommand)]
     Schedule(commands::schedule::ScheduleCommand),
@@ -90,6 +93,7 @@ fn main() {
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
         Command::Plot(command) => commands::plot::run(command),
+        Command::Config(command) => commands::config::run(command),
         Command::Schedule(command) => commands::schedule::run(command),
         Command::Submit(args) => commands::cluster::submit::run(args),
         Command::Status(args) => commands::cluster::status::run_status(args),
