@@ -55,11 +55,14 @@ enum Command {
     Results(commands::cluster::results::ResultsArgs),
     /// Cancel a grid or one trial.
     Cancel(commands::cluster::manage::CancelArgs),
+    /// Requeue failed or cancelled trials (one, or all of a grid) from their last checkpoint,
+    /// or from the start with --fresh.
+    Retry(commands::cluster::retry::RetryArgs),
     /// List workers; cordon, uncordon or drain one.
     Workers(commands::cluster::manage::WorkersArgs),
     /// A trial's log: assignments, checkpoints, outcomes.
     Logs(commands::cluster::manage::LogsArgs),
-    /// Download a trial's genotype, metrics and weights.
+    /// Download a trial's (or every trial of a grid's) genotype, metrics and weights.
     Fetch(commands::cluster::fetch::FetchArgs),
     /// A coordinator and a worker in this process run a small grid end to end.
     Demo(commands::cluster::demo::DemoArgs),
@@ -100,6 +103,7 @@ fn main() {
         Command::Watch(args) => commands::cluster::status::run_watch(args),
         Command::Results(args) => commands::cluster::results::run(args),
         Command::Cancel(args) => commands::cluster::manage::run_cancel(args),
+        Command::Retry(args) => commands::cluster::retry::run(args),
         Command::Workers(args) => commands::cluster::manage::run_workers(args),
         Command::Logs(args) => commands::cluster::manage::run_logs(args),
         Command::Fetch(args) => commands::cluster::fetch::run(args),
