@@ -212,6 +212,17 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     );
     let trials = prime_tests::list_trials(&url, "cli").await;
     assert!(all_succeeded(&trials, 2), "watch ended early: {trials:?}");
+    // Not on a terminal, watch prints a plain line whenever a trial changes state or epoch.
+    for line in [
+        format!("{search_id} search darts cifar10 s1: queued"),
+        format!("{search_id} search darts cifar10 s1: succeeded on w1/0"),
+    ] {
+        assert!(
+            watched.stderr.lines().any(|l| l.starts_with(&line)),
+            "{line}: {}",
+            watched.stderr
+        );
+    }
 
     let unknown = Prime::start(out, &url, &["status", "clj"]).wait(Duration::from_secs(30));
     assert_eq!(unknown.code, Some(1));

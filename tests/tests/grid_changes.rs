@@ -129,6 +129,19 @@ async fn a_retried_trial_resumes_from_its_last_checkpoint_or_from_the_start_when
             .any(|l| l.starts_with("retried by a user (was failed") && l.ends_with(&line)),
         "{resumed_log:?}"
     );
+    // Attempts are named as attempts, not by their fencing epoch.
+    assert!(
+        resumed_log
+            .iter()
+            .any(|l| l.starts_with("attempt 2 assigned to w slot")),
+        "{resumed_log:?}"
+    );
+    assert!(
+        resumed_log
+            .iter()
+            .any(|l| l.starts_with("attempt 1 ") && l.ends_with("; trial is failed")),
+        "{resumed_log:?}"
+    );
     let fresh_log = logs(&cluster, fresh).await;
     assert!(
         fresh_log

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod fetch;
+pub mod live;
 pub mod manage;
 pub mod results;
 pub mod retry;
