@@ -39,6 +39,9 @@ enum Command {
     /// The paper's figures from a search run directory (SVG and PNG).
     #[command(subcommand)]
     Plot(commands::plot::PlotCommand),
+    /// The resolved search configuration, and every key with its type, default and range.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// FIMT schedule tools: replay a FIMT sequence without training.
     #[command(subcommand)]
     Schedule(commands::schedule::ScheduleCommand),
@@ -52,11 +55,14 @@ enum Command {
     Results(commands::cluster::results::ResultsArgs),
     /// Cancel a grid or one trial.
     Cancel(commands::cluster::manage::CancelArgs),
+    /// Requeue failed or cancelled trials (one, or all of a grid) from their last checkpoint,
+    /// or from the start with --fresh.
+    Retry(commands::cluster::retry::RetryArgs),
     /// List workers; cordon, uncordon or drain one.
     Workers(commands::cluster::manage::WorkersArgs),
     /// A trial's log: assignments, checkpoints, outcomes.
     Logs(commands::cluster::manage::LogsArgs),
-    /// Download a trial's genotype, metrics and weights.
+    /// Download a trial's (or every trial of a grid's) genotype, metrics and weights.
     Fetch(commands::cluster::fetch::FetchArgs),
     /// A coordinator and a worker in this process run a small grid end to end.
     Demo(commands::cluster::demo::DemoArgs),
@@ -90,12 +96,14 @@ fn main() {
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
         Command::Plot(command) => commands::plot::run(command),
+        Command::Config(command) => commands::config::run(command),
         Command::Schedule(command) => commands::schedule::run(command),
         Command::Submit(args) => commands::cluster::submit::run(args),
         Command::Status(args) => commands::cluster::status::run_status(args),
         Command::Watch(args) => commands::cluster::status::run_watch(args),
         Command::Results(args) => commands::cluster::results::run(args),
         Command::Cancel(args) => commands::cluster::manage::run_cancel(args),
+        Command::Retry(args) => commands::cluster::retry::run(args),
         Command::Workers(args) => commands::cluster::manage::run_workers(args),
         Command::Logs(args) => commands::cluster::manage::run_logs(args),
         Command::Fetch(args) => commands::cluster::fetch::run(args),

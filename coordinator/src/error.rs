@@ -45,6 +45,10 @@ pub enum CoordinatorError {
     /// session or trial).
     #[error("permission denied: {0}")]
     Denied(String),
+    /// The request does not fit the current state of what it names (a retry of a trial that
+    /// is running, an extension that would change an existing trial); the message says why.
+    #[error("{0}")]
+    Conflict(String),
     /// A malformed request.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -115,7 +119,9 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::UnknownGrid(_)
             | CoordinatorError::UnknownWorker(_) => Status::not_found(message),
             CoordinatorError::SessionExpired { .. } => Status::unauthenticated(message),
-            CoordinatorError::Fenced { .. } => Status::failed_precondition(message),
+            CoordinatorError::Fenced { .. } | CoordinatorError::Conflict(_) => {
+                Status::failed_precondition(message)
+            }
             CoordinatorError::Denied(_) => Status::permission_denied(message),
             CoordinatorError::Integrity(_) => Status::data_loss(message),
             CoordinatorError::ShuttingDown => Status::unavailable(message),

@@ -285,6 +285,29 @@ impl Coordinator for GuardedService {
         audit(&caller, "CancelTrials", subject, Volume::Change, result)
     }
 
+    async fn retry_trials(&self, request: Request<pb::RetryRequest>) -> Reply<pb::RetryReply> {
+        let caller = Caller::of(&request);
+        let (grid, trial) = match &request.get_ref().target {
+            Some(pb::retry_request::Target::TrialId(id)) => (None, Some(*id)),
+            Some(pb::retry_request::Target::Grid(grid)) => {
+                limits::grid_name(grid)?;
+                (Some(grid.clone()), None)
+            }
+            None => {
+                return refused(CoordinatorError::Invalid(
+                    "retry needs a trial id or a grid".into(),
+                ))
+            }
+        };
+        let result = self.inner.retry_trials(request).await;
+        let subject = Subject {
+            grid: grid.as_deref(),
+            trial,
+            worker: None,
+        };
+        audit(&caller, "RetryTrials", subject, Volume::Change, result)
+    }
+
     async fn list_workers(
         &self,
         request: Request<pb::ListWorkersRequest>,

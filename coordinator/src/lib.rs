@@ -17,6 +17,7 @@ mod disk;
 mod edge;
 mod error;
 mod event_loop;
+mod grid_changes;
 mod guard;
 mod http;
 pub mod latency;

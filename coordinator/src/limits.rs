@@ -202,6 +202,7 @@ mod tests {
         let request = pb::SubmitGridRequest {
             file_name: "big.toml".into(),
             toml: "#".repeat(MAX_GRID_BYTES + 1),
+            extend: false,
         };
         let status = submission(&request).unwrap_err();
         assert!(

@@ -418,7 +418,15 @@ impl Coordinator for CoordinatorService {
             .map_err(|error| self.counted(error))?;
         let (grid, count) = self
             .state
-            .try_call(move |state| state.submit_grid(&request.file_name, &request.toml))
+            .try_call(move |state| {
+                if request.extend {
+                    state
+                        .extend_grid(&request.file_name, &request.toml)
+                        .map(|(grid, added)| (grid, added.len()))
+                } else {
+                    state.submit_grid(&request.file_name, &request.toml)
+                }
+            })
             .await
             .map_err(|error| self.counted(error))?;
         Ok(Response::new(pb::SubmitGridReply {
@@ -460,6 +468,26 @@ impl Coordinator for CoordinatorService {
             .await?;
         Ok(Response::new(pb::CancelReply {
             cancelled: cancelled as u32,
+        }))
+    }
+
+    async fn retry_trials(&self, request: Request<pb::RetryRequest>) -> Reply<pb::RetryReply> {
+        let request = request.into_inner();
+        let fresh = request.fresh;
+        let (trial_id, grid) = match request.target {
+            Some(pb::retry_request::Target::TrialId(id)) => (Some(id), None),
+            Some(pb::retry_request::Target::Grid(grid)) => (None, Some(grid)),
+            None => return Err(Status::invalid_argument("retry needs a trial id or a grid")),
+        };
+        let retried = self
+            .state
+            .try_call(move |state| state.retry(trial_id, grid.as_deref(), fresh))
+            .await?;
+        let store = self.store.clone();
+        let keys = retried.dropped_keys;
+        blocking(move || keys.iter().try_for_each(|key| store.delete(key))).await?;
+        Ok(Response::new(pb::RetryReply {
+            trial_ids: retried.trial_ids,
         }))
     }
 

@@ -259,8 +259,8 @@ impl State {
         transaction.insert_log(
             closed.id,
             &format!(
-                "attempt at epoch {} {}; trial is {}",
-                closed.epoch,
+                "attempt {} {}; trial is {}",
+                closed.attempts,
                 outcome.describe(),
                 closed.state
             ),

@@ -37,7 +37,7 @@ pub enum Finish {
 }
 
 /// Stores a new queued trial with its creation log line.
-fn insert_trial(
+pub(crate) fn insert_trial(
     transaction: &dyn Transaction,
     spec: &TrialSpec,
     parent_id: Option<TrialId>,

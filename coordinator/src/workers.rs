@@ -297,9 +297,9 @@ impl State {
             transaction.insert_log(
                 trial.id,
                 &format!(
-                    "assigned to {name} slot {slot} at epoch {} (was {resumed_from_state}), \
+                    "attempt {} assigned to {name} slot {slot} (was {resumed_from_state}), \
                      resuming from {from}",
-                    trial.epoch
+                    trial.attempts
                 ),
             )
         })?;

@@ -183,6 +183,7 @@ impl Cluster {
             .submit_grid(pb::SubmitGridRequest {
                 file_name: "grid.toml".into(),
                 toml: toml.to_string(),
+                extend: false,
             })
             .await
             .expect("grid accepted")

@@ -175,6 +175,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         .submit_grid(pb::SubmitGridRequest {
             file_name: "cli.toml".into(),
             toml: small_grid("cli", &["darts"], &[1], 2, 1),
+            extend: false,
         })
         .await
         .expect("grid accepted");
@@ -211,6 +212,17 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     );
     let trials = prime_tests::list_trials(&url, "cli").await;
     assert!(all_succeeded(&trials, 2), "watch ended early: {trials:?}");
+    // Not on a terminal, watch prints a plain line whenever a trial changes state or epoch.
+    for line in [
+        format!("{search_id} search darts cifar10 s1: queued"),
+        format!("{search_id} search darts cifar10 s1: succeeded on w1/0"),
+    ] {
+        assert!(
+            watched.stderr.lines().any(|l| l.starts_with(&line)),
+            "{line}: {}",
+            watched.stderr
+        );
+    }
 
     let unknown = Prime::start(out, &url, &["status", "clj"]).wait(Duration::from_secs(30));
     assert_eq!(unknown.code, Some(1));
@@ -334,6 +346,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         .submit_grid(pb::SubmitGridRequest {
             file_name: "drain.toml".into(),
             toml: small_grid("drain", &["darts"], &[2], 200, 1),
+            extend: false,
         })
         .await
         .expect("grid accepted");
@@ -373,4 +386,134 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     wait_for_worker(out, &url, "w1", "the drained worker", |row| {
         row[2] == "yes" && row[6] == "-"
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_extend_and_fetch_a_grid_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let (_coordinator, addr) =
+        start_coordinator(&out.join("state"), "127.0.0.1:0", &out.join("c.log"));
+    let url = format!("http://{addr}");
+    let _worker = start_worker(&url, "w1", &out.join("w1"), 2, &out.join("w1.log"));
+    wait_for_worker(out, &url, "w1", "w1 to register", |row| row[2] == "no");
+    prime_ok(out, &url, &["workers", "--cordon", "w1"]);
+    wait_for_worker(out, &url, "w1", "the cordon", |row| row[2] == "yes");
+
+    let grid_file = out.join("ops.toml");
+    std::fs::write(&grid_file, small_grid("ops", &["darts"], &[1], 2, 1)).unwrap();
+    prime_ok(out, &url, &["submit", grid_file.to_str().unwrap()]);
+    prime_ok(out, &url, &["cancel", "ops"]);
+    let search_id = prime_tests::list_trials(&url, "ops").await[0].trial_id;
+    let retried = Prime::start(out, &url, &["retry", "ops"]).wait(Duration::from_secs(30));
+    assert_eq!(retried.code, Some(0), "{}", retried.stderr);
+    assert_eq!(retried.stdout.trim(), search_id.to_string());
+    assert!(
+        retried
+            .stderr
+            .contains("requeued 1 trial(s) from their last checkpoint"),
+        "{}",
+        retried.stderr
+    );
+    prime_ok(out, &url, &["workers", "--uncordon", "w1"]);
+    wait_for(&url, "ops", LIMIT, "the retried grid", |t| {
+        all_succeeded(t, 2)
+    })
+    .await;
+
+    let again = Prime::start(out, &url, &["retry", &search_id.to_string(), "--fresh"])
+        .wait(Duration::from_secs(30));
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again.stderr.contains(&format!(
+            "trial {search_id} is succeeded: only failed or cancelled trials are retried"
+        )),
+        "{}",
+        again.stderr
+    );
+
+    // A second seed, added while the worker takes no trials: it has no result to fetch yet.
+    prime_ok(out, &url, &["workers", "--cordon", "w1"]);
+    wait_for_worker(out, &url, "w1", "the second cordon", |row| row[2] == "yes");
+    std::fs::write(&grid_file, small_grid("ops", &["darts"], &[1, 2], 2, 1)).unwrap();
+    let extended = Prime::start(
+        out,
+        &url,
+        &["submit", "--extend", grid_file.to_str().unwrap()],
+    )
+    .wait(Duration::from_secs(30));
+    assert_eq!(extended.code, Some(0), "{}", extended.stderr);
+    assert!(
+        extended
+            .stderr
+            .contains("extended grid `ops`: 1 new search trial(s); existing trials untouched"),
+        "{}",
+        extended.stderr
+    );
+    std::fs::write(&grid_file, small_grid("ops", &["darts"], &[1, 2], 3, 1)).unwrap();
+    let changed = Prime::start(
+        out,
+        &url,
+        &["submit", "--extend", grid_file.to_str().unwrap()],
+    )
+    .wait(Duration::from_secs(30));
+    assert_eq!(changed.code, Some(1));
+    assert!(
+        changed.stderr.contains(&format!(
+            "trial {search_id} (search darts cifar10 seed 1) exists with different search \
+             settings"
+        )),
+        "{}",
+        changed.stderr
+    );
+
+    let trials = prime_tests::list_trials(&url, "ops").await;
+    assert_eq!(trials.len(), 3);
+    let fetched = out.join("grid");
+    let fetch = Prime::start(
+        out,
+        &url,
+        &["fetch", "ops", "--out", fetched.to_str().unwrap()],
+    )
+    .wait(Duration::from_secs(30));
+    assert_eq!(fetch.code, Some(0), "{}", fetch.stderr);
+    let evaluation = trials.iter().find(|t| t.parent_id == search_id).unwrap();
+    let queued = trials.iter().find(|t| t.state == "queued").unwrap();
+    let mut subdirs: Vec<String> = std::fs::read_dir(&fetched)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    subdirs.sort();
+    assert_eq!(
+        subdirs,
+        [
+            format!("{search_id}-search-darts-cifar10-seed1"),
+            format!("{}-eval-darts-cifar10-seed1-eval0", evaluation.trial_id),
+        ]
+    );
+    for subdir in &subdirs {
+        assert!(fetch.stdout.contains(subdir.as_str()), "{}", fetch.stdout);
+        let files = files_under(&fetched.join(subdir));
+        for name in [
+            "metrics.jsonl",
+            "result.json",
+            "spec.json",
+            "final/weights.bin",
+        ] {
+            assert!(files.iter().any(|file| file == name), "{subdir}: {files:?}");
+        }
+    }
+    assert!(
+        fetch.stderr.contains(&format!(
+            "skipped trial {} (search darts cifar10 seed 2) is queued; no result to fetch",
+            queued.trial_id
+        )),
+        "{}",
+        fetch.stderr
+    );
+    assert!(
+        fetch.stderr.contains("fetched 2 trial(s) of grid `ops`"),
+        "{}",
+        fetch.stderr
+    );
 }

@@ -183,6 +183,7 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
             let seed = pb::SubmitGridRequest {
                 file_name: f.other.clone(),
                 toml: f.text.clone(),
+                extend: false,
             };
             client.submit_grid(mutated(&seed, e)).await.map(drop)
         }

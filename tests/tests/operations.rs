@@ -205,6 +205,7 @@ async fn below_the_disk_threshold_new_data_is_refused_reads_answer_and_held_chec
         .submit_grid(pb::SubmitGridRequest {
             file_name: "more.toml".into(),
             toml: small_grid("more", &["darts"], &[1], 1, 1),
+            extend: false,
         })
         .await
         .unwrap_err();

@@ -21,6 +21,7 @@ async fn submit(url: &str, text: &str) {
         .submit_grid(pb::SubmitGridRequest {
             file_name: "grid.toml".into(),
             toml: text.into(),
+            extend: false,
         })
         .await
         .expect("grid accepted");
@@ -304,6 +305,7 @@ async fn a_malformed_grid_is_refused_with_its_line_and_nothing_is_stored() {
         .submit_grid(pb::SubmitGridRequest {
             file_name: "bad.toml".into(),
             toml: bad,
+            extend: false,
         })
         .await
         .unwrap_err();

@@ -220,6 +220,7 @@ async fn call(client: &mut Client, method: &str, target: Held) -> Code {
             .submit_grid(pb::SubmitGridRequest {
                 file_name: "forged.toml".into(),
                 toml: small_grid("forged", &["darts"], &[1], 1, 1),
+                extend: false,
             })
             .await
             .map(drop),

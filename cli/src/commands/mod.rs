@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod certs;
 pub mod cluster;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod genotype;

@@ -42,6 +42,39 @@ pub struct SearchArgs {
     machine: MachineArgs,
 }
 
+/// Where a new CIFAR search's config comes from: a file or a method preset, then the
+/// dataset, the seed and the `--set` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// Config file; `None` for the method preset.
+    pub config: Option<PathBuf>,
+    /// Method preset (`darts` when neither this nor a file is given).
+    pub method: Option<String>,
+    /// `cifar10` or `cifar100`.
+    pub dataset: Option<String>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// `key=value` overrides, applied last.
+    pub overrides: Vec<String>,
+}
+
+/// The validated CIFAR search config `source` resolves to, exactly as `prime search` runs it.
+pub fn resolved_config(source: &ConfigSource) -> anyhow::Result<SearchConfig> {
+    let mut overrides = Vec::new();
+    if let Some(dataset) = &source.dataset {
+        let dataset: prime_core::dataset::ImageDataset = dataset.parse()?;
+        overrides.push(format!("data.dataset=\"{dataset}\""));
+    }
+    if let Some(seed) = source.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    overrides.extend(source.overrides.iter().cloned());
+    Ok(match &source.config {
+        Some(path) => SearchConfig::load(path, &overrides)?,
+        None => presets::method_config(source.method.as_deref().unwrap_or("darts"), &overrides)?,
+    })
+}
+
 /// The recurrent search config of a PTB run (new or resumed), `None` for a CIFAR run.
 fn recurrent_config(args: &SearchArgs) -> anyhow::Result<Option<RnnSearchConfig>> {
     if let Some(dir) = &args.run.resume {
@@ -93,21 +126,13 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             (config, dir.clone(), true)
         }
         None => {
-            let mut overrides = Vec::new();
-            if let Some(dataset) = &args.dataset {
-                let dataset: prime_core::dataset::ImageDataset = dataset.parse()?;
-                overrides.push(format!("data.dataset=\"{dataset}\""));
-            }
-            if let Some(seed) = args.seed {
-                overrides.push(format!("seed={seed}"));
-            }
-            overrides.extend(args.overrides.iter().cloned());
-            let config = match &args.config {
-                Some(path) => SearchConfig::load(path, &overrides)?,
-                None => {
-                    presets::method_config(args.method.as_deref().unwrap_or("darts"), &overrides)?
-                }
-            };
+            let config = resolved_config(&ConfigSource {
+                config: args.config.clone(),
+                method: args.method.clone(),
+                dataset: args.dataset.clone(),
+                seed: args.seed,
+                overrides: args.overrides.clone(),
+            })?;
             let run_dir = args.run.new_run_dir("search", || {
                 unique_run_dir(&format!(
                     "{}-{}-seed{}",

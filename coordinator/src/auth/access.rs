@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn every_rpc_has_the_access_of_the_role_table() {
         use Role::{Admin, Viewer, Worker};
-        let table: [(&str, &[Role]); 17] = [
+        let table: [(&str, &[Role]); 18] = [
             ("RegisterWorker", &[Admin, Worker]),
             ("Heartbeat", &[Admin, Worker]),
             ("RequestTrial", &[Admin, Worker]),
@@ -88,6 +88,7 @@ mod tests {
             ("FinishTrial", &[Admin, Worker]),
             ("SubmitGrid", &[Admin]),
             ("CancelTrials", &[Admin]),
+            ("RetryTrials", &[Admin]),
             ("SetWorkerMode", &[Admin]),
             ("BackupDatabase", &[Admin]),
             ("ListTrials", &[Admin, Viewer]),

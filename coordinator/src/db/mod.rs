@@ -87,6 +87,8 @@ pub trait Database: Send {
 pub trait Transaction {
     /// Stores a grid file.
     fn insert_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError>;
+    /// Replaces the stored text of grid `name` (a grid extended with new trials).
+    fn update_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError>;
     /// Stores a new queued trial; its id.
     fn insert_trial(
         &self,

@@ -372,6 +372,14 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    fn update_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError> {
+        self.0.execute(
+            "UPDATE grids SET file_name = ?2, toml = ?3 WHERE name = ?1",
+            params![name, file_name, toml],
+        )?;
+        Ok(())
+    }
+
     fn insert_trial(
         &self,
         spec: &TrialSpec,

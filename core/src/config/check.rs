@@ -3,14 +3,12 @@
 //! method name) are written once.
 
 use super::error::ConfigError;
+use super::keys::{self, Key, KeyRange, CUSTOM_METHOD};
 use super::load::CONFIG_VERSION;
 use crate::limits;
 use crate::methods::{is_method, METHOD_NAMES};
 use std::fmt::Display;
 use std::ops::RangeInclusive;
-
-/// What a config's `method` may say besides a preset name: settings that follow no preset.
-pub const CUSTOM_METHOD: &str = "custom";
 
 /// Range checks of one config: each failure names the config's origin and the field.
 pub(crate) struct Checker<'a> {
@@ -32,10 +30,43 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `Err` naming `key` unless the integer `value` lies in the key's range.
+    pub(crate) fn integer<T>(&self, key: &Key, value: T) -> Result<(), ConfigError>
+    where
+        T: TryInto<u64> + Display + Copy,
+    {
+        match &key.range {
+            KeyRange::Count(range) | KeyRange::OptionalCount(range) => {
+                self.count(key.name, value, range)
+            }
+            other => Err(ConfigError::invalid(
+                self.origin,
+                key.name,
+                format!("expected {other}, got the integer {value}"),
+            )),
+        }
+    }
+
+    /// `Err` naming `key` unless the real `value` lies in the key's range.
+    pub(crate) fn number(&self, key: &Key, value: f64) -> Result<(), ConfigError> {
+        match &key.range {
+            KeyRange::Real(range) => self.ensure(
+                key.name,
+                range.contains(value),
+                &format!("expected {range}, got {value}"),
+            ),
+            other => Err(ConfigError::invalid(
+                self.origin,
+                key.name,
+                format!("expected {other}, got the number {value}"),
+            )),
+        }
+    }
+
     /// `Err` unless `version` is the one format version this build reads.
     pub(crate) fn version(&self, version: u32) -> Result<(), ConfigError> {
         self.ensure(
-            "version",
+            keys::VERSION.name,
             version == CONFIG_VERSION,
             "expected 1 (the only config version this build reads)",
         )
@@ -71,7 +102,7 @@ impl<'a> Checker<'a> {
     pub(crate) fn method(&self, method: &str) -> Result<(), ConfigError> {
         let known = is_method(method) || method == CUSTOM_METHOD;
         self.ensure(
-            "method",
+            keys::METHOD.name,
             known,
             &format!(
                 "unknown method `{method}`: expected one of {}, or `{CUSTOM_METHOD}` for \
@@ -107,35 +138,13 @@ pub(crate) struct AdamSettings {
 }
 
 impl AdamSettings {
-    /// Checks each setting against the range documented on the `arch` fields.
+    /// Checks each setting against the range of its `arch` key.
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        let arch = self;
-        check.ensure(
-            "arch.lr",
-            finite_positive(arch.lr),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.beta1",
-            unit_fraction(arch.beta1),
-            "expected 0 <= beta1 < 1",
-        )?;
-        check.ensure(
-            "arch.beta2",
-            unit_fraction(arch.beta2),
-            "expected 0 <= beta2 < 1",
-        )?;
-        check.ensure(
-            "arch.eps",
-            finite_positive(arch.eps),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "arch.weight_decay",
-            finite_non_negative(arch.weight_decay),
-            "expected a finite number >= 0",
-        )?;
-        Ok(())
+        check.number(&keys::ARCH_LR, self.lr)?;
+        check.number(&keys::ARCH_BETA1, self.beta1)?;
+        check.number(&keys::ARCH_BETA2, self.beta2)?;
+        check.number(&keys::ARCH_EPS, self.eps)?;
+        check.number(&keys::ARCH_WEIGHT_DECAY, self.weight_decay)
     }
 }
 
@@ -148,10 +157,10 @@ pub(crate) fn check_image_data(
     prefetch: usize,
 ) -> Result<(), ConfigError> {
     if let Some(limit) = limit {
-        check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
+        check.integer(&keys::DATA_LIMIT, limit)?;
     }
-    check.count("data.cutout_length", cutout_length, &limits::CUTOUT_LENGTH)?;
-    check.count("data.prefetch", prefetch, &limits::PREFETCH)
+    check.integer(&keys::DATA_CUTOUT_LENGTH, cutout_length)?;
+    check.integer(&keys::DATA_PREFETCH, prefetch)
 }
 
 /// Checks the width and depth the CNN search and evaluation networks share.
@@ -160,11 +169,11 @@ pub(crate) fn check_cnn_size(
     init_channels: i64,
     layers: i64,
 ) -> Result<(), ConfigError> {
-    check.count("network.init_channels", init_channels, &limits::CNN_WIDTH)?;
+    check.integer(&keys::NETWORK_INIT_CHANNELS, init_channels)?;
     check.ensure(
-        "network.init_channels",
+        keys::NETWORK_INIT_CHANNELS.name,
         init_channels % 2 == 0,
         "expected an even number (factorized reductions halve channels)",
     )?;
-    check.count("network.layers", layers, &limits::CNN_LAYERS)
+    check.integer(&keys::NETWORK_LAYERS, layers)
 }

@@ -5,19 +5,21 @@
 
 mod check;
 mod error;
+pub mod keys;
 mod load;
+mod show;
 
-pub use check::CUSTOM_METHOD;
 pub(crate) use check::{
     check_cnn_size, check_image_data, finite_non_negative, finite_positive, unit_fraction,
     AdamSettings, Checker,
 };
 pub use error::ConfigError;
+pub use keys::CUSTOM_METHOD;
 pub(crate) use load::to_toml_text;
 pub use load::{apply_override, LayeredConfig, CONFIG_VERSION};
+pub use show::annotated_toml;
 
 use crate::dataset::ImageDataset;
-use crate::limits;
 use crate::primitives::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -167,38 +169,17 @@ pub struct WeightsConfig {
 impl WeightsConfig {
     /// Checks every field against its documented range (the evaluation's optimizer too).
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        let weights = self;
+        check.number(&keys::WEIGHTS_LR, self.lr)?;
+        check.number(&keys::WEIGHTS_LR_MIN, self.lr_min)?;
         check.ensure(
-            "weights.lr",
-            finite_positive(weights.lr),
-            "expected a finite number > 0",
+            keys::WEIGHTS_LR_MIN.name,
+            self.lr_min <= self.lr,
+            "expected lr_min <= lr",
         )?;
-        check.ensure(
-            "weights.lr_min",
-            finite_non_negative(weights.lr_min) && weights.lr_min <= weights.lr,
-            "expected 0 <= lr_min <= lr",
-        )?;
-        check.ensure(
-            "weights.lr_offset",
-            weights.lr_offset <= 1,
-            "expected 0 (original DARTS) or 1 (authors' code)",
-        )?;
-        check.ensure(
-            "weights.momentum",
-            unit_fraction(weights.momentum),
-            "expected 0 <= momentum < 1",
-        )?;
-        check.ensure(
-            "weights.weight_decay",
-            finite_non_negative(weights.weight_decay),
-            "expected a finite number >= 0",
-        )?;
-        check.ensure(
-            "weights.grad_clip",
-            finite_positive(weights.grad_clip),
-            "expected a finite number > 0",
-        )?;
-        Ok(())
+        check.integer(&keys::WEIGHTS_LR_OFFSET, self.lr_offset)?;
+        check.number(&keys::WEIGHTS_MOMENTUM, self.momentum)?;
+        check.number(&keys::WEIGHTS_WEIGHT_DECAY, self.weight_decay)?;
+        check.number(&keys::WEIGHTS_GRAD_CLIP, self.grad_clip)
     }
 }
 
@@ -284,23 +265,10 @@ pub struct ScheduleConfig {
 impl ScheduleConfig {
     /// Checks the alpha-step schedule's values (shared by the CNN and RNN searches).
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        let schedule = self;
-        check.count("schedule.ratio", schedule.ratio, &limits::SCHEDULE_RATIO)?;
-        check.ensure(
-            "schedule.h0",
-            finite_positive(schedule.h0),
-            "expected a finite number > 0",
-        )?;
-        check.ensure(
-            "schedule.hi",
-            schedule.hi.is_finite() && schedule.hi > 1.0,
-            "expected a finite number > 1",
-        )?;
-        check.ensure(
-            "schedule.ewma",
-            schedule.ewma > 0.0 && schedule.ewma <= 1.0,
-            "expected 0 < ewma <= 1",
-        )
+        check.integer(&keys::SCHEDULE_RATIO, self.ratio)?;
+        check.number(&keys::SCHEDULE_H0, self.h0)?;
+        check.number(&keys::SCHEDULE_HI, self.hi)?;
+        check.number(&keys::SCHEDULE_EWMA, self.ewma)
     }
 }
 
@@ -471,6 +439,18 @@ impl SearchConfig {
         to_toml_text(self, true)
     }
 
+    /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
+    /// The `[speed]` table is written even when it holds the defaults (which `config.toml`
+    /// leaves out), so every key is shown.
+    pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
+        let mut text = self.to_toml()?;
+        if self.speed.is_default() {
+            text.push_str("\n[speed]\n");
+            text.push_str(&to_toml_text(&self.speed, true)?);
+        }
+        Ok(annotated_toml(&text, keys::SEARCH_KEYS))
+    }
+
     /// The fraction of training images used for weight steps.
     pub fn weight_portion(&self) -> f64 {
         if self.data.dynamic_split {
@@ -489,53 +469,30 @@ impl LayeredConfig for SearchConfig {
         let check = Checker::new(origin);
         check.version(self.version)?;
         check.method(&self.method)?;
-        check.count("epochs", self.epochs, &limits::EPOCHS)?;
+        check.integer(&keys::EPOCHS, self.epochs)?;
         let data = &self.data;
-        check.count("data.batch_size", data.batch_size, &limits::BATCH_SIZE)?;
-        check.ensure(
-            "data.train_portion",
-            data.train_portion > 0.0 && data.train_portion < 1.0,
-            "expected a fraction strictly between 0 and 1",
-        )?;
+        check.integer(&keys::DATA_BATCH_SIZE, data.batch_size)?;
+        check.number(&keys::DATA_TRAIN_PORTION, data.train_portion)?;
         check_image_data(&check, data.limit, data.cutout_length, data.prefetch)?;
         let network = &self.network;
         check_cnn_size(&check, network.init_channels, network.layers)?;
-        check.count("network.steps", network.steps, &limits::CELL_STEPS)?;
+        check.integer(&keys::NETWORK_STEPS, network.steps)?;
+        check.integer(&keys::NETWORK_MULTIPLIER, network.multiplier)?;
         check.count(
-            "network.multiplier",
+            keys::NETWORK_MULTIPLIER.name,
             network.multiplier,
             &(1..=network.steps as u64),
         )?;
-        check.count(
-            "network.stem_multiplier",
-            network.stem_multiplier,
-            &limits::STEM_MULTIPLIER,
-        )?;
+        check.integer(&keys::NETWORK_STEM_MULTIPLIER, network.stem_multiplier)?;
         self.weights.validate(&check)?;
         self.arch.adam().validate(&check)?;
         self.schedule.validate(&check)?;
         let regularizer = &self.regularizer;
-        check.real("regularizer.rho", regularizer.rho, &limits::RHO)?;
-        check.count(
-            "regularizer.admm_freq",
-            regularizer.admm_freq,
-            &limits::ADMM_FREQ,
-        )?;
-        check.ensure(
-            "regularizer.admm_discount",
-            (0.0..=1.0).contains(&regularizer.admm_discount),
-            "expected 0 <= lambda_u <= 1",
-        )?;
-        check.count(
-            "checkpoint.every_epochs",
-            self.checkpoint.every_epochs,
-            &limits::CHECKPOINT_EVERY_EPOCHS,
-        )?;
-        check.count(
-            "speed.read_back_every",
-            self.speed.read_back_every,
-            &limits::READ_BACK_EVERY,
-        )
+        check.number(&keys::REGULARIZER_RHO, regularizer.rho)?;
+        check.integer(&keys::REGULARIZER_ADMM_FREQ, regularizer.admm_freq)?;
+        check.number(&keys::REGULARIZER_ADMM_DISCOUNT, regularizer.admm_discount)?;
+        check.integer(&keys::CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)?;
+        check.integer(&keys::SPEED_READ_BACK_EVERY, self.speed.read_back_every)
     }
 }
 

@@ -255,10 +255,14 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         };
         let coordinator = prime_coordinator::start(listener, state.path(), config).await?;
         let url = coordinator.url();
-        let queued =
-            super::submit::submit_text(&url, "assign.toml", &bench_grid("assign", args.trials))
-                .await?
-                .search_trials;
+        let queued = super::submit::submit_text(
+            &url,
+            "assign.toml",
+            &bench_grid("assign", args.trials),
+            false,
+        )
+        .await?
+        .search_trials;
         let mut workers = Vec::new();
         for index in 0..args.workers {
             workers.push(VirtualWorker::register(&url, format!("bench-{index}")).await?);
@@ -286,6 +290,7 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
             &url,
             "ingest.toml",
             &bench_grid("ingest", args.workers + 1000),
+            false,
         )
         .await?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -158,7 +158,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let worker = Worker::new(worker_config, trainer)?;
         let handle = worker.handle();
         let worker_task = tokio::spawn(worker.run());
-        submit_text(&url, "demo.toml", &grid).await?;
+        submit_text(&url, "demo.toml", &grid, false).await?;
         let trials = watch(&url, grid_name, Duration::from_millis(500)).await?;
         handle.preempt_and_exit();
         worker_task.await??;

@@ -1,5 +1,7 @@
 //! `prime fetch TRIAL --out DIR`: a trial's spec, result (with its genotype), metrics and
-//! artifacts (the final ones, or else the last checkpoint), verified by sha256.
+//! artifacts (the final ones, or else the last checkpoint), verified by sha256. `prime fetch
+//! GRID --out DIR` fetches every trial of a grid that has a result, one subdirectory each,
+//! and names the trials it skipped.
 //!
 //! Workers upload archives relative to the trial's run directory (so that a resumed attempt
 //! unpacks them where they were), and fetch unpacks them at `DIR` itself: `DIR` looks like
@@ -8,9 +10,11 @@
 //! `result.json`, `genotype.json` and `metrics.jsonl` come from the coordinator and are
 //! written after unpacking: the coordinator's copies are the complete ones across attempts.
 
+use super::retry::trial_or_grid;
 use super::{connect, runtime, status_error};
 use anyhow::Context;
 use clap::Args;
+use prime_core::trial::TrialKind;
 use prime_proto::paging::{all_metrics, all_trials};
 use prime_proto::pb;
 use std::path::{Path, PathBuf};
@@ -21,8 +25,10 @@ const READ_CHUNK: usize = 1 << 20;
 /// Arguments of `prime fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The trial id.
-    pub trial: u64,
+    /// A trial id, or a grid name (every trial of the grid with a result, one subdirectory
+    /// per trial).
+    #[arg(value_name = "TRIAL|GRID")]
+    pub target: String,
     /// Output directory (created).
     #[arg(long)]
     pub out: PathBuf,
@@ -38,12 +44,87 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
 /// Fetches trial `trial_id` into `out`; returns the files and directories it wrote at the top
 /// of `out`, sorted.
 pub async fn fetch(coordinator: &str, trial_id: u64, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut client = connect(coordinator)?;
+    let client = connect(coordinator)?;
     let trials = all_trials(&client, "").await.map_err(status_error)?;
     let trial = trials
         .into_iter()
         .find(|t| t.trial_id == trial_id)
         .with_context(|| format!("no trial {trial_id}"))?;
+    fetch_trial(client, &trial, out).await
+}
+
+/// The subdirectory of a grid fetch that holds `trial`: its id, kind, method label,
+/// dataset and seeds (`7-search-darts-prime-cifar10-seed101`).
+fn trial_dir_name(trial: &pb::TrialView) -> anyhow::Result<String> {
+    let spec = trial.trial_spec()?;
+    let kind = match spec.kind {
+        TrialKind::Search => "search",
+        TrialKind::Evaluation => "eval",
+    };
+    let mut name = format!(
+        "{}-{kind}-{}-{}-seed{}",
+        trial.trial_id, spec.label, spec.dataset, spec.search_seed
+    );
+    if let Some(eval_seed) = spec.eval_seed {
+        name.push_str(&format!("-eval{eval_seed}"));
+    }
+    Ok(name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect())
+}
+
+/// Fetches every trial of `grid` that has a result into its own subdirectory of `out`;
+/// returns the subdirectories written and, for each trial skipped, why.
+pub async fn fetch_grid(
+    coordinator: &str,
+    grid: &str,
+    out: &Path,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<String>)> {
+    let client = connect(coordinator)?;
+    let trials = all_trials(&client, grid).await.map_err(status_error)?;
+    anyhow::ensure!(
+        !trials.is_empty(),
+        "grid `{grid}` has no trials (or there is no such grid; `prime status` lists them)"
+    );
+    let mut written = Vec::new();
+    let mut skipped = Vec::new();
+    for trial in &trials {
+        if trial.trial_result()?.is_none() {
+            let reason = if trial.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", trial.reason)
+            };
+            skipped.push(format!(
+                "trial {} ({}) is {}{reason}; no result to fetch",
+                trial.trial_id,
+                trial.trial_spec()?.describe(),
+                trial.state
+            ));
+            continue;
+        }
+        let dir = out.join(trial_dir_name(trial)?);
+        fetch_trial(client.clone(), trial, &dir).await?;
+        written.push(dir);
+    }
+    Ok((written, skipped))
+}
+
+/// Fetches `trial` into `out`; returns the files and directories it wrote at the top of
+/// `out`, sorted.
+async fn fetch_trial(
+    mut client: prime_proto::client::Client,
+    trial: &pb::TrialView,
+    out: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let trial_id = trial.trial_id;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
     let checkpoints = client
@@ -133,7 +214,24 @@ async fn download(
 
 /// Runs `prime fetch`.
 pub fn run(args: FetchArgs) -> anyhow::Result<()> {
-    let written = runtime()?.block_on(fetch(&args.coordinator, args.trial, &args.out))?;
+    let runtime = runtime()?;
+    let written = match trial_or_grid(&args.target) {
+        Ok(trial) => runtime.block_on(fetch(&args.coordinator, trial, &args.out))?,
+        Err(grid) => {
+            let (written, skipped) =
+                runtime.block_on(fetch_grid(&args.coordinator, grid, &args.out))?;
+            for line in &skipped {
+                eprintln!("skipped {line}");
+            }
+            eprintln!(
+                "fetched {} trial(s) of grid `{grid}` into {}; skipped {}",
+                written.len(),
+                args.out.display(),
+                skipped.len()
+            );
+            written
+        }
+    };
     for path in written {
         println!("{}", path.display());
     }

@@ -1,5 +1,5 @@
 //! Cluster commands of `prime`: clients of a coordinator (`submit`, `status`, `watch`,
-//! `results`, `cancel`, `workers`, `logs`, `fetch`, `admin backup`), the single-process `demo`, and the
+//! `results`, `cancel`, `retry`, `workers`, `logs`, `fetch`, `admin backup`), the single-process `demo`, and the
 //! coordinator benchmark.
 
 pub mod access;
@@ -7,8 +7,10 @@ pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod fetch;
+pub mod live;
 pub mod manage;
 pub mod results;
+pub mod retry;
 pub mod status;
 pub mod submit;
 pub mod url;

@@ -1,15 +1,18 @@
 //! `prime status [GRID]` (a table with per-trial progress) and `prime watch GRID` (live
-//! progress bars until every trial is over).
+//! progress until every trial is over: bars on a terminal, plain lines otherwise).
 
+use super::live::{grid_outlook, short_duration, trial_message, LatestMetrics, StepRate};
 use super::results::{build_rows, render, search_alpha_steps, Format};
 use super::{connect, runtime, status_error};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use prime_core::metrics::MetricRecord;
 use prime_core::trial::{result_keys, TrialKind, TrialSpec};
 use prime_proto::paging::all_trials;
 use prime_proto::pb;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 /// Arguments of `prime status`.
 #[derive(Debug, Args)]
@@ -177,24 +180,70 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shows live progress bars of `grid` until every trial is over.
+/// Reads the metric rows of `trial_id` after `latest.offset` into `latest`.
+async fn read_new_metrics(
+    client: &mut prime_proto::client::Client,
+    trial_id: u64,
+    latest: &mut LatestMetrics,
+) -> anyhow::Result<()> {
+    loop {
+        let reply = client
+            .trial_metrics(pb::TrialRef {
+                trial_id,
+                offset: latest.offset,
+                limit: 0,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let records = reply
+            .metrics
+            .into_iter()
+            .map(MetricRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        latest.absorb(&records);
+        if reply.next.is_none() || records.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// What `watch` keeps of a trial between refreshes.
+struct Shown {
+    bar: ProgressBar,
+    rate: StepRate,
+    metrics: LatestMetrics,
+    /// The state and epoch last printed as a plain line (no terminal).
+    printed: Option<(String, u32)>,
+}
+
+/// Shows live progress of `grid` until every trial is over: on a terminal one bar per
+/// trial (steps, epoch, steps/s, ETA, latest loss and accuracy, or why it failed) under a
+/// bar of the whole grid; otherwise a plain line whenever a trial changes state or epoch.
 pub async fn watch(
     coordinator: &str,
     grid: &str,
     interval: Duration,
 ) -> anyhow::Result<Vec<pb::TrialView>> {
+    let terminal = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:<44} [{bar:30}] {pos:>3}/{len:<3} {msg}")?
+    let style = ProgressStyle::with_template("{prefix:<44} [{bar:30}] {percent:>3}% {msg}")?
         .progress_chars("=> ");
-    let mut shown: BTreeMap<u64, ProgressBar> = BTreeMap::new();
+    let total = bars.add(ProgressBar::new(1));
+    total.set_style(style.clone());
+    total.set_prefix(format!("     grid {grid}"));
+    let mut client = connect(coordinator)?;
+    let mut shown: BTreeMap<u64, Shown> = BTreeMap::new();
     loop {
         let trials = fetch_trials(coordinator, grid).await?;
         if trials.is_empty() {
             let all = fetch_trials(coordinator, "").await?;
             anyhow::bail!("{}", unknown_grid(grid, &all));
         }
+        let now = Instant::now();
+        let mut rates = Vec::with_capacity(trials.len());
         for trial in &trials {
-            let bar = shown.entry(trial.trial_id).or_insert_with(|| {
+            let entry = shown.entry(trial.trial_id).or_insert_with(|| {
                 let bar = bars.add(ProgressBar::new(1));
                 bar.set_style(style.clone());
                 let name = trial
@@ -202,27 +251,61 @@ pub async fn watch(
                     .map(|spec| trial_name(&spec))
                     .unwrap_or_default();
                 bar.set_prefix(format!("{:>4} {name}", trial.trial_id));
-                bar
+                Shown {
+                    bar,
+                    rate: StepRate::default(),
+                    metrics: LatestMetrics::default(),
+                    printed: None,
+                }
             });
             let progress = trial.progress.unwrap_or_default();
-            bar.set_length(u64::from(progress.epochs_total.max(1)));
-            bar.set_position(u64::from(progress.epochs_done));
-            let note = if trial.worker.is_empty() {
-                trial.state.clone()
+            entry.rate.observe(now, progress.steps_done);
+            rates.push(entry.rate.per_second());
+            if trial.state == "running" {
+                read_new_metrics(&mut client, trial.trial_id, &mut entry.metrics).await?;
+            }
+            let message = trial_message(trial, entry.rate.per_second(), &entry.metrics);
+            let (position, length) = if progress.steps_total > 0 {
+                (progress.steps_done, progress.steps_total)
             } else {
-                format!("{} on {}", trial.state, trial.worker)
+                (
+                    u64::from(progress.epochs_done),
+                    u64::from(progress.epochs_total.max(1)),
+                )
             };
-            bar.set_message(note);
-            if matches!(trial.state.as_str(), "succeeded" | "failed" | "cancelled")
-                && !bar.is_finished()
-            {
-                bar.finish();
+            entry.bar.set_length(length);
+            entry.bar.set_position(position.min(length));
+            let over = matches!(trial.state.as_str(), "succeeded" | "failed" | "cancelled");
+            if over {
+                entry.bar.set_position(length);
+            }
+            let mark = (trial.state.clone(), progress.epochs_done);
+            if !terminal && entry.printed.as_ref() != Some(&mark) {
+                eprintln!("{}: {message}", entry.bar.prefix().trim_start());
+                entry.printed = Some(mark);
+            }
+            entry.bar.set_message(message);
+            if over && !entry.bar.is_finished() {
+                entry.bar.finish();
             }
         }
-        let over = trials
+        let (done, steps, eta) = grid_outlook(&trials, &rates);
+        let finished = trials
             .iter()
-            .all(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled"));
-        if over {
+            .filter(|t| matches!(t.state.as_str(), "succeeded" | "failed" | "cancelled"))
+            .count();
+        total.set_length(steps.max(1));
+        total.set_position(done.min(steps));
+        total.set_message(format!(
+            "{finished}/{} trials over{}",
+            trials.len(),
+            eta.map_or(String::new(), |eta| format!(
+                "  ETA {}",
+                short_duration(eta)
+            ))
+        ));
+        if finished == trials.len() {
+            total.finish();
             return Ok(trials);
         }
         tokio::time::sleep(interval).await;
