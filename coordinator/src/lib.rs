@@ -25,6 +25,7 @@ mod metric_rows;
 pub mod metrics;
 mod model;
 mod paging;
+mod placement;
 mod retention;
 mod sanitize;
 mod server;
