@@ -8,6 +8,7 @@ pub mod bench;
 pub mod demo;
 pub mod fetch;
 pub mod manage;
+pub mod plan;
 pub mod results;
 pub mod status;
 pub mod submit;
