@@ -144,20 +144,38 @@ mod tests {
         )
     }
 
-    /// One SGD step on rows `rows` of the global batch, gradients synchronised by `sync`.
-    fn step(
-        params: &[Tensor],
-        rows: Range<usize>,
-        sync: &mut dyn FnMut(&[Tensor]) -> Result<(), CommError>,
-    ) -> Result<(), CommError> {
+    /// Mean squared error of a linear model (no batch-dependent layer) on `rows`.
+    fn linear_loss(params: &[Tensor], rows: Range<usize>) -> Tensor {
         let (x, y) = data();
         let (start, len) = (rows.start as i64, rows.len() as i64);
         let prediction = x.narrow(0, start, len).matmul(&params[0]) + &params[1];
-        let loss = (prediction - y.narrow(0, start, len))
+        (prediction - y.narrow(0, start, len))
             .square()
-            .mean(Kind::Float);
-        loss.backward();
-        sync(params)?;
+            .mean(Kind::Float)
+    }
+
+    /// The linear model followed by BatchNorm in training mode: normalised with the mean
+    /// and variance of the rows it is given.
+    fn batch_norm_loss(params: &[Tensor], rows: Range<usize>) -> Tensor {
+        let (x, y) = data();
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        let hidden = x.narrow(0, start, len).matmul(&params[0]);
+        let normalised = hidden.batch_norm(
+            Some(&params[1]),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
+        (normalised - y.narrow(0, start, len))
+            .square()
+            .mean(Kind::Float)
+    }
+
+    fn sgd(params: &[Tensor]) {
         tch::no_grad(|| {
             for param in params {
                 let mut param = param.shallow_clone();
@@ -166,11 +184,45 @@ mod tests {
                 let _ = param.grad().zero_();
             }
         });
-        Ok(())
     }
 
     fn values(params: &[Tensor]) -> Vec<f32> {
         flatten(params)
+    }
+
+    /// The weights after `STEPS` data-parallel steps of two ranks with `loss`: every rank
+    /// starts from its own weights and takes rank 0's.
+    fn two_ranks(loss: fn(&[Tensor], Range<usize>) -> Tensor) -> Vec<Vec<f32>> {
+        tch::set_num_threads(1);
+        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
+            .into_iter()
+            .map(|mut comm| {
+                std::thread::spawn(move || {
+                    let rank = comm.rank();
+                    let params = model(1 + rank as i64 * 100);
+                    broadcast_tensors(&mut comm, &params).unwrap();
+                    let rows = shard(GLOBAL_BATCH, rank, 2);
+                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
+                    for _ in 0..STEPS {
+                        loss(&params, rows.clone()).backward();
+                        all_reduce_gradients(&mut comm, &params, weight).unwrap();
+                        sgd(&params);
+                    }
+                    values(&params)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (got, want) in got.iter().zip(want) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
     }
 
     #[test]
@@ -184,44 +236,53 @@ mod tests {
 
     #[test]
     fn two_ranks_take_the_steps_of_one_rank_on_the_same_global_batch() {
-        tch::set_num_threads(1);
         let single = model(1);
         for _ in 0..STEPS {
-            step(&single, 0..GLOBAL_BATCH, &mut |_| Ok(())).unwrap();
+            linear_loss(&single, 0..GLOBAL_BATCH).backward();
+            sgd(&single);
         }
-        let expected = values(&single);
-        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
-            .into_iter()
-            .map(|mut comm| {
-                std::thread::spawn(move || {
-                    let rank = comm.rank();
-                    // Every rank starts from its own weights; rank 0's are broadcast.
-                    let params = model(1 + rank as i64 * 100);
-                    broadcast_tensors(&mut comm, &params).unwrap();
-                    let rows = shard(GLOBAL_BATCH, rank, 2);
-                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
-                    for _ in 0..STEPS {
-                        step(&params, rows.clone(), &mut |params| {
-                            all_reduce_gradients(&mut comm, params, weight)
-                        })
-                        .unwrap();
-                    }
-                    values(&params)
-                })
-            })
-            .collect();
-        let ranks: Vec<Vec<f32>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let ranks = two_ranks(linear_loss);
         assert_eq!(
             ranks[0], ranks[1],
             "every rank holds bitwise the same weights"
         );
-        assert_ne!(expected, values(&model(1)), "the steps moved the weights");
-        for (got, want) in ranks[0].iter().zip(&expected) {
-            assert!(
-                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "{got} vs {want}"
-            );
+        assert_ne!(
+            values(&single),
+            values(&model(1)),
+            "the steps moved the weights"
+        );
+        assert_close(&ranks[0], &values(&single));
+    }
+
+    /// BatchNorm keeps per-rank statistics: two ranks equal one process that normalises each
+    /// shard with its own statistics and weights the shards' losses by their size; and not
+    /// the single-device run that normalises the whole batch at once.
+    #[test]
+    fn with_batch_norm_in_training_mode_each_rank_normalises_its_own_shard() {
+        let per_shard = model(1);
+        let whole = model(1);
+        for _ in 0..STEPS {
+            let loss = (0..2)
+                .map(|rank| {
+                    let rows = shard(GLOBAL_BATCH, rank, 2);
+                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
+                    batch_norm_loss(&per_shard, rows) * weight
+                })
+                .reduce(|a, b| a + b)
+                .unwrap();
+            loss.backward();
+            sgd(&per_shard);
+            batch_norm_loss(&whole, 0..GLOBAL_BATCH).backward();
+            sgd(&whole);
         }
+        let ranks = two_ranks(batch_norm_loss);
+        assert_eq!(ranks[0], ranks[1]);
+        assert_close(&ranks[0], &values(&per_shard));
+        let apart = ranks[0]
+            .iter()
+            .zip(values(&whole))
+            .any(|(got, whole)| (got - whole).abs() > 1e-3);
+        assert!(apart, "per-shard statistics differ from whole-batch ones");
     }
 
     #[test]
