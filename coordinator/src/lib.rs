@@ -26,6 +26,7 @@ mod metric_rows;
 pub mod metrics;
 mod model;
 mod paging;
+mod placement;
 mod retention;
 mod sanitize;
 mod server;

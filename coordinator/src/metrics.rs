@@ -65,8 +65,8 @@ impl StateGauges {
                 .or_default() += 1;
             gauges.retries += i64::from(trial.attempts.saturating_sub(1));
         }
-        for (_, trial_id) in &state.queue {
-            if let Some(trial) = state.trials.get(trial_id) {
+        for trial_id in state.queue.ids() {
+            if let Some(trial) = state.trials.get(&trial_id) {
                 *gauges
                     .queue_by_grid
                     .entry(trial.spec.grid.clone())

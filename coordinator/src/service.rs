@@ -416,22 +416,25 @@ impl Coordinator for CoordinatorService {
         self.disk
             .check("a grid submission", request.toml.len() as u64)
             .map_err(|error| self.counted(error))?;
-        let (grid, count) = self
+        let (grid, count, unplaceable) = self
             .state
             .try_call(move |state| {
-                if request.extend {
+                let (grid, count) = if request.extend {
                     state
                         .extend_grid(&request.file_name, &request.toml)
-                        .map(|(grid, added)| (grid, added.len()))
+                        .map(|(grid, added)| (grid, added.len()))?
                 } else {
-                    state.submit_grid(&request.file_name, &request.toml)
-                }
+                    state.submit_grid(&request.file_name, &request.toml)?
+                };
+                let unplaceable = state.unplaceable(&grid);
+                Ok((grid, count, unplaceable))
             })
             .await
             .map_err(|error| self.counted(error))?;
         Ok(Response::new(pb::SubmitGridReply {
             grid,
             search_trials: count as u32,
+            unplaceable,
         }))
     }
 

@@ -10,11 +10,11 @@
 use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
 use crate::model::{StalledSlot, Trial, WorkerSlot};
+use crate::placement::ShapeQueue;
 use prime_core::gpu::WorkerHardware;
 use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -102,8 +102,8 @@ pub struct State {
     pub(crate) db: Box<dyn Database>,
     pub(crate) config: CoordinatorConfig,
     pub(crate) trials: BTreeMap<TrialId, Trial>,
-    /// Runnable trials: higher priority first, then FIFO by id.
-    pub(crate) queue: BTreeSet<(Reverse<i32>, TrialId)>,
+    /// Runnable trials by resource shape: higher priority first, then FIFO by id.
+    pub(crate) queue: ShapeQueue,
     pub(crate) workers: BTreeMap<String, Worker>,
     pub(crate) cordoned: HashSet<String>,
     pub(crate) next_session: u64,
@@ -140,7 +140,7 @@ impl State {
             db,
             config,
             trials: BTreeMap::new(),
-            queue: BTreeSet::new(),
+            queue: ShapeQueue::default(),
             workers: BTreeMap::new(),
             cordoned,
             next_session: db::unix_ms().max(1),
@@ -184,7 +184,8 @@ impl State {
     /// Replaces the in-memory trial, keeping the queue and slot occupancy consistent.
     pub(crate) fn install(&mut self, trial: Trial) {
         if let Some(old) = self.trials.get(&trial.id) {
-            self.queue.remove(&(Reverse(old.spec.priority), old.id));
+            self.queue
+                .remove(old.spec.resources(), old.spec.priority, old.id);
             if let Some(placement) = &old.placement {
                 if let Some(worker) = self.workers.get_mut(&placement.worker) {
                     if worker.occupied.get(&placement.slot) == Some(&old.id) {
@@ -194,7 +195,8 @@ impl State {
             }
         }
         if trial.state.is_runnable() {
-            self.queue.insert((Reverse(trial.spec.priority), trial.id));
+            self.queue
+                .insert(trial.spec.resources(), trial.spec.priority, trial.id);
         }
         if let Some(placement) = &trial.placement {
             if let Some(worker) = self.workers.get_mut(&placement.worker) {
@@ -324,7 +326,7 @@ impl State {
         for trial in self.trials.values() {
             let queued = self
                 .queue
-                .contains(&(Reverse(trial.spec.priority), trial.id));
+                .contains(trial.spec.resources(), trial.spec.priority, trial.id);
             if queued != trial.state.is_runnable() {
                 return Err(format!(
                     "trial {} is {} but queued={queued}",

@@ -1012,3 +1012,69 @@ fn a_database_of_the_previous_build_opens_with_its_specs_results_and_progress() 
     );
     assert!(listed[1].result.is_none());
 }
+
+fn gpu_grid(name: &str, search: &str, evaluation: &str) -> String {
+    format!(
+        "version = 1\nname = \"{name}\"\ndatasets = [\"cifar10\"]\nseeds = [1, 2]\n\
+         [[methods]]\npreset = \"darts\"\n[search]\n{search}\n[evaluation]\n{evaluation}\n"
+    )
+}
+
+#[test]
+fn trials_asking_for_more_gpus_than_any_worker_are_reported_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    state.register("w1", slots(2), &[], None, now).unwrap();
+    let (name, _) = state
+        .submit_grid("g.toml", &gpu_grid("g", "gpus = 2", "gpus = 4"))
+        .unwrap();
+    let lines = state.unplaceable(&name);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "the evaluations of search darts cifar10 seed 1 cannot be placed yet: it needs 4 \
+             GPUs on one worker and the largest registered worker has 2"
+        ),
+        "{lines:?}"
+    );
+    state.register("w2", slots(4), &[], None, now).unwrap();
+    assert!(state.unplaceable(&name).is_empty());
+}
+
+#[test]
+fn a_slot_takes_no_gang_trial_and_no_shared_trial_beyond_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    let (session, _) = state.register("w1", slots(2), &[], None, now).unwrap();
+    state
+        .submit_grid("gang.toml", &gpu_grid("gang", "gpus = 2", "seeds = 1"))
+        .unwrap();
+    assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
+    state
+        .submit_grid(
+            "packed.toml",
+            &gpu_grid("packed", "gpu_share = 4", "seeds = 1"),
+        )
+        .unwrap();
+    let gib = 1u64 << 30;
+    let gpu = |index: u32, free: u64| prime_core::gpu::GpuInfo {
+        index,
+        name: "test GPU".into(),
+        capability: prime_core::gpu::ComputeCapability { major: 9, minor: 0 },
+        memory_total_bytes: 80 * gib,
+        memory_free_bytes: free,
+        driver_version: "580".into(),
+        utilization_percent: 0,
+        temperature_celsius: 40,
+    };
+    state
+        .record_gpus("w1", session, vec![gpu(0, 10 * gib), gpu(1, 20 * gib)])
+        .unwrap();
+    assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
+    let placed = state.request_trial("w1", session, 1, now).unwrap().unwrap();
+    assert_eq!(placed.spec.grid, "packed");
+    assert_eq!(placed.spec.resources().gpu_share, 4);
+    state.check_invariants().unwrap();
+}

@@ -104,6 +104,24 @@ impl State {
         Ok((grid.name, count))
     }
 
+    /// The trials of grid `grid` (and the evaluations they spawn) that ask for more GPUs
+    /// than any registered worker has: "cannot be placed yet" lines for the submitter.
+    pub fn unplaceable(&self, grid: &str) -> Vec<String> {
+        let largest = self
+            .workers
+            .values()
+            .map(|worker| worker.slots.len() as u32)
+            .max()
+            .unwrap_or(0);
+        let specs: Vec<TrialSpec> = self
+            .trials
+            .values()
+            .filter(|trial| trial.spec.grid == grid && trial.state == TrialState::Queued)
+            .map(|trial| trial.spec.clone())
+            .collect();
+        crate::placement::unplaceable(&specs, largest)
+    }
+
     /// Stores a batch of metrics and log lines of a running trial.
     pub fn ingest_metrics(
         &mut self,

@@ -4,6 +4,7 @@
 use crate::db;
 use crate::error::CoordinatorError;
 use crate::model::{Assignment, Placement, RunningReport, StalledSlot, WorkerSlot, WorkerSummary};
+use crate::placement::{self, Decision, DeviceView};
 use crate::state::{State, Worker};
 use prime_core::gpu::{GpuInfo, WorkerHardware};
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
@@ -264,10 +265,13 @@ impl State {
         if cordoned {
             return Ok(None);
         }
-        let Some(&(priority, trial_id)) = self.queue.iter().next() else {
-            return Ok(None);
+        let device = self.device_view(name, slot);
+        let trial_id = match placement::decide(name, &[device], &self.queue, None) {
+            Decision::Place { trial_id, .. } => trial_id,
+            Decision::Reserve(_) | Decision::Wait => return Ok(None),
         };
         let mut trial = self.trial(trial_id)?.clone();
+        let priority = trial.spec.priority;
         let resumed_from_state = trial.state;
         trial.state = TrialState::Running;
         trial.epoch += 1;
@@ -303,7 +307,7 @@ impl State {
                 ),
             )
         })?;
-        tracing::info!(trial_id, worker = %name, slot, epoch = trial.epoch, priority = priority.0, "trial assigned");
+        tracing::info!(trial_id, worker = %name, slot, epoch = trial.epoch, priority, "trial assigned");
         let assignment = Assignment {
             trial_id,
             epoch: trial.epoch,
@@ -312,6 +316,34 @@ impl State {
         };
         self.install(trial);
         Ok(Some(assignment))
+    }
+
+    /// Slot `slot` of worker `name` as placement sees it: a device of its own, taking one
+    /// trial at a time (the worker runs one trial per slot), with the memory its GPU last
+    /// reported. A trial asking for several GPUs is never offered a single slot.
+    fn device_view(&self, name: &str, slot: u32) -> DeviceView {
+        let worker = &self.workers[name];
+        let gpu_index = worker
+            .slots
+            .iter()
+            .find(|known| known.index == slot)
+            .and_then(|known| known.device.strip_prefix("cuda:"))
+            .and_then(|index| index.parse::<u32>().ok());
+        let memory = gpu_index.and_then(|index| {
+            worker
+                .hardware
+                .gpus
+                .iter()
+                .find(|gpu| gpu.index == index)
+                .map(|gpu| (gpu.memory_total_bytes, gpu.memory_free_bytes))
+        });
+        DeviceView {
+            slot,
+            trials: u32::from(worker.occupied.contains_key(&slot)),
+            share: 1,
+            memory,
+            stalled: worker.stalled.iter().any(|stall| stall.slot == slot),
+        }
     }
 
     /// Records the slots a live worker reports as stalled (out of service behind a hung

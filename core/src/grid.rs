@@ -10,6 +10,7 @@ use crate::dataset::Dataset;
 use crate::eval_config::EvalConfig;
 use crate::limits;
 use crate::presets::{is_method, METHOD_NAMES};
+use crate::resources::Resources;
 use crate::rnn_config::{RnnEvalConfig, RnnSearchConfig};
 use crate::settings::{EvaluationSettings, RunSettings, MAX_SET_KEYS};
 use crate::toml_spans::{line_column, SpanTree};
@@ -252,6 +253,26 @@ fn validate(locator: &Locator<'_>, raw: RawGrid) -> Result<GridSpec, GridError> 
         limits::check_count(evaluation.seeds, &limits::EVALUATION_SEEDS)
             .map_err(|message| locator.error("evaluation.seeds", message))?;
         check_settings(locator, "evaluation.run", &evaluation.run)?;
+        for (name, value) in [
+            ("gpus", evaluation.run.gpus),
+            ("gpu_share", evaluation.run.gpu_share),
+        ] {
+            if value.is_some() {
+                return Err(locator.error(
+                    &format!("evaluation.run.{name}"),
+                    format!("write `{name}` directly under [evaluation], not in its `run`"),
+                ));
+            }
+        }
+        check_resources(locator, "evaluation", &evaluation.run_settings())?;
+    }
+    for (index, method) in methods.iter().enumerate() {
+        let field = if method.overrides.gpus.is_some() || method.overrides.gpu_share.is_some() {
+            format!("methods[{index}].overrides")
+        } else {
+            "search".to_string()
+        };
+        check_resources(locator, &field, &search.merged_with(&method.overrides))?;
     }
     let grid = GridSpec {
         name: name.to_string(),
@@ -419,6 +440,8 @@ fn check_settings(
             settings.train_samples,
             &limits::TRAIN_SAMPLES,
         ),
+        ("gpus", settings.gpus, &limits::GPUS_PER_TRIAL),
+        ("gpu_share", settings.gpu_share, &limits::GPU_SHARE),
     ];
     for (name, value, range) in counts {
         if let Some(value) = value {
@@ -448,6 +471,18 @@ fn check_settings(
         ));
     }
     Ok(())
+}
+
+/// Checks the GPUs a run of the table `field` asks for as a whole (each range is checked
+/// with its table; this catches a shared multi-GPU request).
+fn check_resources(
+    locator: &Locator<'_>,
+    field: &str,
+    settings: &RunSettings,
+) -> Result<(), GridError> {
+    Resources::of(settings)
+        .map(|_| ())
+        .map_err(|error| locator.error(&format!("{field}.{}", error.field), error.message))
 }
 
 #[cfg(test)]
@@ -651,6 +686,84 @@ run = { epochs = 600 }
         }
         // Table 1: (5 + 4) methods, Table 2: 2, Table S1: 6 + 1; four seeds each.
         assert_eq!(searches, (5 + 4 + 2 + 6 + 1) * 4);
+    }
+
+    #[test]
+    fn gpus_and_gpu_share_reach_the_trials_of_their_table() {
+        let text = GOOD
+            .replace("epochs = 50", "epochs = 50\ngpu_share = 4")
+            .replace("seeds = 2\n", "seeds = 2\ngpus = 4\n");
+        let grid = GridSpec::parse("g.toml", &text).unwrap();
+        let search = &grid.search_trials()[0];
+        assert_eq!(
+            search.resources(),
+            Resources {
+                gpus: 1,
+                gpu_share: 4
+            }
+        );
+        let evaluation = &search.evaluation_trials(&serde_json::json!({})).unwrap()[0];
+        assert_eq!(
+            evaluation.resources(),
+            Resources {
+                gpus: 4,
+                gpu_share: 1
+            }
+        );
+        assert_eq!(evaluation.settings.epochs, Some(600));
+    }
+
+    #[test]
+    fn bad_gpu_requests_name_their_field_and_line() {
+        let cases = [
+            (
+                "epochs = 50",
+                "gpus = 0",
+                "search.gpus",
+                9,
+                "must be between 1 and 64",
+            ),
+            (
+                "epochs = 50",
+                "gpu_share = 65",
+                "search.gpu_share",
+                9,
+                "must be between",
+            ),
+            (
+                "epochs = 50",
+                "gpus = 2\ngpu_share = 2",
+                "search.gpu_share",
+                10,
+                "only single-GPU trials share",
+            ),
+            (
+                "rho = 0.2",
+                "gpus = 2, gpu_share = 3",
+                "methods[1].overrides.gpu_share",
+                17,
+                "only single-GPU trials share",
+            ),
+            (
+                "seeds = 2\n",
+                "seeds = 2\ngpus = 99\n",
+                "evaluation.gpus",
+                21,
+                "must be",
+            ),
+            (
+                "{ epochs = 600 }",
+                "{ gpus = 2 }",
+                "evaluation.run.gpus",
+                21,
+                "directly under [evaluation]",
+            ),
+        ];
+        for (from, to, field, line, message) in cases {
+            let error = error_of(&GOOD.replace(from, to));
+            assert_eq!((error.field.as_str(), error.line), (field, line), "{error}");
+            assert!(error.message.contains(message), "{error}");
+        }
     }
 
     #[test]

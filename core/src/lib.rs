@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod observer;
 pub mod presets;
 pub mod primitives;
+pub mod resources;
 pub mod rnn_config;
 pub mod settings;
 mod toml_spans;

@@ -33,6 +33,13 @@ pub const EVALUATION_SEEDS: RangeInclusive<u64> = 1..=64;
 /// Search seeds one grid may list (the paper uses 4).
 pub const MAX_GRID_SEEDS: usize = 1_000;
 
+/// GPUs one trial trains on (`gpus`), all on one worker: the largest nodes carry 8 or 16.
+pub const GPUS_PER_TRIAL: RangeInclusive<u64> = 1..=64;
+
+/// Trials of one kind that may share a GPU (`gpu_share`): eight 10 GB searches fit a 141 GB
+/// card; more than 64 would starve each other of compute long before memory runs out.
+pub const GPU_SHARE: RangeInclusive<u64> = 1..=64;
+
 /// Crashes a trial may survive before it fails for good.
 pub const RETRIES: RangeInclusive<u64> = 0..=100;
 

@@ -49,6 +49,12 @@ pub struct RunSettings {
     /// Use only the first N training samples (small runs), 1..=100,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_samples: Option<u32>,
+    /// GPUs the run trains on, all on one worker (data-parallel), 1..=64; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// Runs of this kind that may share one GPU, 1..=64; default 1 (a GPU of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_share: Option<u32>,
     /// Further config values by the key `--set` takes (`schedule.h0`, `network.init_channels`),
     /// applied after the fields above; at most `MAX_SET_KEYS`. A grid writes them as
     /// `set.schedule.h0 = 4.0` or as a `[search.set]` table; nested tables become dotted keys.
@@ -96,6 +102,8 @@ impl RunSettings {
             compat: overrides.compat.clone().or_else(|| self.compat.clone()),
             data: overrides.data.or(self.data),
             train_samples: overrides.train_samples.or(self.train_samples),
+            gpus: overrides.gpus.or(self.gpus),
+            gpu_share: overrides.gpu_share.or(self.gpu_share),
             set: self
                 .set
                 .iter()
@@ -125,9 +133,26 @@ pub struct EvaluationSettings {
     /// integer (below 2^63).
     #[serde(default)]
     pub first_seed: u64,
-    /// Settings of the evaluation runs.
+    /// GPUs each evaluation run trains on (`gpus` under `[evaluation]`), 1..=64; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// Evaluation runs that may share one GPU, 1..=64; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_share: Option<u32>,
+    /// Settings of the evaluation runs (their GPUs are the two fields above).
     #[serde(default)]
     pub run: RunSettings,
+}
+
+impl EvaluationSettings {
+    /// The settings of each evaluation run: `run` with the GPUs of `[evaluation]`.
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            gpus: self.gpus.or(self.run.gpus),
+            gpu_share: self.gpu_share.or(self.run.gpu_share),
+            ..self.run.clone()
+        }
+    }
 }
 
 fn one() -> u32 {

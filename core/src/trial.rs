@@ -3,6 +3,7 @@
 
 use crate::dataset::Dataset;
 use crate::limits;
+use crate::resources::Resources;
 use crate::settings::{EvaluationSettings, RunSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,12 +86,18 @@ impl TrialSpec {
             .map(|offset| TrialSpec {
                 kind: TrialKind::Evaluation,
                 eval_seed: Some(evaluation.first_seed + offset),
-                settings: evaluation.run.clone(),
+                settings: evaluation.run_settings(),
                 genotype: Some(genotype.clone()),
                 evaluation: None,
                 ..self.clone()
             })
             .collect())
+    }
+
+    /// The GPUs the trial asks for; a spec stored before the ranges were checked, or edited
+    /// by hand, reads as one unshared GPU wherever its request is out of range.
+    pub fn resources(&self) -> Resources {
+        Resources::of(&self.settings).unwrap_or_default()
     }
 
     /// A short human description: `search darts-prime cifar10 seed 101`.

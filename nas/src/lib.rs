@@ -24,6 +24,7 @@ pub mod fingerprint;
 pub mod hardware;
 pub mod keyed;
 pub mod optim;
+pub mod parallel;
 pub mod rnn;
 pub mod run;
 pub mod search;

@@ -949,3 +949,57 @@ async fn workers_report_gpus_and_torch_build_at_registration_and_in_heartbeats()
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_requests_travel_with_the_trials_and_unplaceable_ones_are_reported() {
+    let mut cluster = Cluster::start(4, 2).await;
+    cluster.add_worker("pair", 2, |_| {});
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while prime_proto::paging::all_workers(&cluster.client())
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grid = small_grid("gpus", &["darts"], &[101, 102], 1, 1)
+        .replace("[search]\n", "[search]\ngpu_share = 2\n")
+        .replace("[evaluation]\n", "[evaluation]\ngpus = 4\n");
+    let reply = cluster.submit(&grid).await;
+    assert_eq!(reply.unplaceable.len(), 2, "{:?}", reply.unplaceable);
+    assert!(
+        reply.unplaceable[0]
+            .contains("needs 4 GPUs on one worker and the largest registered worker has 2"),
+        "{:?}",
+        reply.unplaceable
+    );
+    let trials = cluster
+        .wait_for(
+            "gpus",
+            LIMIT,
+            "the shared searches and their queued evaluations",
+            |t| {
+                t.len() == 4
+                    && t.iter().all(|t| {
+                        t.state
+                            == if spec(t).kind == TrialKind::Search {
+                                "succeeded"
+                            } else {
+                                "queued"
+                            }
+                    })
+            },
+        )
+        .await;
+    for trial in &trials {
+        let resources = spec(trial).resources();
+        match spec(trial).kind {
+            TrialKind::Search => assert_eq!((resources.gpus, resources.gpu_share), (1, 2)),
+            TrialKind::Evaluation => assert_eq!((resources.gpus, resources.gpu_share), (4, 1)),
+        }
+    }
+}

@@ -57,6 +57,10 @@ struct Args {
     /// Train on the CPU (machines without GPUs).
     #[arg(long, conflicts_with = "gpus")]
     cpu: bool,
+    /// Train on the CPU as this many devices, one slot each (1 to 64): a machine without
+    /// GPUs that shows the coordinator a multi-device worker (tests, demos of placement).
+    #[arg(long, conflicts_with_all = ["gpus", "cpu"], value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpu_devices: Option<u32>,
     /// Name of this worker (default: the host name); a restarted worker keeps its name.
     #[arg(long)]
     name: Option<String>,
@@ -149,13 +153,21 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// The devices the arguments name, one slot each.
+fn devices(args: &Args) -> Vec<Device> {
+    match (args.cpu, args.cpu_devices) {
+        (_, Some(count)) => vec![Device::Cpu; count as usize],
+        (true, None) => vec![Device::Cpu],
+        (false, None) => args.gpus.iter().map(|&gpu| Device::Cuda(gpu)).collect(),
+    }
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let devices: Vec<Device> = if args.cpu {
-        vec![Device::Cpu]
-    } else {
-        args.gpus.iter().map(|&gpu| Device::Cuda(gpu)).collect()
-    };
-    anyhow::ensure!(!devices.is_empty(), "give at least one --gpu N, or --cpu");
+    let devices = devices(&args);
+    anyhow::ensure!(
+        !devices.is_empty(),
+        "give at least one --gpu N, or --cpu, or --cpu-devices N"
+    );
     let inventory = GpuInventory::open();
     let gpus = inventory.snapshot();
     // The simulated trainer runs no kernels: only the libtorch trainer needs its GPUs checked.
@@ -227,6 +239,30 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         for bad in ["", "m", "ten", "-5", "1d", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_devices_give_the_cpu_several_slots_within_range() {
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(
+                ["worker", "--coordinator", "http://head:50051"]
+                    .iter()
+                    .chain(extra),
+            )
+        };
+        let args = parse(&["--cpu-devices", "2"]).unwrap();
+        assert_eq!(devices(&args), vec![Device::Cpu, Device::Cpu]);
+        assert_eq!(
+            devices(&parse(&["--gpu", "0", "--gpu", "3"]).unwrap()),
+            vec![Device::Cuda(0), Device::Cuda(3)]
+        );
+        for bad in [
+            &["--cpu-devices", "0"][..],
+            &["--cpu-devices", "65"],
+            &["--cpu-devices", "2", "--gpu", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -6,6 +6,7 @@
 use super::ConvertError;
 use crate::pb;
 use prime_core::dataset::Dataset;
+use prime_core::resources::Resources;
 use prime_core::settings::{DataSource, EvaluationSettings, RunSettings, MAX_SET_KEYS};
 use prime_core::trial::{TrialKind, TrialResult, TrialSpec};
 
@@ -100,6 +101,8 @@ impl From<&RunSettings> for pb::RunSettings {
             compat: settings.compat.clone(),
             data: settings.data.map(|data| pb::DataSource::from(data) as i32),
             train_samples: settings.train_samples,
+            gpus: settings.gpus,
+            gpu_share: settings.gpu_share,
             set: settings
                 .set
                 .iter()
@@ -126,6 +129,8 @@ fn run_settings(
             .map(|value| data_source(value, data_field))
             .transpose()?,
         train_samples: settings.train_samples,
+        gpus: settings.gpus,
+        gpu_share: settings.gpu_share,
         set: check_set_count(settings.set)?
             .into_iter()
             .map(|(key, text)| {
@@ -167,6 +172,8 @@ impl From<&EvaluationSettings> for pb::EvaluationSettings {
             seeds: evaluation.seeds,
             first_seed: evaluation.first_seed,
             run: Some((&evaluation.run).into()),
+            gpus: evaluation.gpus,
+            gpu_share: evaluation.gpu_share,
         }
     }
 }
@@ -204,9 +211,16 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
                         evaluation.run.unwrap_or_default(),
                         "spec.evaluation.run.data",
                     )?,
+                    gpus: evaluation.gpus,
+                    gpu_share: evaluation.gpu_share,
                 })
             })
             .transpose()?;
+        if let Some(evaluation) = &evaluation {
+            check_resources(&evaluation.run_settings(), "spec.evaluation")?;
+        }
+        let settings = run_settings(spec.settings.unwrap_or_default(), "spec.settings.data")?;
+        check_resources(&settings, "spec.settings")?;
         Ok(TrialSpec {
             grid: spec.grid,
             kind: trial_kind(spec.kind)?,
@@ -215,13 +229,27 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
             dataset: dataset(spec.dataset)?,
             search_seed: spec.search_seed,
             eval_seed: spec.eval_seed,
-            settings: run_settings(spec.settings.unwrap_or_default(), "spec.settings.data")?,
+            settings,
             genotype: json_document(spec.genotype_json, "spec.genotype_json")?,
             evaluation,
             priority: spec.priority,
             retries: spec.retries,
         })
     }
+}
+
+/// Refuses GPU requests out of range, or a shared multi-GPU request, of the settings at
+/// `table` (`spec.settings` or `spec.evaluation`).
+fn check_resources(settings: &RunSettings, table: &'static str) -> Result<(), ConvertError> {
+    Resources::of(settings).map(|_| ()).map_err(|error| {
+        let field = match (table, error.field) {
+            ("spec.settings", "gpus") => "spec.settings.gpus",
+            ("spec.settings", _) => "spec.settings.gpu_share",
+            (_, "gpus") => "spec.evaluation.gpus",
+            _ => "spec.evaluation.gpu_share",
+        };
+        invalid(field, error.message)
+    })
 }
 
 impl From<&TrialResult> for pb::TrialResult {
@@ -285,9 +313,10 @@ mod tests {
         let text = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\", \"ptb\"]\nseeds = [7]\n\
                     priority = -3\nretries = 4\n[search]\nepochs = 3\nrho = 0.25\n\
                     compat = \"fixed\"\ndata = \"synthetic\"\ntrain_samples = 64\n\
-                    [[methods]]\npreset = \"pr\"\nlabel = \"PR\"\n\
+                    gpu_share = 4\n[[methods]]\npreset = \"pr\"\nlabel = \"PR\"\n\
                     overrides = { batch_size = 8, init_channels = 4, layers = 5 }\n\
-                    [evaluation]\nseeds = 2\nfirst_seed = 3\nrun = { epochs = 5, data = \"real\" }\n";
+                    [evaluation]\nseeds = 2\nfirst_seed = 3\ngpus = 2\n\
+                    run = { epochs = 5, data = \"real\" }\n";
         let searches = GridSpec::parse("g.toml", text).unwrap().search_trials();
         let genotype =
             serde_json::json!({"normal": [["sep_conv_3x3", 0]], "reduce_concat": [2, 3]});
@@ -351,6 +380,17 @@ mod tests {
             .unwrap()
             .data = Some(0);
         assert_eq!(field_of(bad_run), "spec.evaluation.run.data");
+        let mut no_gpus = spec.clone();
+        no_gpus.settings.as_mut().unwrap().gpus = Some(0);
+        assert_eq!(field_of(no_gpus), "spec.settings.gpus");
+        let mut shared_gang = spec.clone();
+        shared_gang.evaluation.as_mut().unwrap().gpu_share = Some(2);
+        let error = TrialSpec::try_from(shared_gang).unwrap_err();
+        assert_eq!(error.field, "spec.evaluation.gpu_share");
+        assert!(
+            error.message.contains("only single-GPU trials share"),
+            "{error}"
+        );
         let error = TrialSpec::try_from(pb::TrialSpec {
             genotype_json: Some("{not json".into()),
             ..spec

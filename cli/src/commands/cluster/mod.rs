@@ -9,6 +9,7 @@ pub mod demo;
 pub mod fetch;
 pub mod live;
 pub mod manage;
+pub mod plan;
 pub mod results;
 pub mod retry;
 pub mod status;

@@ -1,0 +1,324 @@
+//! The steps of a data-parallel run over a `Communicator`: which rows of the global batch a
+//! rank trains on, rank 0's weights copied to every rank, and each rank's gradients replaced
+//! by the gradient of the global batch. Tensors travel in flattened buckets of at most
+//! `BUCKET_VALUES` values (one collective per bucket, not per tensor).
+
+use super::{CommError, Communicator};
+use std::ops::Range;
+use tch::{Device, Kind, Tensor};
+
+/// Values per collective: 4 Mi floats (16 MiB), the order of PyTorch DDP's 25 MB buckets;
+/// the DARTS networks (a few million weights) travel in one or two.
+pub const BUCKET_VALUES: usize = 1 << 22;
+
+/// The rows of a global batch of `batch` rows that rank `rank` of `world` trains on:
+/// contiguous, in rank order, sizes differing by at most one, so that the ranks together see
+/// exactly the rows, in the order, that a single-device run sees.
+pub fn shard(batch: usize, rank: usize, world: usize) -> Range<usize> {
+    let world = world.max(1);
+    let (base, extra) = (batch / world, batch % world);
+    let start = rank * base + rank.min(extra);
+    let len = base + usize::from(rank < extra);
+    start.min(batch)..(start + len).min(batch)
+}
+
+/// Copies rank 0's values of `tensors` into every rank's `tensors` (the initial weights, so
+/// that every rank starts where rank 0 does).
+pub fn broadcast_tensors(comm: &mut dyn Communicator, tensors: &[Tensor]) -> Result<(), CommError> {
+    for bucket in buckets(tensors) {
+        let mut flat = flatten(bucket);
+        comm.broadcast(&mut flat, 0)?;
+        unflatten(&flat, bucket);
+    }
+    Ok(())
+}
+
+/// Replaces the gradient of each of `params` by the sum over the ranks of `weight` times
+/// the rank's gradient. With `weight` = (rows of this rank's shard) / (rows of the global
+/// batch) and a loss that is a mean over the rows, the result is the gradient of the global
+/// batch's mean loss, the same on every rank, so every rank takes the same optimizer step.
+/// A parameter without a gradient on this rank counts as a zero gradient.
+pub fn all_reduce_gradients(
+    comm: &mut dyn Communicator,
+    params: &[Tensor],
+    weight: f64,
+) -> Result<(), CommError> {
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|param| {
+            if !param.grad().defined() {
+                // tch cannot assign a gradient: a zero-valued backward pass defines it.
+                tch::with_grad(|| (param.sum(param.kind()) * 0.0).backward());
+            }
+            param.grad()
+        })
+        .collect();
+    for bucket in buckets(&grads) {
+        let mut flat = flatten(bucket);
+        let weight = weight as f32;
+        flat.iter_mut().for_each(|value| *value *= weight);
+        comm.all_reduce_sum(&mut flat)?;
+        unflatten(&flat, bucket);
+    }
+    Ok(())
+}
+
+/// Consecutive runs of `tensors` of at most `BUCKET_VALUES` values (a larger tensor alone).
+fn buckets(tensors: &[Tensor]) -> Vec<&[Tensor]> {
+    let mut buckets = Vec::new();
+    let (mut start, mut values) = (0, 0);
+    for (index, tensor) in tensors.iter().enumerate() {
+        let numel = tensor.numel();
+        if index > start && values + numel > BUCKET_VALUES {
+            buckets.push(&tensors[start..index]);
+            (start, values) = (index, 0);
+        }
+        values += numel;
+    }
+    if start < tensors.len() {
+        buckets.push(&tensors[start..]);
+    }
+    buckets
+}
+
+/// The values of `tensors`, concatenated, as host floats.
+fn flatten(tensors: &[Tensor]) -> Vec<f32> {
+    let views: Vec<Tensor> = tensors
+        .iter()
+        .map(|tensor| {
+            tensor
+                .detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .reshape([-1])
+        })
+        .collect();
+    let flat = Tensor::cat(&views, 0).contiguous();
+    let numel = flat.numel();
+    let mut values = vec![0f32; numel];
+    flat.copy_data(&mut values, numel);
+    values
+}
+
+/// Writes `values` back into `tensors` in place (their devices and kinds kept).
+fn unflatten(values: &[f32], tensors: &[Tensor]) {
+    let mut offset = 0;
+    tch::no_grad(|| {
+        for tensor in tensors {
+            let numel = tensor.numel();
+            let part = Tensor::from_slice(&values[offset..offset + numel])
+                .reshape(tensor.size())
+                .to_device(tensor.device())
+                .to_kind(tensor.kind());
+            let mut target = tensor.shallow_clone();
+            target.copy_(&part);
+            offset += numel;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::cpu::CpuCommunicator;
+    use std::time::Duration;
+
+    const GLOBAL_BATCH: usize = 8;
+    const STEPS: usize = 5;
+    const LR: f64 = 0.1;
+
+    /// A linear model (no batch-dependent layer) with weights from `seed`.
+    fn model(seed: i64) -> Vec<Tensor> {
+        tch::manual_seed(seed);
+        vec![
+            Tensor::randn([3, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+            Tensor::randn([2], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+        ]
+    }
+
+    fn data() -> (Tensor, Tensor) {
+        tch::manual_seed(7);
+        (
+            Tensor::randn([GLOBAL_BATCH as i64, 3], (Kind::Float, Device::Cpu)),
+            Tensor::randn([GLOBAL_BATCH as i64, 2], (Kind::Float, Device::Cpu)),
+        )
+    }
+
+    /// Mean squared error of a linear model (no batch-dependent layer) on `rows`.
+    fn linear_loss(params: &[Tensor], rows: Range<usize>) -> Tensor {
+        let (x, y) = data();
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        let prediction = x.narrow(0, start, len).matmul(&params[0]) + &params[1];
+        (prediction - y.narrow(0, start, len))
+            .square()
+            .mean(Kind::Float)
+    }
+
+    /// The linear model followed by BatchNorm in training mode: normalised with the mean
+    /// and variance of the rows it is given.
+    fn batch_norm_loss(params: &[Tensor], rows: Range<usize>) -> Tensor {
+        let (x, y) = data();
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        let hidden = x.narrow(0, start, len).matmul(&params[0]);
+        let normalised = hidden.batch_norm(
+            Some(&params[1]),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
+        (normalised - y.narrow(0, start, len))
+            .square()
+            .mean(Kind::Float)
+    }
+
+    fn sgd(params: &[Tensor]) {
+        tch::no_grad(|| {
+            for param in params {
+                let mut param = param.shallow_clone();
+                let update = param.grad() * LR;
+                let _ = param.f_sub_(&update).unwrap();
+                let _ = param.grad().zero_();
+            }
+        });
+    }
+
+    fn values(params: &[Tensor]) -> Vec<f32> {
+        flatten(params)
+    }
+
+    /// The weights after `STEPS` data-parallel steps of two ranks with `loss`: every rank
+    /// starts from its own weights and takes rank 0's.
+    fn two_ranks(loss: fn(&[Tensor], Range<usize>) -> Tensor) -> Vec<Vec<f32>> {
+        tch::set_num_threads(1);
+        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
+            .into_iter()
+            .map(|mut comm| {
+                std::thread::spawn(move || {
+                    let rank = comm.rank();
+                    let params = model(1 + rank as i64 * 100);
+                    broadcast_tensors(&mut comm, &params).unwrap();
+                    let rows = shard(GLOBAL_BATCH, rank, 2);
+                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
+                    for _ in 0..STEPS {
+                        loss(&params, rows.clone()).backward();
+                        all_reduce_gradients(&mut comm, &params, weight).unwrap();
+                        sgd(&params);
+                    }
+                    values(&params)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (got, want) in got.iter().zip(want) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_cover_the_global_batch_in_order() {
+        assert_eq!(shard(8, 0, 2), 0..4);
+        assert_eq!(shard(8, 1, 2), 4..8);
+        let shards: Vec<_> = (0..3).map(|rank| shard(10, rank, 3)).collect();
+        assert_eq!(shards, vec![0..4, 4..7, 7..10]);
+        assert_eq!(shard(1, 1, 2), 1..1);
+    }
+
+    #[test]
+    fn two_ranks_take_the_steps_of_one_rank_on_the_same_global_batch() {
+        let single = model(1);
+        for _ in 0..STEPS {
+            linear_loss(&single, 0..GLOBAL_BATCH).backward();
+            sgd(&single);
+        }
+        let ranks = two_ranks(linear_loss);
+        assert_eq!(
+            ranks[0], ranks[1],
+            "every rank holds bitwise the same weights"
+        );
+        assert_ne!(
+            values(&single),
+            values(&model(1)),
+            "the steps moved the weights"
+        );
+        assert_close(&ranks[0], &values(&single));
+    }
+
+    /// BatchNorm keeps per-rank statistics: two ranks equal one process that normalises each
+    /// shard with its own statistics and weights the shards' losses by their size; and not
+    /// the single-device run that normalises the whole batch at once.
+    #[test]
+    fn with_batch_norm_in_training_mode_each_rank_normalises_its_own_shard() {
+        let per_shard = model(1);
+        let whole = model(1);
+        for _ in 0..STEPS {
+            let loss = (0..2)
+                .map(|rank| {
+                    let rows = shard(GLOBAL_BATCH, rank, 2);
+                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
+                    batch_norm_loss(&per_shard, rows) * weight
+                })
+                .reduce(|a, b| a + b)
+                .unwrap();
+            loss.backward();
+            sgd(&per_shard);
+            batch_norm_loss(&whole, 0..GLOBAL_BATCH).backward();
+            sgd(&whole);
+        }
+        let ranks = two_ranks(batch_norm_loss);
+        assert_eq!(ranks[0], ranks[1]);
+        assert_close(&ranks[0], &values(&per_shard));
+        let apart = ranks[0]
+            .iter()
+            .zip(values(&whole))
+            .any(|(got, whole)| (got - whole).abs() > 1e-3);
+        assert!(apart, "per-shard statistics differ from whole-batch ones");
+    }
+
+    #[test]
+    fn a_parameter_without_a_gradient_reduces_as_zero() {
+        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
+            .into_iter()
+            .map(|mut comm| {
+                std::thread::spawn(move || {
+                    let param =
+                        Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                    if comm.rank() == 1 {
+                        (&param * Tensor::from_slice(&[2.0f32, 4.0]))
+                            .sum(Kind::Float)
+                            .backward();
+                    }
+                    all_reduce_gradients(&mut comm, std::slice::from_ref(&param), 0.5).unwrap();
+                    Vec::<f32>::try_from(param.grad()).unwrap()
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), vec![1.0, 2.0]);
+        }
+    }
+
+    #[test]
+    fn large_tensor_lists_travel_in_several_buckets() {
+        let small = Tensor::zeros([10], (Kind::Float, Device::Cpu));
+        let big = Tensor::zeros([BUCKET_VALUES as i64], (Kind::Float, Device::Cpu));
+        let tensors = [small.shallow_clone(), big, small];
+        let sizes: Vec<usize> = buckets(&tensors).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        let few = [
+            Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+            Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+        ];
+        assert_eq!(buckets(&few).len(), 1);
+    }
+}

@@ -1,0 +1,63 @@
+//! Data-parallel training: a `Communicator` connects the ranks of one trial (one thread per
+//! device), and `gradients` turns its collectives into the steps of a data-parallel run
+//! (rank 0's weights broadcast to every rank, gradients of each rank's shard of the global
+//! batch averaged over all ranks before the identical optimizer step).
+//!
+//! Back-ends: `cpu` (threads of one process, a fixed reduction order, so that a run is
+//! reproducible bitwise and the whole path is tested on machines without GPUs).
+
+pub mod cpu;
+pub mod gradients;
+
+use std::time::Duration;
+
+/// Longest wait of a collective for the other ranks by default: far longer than any step of
+/// the paper's runs, so only a dead or hung rank reaches it.
+pub const DEFAULT_COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Why a collective failed; the attempt fails as a whole and is retried from its checkpoint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommError {
+    /// Another rank left the group (it panicked or returned an error).
+    #[error("rank {rank} of the data-parallel group failed: {reason}")]
+    RankFailed {
+        /// The rank that left first.
+        rank: usize,
+        /// What it said, or how it ended.
+        reason: String,
+    },
+    /// The other ranks did not reach the collective in time.
+    #[error("a collective waited {waited_s:.1} s for the other ranks (timeout)")]
+    Timeout {
+        /// How long it waited.
+        waited_s: f64,
+    },
+    /// The ranks passed buffers of different lengths (a bug in the caller).
+    #[error("rank {rank} passed {got} values where rank 0 passed {expected}")]
+    Mismatch {
+        /// The disagreeing rank.
+        rank: usize,
+        /// Rank 0's length.
+        expected: usize,
+        /// This rank's length.
+        got: usize,
+    },
+}
+
+/// The collectives a data-parallel trial needs, between `world_size` ranks. Every rank
+/// calls the same collectives in the same order; each returns once all ranks have taken
+/// part, or fails within the group's timeout.
+pub trait Communicator: Send {
+    /// This rank, `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// Ranks in the group.
+    fn world_size(&self) -> usize;
+
+    /// Replaces `buffer` on every rank by the element-wise sum over the ranks, summed in
+    /// rank order (so every rank holds bitwise the same result).
+    fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), CommError>;
+
+    /// Replaces `buffer` on every rank by rank `root`'s.
+    fn broadcast(&mut self, buffer: &mut [f32], root: usize) -> Result<(), CommError>;
+}
