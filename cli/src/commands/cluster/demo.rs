@@ -2,11 +2,11 @@
 //! (two methods x two seeds, a tiny search and a short evaluation on synthetic data) with
 //! live progress, ending in the results table.
 
-use super::results::{build_rows, render, Format};
 use super::status::watch;
 use super::submit::submit_text;
 use clap::{Args, ValueEnum};
 use prime_coordinator::CoordinatorConfig;
+use prime_proto::results::{build_rows, render, Format};
 use prime_worker::nas::NasTrainer;
 use prime_worker::simulated::SimulatedTrainer;
 use prime_worker::{Device, Trainer, Worker, WorkerConfig};

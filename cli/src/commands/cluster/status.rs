@@ -1,13 +1,13 @@
 //! `prime status [GRID]` (a table with per-trial progress) and `prime watch GRID` (live
 //! progress bars until every trial is over).
 
-use super::results::{build_rows, render, search_alpha_steps, Format};
 use super::{connect, runtime, status_error};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use prime_core::trial::{result_keys, TrialKind, TrialSpec};
 use prime_proto::paging::all_trials;
 use prime_proto::pb;
+use prime_proto::results::{build_rows, render, search_alpha_steps, Format};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
