@@ -18,6 +18,9 @@ const STATE_SPACING: f64 = 130.0;
 const ARC_BASE_HEIGHT: f64 = 30.0;
 /// Extra apex height per state spanned: enough for a label (about 16 px) between stacked arcs.
 const ARC_HEIGHT_PER_SPAN: f64 = 30.0;
+/// Extra apex height per state spanned by a plain connection: it has no label to keep clear,
+/// so it stays flat.
+const PLAIN_ARC_HEIGHT_PER_SPAN: f64 = 9.0;
 /// Margin around the drawing, in pixels.
 const MARGIN: f64 = 24.0;
 /// Height of the title line, in pixels.
@@ -191,9 +194,14 @@ pub struct CellDiagram {
     baseline: f64,
 }
 
-/// The apex height of an arc spanning `span` states.
-fn arc_height(span: usize) -> f64 {
-    ARC_BASE_HEIGHT + ARC_HEIGHT_PER_SPAN * span as f64
+/// The apex height of the arc of `edge`.
+fn arc_height(edge: &DiagramEdge) -> f64 {
+    let per_span = if edge.operation.is_some() {
+        ARC_HEIGHT_PER_SPAN
+    } else {
+        PLAIN_ARC_HEIGHT_PER_SPAN
+    };
+    ARC_BASE_HEIGHT + per_span * edge.to.abs_diff(edge.from) as f64
 }
 
 impl CellDiagram {
@@ -281,7 +289,7 @@ impl CellDiagram {
             edges
                 .iter()
                 .filter(|edge| edge.side == side)
-                .map(|edge| arc_height(edge.to.abs_diff(edge.from)))
+                .map(arc_height)
                 .fold(0.0, f64::max)
         };
         let (above, below) = (highest(Side::Above), highest(Side::Below));
@@ -319,7 +327,7 @@ impl CellDiagram {
             Side::Above => -1.0,
             Side::Below => 1.0,
         };
-        let height = arc_height(edge.to.abs_diff(edge.from));
+        let height = arc_height(edge);
         let on_ellipse = |state: &DiagramState, toward: f64| {
             // The point of the ellipse 60 degrees from the line, on the edge's side.
             let (rx, ry) = state.kind.radii();
