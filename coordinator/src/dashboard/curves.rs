@@ -39,11 +39,15 @@ fn rank(name: &str) -> usize {
         .unwrap_or(PREFERRED_ORDER.len())
 }
 
+/// The record kind of a run's final results: one record, not a curve (the trial's result
+/// shows it).
+const FINAL_KIND: &str = "final";
+
 /// The curves of `rows`; values that are not finite are left out (a log axis and a linear
-/// one cannot place them).
+/// one cannot place them), and so are the final results.
 pub fn curves(rows: &[MetricRow]) -> Vec<Curve> {
     let mut series: BTreeMap<(usize, String, String), Vec<[f64; 2]>> = BTreeMap::new();
-    for row in rows {
+    for row in rows.iter().filter(|row| row.kind != FINAL_KIND) {
         for (name, value) in decode_values(&row.values_json) {
             if !value.is_finite() || !row.clock.is_finite() {
                 continue;
@@ -102,6 +106,7 @@ mod tests {
             row("step", 2, r#"{"loss": 1.5, "lr": 0.024}"#),
             row("alpha_step", 2, r#"{"fimt": 0.5, "threshold": "NaN"}"#),
             row("epoch", 2, r#"{"acc": 0.4, "loss": 1.4}"#),
+            row("final", 2, r#"{"checksum": 7.0}"#),
         ];
         let curves = curves(&rows);
         let names: Vec<(&str, &str, usize)> = curves

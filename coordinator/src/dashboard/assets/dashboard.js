@@ -135,7 +135,8 @@ function chart(curve) {
   if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
   const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
   const py = (y) => height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
-  const label = (y) => curve.log_scale ? Math.pow(10, y).toExponential(1) : Number(y.toPrecision(3)).toString();
+  const label = (y) => curve.log_scale ? Math.pow(10, y).toExponential(1)
+    : (Math.abs(y) >= 1e5 || (y !== 0 && Math.abs(y) < 1e-3)) ? y.toExponential(2) : Number(y.toPrecision(3)).toString();
   const polyline = points.map((p) => px(p[0]).toFixed(1) + "," + py(transform(p[1])).toFixed(1)).join(" ");
   const dots = points.length <= 60 ? points.map((p) =>
     '<circle r="2.2" fill="#2f80ed" cx="' + px(p[0]).toFixed(1) + '" cy="' + py(transform(p[1])).toFixed(1) + '"/>').join("") : "";
