@@ -147,6 +147,19 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The dashboard's browser test drives headless Chromium through chromium-driver, from Debian's
+# packages: installed here when missing and apt-get can; otherwise that test says it skipped.
+if ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing chromium and chromium-driver (the dashboard's browser test)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium-driver is missing (as root: apt-get install chromium" \
+            "chromium-driver); the dashboard's browser test will be skipped" >&2
+    fi
+fi
+
 # Writes the variant record the build embeds (see build-support/link_libtorch.rs).
 write_record() {
     local tmp="$VARIANT_FILE.tmp"

@@ -15,6 +15,11 @@ fn the_recurrent_demo_ends_in_a_perplexity_table_over_both_seeds() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("failed:"), "{stderr}");
+    assert!(
+        stderr.contains("demo: watch the grid at http://127.0.0.1:")
+            && stderr.contains("/grids/demo-ptb\n"),
+        "{stderr}"
+    );
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.starts_with(

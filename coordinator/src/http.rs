@@ -1,10 +1,13 @@
 //! The coordinator's HTTP listener (`--http ADDR`), for probes and scrapers: `/healthz`
 //! (the process answers), `/readyz` (the database takes a write and the state directory a new
-//! file) and `/metrics` (Prometheus text format).
+//! file) and `/metrics` (Prometheus text format). The server adds the read-only web
+//! dashboard (`dashboard`) to the same listener.
 
+use crate::auth::TokenSource;
 use crate::error::CoordinatorError;
 use crate::event_loop::StateHandle;
 use crate::metrics::{Metrics, StateGauges};
+use crate::store::DirStore;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +27,11 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The state directory (readiness creates a file in it).
     pub state_dir: PathBuf,
+    /// The accepted tokens (the dashboard's login checks them); `None` when the coordinator
+    /// is open.
+    pub tokens: Option<Arc<TokenSource>>,
+    /// The checkpoint store (the dashboard's checkpoint downloads read it).
+    pub store: Arc<DirStore>,
 }
 
 /// The routes of the HTTP listener.

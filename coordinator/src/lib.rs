@@ -12,6 +12,7 @@
 
 mod audit;
 pub mod auth;
+mod dashboard;
 mod db;
 mod disk;
 mod edge;

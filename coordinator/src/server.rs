@@ -2,6 +2,7 @@
 //! the standard health service) and the optional HTTP listener for probes and metrics.
 
 use crate::auth::{AuthLayer, RefusalHook};
+use crate::dashboard;
 use crate::disk::DiskGuard;
 use crate::event_loop::StateHandle;
 use crate::guard::GuardedService;
@@ -123,7 +124,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let service = CoordinatorService::new(
         handle.clone(),
-        store,
+        store.clone(),
         timings.clone(),
         metrics.clone(),
         disk.clone(),
@@ -135,17 +136,20 @@ pub async fn start(
                 .await
                 .map_err(|error| anyhow::anyhow!("cannot listen on --http {bind}: {error}"))?;
             let http_addr = http_listener.local_addr()?;
-            let routes = http::router(Arc::new(HttpState {
+            let http_state = Arc::new(HttpState {
                 state: handle.clone(),
                 metrics: metrics.clone(),
                 state_dir: state_dir.to_path_buf(),
-            }));
+                tokens: tokens.clone(),
+                store: store.clone(),
+            });
+            let routes = http::router(http_state.clone()).merge(dashboard::router(http_state));
             let task = tokio::spawn(async move {
                 if let Err(error) = axum::serve(http_listener, routes).await {
                     tracing::error!(%error, "the HTTP listener stopped");
                 }
             });
-            tracing::info!(%http_addr, "serving /healthz, /readyz and /metrics");
+            tracing::info!(%http_addr, "serving /healthz, /readyz, /metrics and the dashboard");
             (Some(http_addr), Some(task))
         }
         None => (None, None),

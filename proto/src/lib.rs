@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod paging;
+pub mod results;
 pub mod verify;
 pub mod version;
 

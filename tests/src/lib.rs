@@ -2,6 +2,7 @@
 //! on 127.0.0.1:0, driven by the simulated trainer.
 
 pub mod process;
+pub mod webdriver;
 
 use prime_coordinator::{CoordinatorConfig, RunningCoordinator};
 use prime_proto::client::{connect, Client, Credentials};

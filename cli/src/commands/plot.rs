@@ -3,15 +3,18 @@
 //! `plot alphas` draws Figure 1 (the activated alpha of every op on every edge over training,
 //! one panel per edge, one figure per cell type); `plot schedule` draws Figure 3 (the FIMT, its
 //! EWMA and, under the FIMT schedule, the threshold on a log axis, with a mark at every alpha
-//! step).
+//! step); `plot cell` draws a genotype's cells (normal and reduction, or the recurrent cell).
 
+pub mod cell;
 pub mod figures;
 pub mod raster;
 pub mod run_dir;
 
 use anyhow::{bail, Context};
+use cell::CellFigure;
 use clap::{Args, Subcommand, ValueEnum};
 use figures::{save, AlphaFigure, Figure, ImageFormat, ScheduleFigure, Sizing};
+use prime_core::genotype::diagram::CellDiagram;
 use std::path::{Path, PathBuf};
 
 /// Subcommands of `prime plot`.
@@ -23,6 +26,10 @@ pub enum PlotCommand {
     /// Figure 3: FIMT, its EWMA and (FIMT schedule) the threshold on a log axis, with the
     /// alpha steps (writes schedule.*).
     Schedule(ScheduleArgs),
+    /// A genotype's cells as diagrams: the normal and reduction cells of a CIFAR genotype
+    /// (writes STEM_normal.* and STEM_reduce.*) or the recurrent cell of a Penn Treebank one
+    /// (writes STEM_recurrent.*).
+    Cell(CellArgs),
 }
 
 /// Which files to write.
@@ -109,11 +116,32 @@ pub struct ScheduleArgs {
     output: OutputArgs,
 }
 
+/// Arguments of `prime plot cell`.
+#[derive(Debug, Args)]
+pub struct CellArgs {
+    /// A built-in name (DARTS_V1, DARTS_V2, NASNet, AmoebaNet; with --rnn DARTS_V1, DARTS_V2,
+    /// ENAS), a genotype file (JSON or reference text) or a search run directory.
+    #[arg(value_name = "NAME|FILE|RUN_DIR")]
+    genotype: String,
+    /// Read a recurrent (Penn Treebank) genotype; without it a genotype that is not a
+    /// convolutional one is tried as a recurrent one.
+    #[arg(long)]
+    rnn: bool,
+    /// Path stem of the files (default: RUN_DIR/figures/cell for a run directory, otherwise
+    /// cell_NAME in the current directory).
+    #[arg(long, value_name = "STEM")]
+    out: Option<PathBuf>,
+    /// Image format.
+    #[arg(long, value_enum, default_value = "both")]
+    format: FormatChoice,
+}
+
 /// Runs `prime plot`.
 pub fn run(command: PlotCommand) -> anyhow::Result<()> {
     let written = match command {
         PlotCommand::Alphas(args) => plot_alphas(&args)?,
         PlotCommand::Schedule(args) => plot_schedule(&args)?,
+        PlotCommand::Cell(args) => plot_cell(&args)?,
     };
     for path in written {
         println!("{}", path.display());
@@ -201,4 +229,61 @@ fn plot_schedule(args: &ScheduleArgs) -> anyhow::Result<Vec<PathBuf>> {
         sizing: args.output.sizing(),
     };
     write_all(&figure, &args.output, &args.run_dir, "schedule")
+}
+
+/// The cells a `prime plot cell` argument names, with the label of the default file stem.
+fn resolve_cells(args: &CellArgs) -> anyhow::Result<(Vec<(&'static str, CellDiagram)>, String)> {
+    let recurrent = |argument: &str| -> anyhow::Result<_> {
+        let (genotype, label) = prime_nas::rnn::resolve_rnn_genotype(argument)?;
+        Ok((
+            vec![("recurrent", CellDiagram::recurrent(&genotype))],
+            label,
+        ))
+    };
+    if args.rnn {
+        return recurrent(&args.genotype);
+    }
+    match prime_nas::eval::resolve_genotype(&args.genotype) {
+        Ok((genotype, label)) => Ok((
+            vec![
+                ("normal", CellDiagram::normal(&genotype)),
+                ("reduce", CellDiagram::reduction(&genotype)),
+            ],
+            label,
+        )),
+        Err(convolutional) => recurrent(&args.genotype).map_err(|_| {
+            anyhow::Error::new(convolutional)
+                .context("not a convolutional genotype, nor a recurrent one (see --rnn)")
+        }),
+    }
+}
+
+fn plot_cell(args: &CellArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let (cells, label) = resolve_cells(args)?;
+    let stem = match &args.out {
+        Some(stem) => stem.clone(),
+        None if Path::new(&args.genotype).is_dir() => {
+            Path::new(&args.genotype).join("figures").join("cell")
+        }
+        None => PathBuf::from(format!("cell_{label}")),
+    };
+    if let Some(dir) = stem.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the figure directory {}", dir.display()))?;
+    }
+    let mut written = Vec::new();
+    for (suffix, diagram) in &cells {
+        for format in args.format.formats() {
+            let mut name = stem.as_os_str().to_owned();
+            name.push(format!("_{suffix}.{}", format.extension()));
+            let path = PathBuf::from(name);
+            match format {
+                ImageFormat::Svg => std::fs::write(&path, diagram.to_svg())
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                ImageFormat::Png => save(&CellFigure { diagram }, &path, *format)?,
+            }
+            written.push(path);
+        }
+    }
+    Ok(written)
 }

@@ -60,6 +60,23 @@ pub struct MetricRow {
     pub values_json: String,
 }
 
+/// One attempt of a trial as stored (the dashboard lists them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// The fencing epoch of the attempt.
+    pub epoch: u64,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Its slot on that worker.
+    pub slot: u32,
+    /// When it started.
+    pub started_unix_ms: u64,
+    /// When it ended, if it has.
+    pub ended_unix_ms: Option<u64>,
+    /// How it ended, if it has.
+    pub outcome: Option<AttemptOutcome>,
+}
+
 /// What the state layer reads from its database; writes go through `begin`, one
 /// transaction each.
 pub trait Database: Send {
@@ -75,6 +92,14 @@ pub trait Database: Send {
     fn logs(&self, trial_id: TrialId, page: Page) -> Result<Vec<(u64, String)>, DbError>;
     /// A trial's metric rows, by step then kind.
     fn metrics(&self, trial_id: TrialId, page: Page) -> Result<Vec<MetricRow>, DbError>;
+    /// Every grid's name and submission time, oldest first.
+    fn grids(&self) -> Result<Vec<(String, u64)>, DbError>;
+    /// A trial's attempts, oldest first.
+    fn attempts(&self, trial_id: TrialId) -> Result<Vec<AttemptRow>, DbError>;
+    /// A trial's last `count` log lines with their Unix milliseconds, oldest first.
+    fn log_tail(&self, trial_id: TrialId, count: u64) -> Result<Vec<(u64, String)>, DbError>;
+    /// A trial's last `count` metric rows, newest first.
+    fn latest_metrics(&self, trial_id: TrialId, count: u64) -> Result<Vec<MetricRow>, DbError>;
     /// How many ended attempts ended each way (`crashed`, `lost`, ...), by outcome name.
     fn attempt_outcomes(&self) -> Result<Vec<(String, u64)>, DbError>;
     /// Commits a tiny write, to show that the database still takes writes (readiness).

@@ -2,7 +2,7 @@
 //! encodings of what the trial rows hold.
 
 use super::check;
-use super::{unix_ms, Database, DbError, MetricRow, Transaction};
+use super::{unix_ms, AttemptRow, Database, DbError, MetricRow, Transaction};
 use crate::model::{CheckpointRecord, NewCheckpoint, Placement, Trial, NO_PROGRESS};
 use crate::paging::Page;
 use prime_core::observer::Progress;
@@ -315,6 +315,63 @@ impl Database for Db {
              WHERE trial_id = ?1 ORDER BY step, kind LIMIT ?2 OFFSET ?3",
         )?;
         let rows = statement.query_map(page_params(trial_id, page), |row| {
+            Ok(MetricRow {
+                kind: row.get(0)?,
+                step: row.get(1)?,
+                epoch: row.get(2)?,
+                clock: row.get(3)?,
+                values_json: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn grids(&self) -> Result<Vec<(String, u64)>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT name, created_unix_ms FROM grids ORDER BY created_unix_ms, name",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn attempts(&self, trial_id: TrialId) -> Result<Vec<AttemptRow>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT epoch, worker, slot, started_unix_ms, ended_unix_ms, outcome_json
+             FROM attempts WHERE trial_id = ?1 ORDER BY epoch",
+        )?;
+        let rows = statement.query_map([trial_id], |row| {
+            let outcome: Option<String> = row.get(5)?;
+            Ok(AttemptRow {
+                epoch: row.get(0)?,
+                worker: row.get(1)?,
+                slot: row.get(2)?,
+                started_unix_ms: row.get(3)?,
+                ended_unix_ms: row.get(4)?,
+                outcome: outcome.and_then(|json| serde_json::from_str(&json).ok()),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn log_tail(&self, trial_id: TrialId, count: u64) -> Result<Vec<(u64, String)>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT unix_ms, line FROM (SELECT rowid, unix_ms, line FROM logs WHERE trial_id = ?1
+             ORDER BY rowid DESC LIMIT ?2) ORDER BY rowid",
+        )?;
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![trial_id, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn latest_metrics(&self, trial_id: TrialId, count: u64) -> Result<Vec<MetricRow>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT kind, step, epoch, clock, values_json FROM metrics
+             WHERE trial_id = ?1 ORDER BY step DESC, kind LIMIT ?2",
+        )?;
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![trial_id, limit], |row| {
             Ok(MetricRow {
                 kind: row.get(0)?,
                 step: row.get(1)?,

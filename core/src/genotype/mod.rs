@@ -3,6 +3,7 @@
 //! both) and the projection of activated alphas onto them.
 
 mod cnn;
+pub mod diagram;
 pub mod projection;
 mod rnn;
 mod text;

@@ -2,11 +2,11 @@
 //! (two methods x two seeds, a tiny search and a short evaluation on synthetic data) with
 //! live progress, ending in the results table.
 
-use super::results::{build_rows, render, Format};
 use super::status::watch;
 use super::submit::submit_text;
 use clap::{Args, ValueEnum};
 use prime_coordinator::CoordinatorConfig;
+use prime_proto::results::{build_rows, render, Format};
 use prime_worker::nas::NasTrainer;
 use prime_worker::simulated::SimulatedTrainer;
 use prime_worker::{Device, Trainer, Worker, WorkerConfig};
@@ -113,6 +113,9 @@ pub struct DemoArgs {
     /// Directory of method presets replacing the compiled-in ones of configs/methods.
     #[arg(long)]
     pub methods_dir: Option<PathBuf>,
+    /// Address of the dashboard (the coordinator's HTTP listener); port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub http: std::net::SocketAddr,
 }
 
 /// Runs `prime demo`.
@@ -146,12 +149,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(20),
             heartbeat: Duration::from_secs(1),
             keep_checkpoints: 2,
+            http: Some(args.http),
             ..Default::default()
         };
         let coordinator =
             prime_coordinator::start(listener, &root.join("coordinator"), config).await?;
         let url = coordinator.url();
         eprintln!("demo: coordinator on {url}, state in {}", root.display());
+        if let Some(http) = coordinator.http_addr {
+            eprintln!("demo: watch the grid at http://{http}/grids/{grid_name}");
+        }
         let mut worker_config =
             WorkerConfig::new(&url, "demo-worker", vec![Device::Cpu], root.join("worker"));
         worker_config.poll_interval = Duration::from_millis(200);

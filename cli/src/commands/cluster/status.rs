@@ -2,7 +2,6 @@
 //! progress until every trial is over: bars on a terminal, plain lines otherwise).
 
 use super::live::{grid_outlook, short_duration, trial_message, LatestMetrics, StepRate};
-use super::results::{build_rows, render, search_alpha_steps, Format};
 use super::{connect, runtime, status_error};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -10,6 +9,7 @@ use prime_core::metrics::MetricRecord;
 use prime_core::trial::{result_keys, TrialKind, TrialSpec};
 use prime_proto::paging::all_trials;
 use prime_proto::pb;
+use prime_proto::results::{build_rows, render, search_alpha_steps, Format};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
