@@ -79,9 +79,17 @@ async fn searches_chain_to_evaluations_without_double_booking() {
         .unwrap()
         .into_inner()
         .checkpoints;
-    assert!(
-        checkpoints.iter().any(|c| c.r#final),
-        "final artifacts are kept"
+    let last = checkpoints
+        .iter()
+        .find(|c| c.r#final)
+        .expect("final artifacts are kept");
+    let progress = last
+        .progress
+        .as_ref()
+        .expect("the final artifacts have a progress");
+    assert_eq!(
+        progress.epochs_done, progress.epochs_total,
+        "the final artifacts are reported at the end of the run"
     );
     assert!(
         checkpoints.len() <= 4,

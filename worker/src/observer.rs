@@ -42,6 +42,16 @@ impl SlotControl {
         self.activity.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Records `progress` as the latest; whether it differs from the one before.
+    fn note_progress(&self, progress: &Progress) -> bool {
+        let previous = self
+            .progress
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .replace(*progress);
+        previous != Some(*progress)
+    }
+
     /// The latest progress, if any.
     pub fn progress(&self) -> Option<Progress> {
         *self
@@ -140,6 +150,9 @@ impl RunObserver for SlotObserver {
 
     fn on_checkpoint(&mut self, dir: &Path, progress: &Progress) {
         self.control.bump_activity();
+        // The end of the last epoch reaches the observer only here (no step follows it), and
+        // the final artifacts are reported at the latest progress.
+        self.control.note_progress(progress);
         let discard = self.control.stop.load(Ordering::SeqCst)
             || self.control.diverged.load(Ordering::SeqCst);
         let wanted = self.control.preempt.load(Ordering::SeqCst) || self.due(progress);
@@ -173,14 +186,8 @@ impl RunObserver for SlotObserver {
     }
 
     fn control(&mut self, progress: &Progress) -> Control {
-        let previous = self
-            .control
-            .progress
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .replace(*progress);
         // Asking again at the same step is no progress (a loop that spins without training).
-        if previous != Some(*progress) {
+        if self.control.note_progress(progress) {
             self.control.bump_activity();
         }
         if self.stopping() {
@@ -236,11 +243,16 @@ mod tests {
             every_epochs: 1,
             every: Duration::from_secs(3600),
         };
-        let mut observer = SlotObserver::new(dir.path(), sender, control, policy, 0);
+        let mut observer = SlotObserver::new(dir.path(), sender, control.clone(), policy, 0);
         observer.on_checkpoint(&checkpoint, &progress(1));
         assert!(
             receiver.try_recv().is_err(),
             "a corrupt checkpoint was sent"
+        );
+        assert_eq!(
+            control.progress().unwrap().epochs_done,
+            1,
+            "a checkpoint's progress is the latest even when no step followed it"
         );
         write_checkpoint(dir.path(), b"1", b"1");
         observer.on_checkpoint(&checkpoint, &progress(2));
