@@ -2,7 +2,7 @@
 
 use super::{connect, runtime, status_error};
 use clap::Args;
-use prime_proto::paging::{all_logs, all_workers};
+use prime_proto::paging::{all_logs, all_trials, all_workers};
 use prime_proto::pb;
 
 /// Arguments of `prime cancel`.
@@ -84,7 +84,9 @@ fn list_or_dash(items: &[String]) -> String {
 /// hung, its attempt failed, the slot out of service until the thread ends) shows as
 /// `SLOT:stalled(trial ID, no progress for N s)` in the last column. Below a worker's row, its
 /// torch build and one line per GPU as last reported.
-pub fn workers_table(workers: &[pb::WorkerView]) -> String {
+/// The table of `prime workers`: a row per worker, then the progress of each slot's running
+/// trial (from `views`), its torch build and its GPUs.
+pub fn workers_table(workers: &[pb::WorkerView], views: &[pb::TrialView]) -> String {
     let mut out = format!(
         "{:<20} {:<7} {:<9} {:<24} {:<14} {:<12} stalled\n",
         "worker", "status", "cordoned", "slots", "last seen", "trials"
@@ -118,12 +120,49 @@ pub fn workers_table(workers: &[pb::WorkerView]) -> String {
             list_or_dash(&trials),
             list_or_dash(&stalled)
         ));
+        out.push_str(&slot_lines(worker, views));
         out.push_str(&hardware_lines(worker));
     }
     out
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// The indented progress line of each slot of `worker` that runs one of `trials`.
+fn slot_lines(worker: &pb::WorkerView, trials: &[pb::TrialView]) -> String {
+    let mut out = String::new();
+    for slot in &worker.slots {
+        let place = format!("{}/{}", worker.name, slot.index);
+        let Some(trial) = trials
+            .iter()
+            .find(|trial| trial.state == "running" && trial.worker == place)
+        else {
+            continue;
+        };
+        let progress = trial.progress.unwrap_or_default();
+        let percent = if progress.steps_total > 0 {
+            format!(
+                " ({:.0}%)",
+                100.0 * progress.steps_done as f64 / progress.steps_total as f64
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  slot {} ({}): trial {} of grid {}, attempt {}, epoch {}/{}, step {}/{}{percent}\n",
+            slot.index,
+            slot.device,
+            trial.trial_id,
+            trial.grid,
+            trial.attempts,
+            progress.epochs_done,
+            progress.epochs_total,
+            progress.steps_done,
+            progress.steps_total,
+        ));
+    }
+    out
+}
 
 /// The indented torch and GPU lines of a worker (none when it reported neither).
 fn hardware_lines(worker: &pb::WorkerView) -> String {
@@ -174,7 +213,8 @@ pub fn run_workers(args: WorkersArgs) -> anyhow::Result<()> {
             return anyhow::Ok(());
         }
         let workers = all_workers(&client).await.map_err(status_error)?;
-        print!("{}", workers_table(&workers));
+        let trials = all_trials(&client, "").await.map_err(status_error)?;
+        print!("{}", workers_table(&workers, &trials));
         anyhow::Ok(())
     })
 }
@@ -245,17 +285,20 @@ mod tests {
             stalled,
             ..Default::default()
         };
-        let table = workers_table(&[
-            worker("calm", Vec::new()),
-            worker(
-                "stuck",
-                vec![pb::StalledSlot {
-                    slot: 0,
-                    trial_id: 12,
-                    no_progress_ms: 1_830_400,
-                }],
-            ),
-        ]);
+        let table = workers_table(
+            &[
+                worker("calm", Vec::new()),
+                worker(
+                    "stuck",
+                    vec![pb::StalledSlot {
+                        slot: 0,
+                        trial_id: 12,
+                        no_progress_ms: 1_830_400,
+                    }],
+                ),
+            ],
+            &[],
+        );
         let rows: Vec<Vec<&str>> = table
             .lines()
             .map(|line| line.split_whitespace().collect())
@@ -300,12 +343,53 @@ mod tests {
             }],
             ..Default::default()
         };
-        let table = workers_table(&[worker]);
+        let table = workers_table(&[worker], &[]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[2], "  torch 2.11.0+cu126 (cu126)");
         assert_eq!(
             lines[3],
             "  gpu 0: Tesla V100-SXM2-16GB (compute 7.0), 12.0/16.0 GiB free, 87% busy, 61 C, driver 535.104"
+        );
+    }
+
+    #[test]
+    fn the_workers_table_shows_each_busy_slots_progress() {
+        let worker = pb::WorkerView {
+            name: "node1".into(),
+            status: "alive".into(),
+            slots: (0..2)
+                .map(|index| pb::Slot {
+                    index,
+                    device: format!("cuda:{index}"),
+                })
+                .collect(),
+            trials: vec![5],
+            ..Default::default()
+        };
+        let trial = |trial_id: u64, state: &str, worker: &str| pb::TrialView {
+            trial_id,
+            grid: "demo".into(),
+            state: state.into(),
+            worker: worker.into(),
+            attempts: 2,
+            progress: Some(pb::Progress {
+                epochs_done: 1,
+                epochs_total: 3,
+                steps_done: 30,
+                steps_total: 120,
+            }),
+            ..Default::default()
+        };
+        let trials = [
+            trial(4, "succeeded", "node1/1"),
+            trial(5, "running", "node1/1"),
+            trial(6, "running", "node10/0"),
+        ];
+        let table = workers_table(&[worker], &trials);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[2..],
+            ["  slot 1 (cuda:1): trial 5 of grid demo, attempt 2, epoch 1/3, step 30/120 (25%)"]
         );
     }
 }
