@@ -204,6 +204,22 @@ impl Cluster {
             .trials
     }
 
+    /// The log lines of trial `trial_id`, without their times.
+    pub async fn log_lines(&self, trial_id: u64) -> Vec<String> {
+        self.client()
+            .trial_logs(pb::TrialRef {
+                trial_id,
+                ..Default::default()
+            })
+            .await
+            .expect("trial logs")
+            .into_inner()
+            .lines
+            .into_iter()
+            .map(|line| line.line)
+            .collect()
+    }
+
     /// Polls the trials of `grid` until `done` holds, or panics after `limit`.
     pub async fn wait_for(
         &self,

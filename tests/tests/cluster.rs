@@ -654,22 +654,6 @@ async fn resumable_checkpoints(cluster: &Cluster, trial_id: u64) -> Vec<pb::Chec
     checkpoints
 }
 
-async fn log_lines(cluster: &Cluster, trial_id: u64) -> Vec<String> {
-    cluster
-        .client()
-        .trial_logs(pb::TrialRef {
-            trial_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .lines
-        .into_iter()
-        .map(|line| line.line)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_latest_checkpoint_falls_back_without_spending_retries() {
     let mut cluster = Cluster::start(4, 25).await;
@@ -725,7 +709,7 @@ async fn an_unreadable_latest_checkpoint_falls_back_without_spending_retries() {
             search.trial_id
         );
     }
-    let lines = log_lines(&cluster, partly).await;
+    let lines = cluster.log_lines(partly).await;
     let unusable = format!("checkpoint {} cannot be restored", latest.checkpoint_id);
     assert!(lines.iter().any(|l| l.contains(&unusable)), "{lines:?}");
     let fallback = format!("resuming from checkpoint {}", previous.checkpoint_id);
@@ -735,7 +719,7 @@ async fn an_unreadable_latest_checkpoint_falls_back_without_spending_retries() {
             .any(|l| l.contains("worker second") && l.contains(&fallback)),
         "{lines:?}"
     );
-    let lines = log_lines(&cluster, wholly).await;
+    let lines = cluster.log_lines(wholly).await;
     assert!(
         lines.iter().any(|l| l.contains("starting afresh")),
         "{lines:?}"
@@ -873,7 +857,7 @@ async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
         resumable_checkpoints(&cluster, trial_id).await.is_empty(),
         "nothing was committed"
     );
-    let lines = log_lines(&cluster, trial_id).await;
+    let lines = cluster.log_lines(trial_id).await;
     assert!(
         lines.iter().any(|l| l.contains("upload was refused")),
         "{lines:?}"

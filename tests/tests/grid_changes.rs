@@ -29,22 +29,6 @@ fn retry_trial(trial_id: u64, fresh: bool) -> pb::RetryRequest {
     }
 }
 
-async fn logs(cluster: &Cluster, trial_id: u64) -> Vec<String> {
-    cluster
-        .client()
-        .trial_logs(pb::TrialRef {
-            trial_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .lines
-        .into_iter()
-        .map(|line| line.line)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_trial_resumes_from_its_last_checkpoint_or_from_the_start_when_fresh() {
     let mut cluster = Cluster::start(4, 20).await;
@@ -121,7 +105,7 @@ async fn a_retried_trial_resumes_from_its_last_checkpoint_or_from_the_start_when
         "the retry resumes at its last checkpoint"
     );
     assert_eq!(second_start(fresh), 0, "--fresh starts over");
-    let resumed_log = logs(&cluster, resumed).await;
+    let resumed_log = cluster.log_lines(resumed).await;
     let line = format!("resuming from checkpoint {}", last.checkpoint_id);
     assert!(
         resumed_log
@@ -142,7 +126,7 @@ async fn a_retried_trial_resumes_from_its_last_checkpoint_or_from_the_start_when
             .any(|l| l.starts_with("attempt 1 ") && l.ends_with("; trial is failed")),
         "{resumed_log:?}"
     );
-    let fresh_log = logs(&cluster, fresh).await;
+    let fresh_log = cluster.log_lines(fresh).await;
     assert!(
         fresh_log
             .iter()

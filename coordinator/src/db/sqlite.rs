@@ -314,15 +314,7 @@ impl Database for Db {
             "SELECT kind, step, epoch, clock, values_json FROM metrics
              WHERE trial_id = ?1 ORDER BY step, kind LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = statement.query_map(page_params(trial_id, page), |row| {
-            Ok(MetricRow {
-                kind: row.get(0)?,
-                step: row.get(1)?,
-                epoch: row.get(2)?,
-                clock: row.get(3)?,
-                values_json: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map(page_params(trial_id, page), metric_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -371,15 +363,7 @@ impl Database for Db {
              WHERE trial_id = ?1 ORDER BY step DESC, kind LIMIT ?2",
         )?;
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let rows = statement.query_map(params![trial_id, limit], |row| {
-            Ok(MetricRow {
-                kind: row.get(0)?,
-                step: row.get(1)?,
-                epoch: row.get(2)?,
-                clock: row.get(3)?,
-                values_json: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map(params![trial_id, limit], metric_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -409,6 +393,17 @@ impl Database for Db {
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError> {
         Ok(Box::new(SqliteTransaction(self.connection.transaction()?)))
     }
+}
+
+/// A metric row of the columns `kind, step, epoch, clock, values_json`, in that order.
+fn metric_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MetricRow> {
+    Ok(MetricRow {
+        kind: row.get(0)?,
+        step: row.get(1)?,
+        epoch: row.get(2)?,
+        clock: row.get(3)?,
+        values_json: row.get(4)?,
+    })
 }
 
 /// The parameters of a paged query: the trial, then LIMIT and OFFSET as SQLite integers.
