@@ -334,3 +334,33 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Registers a one-slot worker `name` through `client` (a hand-driven worker session, as an
+/// attacker's victim) and takes a trial on its slot 0; returns the session and the assignment.
+pub async fn take_a_trial(client: &mut Client, name: &str) -> (u64, pb::Assignment) {
+    let session = client
+        .register_worker(pb::RegisterWorkerRequest {
+            name: name.into(),
+            slots: vec![pb::Slot {
+                index: 0,
+                device: "cuda:0".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("the worker registers")
+        .into_inner()
+        .session;
+    let assignment = client
+        .request_trial(pb::RequestTrialRequest {
+            name: name.into(),
+            session,
+            slot: 0,
+        })
+        .await
+        .expect("the request is answered")
+        .into_inner()
+        .assignment
+        .expect("a queued trial is assigned");
+    (session, assignment)
+}

@@ -327,31 +327,8 @@ fn random_and_mutated_calls_from_every_role_never_fail_internally_and_refusals_c
             ))
             .await;
         let mut victim = client_with(&cluster.url(), Some(tokens[1].1.clone()));
-        let session = victim
-            .register_worker(pb::RegisterWorkerRequest {
-                name: "victim".into(),
-                slots: vec![pb::Slot {
-                    index: 0,
-                    device: "cuda:0".into(),
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .session;
-        let trial = victim
-            .request_trial(pb::RequestTrialRequest {
-                name: "victim".into(),
-                session,
-                slot: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .assignment
-            .unwrap()
-            .trial_id;
+        let (session, assignment) = prime_tests::take_a_trial(&mut victim, "victim").await;
+        let trial = assignment.trial_id;
         (cluster, trial, session)
     });
     let url = cluster.url();

@@ -355,30 +355,7 @@ async fn over_mutual_tls_with_tokens_a_grid_runs_and_every_role_gets_only_what_t
         .submit(&small_grid("held", &["darts"], &[2], 1, 1))
         .await;
     let mut victim = client(&url, Some(&worker_b), &certs);
-    let session = victim
-        .register_worker(pb::RegisterWorkerRequest {
-            name: VICTIM.into(),
-            slots: vec![pb::Slot {
-                index: 0,
-                device: "cuda:0".into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session;
-    let assignment = victim
-        .request_trial(pb::RequestTrialRequest {
-            name: VICTIM.into(),
-            session,
-            slot: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .assignment
-        .expect("the held grid's search is assigned to the victim");
+    let (session, assignment) = prime_tests::take_a_trial(&mut victim, VICTIM).await;
     let target = Held {
         session,
         trial_id: assignment.trial_id,
