@@ -9,6 +9,7 @@ use crate::cnn::eval_net::EvalNetError;
 use crate::data::DataError;
 use crate::fingerprint::FingerprintError;
 use crate::optim::OptimError;
+use crate::parallel::CommError;
 use crate::rnn::corpus::CorpusError;
 use crate::search::regularizer::RegularizerError;
 use prime_core::config::ConfigError;
@@ -71,6 +72,25 @@ pub enum RunError {
         /// Why the resume is refused.
         message: String,
     },
+    /// A collective of a data-parallel run failed (another rank left, or a timeout).
+    #[error(transparent)]
+    Collective(#[from] CommError),
+    /// A rank of a data-parallel run other than rank 0 failed; the run fails with it.
+    #[error("rank {rank} of the data-parallel run failed: {source}")]
+    Rank {
+        /// The rank.
+        rank: usize,
+        /// Its error.
+        source: Box<RunError>,
+    },
+    /// A rank of a data-parallel run panicked.
+    #[error("rank {rank} of the data-parallel run panicked: {message}")]
+    RankPanicked {
+        /// The rank.
+        rank: usize,
+        /// The panic's message.
+        message: String,
+    },
     /// A loss became NaN or infinite.
     #[error("diverged: {what} is {loss} at epoch {epoch}, step {step}")]
     Diverged {
@@ -100,7 +120,11 @@ impl RunError {
             RunError::Corpus(error) => error.kind(),
             RunError::Optim(error) => error.kind(),
             RunError::Checkpoint(error) => error.kind(),
-            RunError::Io(_) | RunError::Regularizer(_) => ErrorKind::Transient,
+            RunError::Rank { source, .. } => source.kind(),
+            RunError::Io(_)
+            | RunError::Regularizer(_)
+            | RunError::Collective(_)
+            | RunError::RankPanicked { .. } => ErrorKind::Transient,
         }
     }
 

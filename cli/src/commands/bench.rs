@@ -182,8 +182,8 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     for iteration in 0..args.warmup + args.iters {
         synchronize(device);
         let start = Instant::now();
-        trainer.arch_step(&xv, &yv, None)?;
-        trainer.weight_step(&x, &y, lr, false)?;
+        trainer.arch_step(&xv, &yv, None, None)?;
+        trainer.weight_step(&x, &y, lr, false, None)?;
         synchronize(device);
         if iteration >= args.warmup {
             times.push(start.elapsed().as_secs_f64());

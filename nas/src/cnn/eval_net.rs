@@ -116,6 +116,20 @@ impl DropPathMasks {
         self.prob
     }
 
+    /// The masks of the samples `rows` only (a data-parallel rank's shard of the batch the
+    /// masks were drawn for), so that the ranks together drop what one device would.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        Self {
+            prob: self.prob,
+            masks: self
+                .masks
+                .iter()
+                .map(|mask| mask.narrow(0, rows.start as i64, rows.len() as i64))
+                .collect(),
+            next: Cell::new(0),
+        }
+    }
+
     /// Applies the next site's mask to `xs`; past the last site (a caller error) the tensor
     /// passes unchanged.
     fn apply(&self, xs: Tensor) -> Tensor {

@@ -13,10 +13,12 @@ pub mod trainer;
 
 use crate::cnn::eval_cost::ParameterCounts;
 use crate::error::RunError;
+use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
+use tch::Device;
 
 /// Metric values that measure time and so differ between otherwise identical runs.
 pub const TIMING_KEYS: [&str; 2] = ["images_per_s", "seconds"];
@@ -49,6 +51,32 @@ pub fn run_eval(
     observer: &mut dyn RunObserver,
 ) -> Result<EvalOutcome, RunError> {
     run::run(task::EvalTask::new(config, options)?, options, observer)
+}
+
+/// Runs (or resumes) an evaluation as configured on `devices`: on one device as
+/// [`run_eval`] (on that device), on several data-parallel, one rank per device (each device
+/// replaces `options.device` for its rank), every step sharding the global batch of the
+/// single-device run. Collectives time out after [`DEFAULT_COLLECTIVE_TIMEOUT`].
+pub fn run_eval_data_parallel(
+    devices: &[Device],
+    config: &EvalConfig,
+    options: &RunOptions,
+    observer: &mut dyn RunObserver,
+) -> Result<EvalOutcome, RunError> {
+    if let [device] = devices {
+        let options = RunOptions {
+            device: *device,
+            ..options.clone()
+        };
+        return run_eval(config, &options, observer);
+    }
+    run::run_data_parallel(
+        devices,
+        DEFAULT_COLLECTIVE_TIMEOUT,
+        options,
+        observer,
+        |ranks, options| task::EvalTask::new_rank(config, options, ranks),
+    )
 }
 
 /// Loads the CNN genotype an argument names (see [`run::genotype::resolve_genotype`]).

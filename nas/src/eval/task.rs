@@ -12,6 +12,7 @@ use crate::data::{
 use crate::error::RunError;
 use crate::keyed::splitmix64;
 use crate::optim::{self, OptimError};
+use crate::parallel::rank::DataParallel;
 use crate::run::files::{write_text, write_weights};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, FINAL_WEIGHTS, TEST_REPORT};
@@ -74,6 +75,14 @@ impl EpochSums {
         self.count += step.count as u64;
     }
 
+    /// Adds a data-parallel step: the sums over the ranks of loss x rows and of correct
+    /// predictions, over `count` rows.
+    fn add_sums(&mut self, loss_sum: f64, correct: f64, count: u64) {
+        self.loss += loss_sum;
+        self.correct += correct;
+        self.count += count;
+    }
+
     /// (loss sum, correct count): one synchronisation.
     fn host(&self) -> (f64, f64) {
         let both = Tensor::stack(&[&self.loss, &self.correct], 0).to_device(Device::Cpu);
@@ -106,11 +115,30 @@ pub struct EvalTask<'a> {
     macs: i64,
     state: EvalState,
     epoch: Option<Epoch>,
+    ranks: Option<DataParallel>,
 }
 
 impl<'a> EvalTask<'a> {
     /// Validates the config, loads the data and builds the network.
     pub fn new(config: &'a EvalConfig, options: &RunOptions) -> Result<Self, RunError> {
+        Self::build(config, options, None)
+    }
+
+    /// One rank of a data-parallel evaluation: as [`EvalTask::new`], then takes rank 0's
+    /// initial weights; every step trains on this rank's shard of the global batch.
+    pub fn new_rank(
+        config: &'a EvalConfig,
+        options: &RunOptions,
+        ranks: DataParallel,
+    ) -> Result<Self, RunError> {
+        Self::build(config, options, Some(ranks))
+    }
+
+    fn build(
+        config: &'a EvalConfig,
+        options: &RunOptions,
+        mut ranks: Option<DataParallel>,
+    ) -> Result<Self, RunError> {
         config.validate("evaluation config")?;
         let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
         let limit = |available: usize| config.data.limit.unwrap_or(available).min(available);
@@ -125,15 +153,26 @@ impl<'a> EvalTask<'a> {
                 options.data_dir.display()
             )));
         }
-        let single_image_batch = batch_size == 1 || train_count % batch_size == 1;
-        if config.network.auxiliary && single_image_batch {
+        let (world, fewest) = fewest_rows(ranks.as_ref(), train_count, batch_size);
+        if fewest == 0 {
             return Err(RunError::Unsupported(format!(
-                "{train_count} training images in batches of {batch_size} give a batch of a \
-                 single image, but the auxiliary head's batch norm over 1x1 maps needs at least \
-                 two images in training; change data.batch_size or data.limit"
+                "{train_count} training images in batches of {batch_size} over {world} ranks \
+                 leave a rank without an image in some batch; change data.batch_size, \
+                 data.limit or the number of devices"
             )));
         }
-        let trainer = EvalTrainer::new(config, options.device)?;
+        if config.network.auxiliary && fewest == 1 {
+            return Err(RunError::Unsupported(format!(
+                "{train_count} training images in batches of {batch_size} over {world} rank(s) \
+                 give a rank a batch of a single image, but the auxiliary head's batch norm \
+                 over 1x1 maps needs at least two images in training; change data.batch_size \
+                 or data.limit"
+            )));
+        }
+        let mut trainer = EvalTrainer::new(config, options.device)?;
+        if let Some(ranks) = &mut ranks {
+            trainer.take_rank0_weights(ranks)?;
+        }
         let params = trainer.parameter_counts();
         let macs =
             multiply_accumulates(&network_shape(config), &config.genotype, IMAGE_SIDE as i64);
@@ -159,6 +198,7 @@ impl<'a> EvalTask<'a> {
                 best_epoch: None,
             },
             epoch: None,
+            ranks,
         })
     }
 
@@ -184,7 +224,7 @@ impl<'a> EvalTask<'a> {
 
     /// Eval-mode mean loss and top-1 accuracy (%) over the first `test_count` test images,
     /// in order, with the test transform.
-    fn test_pass(&self) -> Result<(f64, f64), RunError> {
+    fn test_pass(&mut self) -> Result<(f64, f64), RunError> {
         let stream_config = StreamConfig::eval(self.config.data.batch_size)
             .with_prefetch(self.config.data.prefetch);
         let stream = BatchStream::spawn(self.data.test.clone(), 0..self.test_count, stream_config)?;
@@ -192,14 +232,30 @@ impl<'a> EvalTask<'a> {
         let mut sums = EpochSums::new(0.0, 0.0, 0, self.device);
         while let Some(batch) = batches.next_batch() {
             let batch = batch?;
+            let rows = batch.labels.size()[0] as usize;
+            let rows = self
+                .ranks
+                .as_ref()
+                .map_or(0..rows, |ranks| ranks.rows(rows));
+            if rows.is_empty() {
+                continue;
+            }
+            let (start, len) = (rows.start as i64, rows.len() as i64);
             // A test batch's loss is already the batch's sum.
-            let step = self.trainer.test_batch(&batch.images, &batch.labels);
+            let step = self.trainer.test_batch(
+                &batch.images.narrow(0, start, len),
+                &batch.labels.narrow(0, start, len),
+            );
             sums.loss += step.loss.to_kind(Kind::Double);
             sums.correct += step.correct.to_kind(Kind::Double);
             sums.count += step.count as u64;
         }
-        let (loss, correct) = sums.host();
-        let count = sums.count.max(1) as f64;
+        let (mut loss, mut correct) = sums.host();
+        let mut count = sums.count as f64;
+        if let Some(ranks) = &mut self.ranks {
+            [loss, correct, count] = sum_over_ranks(ranks, [loss, correct, count])?;
+        }
+        let count = count.max(1.0);
         Ok((loss / count, 100.0 * correct / count))
     }
 
@@ -252,7 +308,10 @@ impl Task for EvalTask<'_> {
     }
 
     fn start(&mut self, sink: &mut Sink) -> Result<(), RunError> {
-        write_genotype(sink.run_dir(), &self.config.genotype)
+        match sink.output_dir() {
+            Some(dir) => write_genotype(dir, &self.config.genotype),
+            None => Ok(()),
+        }
     }
 
     fn restore(&mut self, saved: Saved<EvalState>) -> Result<(), RunError> {
@@ -312,8 +371,18 @@ impl Task for EvalTask<'_> {
             epoch.lr,
             epoch.drop_prob,
             drop_path_key(self.config.seed, at.global_step),
+            self.ranks.as_mut(),
         )?;
-        epoch.sums.add(&step);
+        match &mut self.ranks {
+            Some(ranks) => {
+                let (loss, correct) = step.host();
+                let count = step.count as f64;
+                let [loss_sum, correct, count] =
+                    sum_over_ranks(ranks, [loss * count, correct, count])?;
+                epoch.sums.add_sums(loss_sum, correct, count as u64);
+            }
+            None => epoch.sums.add(&step),
+        }
         let step_number = at.global_step + 1;
         self.state.step_in_epoch += 1;
         if step_number.is_multiple_of(u64::from(self.config.report_every)) {
@@ -357,10 +426,9 @@ impl Task for EvalTask<'_> {
         if state.best_test_acc.is_none_or(|best| test_acc > best) {
             state.best_test_acc = Some(test_acc);
             state.best_epoch = Some(at.epoch);
-            write_weights(
-                &sink.run_dir().join(BEST_WEIGHTS),
-                &self.trainer.variables(),
-            )?;
+            if let Some(dir) = sink.output_dir() {
+                write_weights(&dir.join(BEST_WEIGHTS), &self.trainer.variables())?;
+            }
         }
         let record = MetricRecord::new(
             MetricKind::Epoch,
@@ -402,16 +470,20 @@ impl Task for EvalTask<'_> {
         Ok(self.state.clone())
     }
 
+    fn data_parallel(&mut self) -> Option<&mut DataParallel> {
+        self.ranks.as_mut()
+    }
+
     fn stopped(&mut self, epochs_done: u32) -> Result<EvalOutcome, RunError> {
         Ok(self.outcome(false, epochs_done))
     }
 
     fn finish(&mut self, at: At, sink: &mut Sink) -> Result<EvalOutcome, RunError> {
-        write_weights(
-            &sink.run_dir().join(FINAL_WEIGHTS),
-            &self.trainer.variables(),
-        )?;
         let outcome = self.outcome(true, at.epoch);
+        let Some(dir) = sink.output_dir().map(Path::to_path_buf) else {
+            return Ok(outcome);
+        };
+        write_weights(&dir.join(FINAL_WEIGHTS), &self.trainer.variables())?;
         let params = self.params;
         let mut record = MetricRecord::new(
             MetricKind::Final,
@@ -433,9 +505,38 @@ impl Task for EvalTask<'_> {
             record = record.with("best_test_acc", best);
         }
         sink.metric(&record)?;
-        self.write_report(sink.run_dir(), at, &outcome)?;
+        self.write_report(&dir, at, &outcome)?;
         Ok(outcome)
     }
+}
+
+/// The number of ranks and the fewest training images any rank gets in a batch (of full
+/// batches of `batch_size` and the epoch's last, partial one).
+fn fewest_rows(
+    ranks: Option<&DataParallel>,
+    train_count: usize,
+    batch_size: usize,
+) -> (usize, usize) {
+    let world = ranks.map_or(1, DataParallel::world_size);
+    let last = train_count % batch_size;
+    let fewest = |rows: usize| rows / world;
+    let batch = fewest(batch_size.min(train_count));
+    let fewest = if last == 0 {
+        batch
+    } else {
+        batch.min(fewest(last))
+    };
+    (world, fewest)
+}
+
+/// `values` summed over the ranks (through float32, as every collective).
+fn sum_over_ranks<const N: usize>(
+    ranks: &mut DataParallel,
+    values: [f64; N],
+) -> Result<[f64; N], RunError> {
+    let mut buffer = values.map(|value| value as f32);
+    ranks.sum(&mut buffer)?;
+    Ok(buffer.map(f64::from))
 }
 
 /// The key of the drop-path masks of global training step `step`: the masks are a function of

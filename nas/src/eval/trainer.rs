@@ -7,6 +7,7 @@ use crate::cnn::eval_cost::ParameterCounts;
 use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork};
 use crate::error::RunError;
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::parallel::rank::DataParallel;
 use crate::run::TensorGroups;
 use crate::train_step::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
@@ -20,6 +21,8 @@ pub struct EvalTrainer {
     /// The network on the master weights.
     net: EvalNetwork,
     params: Vec<(String, Tensor)>,
+    /// The batch-norm running statistics (every variable that is not trained).
+    buffers: Vec<Tensor>,
     optimizer: Sgd,
     compute: Option<ComputeCopy>,
     scaler: Option<LossScaler>,
@@ -73,6 +76,7 @@ impl EvalTrainer {
             }
         };
         let params = optim::trainable_parameters(&vs);
+        let buffers = optim::untrained_variables(&vs);
         let optimizer = Sgd::new(
             params
                 .iter()
@@ -91,6 +95,7 @@ impl EvalTrainer {
             vs,
             net,
             params,
+            buffers,
             optimizer,
             compute,
             scaler,
@@ -119,6 +124,11 @@ impl EvalTrainer {
     /// global-norm clipping of every gradient, SGD at `lr`. Returns the loss and the number of
     /// correct main predictions, on the device (no synchronisation, except that float16
     /// training reads whether the gradients overflowed).
+    ///
+    /// With `ranks`, `images` and `labels` are the global batch: the step trains on this
+    /// rank's rows of it, replaces the gradients by the global batch's before clipping, and
+    /// afterwards takes rank 0's batch-norm statistics (PyTorch DDP's `broadcast_buffers`);
+    /// the loss and count returned are this rank's.
     pub fn train_step(
         &mut self,
         images: &Tensor,
@@ -126,20 +136,27 @@ impl EvalTrainer {
         lr: f64,
         drop_prob: f64,
         mask_key: u64,
+        mut ranks: Option<&mut DataParallel>,
     ) -> Result<StepTensors, RunError> {
         match &self.compute {
             Some(compute) => compute.zero_grad()?,
             None => self.optimizer.zero_grad()?,
         }
+        let batch = labels.size()[0] as usize;
+        let rows = ranks.as_ref().map_or(0..batch, |ranks| ranks.rows(batch));
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        let (images, labels) = (images.narrow(0, start, len), labels.narrow(0, start, len));
+        let (images, labels) = (&images, &labels);
         let (net, input) = self.prepared(images);
         let masks = (drop_prob > 0.0).then(|| {
             DropPathMasks::sample(
                 drop_prob,
                 net.drop_path_sites(),
-                labels.size()[0],
+                batch as i64,
                 mask_key,
                 labels.device(),
             )
+            .rows(rows.clone())
         });
         let output = net.forward_t(&input, true, masks.as_ref());
         let logits = output.logits.to_kind(Kind::Float);
@@ -157,6 +174,10 @@ impl EvalTrainer {
         if let Some(compute) = &self.compute {
             compute.transfer_grads()?;
         }
+        if let Some(ranks) = ranks.as_deref_mut() {
+            let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+            ranks.reduce_gradients(&params, rows.len(), batch)?;
+        }
         let found_inf = match &self.scaler {
             Some(scaler) => Some(scaler.unscale(self.params.iter().map(|(_, p)| p))?),
             None => None,
@@ -173,6 +194,9 @@ impl EvalTrainer {
             }
             _ => self.optimizer.step(lr)?,
         }
+        if let Some(ranks) = ranks {
+            ranks.broadcast(&self.buffers)?;
+        }
         if let Some(compute) = &self.compute {
             compute.refresh()?;
         }
@@ -181,6 +205,17 @@ impl EvalTrainer {
             loss: loss.detach(),
             count: labels.size()[0] as usize,
         })
+    }
+
+    /// Copies rank 0's weights and batch-norm statistics to this rank (the start of a
+    /// data-parallel run).
+    pub fn take_rank0_weights(&mut self, ranks: &mut DataParallel) -> Result<(), RunError> {
+        let variables: Vec<Tensor> = self.variables().into_iter().map(|(_, t)| t).collect();
+        ranks.broadcast(&variables)?;
+        if let Some(compute) = &self.compute {
+            compute.refresh()?;
+        }
+        Ok(())
     }
 
     /// Eval-mode summed loss and correct count over one test batch (no drop path, no
@@ -267,5 +302,131 @@ mod tests {
         other.seed = 6;
         let c = weights(&other);
         assert!(a.iter().zip(&c).any(|(a, c)| !a.equal(c)));
+    }
+
+    const GLOBAL_BATCH: i64 = 6;
+    const STEPS: u64 = 3;
+    const LR: f64 = 0.05;
+    const DROP_PROB: f64 = 0.2;
+
+    fn tiny_config() -> EvalConfig {
+        EvalConfig::from_overrides(&[
+            "network.init_channels=4".to_string(),
+            "network.layers=3".to_string(),
+            "seed=5".to_string(),
+        ])
+        .unwrap()
+    }
+
+    /// A global batch from fixed values: no global generator, which rank threads share.
+    fn global_batch() -> (Tensor, Tensor) {
+        let numel = GLOBAL_BATCH * 3 * 32 * 32;
+        let images = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.37)
+            .sin()
+            .reshape([GLOBAL_BATCH, 3, 32, 32]);
+        let labels = Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9]);
+        (images, labels)
+    }
+
+    fn trained_values(trainer: &EvalTrainer) -> Vec<Tensor> {
+        trainer
+            .params
+            .iter()
+            .map(|(_, p)| p.detach().copy())
+            .collect()
+    }
+
+    /// One process computing what two ranks compute: each half of the batch through the
+    /// network on its own (its own batch-norm statistics and drop-path mask rows), the
+    /// losses weighted by the halves' sizes and accumulated, then one clipped SGD step.
+    fn per_shard_step(trainer: &mut EvalTrainer, images: &Tensor, labels: &Tensor, key: u64) {
+        trainer.optimizer.zero_grad().unwrap();
+        let masks = DropPathMasks::sample(
+            DROP_PROB,
+            trainer.net.drop_path_sites(),
+            GLOBAL_BATCH,
+            key,
+            Device::Cpu,
+        );
+        for rank in 0..2 {
+            let rows = crate::parallel::gradients::shard(GLOBAL_BATCH as usize, rank, 2);
+            let (start, len) = (rows.start as i64, rows.len() as i64);
+            let labels = labels.narrow(0, start, len);
+            let output =
+                trainer
+                    .net
+                    .forward_t(&images.narrow(0, start, len), true, Some(&masks.rows(rows)));
+            let mut loss = output.logits.cross_entropy_for_logits(&labels);
+            if let Some(aux_logits) = &output.aux_logits {
+                loss += aux_logits.cross_entropy_for_logits(&labels) * trainer.aux_weight;
+            }
+            (loss * (len as f64 / GLOBAL_BATCH as f64)).backward();
+        }
+        let _ = optim::clip_grad_norm(trainer.params.iter().map(|(_, p)| p), trainer.grad_clip)
+            .unwrap();
+        trainer.optimizer.step(LR).unwrap();
+    }
+
+    /// Two ranks on halves of one global batch take the step of one process that normalises
+    /// each half with its own batch-norm statistics (PyTorch DDP's behaviour), not the step
+    /// of one device normalising the whole batch.
+    #[test]
+    fn two_ranks_step_like_one_process_normalising_each_shard_on_its_own() {
+        use crate::parallel::cpu::CpuCommunicator;
+        tch::set_num_threads(1);
+        let config = tiny_config();
+        let (images, labels) = global_batch();
+        let ranks: Vec<Vec<Tensor>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = CpuCommunicator::group(2, std::time::Duration::from_secs(120))
+                .into_iter()
+                .map(|comm| {
+                    let config = &config;
+                    let (images, labels) = (images.shallow_clone(), labels.shallow_clone());
+                    scope.spawn(move || {
+                        let mut ranks = DataParallel::new(Box::new(comm));
+                        let mut trainer = EvalTrainer::new(config, Device::Cpu).unwrap();
+                        trainer.take_rank0_weights(&mut ranks).unwrap();
+                        for key in 0..STEPS {
+                            trainer
+                                .train_step(&images, &labels, LR, DROP_PROB, key, Some(&mut ranks))
+                                .unwrap();
+                        }
+                        trained_values(&trainer)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut per_shard = EvalTrainer::new(&config, Device::Cpu).unwrap();
+        let mut whole = EvalTrainer::new(&config, Device::Cpu).unwrap();
+        let start = trained_values(&per_shard);
+        for key in 0..STEPS {
+            per_shard_step(&mut per_shard, &images, &labels, key);
+            whole
+                .train_step(&images, &labels, LR, DROP_PROB, key, None)
+                .unwrap();
+        }
+        let (per_shard, whole) = (trained_values(&per_shard), trained_values(&whole));
+        let largest_gap = |a: &[Tensor], b: &[Tensor]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+                .fold(0.0, f64::max)
+        };
+        assert!(
+            ranks[0].iter().zip(&ranks[1]).all(|(a, b)| a.equal(b)),
+            "every rank holds bitwise the same weights"
+        );
+        assert!(
+            largest_gap(&start, &per_shard) > 1e-3,
+            "the steps moved the weights"
+        );
+        let gap = largest_gap(&ranks[0], &per_shard);
+        assert!(gap < 1e-5, "two ranks vs per-shard statistics: {gap}");
+        let gap = largest_gap(&ranks[0], &whole);
+        assert!(
+            gap > 1e-4,
+            "per-shard statistics differ from whole-batch ones: {gap}"
+        );
     }
 }

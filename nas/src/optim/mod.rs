@@ -31,7 +31,9 @@ pub use adam::{Adam, AdamConfig};
 pub use asgd::{Asgd, AsgdConfig};
 pub use clip::{clip_grad_norm, grad_squared_sum, read_scalar};
 pub use lr::cosine_lr;
-pub use params::{parameter_count, shallow_copies, trainable_parameters, zero_grad};
+pub use params::{
+    parameter_count, shallow_copies, trainable_parameters, untrained_variables, zero_grad,
+};
 pub use sgd::{Sgd, SgdConfig};
 
 use tch::{Kind, TchError, Tensor};

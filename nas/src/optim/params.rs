@@ -109,6 +109,18 @@ pub fn trainable_parameters(var_store: &VarStore) -> Vec<(String, Tensor)> {
     params
 }
 
+/// The variables of `var_store` that are not trained (batch-norm running statistics),
+/// sorted by name, so that every data-parallel rank lists them in the same order.
+pub fn untrained_variables(var_store: &VarStore) -> Vec<Tensor> {
+    let mut buffers: Vec<(String, Tensor)> = var_store
+        .variables()
+        .into_iter()
+        .filter(|(_, tensor)| !tensor.requires_grad())
+        .collect();
+    buffers.sort_by(|(a, _), (b, _)| a.cmp(b));
+    buffers.into_iter().map(|(_, tensor)| tensor).collect()
+}
+
 /// Number of trainable scalars in `var_store` (the parameter counts of SPEC 3.1 and 7.3).
 pub fn parameter_count(var_store: &VarStore) -> i64 {
     var_store

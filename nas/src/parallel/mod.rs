@@ -3,11 +3,15 @@
 //! (rank 0's weights broadcast to every rank, gradients of each rank's shard of the global
 //! batch averaged over all ranks before the identical optimizer step).
 //!
+//! `rank` is what the tasks of the run driver hold: one rank's shard of each global batch,
+//! its reductions and the decisions all ranks agree on.
+//!
 //! Back-ends: `cpu` (threads of one process, a fixed reduction order, so that a run is
 //! reproducible bitwise and the whole path is tested on machines without GPUs).
 
 pub mod cpu;
 pub mod gradients;
+pub mod rank;
 
 use std::time::Duration;
 

@@ -31,13 +31,15 @@ struct SavedState<S> {
 }
 
 /// The driver's counters.
+#[derive(Debug, Default)]
 struct Counters {
     epoch: u32,
     global_step: u64,
 }
 
 /// Runs (or, with `options.resume` and a checkpoint in the run directory, resumes) `task`
-/// in `options.run_dir`, reporting to `observer`.
+/// in `options.run_dir`, reporting to `observer`. A rank of a data-parallel run other than
+/// rank 0 writes nothing and reports nothing; it resumes from rank 0's checkpoint.
 pub fn run<T: Task>(
     mut task: T,
     options: &RunOptions,
@@ -47,9 +49,50 @@ pub fn run<T: Task>(
     let run_dir = &options.run_dir;
     let checkpoint_dir = run_dir.join(CHECKPOINT_DIR);
     let config_sha256 = sha256_hex(plan.config_text.as_bytes());
+    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
+    let writes = task.data_parallel().is_none_or(|ranks| ranks.writes());
+    let (counters, records) = if !writes {
+        let counters = if resuming {
+            resume(&mut task, run_dir, &config_sha256)?.0
+        } else {
+            Counters::default()
+        };
+        (counters, None)
+    } else {
+        let (counters, records) = open_run(
+            &mut task,
+            &plan,
+            options,
+            &config_sha256,
+            resuming,
+            observer,
+        )?;
+        (counters, Some(records))
+    };
+    let mut driver = Driver {
+        plan: &plan,
+        run_dir,
+        checkpoint_dir: &checkpoint_dir,
+        config_sha256: &config_sha256,
+        counters,
+        records,
+    };
+    driver.drive(task, observer)
+}
+
+/// Prepares rank 0's (or the single device's) run directory: a new run's config, manifest,
+/// first records and task files, or a resumed run's checkpoint, records and manifest.
+fn open_run<T: Task>(
+    task: &mut T,
+    plan: &Plan,
+    options: &RunOptions,
+    config_sha256: &str,
+    resuming: bool,
+    observer: &mut dyn RunObserver,
+) -> Result<(Counters, RunRecords), RunError> {
+    let run_dir = &options.run_dir;
     // Created only once the task holds its data, so a bad --data-dir leaves nothing behind.
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
-    let resuming = options.resume && checkpoint::has_checkpoint(&checkpoint_dir);
     let fingerprint = DataFingerprint::of_files(&options.data_dir, &plan.data_files)?;
     fingerprint.record_or_check(run_dir, resuming)?;
     let machine = Machine::current(options.device);
@@ -57,134 +100,188 @@ pub fn run<T: Task>(
         RunManifest::new(
             machine.clone(),
             plan.seed,
-            &config_sha256,
+            config_sha256,
             fingerprint.files.clone(),
         )
     };
 
-    let (mut counters, mut records) = if resuming {
-        let (counters, mut records) = resume(&mut task, &plan, run_dir, &config_sha256)?;
-        let notice = match RunManifest::read(run_dir)? {
-            Some(mut manifest) => {
-                let notice =
-                    manifest.record_resume(counters.epoch, counters.global_step, machine.clone());
-                manifest.write(run_dir)?;
-                notice
-            }
-            None => {
-                tracing::info!("the run directory has no {MANIFEST_FILE}; writing one for this part of the run");
-                new_manifest().write(run_dir)?;
-                None
-            }
-        };
-        if let Some(notice) = notice {
-            tracing::warn!(
-                epoch = counters.epoch,
-                step = counters.global_step,
-                "{notice}"
-            );
-            let record = MetricRecord::new(
-                MetricKind::Step,
-                counters.epoch,
-                counters.global_step,
-                f64::from(counters.epoch),
-            )
-            .with(RESUMED_NOT_BITWISE, 1.0);
-            Sink {
-                records: &mut records,
-                observer,
-                run_dir,
-            }
-            .metric(&record)?;
-        }
-        (counters, records)
-    } else {
+    if !resuming {
         super::files::write_text(&run_dir.join(CONFIG_FILE), &plan.config_text)?;
         new_manifest().write(run_dir)?;
-        let mut records = open_records(&plan, run_dir, None)?;
+        let mut records = open_records(plan, run_dir, None)?;
         task.start(&mut Sink {
-            records: &mut records,
+            records: Some(&mut records),
             observer,
             run_dir,
         })?;
-        let counters = Counters {
-            epoch: 0,
-            global_step: 0,
-        };
-        (counters, records)
-    };
-
-    let policy = CheckpointPolicy {
-        epochs: plan.epochs,
-        every_epochs: plan.checkpoint_every,
-    };
-    let progress = |counters: &Counters| Progress {
-        epochs_done: counters.epoch,
-        epochs_total: plan.epochs,
-        steps_done: counters.global_step,
-        steps_total: plan.steps_total,
-    };
-    let mut saver = Saver {
-        run_dir,
-        checkpoint_dir: &checkpoint_dir,
-        config_sha256: &config_sha256,
-    };
-    while counters.epoch < plan.epochs && !task.ended_early() {
-        let mut sink = Sink {
-            records: &mut records,
-            observer,
-            run_dir,
-        };
-        task.begin_epoch(at(&counters), &mut sink)?;
-        loop {
-            let now = progress(&counters);
-            let decision = policy.before_step(observer.control(&now));
-            if decision != Decision::Continue {
-                saver.save(&mut task, &mut records, observer, &counters, &now)?;
-            }
-            if decision == Decision::SaveAndStop {
-                return task.stopped(counters.epoch);
-            }
-            let mut sink = Sink {
-                records: &mut records,
-                observer,
-                run_dir,
-            };
-            match task.train_step(at(&counters), &mut sink)? {
-                Step::Trained => counters.global_step += 1,
-                Step::EpochDone => break,
-            }
-        }
-        let mut sink = Sink {
-            records: &mut records,
-            observer,
-            run_dir,
-        };
-        task.end_epoch(at(&counters), &mut sink)?;
-        counters.epoch += 1;
-        if policy.after_epoch(counters.epoch, task.ended_early()) == Decision::Save {
-            let now = progress(&counters);
-            saver.save(&mut task, &mut records, observer, &counters, &now)?;
-        }
+        return Ok((Counters::default(), records));
     }
-
-    let outcome = task.finish(
-        at(&counters),
-        &mut Sink {
-            records: &mut records,
+    let (counters, lengths) = resume(task, run_dir, config_sha256)?;
+    let mut records = open_records(plan, run_dir, Some(lengths))?;
+    let notice = match RunManifest::read(run_dir)? {
+        Some(mut manifest) => {
+            let notice =
+                manifest.record_resume(counters.epoch, counters.global_step, machine.clone());
+            manifest.write(run_dir)?;
+            notice
+        }
+        None => {
+            tracing::info!(
+                "the run directory has no {MANIFEST_FILE}; writing one for this part of the run"
+            );
+            new_manifest().write(run_dir)?;
+            None
+        }
+    };
+    if let Some(notice) = notice {
+        tracing::warn!(
+            epoch = counters.epoch,
+            step = counters.global_step,
+            "{notice}"
+        );
+        let record = MetricRecord::new(
+            MetricKind::Step,
+            counters.epoch,
+            counters.global_step,
+            f64::from(counters.epoch),
+        )
+        .with(RESUMED_NOT_BITWISE, 1.0);
+        Sink {
+            records: Some(&mut records),
             observer,
             run_dir,
-        },
-    )?;
-    records.flush()?;
-    Ok(outcome)
+        }
+        .metric(&record)?;
+    }
+    Ok((counters, records))
 }
 
-fn at(counters: &Counters) -> At {
-    At {
-        epoch: counters.epoch,
-        global_step: counters.global_step,
+/// The loop of one run (of one rank): its counters and, where it writes them, its records.
+struct Driver<'a> {
+    plan: &'a Plan,
+    run_dir: &'a Path,
+    checkpoint_dir: &'a Path,
+    config_sha256: &'a str,
+    counters: Counters,
+    records: Option<RunRecords>,
+}
+
+impl Driver<'_> {
+    fn sink<'s>(&'s mut self, observer: &'s mut dyn RunObserver) -> Sink<'s> {
+        Sink {
+            records: self.records.as_mut(),
+            observer,
+            run_dir: self.run_dir,
+        }
     }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            epochs_done: self.counters.epoch,
+            epochs_total: self.plan.epochs,
+            steps_done: self.counters.global_step,
+            steps_total: self.plan.steps_total,
+        }
+    }
+
+    fn at(&self) -> At {
+        At {
+            epoch: self.counters.epoch,
+            global_step: self.counters.global_step,
+        }
+    }
+
+    fn drive<T: Task>(
+        &mut self,
+        mut task: T,
+        observer: &mut dyn RunObserver,
+    ) -> Result<T::Outcome, RunError> {
+        let policy = CheckpointPolicy {
+            epochs: self.plan.epochs,
+            every_epochs: self.plan.checkpoint_every,
+        };
+        while self.counters.epoch < self.plan.epochs && !task.ended_early() {
+            task.begin_epoch(self.at(), &mut self.sink(observer))?;
+            loop {
+                let now = self.progress();
+                let decision = agree(&mut task, policy.before_step(observer.control(&now)))?;
+                if decision != Decision::Continue {
+                    self.save(&mut task, observer, &now)?;
+                }
+                if decision == Decision::SaveAndStop {
+                    return task.stopped(self.counters.epoch);
+                }
+                let at = self.at();
+                match task.train_step(at, &mut self.sink(observer))? {
+                    Step::Trained => self.counters.global_step += 1,
+                    Step::EpochDone => break,
+                }
+            }
+            task.end_epoch(self.at(), &mut self.sink(observer))?;
+            self.counters.epoch += 1;
+            if policy.after_epoch(self.counters.epoch, task.ended_early()) == Decision::Save {
+                let now = self.progress();
+                self.save(&mut task, observer, &now)?;
+            }
+        }
+        let at = self.at();
+        let outcome = task.finish(at, &mut self.sink(observer))?;
+        if let Some(records) = &mut self.records {
+            records.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes a checkpoint (rank 0); the other ranks of a data-parallel run take their
+    /// checkpoint state too (the task may settle running sums), and drop it.
+    fn save<T: Task>(
+        &mut self,
+        task: &mut T,
+        observer: &mut dyn RunObserver,
+        progress: &Progress,
+    ) -> Result<(), RunError> {
+        task.flush(&mut self.sink(observer))?;
+        let mut groups = TensorGroups::new();
+        let task_state = task.checkpoint(&mut groups)?;
+        let Some(records) = &mut self.records else {
+            return Ok(());
+        };
+        let state = SavedState {
+            epoch: self.counters.epoch,
+            global_step: self.counters.global_step,
+            task: task_state,
+            records: records.flush()?,
+            config_sha256: self.config_sha256.to_string(),
+        };
+        let state = serde_json::to_value(&state).map_err(|error| {
+            RunError::Io(std::io::Error::other(format!(
+                "the checkpoint state cannot be serialised: {error}"
+            )))
+        })?;
+        let checkpoint = Checkpoint { groups, state };
+        let tag = format!("step-{:09}", self.counters.global_step);
+        let path = checkpoint.write(self.checkpoint_dir, &tag)?;
+        observer.on_checkpoint(&path, progress);
+        Ok(())
+    }
+}
+
+/// Rank 0's `decision` on every rank of a data-parallel run (only rank 0 asks its
+/// observer); `decision` itself on a single device.
+fn agree<T: Task>(task: &mut T, decision: Decision) -> Result<Decision, RunError> {
+    let Some(ranks) = task.data_parallel() else {
+        return Ok(decision);
+    };
+    let code = match decision {
+        Decision::Continue => 0,
+        Decision::Save => 1,
+        Decision::SaveAndStop => 2,
+    };
+    Ok(match ranks.agree(code)? {
+        0 => Decision::Continue,
+        1 => Decision::Save,
+        _ => Decision::SaveAndStop,
+    })
 }
 
 fn open_records(
@@ -199,13 +296,12 @@ fn open_records(
 }
 
 /// Restores the task from the newest checkpoint; refuses one written for another config
-/// before touching any tensor.
+/// before touching any tensor. Returns the counters and the record lengths it holds.
 fn resume<T: Task>(
     task: &mut T,
-    plan: &Plan,
     run_dir: &Path,
     config_sha256: &str,
-) -> Result<(Counters, RunRecords), RunError> {
+) -> Result<(Counters, RecordLengths), RunError> {
     let (checkpoint, path) = Checkpoint::read_latest(&run_dir.join(CHECKPOINT_DIR))?;
     let saved: SavedState<T::State> = checkpoint.loop_state(&path)?;
     if saved.config_sha256 != config_sha256 {
@@ -229,49 +325,7 @@ fn resume<T: Task>(
         epoch: saved.epoch,
         global_step: saved.global_step,
     };
-    Ok((counters, open_records(plan, run_dir, Some(saved.records))?))
-}
-
-/// Writes checkpoints of one run.
-struct Saver<'a> {
-    run_dir: &'a Path,
-    checkpoint_dir: &'a Path,
-    config_sha256: &'a str,
-}
-
-impl Saver<'_> {
-    fn save<T: Task>(
-        &mut self,
-        task: &mut T,
-        records: &mut RunRecords,
-        observer: &mut dyn RunObserver,
-        counters: &Counters,
-        progress: &Progress,
-    ) -> Result<(), RunError> {
-        task.flush(&mut Sink {
-            records,
-            observer,
-            run_dir: self.run_dir,
-        })?;
-        let mut groups = TensorGroups::new();
-        let state = SavedState {
-            epoch: counters.epoch,
-            global_step: counters.global_step,
-            task: task.checkpoint(&mut groups)?,
-            records: records.flush()?,
-            config_sha256: self.config_sha256.to_string(),
-        };
-        let state = serde_json::to_value(&state).map_err(|error| {
-            RunError::Io(std::io::Error::other(format!(
-                "the checkpoint state cannot be serialised: {error}"
-            )))
-        })?;
-        let checkpoint = Checkpoint { groups, state };
-        let tag = format!("step-{:09}", counters.global_step);
-        let path = checkpoint.write(self.checkpoint_dir, &tag)?;
-        observer.on_checkpoint(&path, progress);
-        Ok(())
-    }
+    Ok((counters, saved.records))
 }
 
 /// A task state through a checkpoint's `state.json` and back, as a resume reads it.

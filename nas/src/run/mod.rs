@@ -13,6 +13,7 @@
 //! beside them, the same JSON object the loops wrote before the driver existed, so run
 //! directories of earlier versions resume.
 
+pub mod data_parallel;
 pub mod driver;
 pub mod events;
 pub mod exact_float;
@@ -23,10 +24,12 @@ pub mod manifest;
 pub mod policy;
 pub mod records;
 
+pub use data_parallel::run_data_parallel;
 pub use driver::run;
 pub use layout::RunOptions;
 
 use crate::error::RunError;
+use crate::parallel::rank::DataParallel;
 use prime_core::config::ConfigError;
 use prime_core::metrics::MetricRecord;
 use prime_core::observer::RunObserver;
@@ -161,9 +164,10 @@ pub enum Step {
 }
 
 /// The record files and the observer, written together: a metric goes to `metrics.jsonl`
-/// and to the observer.
+/// and to the observer. The ranks of a data-parallel run other than rank 0 have no record
+/// files (and a silent observer).
 pub struct Sink<'a> {
-    records: &'a mut RunRecords,
+    records: Option<&'a mut RunRecords>,
     observer: &'a mut dyn RunObserver,
     run_dir: &'a Path,
 }
@@ -171,24 +175,39 @@ pub struct Sink<'a> {
 impl Sink<'_> {
     /// Appends a metric record and reports it.
     pub fn metric(&mut self, record: &MetricRecord) -> Result<(), RunError> {
-        self.records.metric(record)?;
+        if let Some(records) = &mut self.records {
+            records.metric(record)?;
+        }
         self.observer.on_metric(record);
         Ok(())
     }
 
     /// Appends a line of the alpha history.
     pub fn alphas(&mut self, record: &impl Serialize) -> Result<(), RunError> {
-        Ok(self.records.alphas(record)?)
+        match &mut self.records {
+            Some(records) => Ok(records.alphas(record)?),
+            None => Ok(()),
+        }
     }
 
     /// Appends the genotype at the start of `epoch` to the genotype history.
     pub fn genotype(&mut self, epoch: u32, genotype: &impl Serialize) -> Result<(), RunError> {
-        Ok(self.records.genotype(epoch, genotype)?)
+        match &mut self.records {
+            Some(records) => Ok(records.genotype(epoch, genotype)?),
+            None => Ok(()),
+        }
     }
 
-    /// The run directory, for the task's own result files.
+    /// The run directory, for the task's own result files. Tasks that run data-parallel
+    /// write through [`Sink::output_dir`] instead.
     pub fn run_dir(&self) -> &Path {
         self.run_dir
+    }
+
+    /// The run directory where this rank writes the run's files: always on a single device,
+    /// on rank 0 only in a data-parallel run.
+    pub fn output_dir(&self) -> Option<&Path> {
+        self.records.as_ref().map(|_| self.run_dir)
     }
 }
 
@@ -236,6 +255,12 @@ pub trait Task {
     /// so that the records and the state agree; called before every checkpoint.
     fn flush(&mut self, _sink: &mut Sink) -> Result<(), RunError> {
         Ok(())
+    }
+
+    /// The data-parallel group this task is one rank of; `None` (the default) on a single
+    /// device.
+    fn data_parallel(&mut self) -> Option<&mut DataParallel> {
+        None
     }
 
     /// The tensors of a checkpoint taken now, into `groups`, and the task's state.

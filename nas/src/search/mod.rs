@@ -14,12 +14,14 @@ pub mod task;
 pub mod trainer;
 
 use crate::error::RunError;
+use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
 use prime_core::config::SearchConfig;
 use prime_core::genotype::projection::derive_genotype;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
 use serde::{Deserialize, Serialize};
+use tch::Device;
 use trainer::SearchTrainer;
 
 /// What a search produced.
@@ -59,6 +61,32 @@ pub fn run_search(
     observer: &mut dyn RunObserver,
 ) -> Result<SearchOutcome, RunError> {
     run::run(task::SearchTask::new(config, options)?, options, observer)
+}
+
+/// Runs (or resumes) a search as configured on `devices`: on one device as [`run_search`]
+/// (on that device), on several data-parallel, one rank per device (each device replaces
+/// `options.device` for its rank), every weight and alpha step sharding the global batch of
+/// the single-device run. Collectives time out after [`DEFAULT_COLLECTIVE_TIMEOUT`].
+pub fn run_search_data_parallel(
+    devices: &[Device],
+    config: &SearchConfig,
+    options: &RunOptions,
+    observer: &mut dyn RunObserver,
+) -> Result<SearchOutcome, RunError> {
+    if let [device] = devices {
+        let options = RunOptions {
+            device: *device,
+            ..options.clone()
+        };
+        return run_search(config, &options, observer);
+    }
+    run::run_data_parallel(
+        devices,
+        DEFAULT_COLLECTIVE_TIMEOUT,
+        options,
+        observer,
+        |ranks, options| task::SearchTask::new_rank(config, options, ranks),
+    )
 }
 
 /// The genotype of the current alphas (SPEC 2).

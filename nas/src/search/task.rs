@@ -13,9 +13,11 @@ use crate::data::{
 };
 use crate::error::RunError;
 use crate::optim::{self, OptimError};
+use crate::parallel::rank::DataParallel;
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
 use crate::run::{files, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
+use crate::train_step::StepTensors;
 use prime_core::config::{
     AlphaBatchPolicy, ArchOrder, Compat, LayeredConfig, ScheduleKind, SearchConfig,
 };
@@ -71,12 +73,42 @@ pub struct SearchTask<'a> {
     streams: Option<EpochStreams>,
     /// Steps whose records wait for the next read-back.
     pending: PendingSteps,
+    ranks: Option<DataParallel>,
 }
 
 impl<'a> SearchTask<'a> {
     /// Validates the config, loads the data and builds the network.
     pub fn new(config: &'a SearchConfig, options: &RunOptions) -> Result<Self, RunError> {
+        Self::build(config, options, None)
+    }
+
+    /// One rank of a data-parallel search: as [`SearchTask::new`], then takes rank 0's
+    /// weights and alphas; every weight and alpha step uses this rank's shard of the global
+    /// batch and the gradients of the whole batch, so every rank takes the same steps and the
+    /// same FIMT decisions. First-order alpha steps only.
+    pub fn new_rank(
+        config: &'a SearchConfig,
+        options: &RunOptions,
+        ranks: DataParallel,
+    ) -> Result<Self, RunError> {
+        Self::build(config, options, Some(ranks))
+    }
+
+    fn build(
+        config: &'a SearchConfig,
+        options: &RunOptions,
+        mut ranks: Option<DataParallel>,
+    ) -> Result<Self, RunError> {
         config.validate("search config")?;
+        if let Some(ranks) = &ranks {
+            if config.arch.order == ArchOrder::Second && ranks.world_size() > 1 {
+                return Err(RunError::Unsupported(
+                    "arch.order = \"second\" (the unrolled alpha step) runs on one device only; \
+                     use one device or arch.order = \"first\""
+                        .to_string(),
+                ));
+            }
+        }
         let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
         let available = config
             .data
@@ -92,9 +124,32 @@ impl<'a> SearchTask<'a> {
                 config.weight_portion()
             )));
         }
+        if let Some(ranks) = &ranks {
+            let batch_size = config.data.batch_size;
+            let smallest = |count: usize| match count % batch_size {
+                0 => batch_size.min(count),
+                last => last.min(batch_size),
+            };
+            let fewest = ranks
+                .fewest_rows(smallest(split.train.len()))
+                .min(ranks.fewest_rows(smallest(split.valid.len())));
+            if fewest == 0 {
+                return Err(RunError::Unsupported(format!(
+                    "{} weight and {} alpha images in batches of {batch_size} over {} ranks \
+                     leave a rank without an image in some batch; change data.batch_size, \
+                     data.limit or the number of devices",
+                    split.train.len(),
+                    split.valid.len(),
+                    ranks.world_size()
+                )));
+            }
+        }
         let classes = config.data.dataset.classes() as i64;
         crate::cudnn::set_benchmark(options.device, config.speed.cudnn_benchmark);
-        let trainer = SearchTrainer::new(config, classes, options.device)?;
+        let mut trainer = SearchTrainer::new(config, classes, options.device)?;
+        if let Some(ranks) = &mut ranks {
+            trainer.take_rank0_weights(ranks)?;
+        }
         let regularizer = ArchRegularizer::new(config, trainer.arch())?;
         let schedule = AlphaSchedule::new(&config.schedule, config.compat);
         let state = SearchState {
@@ -125,6 +180,7 @@ impl<'a> SearchTask<'a> {
             state,
             streams: None,
             pending: PendingSteps::default(),
+            ranks,
         })
     }
 
@@ -190,8 +246,14 @@ impl<'a> SearchTask<'a> {
         let extra_value = extra.as_ref().map(Tensor::detach);
         let arch = match self.config.arch.order {
             ArchOrder::First => {
-                self.trainer
-                    .arch_step(&alpha_batch.images, &alpha_batch.labels, extra)?
+                let ranks = self.ranks.as_mut();
+                let step = self.trainer.arch_step(
+                    &alpha_batch.images,
+                    &alpha_batch.labels,
+                    extra,
+                    ranks,
+                )?;
+                self.global_step_tensors(step)?
             }
             ArchOrder::Second => self.trainer.arch_step_unrolled(
                 (&batch.images, &batch.labels),
@@ -259,7 +321,7 @@ impl<'a> SearchTask<'a> {
 
     /// Eval-mode mean loss and top-1 accuracy (%) over the alpha split, which uses the
     /// training transform as in the reference (SPEC A18).
-    fn infer(&self, epoch: u32) -> Result<(f64, f64), RunError> {
+    fn infer(&mut self, epoch: u32) -> Result<(f64, f64), RunError> {
         let stream_config = StreamConfig::per_epoch(
             self.config.seed,
             u64::from(epoch),
@@ -280,7 +342,19 @@ impl<'a> SearchTask<'a> {
         let mut count = 0usize;
         while let Some(batch) = stream.next_batch() {
             let batch = batch?;
-            let step = self.trainer.infer(&batch.images, &batch.labels);
+            let rows = batch.labels.size()[0] as usize;
+            let rows = self
+                .ranks
+                .as_ref()
+                .map_or(0..rows, |ranks| ranks.rows(rows));
+            if rows.is_empty() {
+                continue;
+            }
+            let (start, len) = (rows.start as i64, rows.len() as i64);
+            let step = self.trainer.infer(
+                &batch.images.narrow(0, start, len),
+                &batch.labels.narrow(0, start, len),
+            );
             count += step.count;
             loss_sum = Some(match loss_sum {
                 None => step.loss,
@@ -291,14 +365,41 @@ impl<'a> SearchTask<'a> {
                 Some(sum) => sum + step.correct,
             });
         }
-        let (Some(loss), Some(correct)) = (loss_sum, correct_sum) else {
-            return Ok((0.0, 0.0));
+        let (mut loss, mut correct, mut count) = match (loss_sum, correct_sum) {
+            (Some(loss), Some(correct)) => (
+                loss.double_value(&[]),
+                correct.double_value(&[]),
+                count as f64,
+            ),
+            _ => (0.0, 0.0, 0.0),
         };
-        let count = count as f64;
-        Ok((
-            loss.double_value(&[]) / count,
-            100.0 * correct.double_value(&[]) / count,
-        ))
+        if let Some(ranks) = &mut self.ranks {
+            let mut sums = [loss as f32, correct as f32, count as f32];
+            ranks.sum(&mut sums)?;
+            [loss, correct, count] = sums.map(f64::from);
+        }
+        if count == 0.0 {
+            return Ok((0.0, 0.0));
+        }
+        Ok((loss / count, 100.0 * correct / count))
+    }
+
+    /// A step's loss and correct count over the global batch, as one device computes them:
+    /// with `ranks`, the sums over the ranks (one synchronisation); else `step` itself.
+    fn global_step_tensors(&mut self, step: StepTensors) -> Result<StepTensors, RunError> {
+        let Some(ranks) = &mut self.ranks else {
+            return Ok(step);
+        };
+        let (loss, correct) = step.host();
+        let count = step.count as f64;
+        let mut sums = [(loss * count) as f32, correct as f32, count as f32];
+        ranks.sum(&mut sums)?;
+        let [loss_sum, correct, count] = sums.map(f64::from);
+        Ok(StepTensors {
+            loss: Tensor::from(loss_sum / count),
+            correct: Tensor::from(correct),
+            count: count as usize,
+        })
     }
 
     /// The weights' cosine-annealed learning rate of `epoch`.
@@ -414,9 +515,11 @@ impl Task for SearchTask<'_> {
             record = self.alpha_step(&batch, lr, record, &mut values)?;
         }
         // The FIMT is tracked under every schedule, as the reference logs it (SPEC 8.1).
-        let step = self
+        let ranks = self.ranks.as_mut();
+        let mut step = self
             .trainer
-            .weight_step(&batch.images, &batch.labels, lr, true)?;
+            .weight_step(&batch.images, &batch.labels, lr, true, ranks)?;
+        step.tensors = self.global_step_tensors(step.tensors)?;
         self.state.step_in_epoch += 1;
         let mut held_fimt = None;
         if let Some(fimt) = step.fimt {
@@ -500,13 +603,20 @@ impl Task for SearchTask<'_> {
         Ok(self.state.clone())
     }
 
+    fn data_parallel(&mut self) -> Option<&mut DataParallel> {
+        self.ranks.as_mut()
+    }
+
     fn stopped(&mut self, epochs_done: u32) -> Result<SearchOutcome, RunError> {
         self.outcome(false, epochs_done)
     }
 
     fn finish(&mut self, at: At, sink: &mut Sink) -> Result<SearchOutcome, RunError> {
+        let Some(run_dir) = sink.output_dir().map(std::path::Path::to_path_buf) else {
+            return self.outcome(true, at.epoch);
+        };
         let genotype = current_genotype(&self.trainer)?;
-        write_genotype(sink.run_dir(), &genotype)?;
+        write_genotype(&run_dir, &genotype)?;
         let mut record = MetricRecord::new(
             MetricKind::Final,
             at.epoch,
@@ -529,7 +639,7 @@ impl Task for SearchTask<'_> {
             "valid_loss": self.state.valid_loss,
             "genotype": genotype,
         });
-        files::write_json(&sink.run_dir().join(SUMMARY_FILE), &summary)?;
+        files::write_json(&run_dir.join(SUMMARY_FILE), &summary)?;
         self.outcome(true, at.epoch)
     }
 }

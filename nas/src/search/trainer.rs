@@ -6,6 +6,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::cnn::search_net::{ArchParams, SearchNetShape, SearchNetwork};
 use crate::error::RunError;
 use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use crate::parallel::rank::DataParallel;
 use crate::run::TensorGroups;
 use crate::train_step::{accuracy_count, set_requires_grad, to_rows, StepTensors};
 use prime_core::config::SearchConfig;
@@ -109,26 +110,48 @@ impl SearchTrainer {
         &self.weights
     }
 
+    /// Copies rank 0's weights, batch-norm statistics and alphas to this rank (the start of a
+    /// data-parallel search).
+    pub fn take_rank0_weights(&mut self, ranks: &mut DataParallel) -> Result<(), RunError> {
+        let mut variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        variables.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut tensors: Vec<Tensor> = variables.into_iter().map(|(_, tensor)| tensor).collect();
+        tensors.extend(self.arch_tensors().into_iter().map(|(_, tensor)| tensor));
+        ranks.broadcast(&tensors)?;
+        Ok(())
+    }
+
     /// First-order architecture step (SPEC 3.4 step 4b): alpha <- Adam(∇_alpha(CE + extra)),
     /// where `extra` is the regulariser, already computed from the alphas.
     ///
     /// The weights are frozen during the backward pass: the reference discards the weight
     /// gradients of this pass, so skipping them changes no result and saves their cost.
+    ///
+    /// With `ranks`, `images` and `labels` are the global alpha batch: the step uses this
+    /// rank's rows and the alpha gradient of the global batch (the regulariser's part, the
+    /// same on every rank, sums back to itself); the loss and count returned are this rank's.
     pub fn arch_step(
         &mut self,
         images: &Tensor,
         labels: &Tensor,
         extra: Option<Tensor>,
-    ) -> Result<StepTensors, OptimError> {
+        ranks: Option<&mut DataParallel>,
+    ) -> Result<StepTensors, RunError> {
+        let batch = labels.size()[0] as usize;
+        let (images, labels, rows) = shard_of(images, labels, ranks.as_deref());
+        let labels = &labels;
         self.arch_optimizer.zero_grad()?;
         set_requires_grad(&self.weights, false);
-        let logits = self.net.forward_t(images, true);
+        let logits = self.net.forward_t(&images, true);
         let mut loss = logits.apply_cross_entropy(labels);
         if let Some(extra) = extra {
             loss += extra;
         }
         loss.backward();
         set_requires_grad(&self.weights, true);
+        if let Some(ranks) = ranks {
+            ranks.reduce_gradients(&shallow_values(&self.net.arch.named()), rows, batch)?;
+        }
         self.arch_optimizer.step(self.arch_lr)?;
         Ok(StepTensors {
             correct: accuracy_count(&logits, labels),
@@ -279,13 +302,22 @@ impl SearchTrainer {
     /// from this pass is never used), the FIMT of the raw gradients when `fimt` is set, global
     /// norm clipping, one SGD step at `lr`. Weights of ops that did not run (CRB-pruned) are
     /// left alone, as PyTorch leaves parameters without a gradient.
+    ///
+    /// With `ranks`, `images` and `labels` are the global batch: the step uses this rank's
+    /// rows, replaces the gradients by the global batch's before the FIMT and the clipping
+    /// (so every rank sees the FIMT of the single-device run), and afterwards takes rank 0's
+    /// batch-norm statistics; the loss and count returned are this rank's.
     pub fn weight_step(
         &mut self,
         images: &Tensor,
         labels: &Tensor,
         lr: f64,
         fimt: bool,
-    ) -> Result<WeightStep, OptimError> {
+        mut ranks: Option<&mut DataParallel>,
+    ) -> Result<WeightStep, RunError> {
+        let batch = labels.size()[0] as usize;
+        let (images, labels, rows) = shard_of(images, labels, ranks.as_deref());
+        let (images, labels) = (&images, &labels);
         self.weight_optimizer.zero_grad()?;
         let arch = self.net.arch.named();
         set_requires_grad(&arch, false);
@@ -294,6 +326,9 @@ impl SearchTrainer {
         let loss = logits.apply_cross_entropy(labels);
         loss.backward();
         set_requires_grad(&arch, true);
+        if let Some(ranks) = ranks.as_deref_mut() {
+            ranks.reduce_gradients(&shallow_values(&self.weights), rows, batch)?;
+        }
         let params: Vec<&Tensor> = self.weights.iter().map(|(_, tensor)| tensor).collect();
         let fimt = if fimt {
             Some(optim::grad_squared_sum(params.iter().copied())?)
@@ -314,6 +349,9 @@ impl SearchTrainer {
                         }
                     })?
             }
+        }
+        if let Some(ranks) = ranks {
+            ranks.broadcast(&optim::untrained_variables(&self.vs))?;
         }
         Ok(WeightStep {
             tensors: StepTensors {
@@ -414,6 +452,30 @@ impl SearchTrainer {
         let optimizers = (&mut self.weight_optimizer, &mut self.arch_optimizer);
         restore_search_groups((checkpoint, path), &self.vs, &arch, optimizers)
     }
+}
+
+/// This rank's rows of a global batch (all of it without `ranks`) and how many they are.
+fn shard_of(
+    images: &Tensor,
+    labels: &Tensor,
+    ranks: Option<&DataParallel>,
+) -> (Tensor, Tensor, usize) {
+    let batch = labels.size()[0] as usize;
+    let rows = ranks.map_or(0..batch, |ranks| ranks.rows(batch));
+    let (start, len) = (rows.start as i64, rows.len() as i64);
+    (
+        images.narrow(0, start, len),
+        labels.narrow(0, start, len),
+        rows.len(),
+    )
+}
+
+/// The tensors of named pairs, sharing their storage.
+fn shallow_values(named: &[(String, Tensor)]) -> Vec<Tensor> {
+    named
+        .iter()
+        .map(|(_, tensor)| tensor.shallow_clone())
+        .collect()
 }
 
 /// Adds the groups of a search model (CNN or recurrent) to a checkpoint: its variables, its
@@ -627,10 +689,11 @@ mod tests {
                     &x,
                     &y,
                     Some(trainer.net.arch.normal.sum(Kind::Float) * -100.0),
+                    None,
                 )
                 .unwrap();
             trainer.mask_alphas(true).unwrap();
-            trainer.weight_step(&x, &y, 0.1, true).unwrap();
+            trainer.weight_step(&x, &y, 0.1, true, None).unwrap();
             trainer.mask_alphas(true).unwrap();
         }
         assert_eq!(trainer.net.arch.normal.double_value(&[0, 3]), 0.0);
