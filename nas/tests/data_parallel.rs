@@ -1,8 +1,9 @@
 //! Data-parallel runs on the CPU back-end (ranks as threads of this process): a two-rank
-//! evaluation writes one run directory as a single device does, resumes exactly, and fails as
-//! a whole, without hanging, when a rank panics; the retry resumes from the checkpoint.
+//! evaluation or search writes one run directory as a single device does and resumes
+//! exactly; a run fails as a whole, without hanging, when a rank panics, and the retry
+//! resumes from the checkpoint.
 
-use prime_core::config::LayeredConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::dataset::ImageDataset;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
@@ -16,6 +17,7 @@ use prime_nas::run::records::read_metrics;
 use prime_nas::run::{
     run_data_parallel, At, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups,
 };
+use prime_nas::search::{run_search, run_search_data_parallel};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::Device;
@@ -267,4 +269,61 @@ fn a_batch_too_small_for_the_ranks_is_refused() {
         "{error}"
     );
     assert!(!run_dir.path().join("run").exists(), "nothing written");
+}
+
+/// A two-rank search (alpha and weight steps, FIMT every step) writes the records and alpha
+/// history of a single device and resumes to the same files and checkpoint bit for bit.
+#[test]
+fn a_two_rank_search_writes_one_run_directory_and_resumes_exactly() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic(data.path(), ImageDataset::Cifar10, 128, 16, 3).unwrap();
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "data.prefetch=2",
+        "network.init_channels=2",
+        "network.layers=3",
+        "network.steps=2",
+        "network.multiplier=2",
+        "seed=7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config = SearchConfig::from_toml("version = 1\n", "test", &overrides).unwrap();
+    let (straight, interrupted) =
+        run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
+            let options = options(dir, data.path(), resume);
+            let outcome = run_search_data_parallel(&TWO_RANKS, &config, &options, observer);
+            Ok::<_, RunError>(outcome.unwrap().finished)
+        });
+    assert_same_runs(
+        straight.path(),
+        interrupted.path(),
+        &[
+            "metrics.jsonl",
+            "alphas.jsonl",
+            "genotypes.jsonl",
+            "genotype.json",
+            "summary.json",
+        ],
+    );
+    let single = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &config,
+        &options(single.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    assert_eq!(record_shapes(single.path()), record_shapes(straight.path()));
+    let lines = |dir: &Path| {
+        std::fs::read_to_string(dir.join("alphas.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(single.path()), lines(straight.path()));
 }

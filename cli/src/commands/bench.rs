@@ -11,6 +11,9 @@ use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::resolve_genotype;
 use prime_nas::eval::trainer::EvalTrainer;
 use prime_nas::optim::read_scalar;
+use prime_nas::parallel::cpu::CpuCommunicator;
+use prime_nas::parallel::rank::DataParallel;
+use prime_nas::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use prime_nas::rnn::corpus::get_batch;
 use prime_nas::rnn::dropout::{DropoutMasks, DropoutRates};
 use prime_nas::rnn::search_trainer::RnnSearchTrainer;
@@ -101,6 +104,10 @@ pub struct EvalStepArgs {
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Data-parallel ranks sharing each batch (--batch is the global batch): on the CPU,
+    /// threads of this process; on cuda:N, the GPUs N, N+1, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    ranks: u16,
 }
 
 /// Arguments of `prime bench rnn-search-step` (the flags of
@@ -229,25 +236,64 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
     let mut config = EvalConfig::from_overrides(&overrides)?;
     config.genotype = genotype;
     config.validate("prime bench eval-step")?;
-    let mut trainer = EvalTrainer::new(&config, device)?;
+    let ranks = usize::from(args.ranks);
+    if args.batch < ranks as i64 {
+        anyhow::bail!(
+            "--batch {} leaves a rank of {ranks} without images",
+            args.batch
+        );
+    }
+    let devices = rank_devices(device, ranks)?;
     let side = IMAGE_SIDE as i64;
     tch::manual_seed(1);
-    let x = Tensor::randn([args.batch, 3, side, side], (Kind::Float, device));
-    let y = Tensor::randint(config.classes(), [args.batch], (Kind::Int64, device));
-    let lr = config.weights.lr;
-    let mut times = Vec::with_capacity(args.iters);
-    for iteration in 0..args.warmup + args.iters {
-        synchronize(device);
-        let start = Instant::now();
-        trainer.train_step(&x, &y, lr, args.drop_path, iteration as u64)?;
-        synchronize(device);
-        if iteration >= args.warmup {
-            times.push(start.elapsed().as_secs_f64());
+    let x = Tensor::randn([args.batch, 3, side, side], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(config.classes(), [args.batch], (Kind::Int64, Device::Cpu));
+    let run = |device: Device, mut ranks: Option<DataParallel>, (x, y): (Tensor, Tensor)| {
+        let mut trainer = EvalTrainer::new(&config, device)?;
+        if let Some(ranks) = &mut ranks {
+            trainer.take_rank0_weights(ranks)?;
         }
-    }
+        let (x, y) = (x.to_device(device), y.to_device(device));
+        let lr = config.weights.lr;
+        let mut times = Vec::with_capacity(args.iters);
+        for iteration in 0..args.warmup + args.iters {
+            synchronize(device);
+            let start = Instant::now();
+            let key = iteration as u64;
+            trainer.train_step(&x, &y, lr, args.drop_path, key, ranks.as_mut())?;
+            synchronize(device);
+            if iteration >= args.warmup {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        anyhow::Ok((times, trainer.parameter_counts()))
+    };
+    let (mut times, params) = if ranks == 1 {
+        run(device, None, (x, y))?
+    } else {
+        let group = CpuCommunicator::group(ranks, DEFAULT_COLLECTIVE_TIMEOUT);
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = group
+                .into_iter()
+                .zip(&devices)
+                .map(|(comm, device)| {
+                    let (run, batch) = (&run, (x.shallow_clone(), y.shallow_clone()));
+                    let ranks = Some(DataParallel::new(Box::new(comm)));
+                    scope.spawn(move || run(*device, ranks, batch))
+                })
+                .collect();
+            let mut results = threads.into_iter().map(|thread| {
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a rank of the benchmark panicked"))?
+            });
+            let rank0 = results.next().expect("two or more ranks");
+            results.collect::<anyhow::Result<Vec<_>>>()?;
+            rank0
+        })?
+    };
     times.sort_by(f64::total_cmp);
     let median = median(&times);
-    let params = trainer.parameter_counts();
     let round = |value: f64| (value * 1e5).round() / 1e5;
     let line = serde_json::json!({
         "impl": "darts-prime-tch",
@@ -259,6 +305,7 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
         "layers": args.layers,
         "image_size": side,
         "genotype": label,
+        "ranks": ranks,
         "params": params.network,
         "aux_params": params.auxiliary,
         "autocast": config.speed.autocast,
@@ -268,6 +315,7 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
         "min_s": round(times[0]),
         "max_s": round(times[times.len() - 1]),
         "images_per_s": (args.batch as f64 / median * 100.0).round() / 100.0,
+        "steps_per_s": (1.0 / median * 1000.0).round() / 1000.0,
     });
     println!("{line}");
     Ok(())
@@ -393,6 +441,17 @@ fn prune_fraction(trainer: &mut SearchTrainer, fraction: f64) -> anyhow::Result<
     }
     trainer.mask_alphas(false)?;
     Ok(())
+}
+
+/// The devices of `ranks` ranks starting at `device`: the CPU for every rank, or
+/// consecutive GPUs.
+fn rank_devices(device: Device, ranks: usize) -> anyhow::Result<Vec<Device>> {
+    match device {
+        Device::Cuda(first) => (first..first + ranks)
+            .map(|index| parse_device(&format!("cuda:{index}")))
+            .collect(),
+        _ => Ok(vec![device; ranks]),
+    }
 }
 
 fn synchronize(device: Device) {

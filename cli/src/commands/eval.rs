@@ -2,7 +2,7 @@
 //! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
 
 use super::ptb;
-use crate::device::MachineArgs;
+use crate::device::{parse_device, MachineArgs};
 use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
@@ -14,7 +14,7 @@ use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
 use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
 use prime_nas::data::IMAGE_SIDE;
-use prime_nas::eval::{resolve_genotype, run_eval};
+use prime_nas::eval::{resolve_genotype, run_eval_data_parallel};
 use prime_nas::run::layout::{CONFIG_FILE, TEST_REPORT};
 use prime_nas::run::RunOptions;
 use std::path::PathBuf;
@@ -50,6 +50,16 @@ pub struct EvalArgs {
     /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Train data-parallel on these devices, one rank each (e.g. cpu,cpu or cuda:0,cuda:1):
+    /// every rank trains on its share of each batch of data.batch_size images, and batch norm
+    /// normalises each share on its own. Replaces --device; CIFAR only.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "device"
+    )]
+    devices: Vec<String>,
     #[command(flatten)]
     run: RunDirArgs,
     #[command(flatten)]
@@ -110,9 +120,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(config) = recurrent_config(&args)? {
+        if args.devices.len() > 1 {
+            bail!("--devices: Penn Treebank evaluations run on one device; drop --devices");
+        }
         return ptb::eval(&config, &args.run, &args.machine);
     }
     let device = args.machine.device()?;
+    let devices = match args.devices.as_slice() {
+        [] => vec![device],
+        list => list
+            .iter()
+            .map(|text| parse_device(text).context("--devices"))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
     let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = EvalConfig::load(&dir.join(CONFIG_FILE), &[])
@@ -133,12 +153,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         run_dir: run_dir.clone(),
         data_dir: run_dir::data_dir(&args.machine, args.run.resume.as_deref())?,
-        device,
+        device: devices[0],
         resume,
         download: args.machine.download(),
     };
     eprintln!(
-        "eval: {} on {} (C {}, {} layers, {} epochs, batch {}, seed {}, autocast {}, device {:?}) -> {}",
+        "eval: {} on {} (C {}, {} layers, {} epochs, batch {}, seed {}, autocast {}, devices {:?}) -> {}",
         config.label,
         config.data.dataset,
         config.network.init_channels,
@@ -147,7 +167,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         config.data.batch_size,
         config.seed,
         config.speed.autocast,
-        device,
+        devices,
         run_dir.display()
     );
     let epochs = config.epochs;
@@ -180,7 +200,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }),
     );
     let mut observer = observer.stopping_after(args.run.stop_after);
-    let outcome = run_eval(&config, &options, &mut observer)?;
+    let outcome = run_eval_data_parallel(&devices, &config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
         eprintln!(

@@ -719,4 +719,126 @@ mod tests {
             "a pruned op's weights must not move"
         );
     }
+
+    const GLOBAL_BATCH: i64 = 6;
+    const ITERATIONS: usize = 2;
+
+    /// A global batch from fixed values: no global generator, which rank threads share.
+    fn fixed_batch(offset: f64) -> (Tensor, Tensor) {
+        let numel = GLOBAL_BATCH * 3 * 8 * 8;
+        let images = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.37 + offset)
+            .sin()
+            .reshape([GLOBAL_BATCH, 3, 8, 8]);
+        let labels = Tensor::from_slice(&[2i64, 0, 1, 1, 0, 2]);
+        (images, labels)
+    }
+
+    /// Weights, then alphas, as host copies.
+    fn learned(trainer: &SearchTrainer) -> Vec<Tensor> {
+        let mut values: Vec<Tensor> = trainer.weights.iter().map(|(_, t)| t.copy()).collect();
+        values.extend(
+            trainer
+                .net
+                .arch
+                .named()
+                .iter()
+                .map(|(_, a)| a.detach().copy()),
+        );
+        values
+    }
+
+    /// The gradients of one process that takes each half of `batch` through the network on
+    /// its own (its own batch-norm statistics), the halves' losses weighted by their sizes.
+    fn per_shard_backward(trainer: &SearchTrainer, (images, labels): &(Tensor, Tensor)) {
+        for rank in 0..2 {
+            let rows = crate::parallel::gradients::shard(GLOBAL_BATCH as usize, rank, 2);
+            let (start, len) = (rows.start as i64, rows.len() as i64);
+            let loss = trainer
+                .net
+                .forward_t(&images.narrow(0, start, len), true)
+                .apply_cross_entropy(&labels.narrow(0, start, len));
+            (loss * (len as f64 / GLOBAL_BATCH as f64)).backward();
+        }
+    }
+
+    /// One search iteration (alpha step, weight step) of that process; returns the FIMT.
+    fn per_shard_iteration(trainer: &mut SearchTrainer, lr: f64) -> f64 {
+        trainer.arch_optimizer.zero_grad().unwrap();
+        set_requires_grad(&trainer.weights, false);
+        per_shard_backward(trainer, &fixed_batch(1.0));
+        set_requires_grad(&trainer.weights, true);
+        trainer.arch_optimizer.step(trainer.arch_lr).unwrap();
+        trainer.weight_optimizer.zero_grad().unwrap();
+        let arch = trainer.net.arch.named();
+        set_requires_grad(&arch, false);
+        per_shard_backward(trainer, &fixed_batch(0.0));
+        set_requires_grad(&arch, true);
+        let params = || trainer.weights.iter().map(|(_, p)| p);
+        let fimt = optim::grad_squared_sum(params()).unwrap().double_value(&[]);
+        let _ = optim::clip_grad_norm(params(), trainer.grad_clip).unwrap();
+        trainer.weight_optimizer.step(lr).unwrap();
+        fimt
+    }
+
+    /// Two ranks on halves of the global alpha and weight batches take the alpha and weight
+    /// steps, and see the FIMT, of one process normalising each half on its own.
+    #[test]
+    fn two_ranks_search_like_one_process_normalising_each_shard_on_its_own() {
+        use crate::parallel::cpu::CpuCommunicator;
+        tch::set_num_threads(1);
+        let config = tiny_config(Activation::Softmax);
+        let lr = 0.05;
+        let ranks: Vec<(Vec<Tensor>, Vec<f64>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = CpuCommunicator::group(2, std::time::Duration::from_secs(120))
+                .into_iter()
+                .map(|comm| {
+                    let config = &config;
+                    scope.spawn(move || {
+                        let mut ranks = DataParallel::new(Box::new(comm));
+                        let mut trainer = SearchTrainer::new(config, 3, Device::Cpu).unwrap();
+                        trainer.take_rank0_weights(&mut ranks).unwrap();
+                        let mut fimts = Vec::new();
+                        for _ in 0..ITERATIONS {
+                            let (xv, yv) = fixed_batch(1.0);
+                            trainer.arch_step(&xv, &yv, None, Some(&mut ranks)).unwrap();
+                            let (x, y) = fixed_batch(0.0);
+                            let step = trainer
+                                .weight_step(&x, &y, lr, true, Some(&mut ranks))
+                                .unwrap();
+                            fimts.push(step.fimt.unwrap().double_value(&[]));
+                        }
+                        (learned(&trainer), fimts)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut single = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
+        let start = learned(&single);
+        let fimts: Vec<f64> = (0..ITERATIONS)
+            .map(|_| per_shard_iteration(&mut single, lr))
+            .collect();
+        let single = learned(&single);
+        let largest_gap = |a: &[Tensor], b: &[Tensor]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+                .fold(0.0, f64::max)
+        };
+        let (rank0, rank1) = (&ranks[0], &ranks[1]);
+        assert!(rank0.0.iter().zip(&rank1.0).all(|(a, b)| a.equal(b)));
+        assert_eq!(rank0.1, rank1.1, "every rank sees the same FIMT");
+        assert!(
+            largest_gap(&start, &single) > 1e-4,
+            "the steps moved weights and alphas"
+        );
+        let gap = largest_gap(&rank0.0, &single);
+        assert!(gap < 1e-5, "two ranks vs per-shard statistics: {gap}");
+        for (got, want) in rank0.1.iter().zip(&fimts) {
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs(),
+                "FIMT {got} vs {want}"
+            );
+        }
+    }
 }
