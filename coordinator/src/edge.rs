@@ -40,6 +40,7 @@ impl From<&Assignment> for pb::Assignment {
             epoch: assignment.epoch,
             spec: Some((&assignment.spec).into()),
             resume: assignment.resume.as_ref().map(Into::into),
+            slots: assignment.slots.clone(),
         }
     }
 }
@@ -87,7 +88,11 @@ impl From<&pb::RunningTrial> for RunningReport {
         RunningReport {
             trial_id: report.trial_id,
             epoch: report.epoch,
-            slot: report.slot,
+            slots: if report.slots.is_empty() {
+                vec![report.slot]
+            } else {
+                report.slots.clone()
+            },
             progress: report.progress.as_ref().map(Into::into),
         }
     }
@@ -123,6 +128,15 @@ impl From<&WorkerSummary> for pb::WorkerView {
             trials: worker.trials.clone(),
             last_seen_ms_ago: worker.last_seen_ms_ago,
             stalled: worker.stalled.iter().map(Into::into).collect(),
+            loads: worker
+                .loads
+                .iter()
+                .map(|load| pb::SlotLoad {
+                    slot: load.slot,
+                    trials: load.trials.clone(),
+                    share: load.share,
+                })
+                .collect(),
             gpus: worker.hardware.gpus.iter().map(Into::into).collect(),
             torch_variant: worker.hardware.torch_variant.clone(),
             torch_version: worker.hardware.torch_version.clone(),
@@ -211,8 +225,9 @@ mod tests {
             epoch: 3,
             spec: spec(),
             resume: Some(checkpoint),
+            slots: vec![2, 3],
         });
-        assert_eq!((wire.trial_id, wire.epoch), (7, 3));
+        assert_eq!((wire.trial_id, wire.epoch, wire.slots), (7, 3, vec![2, 3]));
         assert_eq!(wire.resume.unwrap().checkpoint_id, 4);
         assert_eq!(TrialSpec::try_from(wire.spec.unwrap()).unwrap(), spec());
     }

@@ -46,4 +46,6 @@ pub use state::{CoordinatorConfig, DATABASE_FILE};
 pub use store::DEFAULT_MAX_UPLOAD_BYTES;
 
 #[cfg(test)]
+mod placement_tests;
+#[cfg(test)]
 mod tests;

@@ -20,8 +20,16 @@ pub const NO_PROGRESS: Progress = Progress {
 pub struct Placement {
     /// Worker name.
     pub worker: String,
-    /// Slot index on that worker.
-    pub slot: u32,
+    /// Slot indices on that worker: one, or N for a trial on N devices.
+    pub slots: Vec<u32>,
+}
+
+impl Placement {
+    /// The slots as `0` or `0,1`, for log lines and listings.
+    pub fn slot_list(&self) -> String {
+        let slots: Vec<String> = self.slots.iter().map(u32::to_string).collect();
+        slots.join(",")
+    }
 }
 
 /// A trial as the coordinator sees it: the unit the state machine changes and the database
@@ -69,6 +77,8 @@ pub struct Assignment {
     pub spec: TrialSpec,
     /// The last committed resumable checkpoint to resume from, if any.
     pub resume: Option<CheckpointRecord>,
+    /// The worker's slots it runs on: one, or N for a trial on N devices.
+    pub slots: Vec<u32>,
 }
 
 /// A trial for status tables and results.
@@ -138,8 +148,8 @@ pub struct RunningReport {
     pub trial_id: TrialId,
     /// The epoch of the assignment the worker runs.
     pub epoch: u64,
-    /// The slot it runs on.
-    pub slot: u32,
+    /// The slots it runs on (one, or N for a trial on N devices).
+    pub slots: Vec<u32>,
     /// Where it stands, if the trainer said yet.
     pub progress: Option<Progress>,
 }
@@ -155,6 +165,17 @@ pub struct StalledSlot {
     pub no_progress_ms: u64,
 }
 
+/// The trials on one slot of a worker and their share (1 when unshared or idle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLoad {
+    /// The slot.
+    pub slot: u32,
+    /// Its trials.
+    pub trials: Vec<TrialId>,
+    /// The `gpu_share` of its trials.
+    pub share: u32,
+}
+
 /// A worker for `prime workers`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerSummary {
@@ -168,6 +189,8 @@ pub struct WorkerSummary {
     pub cordoned: bool,
     /// The trials on its slots.
     pub trials: Vec<TrialId>,
+    /// What each of its slots holds.
+    pub loads: Vec<SlotLoad>,
     /// Time since it was last heard from.
     pub last_seen_ms_ago: u64,
     /// Its stalled slots, their idle time counted up to the listing.

@@ -389,6 +389,9 @@ impl Coordinator for CoordinatorService {
                 Ok(result) => Finish::Succeeded(result),
                 Err(error) => Finish::MalformedResult(format!("invalid result: {error}")),
             },
+            Some(Outcome::Failed(failure)) if failure.out_of_memory => {
+                Finish::OutOfMemory(failure.reason)
+            }
             Some(Outcome::Failed(failure)) => Finish::Failed {
                 reason: failure.reason,
                 diverged: failure.diverged,

@@ -3,18 +3,18 @@
 //! method takes the current (tokio) time so tests drive leases with paused time. It speaks
 //! domain values (`model`); the service converts them to and from wire messages.
 //!
-//! Invariants: a worker slot holds at most one trial, and a running trial sits in exactly
-//! the slot recorded in its placement; every change is committed to SQLite before the
+//! Invariants: a worker slot holds one unshared trial or up to K trials of `gpu_share` K,
+//! and a running trial sits in exactly the slots recorded in its placement; every change is committed to SQLite before the
 //! in-memory view changes.
 
 use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
 use crate::model::{StalledSlot, Trial, WorkerSlot};
-use crate::placement::ShapeQueue;
+use crate::placement::{Reservation, ShapeQueue};
 use prime_core::gpu::WorkerHardware;
 use prime_core::limits::DEFAULT_MAX_GRID_TRIALS;
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -84,8 +84,8 @@ pub(crate) struct Worker {
     pub cordoned: bool,
     /// Cordoned, and its running trials are told to checkpoint and stop.
     pub draining: bool,
-    /// The trial on each busy slot.
-    pub occupied: BTreeMap<u32, TrialId>,
+    /// The trials on each busy slot: one, or up to K trials of `gpu_share` K.
+    pub occupied: BTreeMap<u32, BTreeSet<TrialId>>,
     /// Slots the worker last reported as stalled, and when it reported them.
     pub stalled: Vec<StalledSlot>,
     pub stalled_reported: Instant,
@@ -97,6 +97,33 @@ pub(crate) struct Worker {
     pub hardware: WorkerHardware,
 }
 
+impl Worker {
+    /// Records `trial_id` on each of `slots`.
+    pub fn occupy(&mut self, slots: &[u32], trial_id: TrialId) {
+        for slot in slots {
+            self.occupied.entry(*slot).or_default().insert(trial_id);
+        }
+    }
+
+    /// Takes `trial_id` off each of `slots`.
+    pub fn vacate(&mut self, slots: &[u32], trial_id: TrialId) {
+        for slot in slots {
+            if let Some(trials) = self.occupied.get_mut(slot) {
+                trials.remove(&trial_id);
+                if trials.is_empty() {
+                    self.occupied.remove(slot);
+                }
+            }
+        }
+    }
+
+    /// Every trial on the worker, once each.
+    pub fn trial_ids(&self) -> Vec<TrialId> {
+        let trials: BTreeSet<TrialId> = self.occupied.values().flatten().copied().collect();
+        trials.into_iter().collect()
+    }
+}
+
 /// The coordinator's state.
 pub struct State {
     pub(crate) db: Box<dyn Database>,
@@ -104,6 +131,8 @@ pub struct State {
     pub(crate) trials: BTreeMap<TrialId, Trial>,
     /// Runnable trials by resource shape: higher priority first, then FIFO by id.
     pub(crate) queue: ShapeQueue,
+    /// The worker held for the gang trial first in line (see `placement`).
+    pub(crate) reservation: Option<Reservation>,
     pub(crate) workers: BTreeMap<String, Worker>,
     pub(crate) cordoned: HashSet<String>,
     pub(crate) next_session: u64,
@@ -141,6 +170,7 @@ impl State {
             config,
             trials: BTreeMap::new(),
             queue: ShapeQueue::default(),
+            reservation: None,
             workers: BTreeMap::new(),
             cordoned,
             next_session: db::unix_ms().max(1),
@@ -148,11 +178,15 @@ impl State {
         for trial in state.db.load_trials()? {
             if let Some(placement) = &trial.placement {
                 let worker = state.worker_entry(&placement.worker, now);
-                worker.occupied.insert(placement.slot, trial.id);
-                worker.slots.push(WorkerSlot {
-                    index: placement.slot,
-                    device: String::new(),
-                });
+                worker.occupy(&placement.slots, trial.id);
+                for slot in &placement.slots {
+                    if !worker.slots.iter().any(|known| known.index == *slot) {
+                        worker.slots.push(WorkerSlot {
+                            index: *slot,
+                            device: String::new(),
+                        });
+                    }
+                }
             }
             state.install(trial);
         }
@@ -188,9 +222,7 @@ impl State {
                 .remove(old.spec.resources(), old.spec.priority, old.id);
             if let Some(placement) = &old.placement {
                 if let Some(worker) = self.workers.get_mut(&placement.worker) {
-                    if worker.occupied.get(&placement.slot) == Some(&old.id) {
-                        worker.occupied.remove(&placement.slot);
-                    }
+                    worker.vacate(&placement.slots, old.id);
                 }
             }
         }
@@ -200,7 +232,7 @@ impl State {
         }
         if let Some(placement) = &trial.placement {
             if let Some(worker) = self.workers.get_mut(&placement.worker) {
-                worker.occupied.insert(placement.slot, trial.id);
+                worker.occupy(&placement.slots, trial.id);
             }
         }
         self.trials.insert(trial.id, trial);
@@ -306,7 +338,7 @@ impl State {
             .map(|(name, _)| name.clone())
             .collect();
         for name in expired {
-            let trial_ids: Vec<TrialId> = self.workers[&name].occupied.values().copied().collect();
+            let trial_ids = self.workers[&name].trial_ids();
             tracing::warn!(worker = %name, trials = trial_ids.len(), "worker lease expired");
             self.close_attempts(&trial_ids, &AttemptOutcome::Lost)?;
             if let Some(worker) = self.workers.get_mut(&name) {
@@ -318,11 +350,11 @@ impl State {
         Ok(())
     }
 
-    /// Checks the invariants of the view (one trial per slot, placements and occupancy
-    /// agree, the queue holds exactly the runnable trials); a description of the first
-    /// violation otherwise.
+    /// Checks the invariants of the view (a slot holds one unshared trial or up to K trials
+    /// of share K, placements and occupancy agree, the queue holds exactly the runnable
+    /// trials); a description of the first violation otherwise.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut seen_slots = HashSet::new();
+        let mut on_slots: BTreeMap<(String, u32), Vec<&Trial>> = BTreeMap::new();
         for trial in self.trials.values() {
             let queued = self
                 .queue
@@ -335,18 +367,19 @@ impl State {
             }
             match (&trial.placement, trial.state) {
                 (Some(placement), TrialState::Running) => {
-                    if !seen_slots.insert((placement.worker.clone(), placement.slot)) {
-                        return Err(format!(
-                            "slot {}/{} holds two trials",
-                            placement.worker, placement.slot
-                        ));
-                    }
-                    let occupant = self
-                        .workers
-                        .get(&placement.worker)
-                        .and_then(|worker| worker.occupied.get(&placement.slot));
-                    if occupant != Some(&trial.id) {
-                        return Err(format!("trial {} is not in its slot", trial.id));
+                    for slot in &placement.slots {
+                        let occupied = self
+                            .workers
+                            .get(&placement.worker)
+                            .and_then(|worker| worker.occupied.get(slot))
+                            .is_some_and(|trials| trials.contains(&trial.id));
+                        if !occupied {
+                            return Err(format!("trial {} is not in its slot {slot}", trial.id));
+                        }
+                        on_slots
+                            .entry((placement.worker.clone(), *slot))
+                            .or_default()
+                            .push(trial);
                     }
                 }
                 (None, TrialState::Running) => {
@@ -356,11 +389,28 @@ impl State {
                 (None, _) => {}
             }
         }
-        let occupied: usize = self.workers.values().map(|w| w.occupied.len()).sum();
-        if occupied != seen_slots.len() {
+        for ((worker, slot), trials) in &on_slots {
+            let share = trials[0].spec.resources().gpu_share;
+            let mixed = trials
+                .iter()
+                .any(|trial| trial.spec.resources().gpu_share != share);
+            if mixed || trials.len() > share as usize {
+                return Err(format!(
+                    "slot {worker}/{slot} holds {} trials of shares that do not fit together",
+                    trials.len()
+                ));
+            }
+        }
+        let occupied: usize = self
+            .workers
+            .values()
+            .flat_map(|worker| worker.occupied.values())
+            .map(BTreeSet::len)
+            .sum();
+        let placed: usize = on_slots.values().map(Vec::len).sum();
+        if occupied != placed {
             return Err(format!(
-                "{occupied} occupied slots for {} running trials",
-                seen_slots.len()
+                "{occupied} slot occupations for {placed} placed trial slots"
             ));
         }
         Ok(())

@@ -48,7 +48,7 @@ fn running(trial_id: u64, epoch: u64, slot: u32) -> RunningReport {
     RunningReport {
         trial_id,
         epoch,
-        slot,
+        slots: vec![slot],
         progress: None,
     }
 }
@@ -1043,15 +1043,11 @@ fn trials_asking_for_more_gpus_than_any_worker_are_reported_at_submission() {
 }
 
 #[test]
-fn a_slot_takes_no_gang_trial_and_no_shared_trial_beyond_its_memory() {
+fn a_shared_trial_goes_only_where_the_reported_memory_has_room() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut state = open(dir.path(), now);
     let (session, _) = state.register("w1", slots(2), &[], None, now).unwrap();
-    state
-        .submit_grid("gang.toml", &gpu_grid("gang", "gpus = 2", "seeds = 1"))
-        .unwrap();
-    assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
     state
         .submit_grid(
             "packed.toml",
@@ -1072,9 +1068,17 @@ fn a_slot_takes_no_gang_trial_and_no_shared_trial_beyond_its_memory() {
     state
         .record_gpus("w1", session, vec![gpu(0, 10 * gib), gpu(1, 20 * gib)])
         .unwrap();
-    assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
-    let placed = state.request_trial("w1", session, 1, now).unwrap().unwrap();
+    let placed = state.request_trial("w1", session, 0, now).unwrap().unwrap();
     assert_eq!(placed.spec.grid, "packed");
     assert_eq!(placed.spec.resources().gpu_share, 4);
+    assert_eq!(
+        placed.slots,
+        vec![1],
+        "GPU 0 has less than a quarter of its memory free"
+    );
+    state
+        .record_gpus("w1", session, vec![gpu(0, 10 * gib), gpu(1, 19 * gib)])
+        .unwrap();
+    assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
     state.check_invariants().unwrap();
 }

@@ -32,6 +32,9 @@ pub enum Finish {
         /// Whether the trial's configuration cannot run (no retry).
         invalid: bool,
     },
+    /// The device ran out of memory (`Failed` with the reason): a trial that shared its
+    /// GPU is requeued unshared, without counting as a failure.
+    OutOfMemory(String),
     /// The run checkpointed and stopped on request.
     Preempted,
 }
@@ -230,10 +233,21 @@ impl State {
                 ..
             } => (AttemptOutcome::Invalid(reason), None, None),
             Finish::Failed { reason, .. } => (AttemptOutcome::Crashed(reason), None, None),
+            Finish::OutOfMemory(reason) if trial.spec.resources().gpu_share > 1 => {
+                (AttemptOutcome::OutOfMemoryShared(reason), None, None)
+            }
+            Finish::OutOfMemory(reason) => (AttemptOutcome::OutOfMemory(reason), None, None),
             Finish::Preempted => (AttemptOutcome::Preempted, None, None),
         };
         let mut closed = Self::closed_attempt(&trial, &outcome);
+        let unshared = matches!(outcome, AttemptOutcome::OutOfMemoryShared(_));
+        if unshared {
+            closed.spec.settings.gpu_share = Some(1);
+        }
         let children = self.db.transaction(|transaction| {
+            if unshared {
+                transaction.save_spec(closed.id, &closed.spec)?;
+            }
             let mut children = Vec::new();
             if let Some((result, specs)) = &result {
                 closed.result = Some(result.clone());
@@ -331,7 +345,7 @@ impl State {
                         .last_placement
                         .as_ref()
                         .filter(|_| trial.state.is_terminal()))
-                    .map(|p| format!("{}/{}", p.worker, p.slot)),
+                    .map(|p| format!("{}/{}", p.worker, p.slot_list())),
                 result: trial.result.clone(),
                 reason: trial.reason.clone(),
                 parent_id: trial.parent_id,

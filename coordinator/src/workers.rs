@@ -3,12 +3,14 @@
 
 use crate::db;
 use crate::error::CoordinatorError;
-use crate::model::{Assignment, Placement, RunningReport, StalledSlot, WorkerSlot, WorkerSummary};
-use crate::placement::{self, Decision, DeviceView};
+use crate::model::{
+    Assignment, Placement, RunningReport, SlotLoad, StalledSlot, WorkerSlot, WorkerSummary,
+};
+use crate::placement::{self, Decision, DeviceView, Reservation};
 use crate::state::{State, Worker};
 use prime_core::gpu::{GpuInfo, WorkerHardware};
 use prime_core::trial::{AttemptOutcome, TrialId, TrialState};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use tokio::time::Instant;
 
 /// What a heartbeat tells the worker to do.
@@ -157,20 +159,20 @@ impl State {
             ));
         }
         let lease = self.config.lease;
-        let occupied: Vec<(u32, TrialId)> = self
-            .worker_entry(name, now)
-            .occupied
-            .iter()
-            .map(|(slot, id)| (*slot, *id))
-            .collect();
+        let placed = self.worker_entry(name, now).trial_ids();
         let mut accepted = Vec::new();
         let mut lost = Vec::new();
-        for (slot, trial_id) in occupied {
-            let epoch = self.trials.get(&trial_id).map(|trial| trial.epoch);
+        for trial_id in placed {
+            let trial = self.trials.get(&trial_id);
+            let epoch = trial.map(|trial| trial.epoch);
+            let slots = trial
+                .and_then(|trial| trial.placement.as_ref())
+                .map(|placement| placement.slots.clone())
+                .unwrap_or_default();
             let still_running = running.iter().any(|report| {
-                report.trial_id == trial_id && Some(report.epoch) == epoch && report.slot == slot
+                report.trial_id == trial_id && Some(report.epoch) == epoch && report.slots == slots
             });
-            if still_running && indices.contains(&slot) {
+            if still_running && slots.iter().all(|slot| indices.contains(slot)) {
                 accepted.push(trial_id);
             } else {
                 lost.push(trial_id);
@@ -238,8 +240,10 @@ impl State {
         Ok(orders)
     }
 
-    /// Places the next queued trial (highest priority, then oldest) on a free slot of the
-    /// worker; `None` when nothing is queued or the worker is cordoned.
+    /// Places the next queued trial on the worker as `placement::decide` says: on the slots
+    /// it names (one, N for a gang trial, or a share of a slot for a packed trial). `slot` is
+    /// a slot the worker has room on; `None` when nothing fits, the worker is reserved for a
+    /// gang trial that does not fit yet, or it is cordoned.
     pub fn request_trial(
         &mut self,
         name: &str,
@@ -256,30 +260,63 @@ impl State {
         }
         worker.deadline = now + lease;
         worker.last_seen = now;
-        let stale_occupant = worker.occupied.get(&slot).copied();
         let cordoned = worker.cordoned || worker.draining;
-        if let Some(trial_id) = stale_occupant {
-            // The worker asks for a slot it still holds a trial on: it no longer runs it.
-            self.close_attempts(&[trial_id], &AttemptOutcome::Lost)?;
-        }
+        let occupants: Vec<TrialId> = worker
+            .occupied
+            .get(&slot)
+            .map(|trials| trials.iter().copied().collect())
+            .unwrap_or_default();
+        // The worker asks on a slot it has room on: an unshared trial (or one on several
+        // slots) still recorded there is one it no longer runs.
+        let stale: Vec<TrialId> = occupants
+            .into_iter()
+            .filter(|id| {
+                self.trials
+                    .get(id)
+                    .is_some_and(|trial| trial.spec.resources().gpu_share == 1)
+            })
+            .collect();
+        self.close_attempts(&stale, &AttemptOutcome::Lost)?;
         if cordoned {
             return Ok(None);
         }
-        let device = self.device_view(name, slot);
-        let trial_id = match placement::decide(name, &[device], &self.queue, None) {
-            Decision::Place { trial_id, .. } => trial_id,
-            Decision::Reserve(_) | Decision::Wait => return Ok(None),
+        self.drop_stale_reservation();
+        let devices = self.device_views(name, slot);
+        let (trial_id, slots) = match placement::decide(
+            name,
+            &devices,
+            &self.queue,
+            self.reservation.as_ref(),
+        ) {
+            Decision::Place { trial_id, slots } => (trial_id, slots),
+            Decision::Reserve(trial_id) => {
+                tracing::info!(trial_id, worker = %name, "worker reserved for a trial on several GPUs");
+                self.reservation = Some(Reservation {
+                    trial_id,
+                    worker: name.to_string(),
+                });
+                return Ok(None);
+            }
+            Decision::Wait => return Ok(None),
         };
+        if self
+            .reservation
+            .as_ref()
+            .is_some_and(|reservation| reservation.trial_id == trial_id)
+        {
+            self.reservation = None;
+        }
         let mut trial = self.trial(trial_id)?.clone();
         let priority = trial.spec.priority;
         let resumed_from_state = trial.state;
+        let placement = Placement {
+            worker: name.to_string(),
+            slots: slots.clone(),
+        };
         trial.state = TrialState::Running;
         trial.epoch += 1;
         trial.attempts += 1;
-        trial.placement = Some(Placement {
-            worker: name.to_string(),
-            slot,
-        });
+        trial.placement = Some(placement.clone());
         trial.last_placement = trial.placement.clone();
         let started = db::unix_ms();
         trial.attempt_started_unix_ms = Some(started);
@@ -288,41 +325,71 @@ impl State {
             .checkpoints(trial_id)?
             .into_iter()
             .rfind(|c| !c.is_final);
-        let placement = Placement {
-            worker: name.to_string(),
-            slot,
-        };
+        let resources = trial.spec.resources();
         self.db.transaction(|transaction| {
             transaction.save_trial(&trial)?;
             transaction.open_attempt(trial.id, trial.epoch, &placement, started)?;
             let from = resume
                 .as_ref()
                 .map_or("the start".to_string(), |c| format!("checkpoint {}", c.id));
+            let at = match slots.len() {
+                1 => format!("slot {}", placement.slot_list()),
+                _ => format!("slots {}", placement.slot_list()),
+            };
             transaction.insert_log(
                 trial.id,
                 &format!(
-                    "attempt {} assigned to {name} slot {slot} (was {resumed_from_state}), \
-                     resuming from {from}",
+                    "attempt {} assigned to {name} {at} ({resources}) (was \
+                     {resumed_from_state}), resuming from {from}",
                     trial.attempts
                 ),
             )
         })?;
-        tracing::info!(trial_id, worker = %name, slot, epoch = trial.epoch, priority, "trial assigned");
+        tracing::info!(trial_id, worker = %name, slots = %placement.slot_list(), epoch = trial.epoch, priority, "trial assigned");
         let assignment = Assignment {
             trial_id,
             epoch: trial.epoch,
             spec: trial.spec.clone(),
             resume,
+            slots,
         };
         self.install(trial);
         Ok(Some(assignment))
     }
 
-    /// Slot `slot` of worker `name` as placement sees it: a device of its own, taking one
-    /// trial at a time (the worker runs one trial per slot), with the memory its GPU last
-    /// reported. A trial asking for several GPUs is never offered a single slot.
-    fn device_view(&self, name: &str, slot: u32) -> DeviceView {
+    /// Forgets a reservation whose trial is no longer queued or whose worker can no longer
+    /// take it (lease expired, cordoned), so that another worker may be reserved.
+    fn drop_stale_reservation(&mut self) {
+        let Some(reservation) = &self.reservation else {
+            return;
+        };
+        let queued = self
+            .trials
+            .get(&reservation.trial_id)
+            .is_some_and(|trial| trial.state.is_runnable());
+        let usable = self
+            .workers
+            .get(&reservation.worker)
+            .is_some_and(|worker| worker.alive && !worker.cordoned && !worker.draining);
+        if !queued || !usable {
+            self.reservation = None;
+        }
+    }
+
+    /// The slots of worker `name` as placement sees them, `first` (the slot it asks on)
+    /// leading: what each holds and of which share, the memory its GPU last reported, and
+    /// whether a stalled thread holds it.
+    fn device_views(&self, name: &str, first: u32) -> Vec<DeviceView> {
         let worker = &self.workers[name];
+        let mut slots: Vec<u32> = worker.slots.iter().map(|known| known.index).collect();
+        slots.sort_unstable_by_key(|slot| (*slot != first, *slot));
+        slots
+            .into_iter()
+            .map(|slot| self.device_view(worker, slot))
+            .collect()
+    }
+
+    fn device_view(&self, worker: &Worker, slot: u32) -> DeviceView {
         let gpu_index = worker
             .slots
             .iter()
@@ -337,13 +404,22 @@ impl State {
                 .find(|gpu| gpu.index == index)
                 .map(|gpu| (gpu.memory_total_bytes, gpu.memory_free_bytes))
         });
+        let trials = worker.occupied.get(&slot);
         DeviceView {
             slot,
-            trials: u32::from(worker.occupied.contains_key(&slot)),
-            share: 1,
+            trials: trials.map_or(0, |trials| trials.len() as u32),
+            share: self.share_of(trials),
             memory,
             stalled: worker.stalled.iter().any(|stall| stall.slot == slot),
         }
+    }
+
+    /// The `gpu_share` of the trials on a slot; 1 when it holds none.
+    fn share_of(&self, trials: Option<&BTreeSet<TrialId>>) -> u32 {
+        trials
+            .and_then(|trials| trials.first())
+            .and_then(|id| self.trials.get(id))
+            .map_or(1, |trial| trial.spec.resources().gpu_share)
     }
 
     /// Records the slots a live worker reports as stalled (out of service behind a hung
@@ -419,7 +495,21 @@ impl State {
                 slots: worker.slots.clone(),
                 alive: worker.alive,
                 cordoned: worker.cordoned,
-                trials: worker.occupied.values().copied().collect(),
+                trials: worker.trial_ids(),
+                loads: worker
+                    .slots
+                    .iter()
+                    .map(|known| {
+                        let trials = worker.occupied.get(&known.index);
+                        SlotLoad {
+                            slot: known.index,
+                            trials: trials
+                                .map(|trials| trials.iter().copied().collect())
+                                .unwrap_or_default(),
+                            share: self.share_of(trials),
+                        }
+                    })
+                    .collect(),
                 last_seen_ms_ago: now.saturating_duration_since(worker.last_seen).as_millis()
                     as u64,
                 stalled: worker

@@ -209,6 +209,12 @@ pub enum AttemptOutcome {
     Crashed(String),
     /// The loss became NaN or infinite; the trial fails without retry.
     Diverged,
+    /// The device ran out of memory while the trial shared it with others (`gpu_share`
+    /// above 1): not a failure; the trial is requeued to run on a GPU of its own.
+    OutOfMemoryShared(String),
+    /// The device ran out of memory while the trial had it to itself: a failure, retried
+    /// within the budget like a crash (another worker may have a larger GPU).
+    OutOfMemory(String),
     /// The trial's configuration cannot run; the trial fails without retry.
     Invalid(String),
     /// The worker checkpointed and stopped (SIGTERM, SIGUSR1, drain); not a failure.
@@ -224,7 +230,10 @@ impl AttemptOutcome {
     pub fn counts_as_failure(&self) -> bool {
         matches!(
             self,
-            AttemptOutcome::Crashed(_) | AttemptOutcome::Diverged | AttemptOutcome::Invalid(_)
+            AttemptOutcome::Crashed(_)
+                | AttemptOutcome::OutOfMemory(_)
+                | AttemptOutcome::Diverged
+                | AttemptOutcome::Invalid(_)
         )
     }
 
@@ -234,8 +243,11 @@ impl AttemptOutcome {
         match self {
             AttemptOutcome::Succeeded => TrialState::Succeeded,
             AttemptOutcome::Diverged | AttemptOutcome::Invalid(_) => TrialState::Failed,
-            AttemptOutcome::Crashed(_) if failures > retries => TrialState::Failed,
-            AttemptOutcome::Crashed(_) => TrialState::Queued,
+            AttemptOutcome::Crashed(_) | AttemptOutcome::OutOfMemory(_) if failures > retries => {
+                TrialState::Failed
+            }
+            AttemptOutcome::Crashed(_) | AttemptOutcome::OutOfMemory(_) => TrialState::Queued,
+            AttemptOutcome::OutOfMemoryShared(_) => TrialState::Queued,
             AttemptOutcome::Preempted | AttemptOutcome::Lost => TrialState::Preempted,
             AttemptOutcome::Cancelled => TrialState::Cancelled,
         }
@@ -247,6 +259,11 @@ impl AttemptOutcome {
             AttemptOutcome::Succeeded => "succeeded".to_string(),
             AttemptOutcome::Crashed(reason) => format!("crashed: {reason}"),
             AttemptOutcome::Diverged => "failed: diverged".to_string(),
+            AttemptOutcome::OutOfMemoryShared(reason) => format!(
+                "out of GPU memory while sharing its GPU ({reason}); requeued to run on a GPU \
+                 of its own"
+            ),
+            AttemptOutcome::OutOfMemory(reason) => format!("out of GPU memory: {reason}"),
             AttemptOutcome::Invalid(reason) => format!("failed: invalid configuration: {reason}"),
             AttemptOutcome::Preempted => "preempted".to_string(),
             AttemptOutcome::Lost => "lost (worker lease expired or worker restarted)".to_string(),
@@ -327,6 +344,26 @@ mod tests {
         assert_eq!(
             invalid.describe(),
             "failed: invalid configuration: unknown method `nope`"
+        );
+    }
+
+    #[test]
+    fn running_out_of_gpu_memory_counts_only_when_the_gpu_was_not_shared() {
+        let shared = AttemptOutcome::OutOfMemoryShared("CUDA out of memory".into());
+        assert!(!shared.counts_as_failure());
+        assert_eq!(shared.next_state(0, 0), TrialState::Queued);
+        assert!(shared
+            .describe()
+            .contains("requeued to run on a GPU of its own"));
+        let alone = AttemptOutcome::OutOfMemory("CUDA out of memory".into());
+        assert!(alone.counts_as_failure());
+        assert_eq!(alone.next_state(1, 1), TrialState::Queued);
+        assert_eq!(alone.next_state(1, 0), TrialState::Failed);
+        assert_eq!(alone.describe(), "out of GPU memory: CUDA out of memory");
+        let json = serde_json::to_string(&shared).unwrap();
+        assert_eq!(
+            serde_json::from_str::<AttemptOutcome>(&json).unwrap(),
+            shared
         );
     }
 }

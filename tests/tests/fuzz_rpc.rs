@@ -175,6 +175,7 @@ async fn send(client: &mut Client, f: &Fuzz) -> Result<(), tonic::Status> {
                     reason: f.text.clone(),
                     diverged: f.number.is_multiple_of(2),
                     invalid: f.number.is_multiple_of(3),
+                    out_of_memory: f.number.is_multiple_of(5),
                 })),
             };
             client.finish_trial(mutated(&seed, e)).await.map(drop)

@@ -212,6 +212,7 @@ async fn call(client: &mut Client, method: &str, target: Held) -> Code {
                     reason: "forged".into(),
                     diverged: false,
                     invalid: true,
+                    out_of_memory: false,
                 })),
             })
             .await

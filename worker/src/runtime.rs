@@ -1,9 +1,10 @@
 //! The worker runtime: registers with the coordinator, keeps its lease with heartbeats,
-//! and runs one slot loop per device that asks for trials and runs them.
+//! and runs the request loop: while a slot has room it asks for a trial on it, and runs each
+//! assignment on the slots the coordinator chose, each trial on its own thread.
 
 use crate::config::WorkerConfig;
-use crate::shared::{grace_over, pause, Shared, MAX_BACKOFF, MIN_BACKOFF};
-use crate::slot::run_trial;
+use crate::shared::{grace_over, pause, until_shutdown, Shared, MAX_BACKOFF, MIN_BACKOFF};
+use crate::slot::{occupy, run_trial};
 use crate::trainer::{Device, Trainer};
 use prime_proto::client::{connect, is_transient, UrlError};
 use prime_proto::pb;
@@ -81,6 +82,7 @@ impl Worker {
                 session,
                 running: Mutex::new(BTreeMap::new()),
                 stalled: Mutex::new(BTreeMap::new()),
+                freed: Notify::new(),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Notify::new(),
                 shutdown_deadline: Mutex::new(None),
@@ -95,32 +97,27 @@ impl Worker {
         }
     }
 
-    /// Runs until `WorkerHandle::preempt_and_exit` and every slot has finished its trial, or
+    /// Runs until `WorkerHandle::preempt_and_exit` and every trial has finished, or
     /// the shutdown grace period is over (then unfinished reports are abandoned: their trials
     /// resume from their last committed checkpoint once the coordinator's lease expires).
     pub async fn run(self) -> Result<(), WorkerError> {
         let session_task = tokio::spawn(keep_session(self.shared.clone()));
-        let mut slot_tasks = tokio::task::JoinSet::new();
-        for (index, device) in self.shared.config.devices.iter().enumerate() {
-            slot_tasks.spawn(slot_loop(self.shared.clone(), index as u32, *device));
-        }
-        loop {
-            tokio::select! {
-                joined = slot_tasks.join_next() => match joined {
-                    None => break,
-                    Some(Err(error)) => tracing::error!(%error, "slot task failed"),
-                    Some(Ok(())) => {}
-                },
-                _ = grace_over(&self.shared) => {
-                    tracing::error!(
-                        unfinished = slot_tasks.len(),
-                        grace_s = self.shared.config.shutdown_grace.as_secs_f64(),
-                        "shutdown grace period over: exiting without the unfinished reports; \
-                         their trials resume from their last committed checkpoint"
-                    );
-                    slot_tasks.abort_all();
-                    break;
+        let mut requests = tokio::spawn(request_loop(self.shared.clone()));
+        tokio::select! {
+            joined = &mut requests => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "request loop failed");
                 }
+            }
+            _ = grace_over(&self.shared) => {
+                tracing::error!(
+                    unfinished = self.shared.running().len(),
+                    grace_s = self.shared.config.shutdown_grace.as_secs_f64(),
+                    "shutdown grace period over: exiting without the unfinished reports; \
+                     their trials resume from their last committed checkpoint"
+                );
+                // Aborting the loop drops its trial tasks with it.
+                requests.abort();
             }
         }
         session_task.abort();
@@ -172,12 +169,9 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
         if *shared.session.borrow() == 0 {
             let reply = register(&shared).await?;
             heartbeat_every = Duration::from_millis(reply.heartbeat_ms.max(10));
-            for trial in shared.running().values() {
-                if !reply.accepted.contains(&trial.trial_id) {
-                    tracing::warn!(
-                        trial_id = trial.trial_id,
-                        "trial no longer ours; stopping it"
-                    );
+            for (trial_id, trial) in shared.running().iter() {
+                if !reply.accepted.contains(trial_id) {
+                    tracing::warn!(trial_id, "trial no longer ours; stopping it");
                     trial.control.stop.store(true, Ordering::SeqCst);
                 }
             }
@@ -216,11 +210,19 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
     }
 }
 
-async fn slot_loop(shared: Arc<Shared>, slot: u32, device: Device) {
+/// Asks for work while a slot has room and starts each assignment as its own task; on
+/// shutdown it stops asking and waits for its trials to end.
+async fn request_loop(shared: Arc<Shared>) {
+    let mut trials = tokio::task::JoinSet::new();
     let mut session_changes = shared.session.subscribe();
     loop {
+        while let Some(joined) = trials.try_join_next() {
+            if let Err(error) = joined {
+                tracing::error!(%error, "trial task failed");
+            }
+        }
         if shared.shutting_down.load(Ordering::SeqCst) {
-            return;
+            break;
         }
         let session = *session_changes.borrow_and_update();
         if session == 0 {
@@ -230,6 +232,12 @@ async fn slot_loop(shared: Arc<Shared>, slot: u32, device: Device) {
             }
             continue;
         }
+        // Created before the check: a slot freed in between still wakes it.
+        let freed = shared.freed.notified();
+        let Some(slot) = shared.slot_with_room() else {
+            until_shutdown(&shared, freed).await;
+            continue;
+        };
         let request = pb::RequestTrialRequest {
             name: shared.config.name.clone(),
             session,
@@ -237,7 +245,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: u32, device: Device) {
         };
         match shared.client.clone().request_trial(request).await {
             Ok(reply) => match reply.into_inner().assignment {
-                Some(assignment) => run_trial(&shared, slot, device, assignment).await,
+                Some(assignment) => {
+                    let (slots, control) = occupy(&shared, slot, &assignment);
+                    trials.spawn(run_trial(shared.clone(), slots, control, assignment));
+                }
                 None => pause(&shared, shared.config.poll_interval).await,
             },
             Err(status) if status.code() == Code::Unauthenticated => {
@@ -249,6 +260,11 @@ async fn slot_loop(shared: Arc<Shared>, slot: u32, device: Device) {
                 tracing::warn!(%status, slot, "asking for work failed");
                 pause(&shared, shared.config.poll_interval.max(MIN_BACKOFF)).await;
             }
+        }
+    }
+    while let Some(joined) = trials.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(%error, "trial task failed");
         }
     }
 }

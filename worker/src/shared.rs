@@ -1,15 +1,16 @@
-//! State the worker's session task and its slot loops share: the coordinator client and
-//! session, the trials running on each slot, the slots out of service behind a stalled
-//! training thread, and the shutdown signal with its grace period. Both the runtime (session
-//! and slot loops) and the trial runner (`slot`) use it; it uses neither.
+//! State the worker's session task, its request loop and its trials share: the coordinator
+//! client and session, the running trials with their slots, the slots out of service behind
+//! a stalled training thread, and the shutdown signal with its grace period. Both the runtime
+//! (session and request loop) and the trial runner (`slot`) use it; it uses neither.
 
+use crate::capacity::{slot_with_room, Holding};
 use crate::config::WorkerConfig;
 use crate::observer::SlotControl;
 use crate::trainer::Trainer;
 use prime_core::trial::TrialId;
 use prime_proto::client::Client;
 use prime_proto::pb;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +21,13 @@ pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between retries.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
-/// A trial running on a slot.
+/// A running trial and the slots it holds.
 pub(crate) struct RunningTrial {
-    pub trial_id: TrialId,
     pub epoch: u64,
+    /// Its slots, as the assignment named them: one, or N for a trial on N devices.
+    pub slots: Vec<u32>,
+    /// Its `gpu_share`: up to this many trials of the same share run on its slot.
+    pub share: u32,
     pub control: Arc<SlotControl>,
 }
 
@@ -43,9 +47,12 @@ pub(crate) struct Shared {
     pub client: Client,
     /// Current session; 0 while not registered.
     pub session: watch::Sender<u64>,
-    pub running: Mutex<BTreeMap<u32, RunningTrial>>,
+    /// The running trials, by trial id.
+    pub running: Mutex<BTreeMap<TrialId, RunningTrial>>,
     /// Slots whose stalled training thread has not ended yet.
     pub stalled: Mutex<BTreeMap<u32, Stall>>,
+    /// Signalled whenever a slot frees up (a trial ended, a stalled thread ended).
+    pub freed: Notify,
     pub shutting_down: AtomicBool,
     pub shutdown: Notify,
     /// When the shutdown grace period ends; set by the first shutdown request.
@@ -53,7 +60,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, RunningTrial>> {
+    pub fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<TrialId, RunningTrial>> {
         self.running
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -79,20 +86,47 @@ impl Shared {
     pub(crate) fn running_reports(&self) -> Vec<pb::RunningTrial> {
         self.running()
             .iter()
-            .map(|(slot, trial)| pb::RunningTrial {
-                trial_id: trial.trial_id,
+            .map(|(trial_id, trial)| pb::RunningTrial {
+                trial_id: *trial_id,
                 epoch: trial.epoch,
-                slot: *slot,
+                slot: trial.slots.first().copied().unwrap_or_default(),
                 progress: trial.control.progress().as_ref().map(pb::Progress::from),
+                slots: trial.slots.clone(),
             })
             .collect()
     }
 
     pub(crate) fn control_of(&self, trial_id: TrialId) -> Option<Arc<SlotControl>> {
         self.running()
-            .values()
-            .find(|trial| trial.trial_id == trial_id)
+            .get(&trial_id)
             .map(|trial| trial.control.clone())
+    }
+
+    /// Forgets the attempt at `epoch` of trial `trial_id`, unless a newer attempt of the
+    /// same trial has started here since (the coordinator requeued and reassigned it while
+    /// this one was reporting its end).
+    pub(crate) fn forget_running(&self, trial_id: TrialId, epoch: u64) {
+        let mut running = self.running();
+        if running
+            .get(&trial_id)
+            .is_some_and(|trial| trial.epoch == epoch)
+        {
+            running.remove(&trial_id);
+        }
+    }
+
+    /// A slot that can take another trial (see `capacity`), if any.
+    pub(crate) fn slot_with_room(&self) -> Option<u32> {
+        let holdings: Vec<Holding> = self
+            .running()
+            .values()
+            .map(|trial| Holding {
+                slots: trial.slots.clone(),
+                share: trial.share,
+            })
+            .collect();
+        let stalled: BTreeSet<u32> = self.stalled().keys().copied().collect();
+        slot_with_room(self.config.devices.len() as u32, &holdings, &stalled)
     }
 
     /// Asks every running trial to checkpoint and stop, and the slots to take no more; the

@@ -1,7 +1,7 @@
 //! A simulated trainer: no tensors, just deterministic "training" with the timing, metrics,
 //! checkpoints and exact resume of a real run. It drives cluster tests and smoke tests of a
-//! deployment (`worker --trainer simulated`), and can be told to crash, diverge, hang or
-//! report a corrupt result.
+//! deployment (`worker --trainer simulated`), and can be told to crash, diverge, hang, run
+//! out of GPU memory or report a corrupt result. It trains on any number of devices.
 
 use crate::trainer::{TrainEnd, TrainError, TrainJob, Trainer};
 use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
@@ -10,7 +10,7 @@ use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_proto::archive::sha256_hex;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -49,6 +49,12 @@ pub enum Fault {
     /// Report, at the start of this epoch, a record with a NaN clock and one with a step of
     /// 2^63, which the coordinator cannot store, among good records.
     UnstorableMetrics {
+        /// 0-based epoch.
+        at_epoch: u32,
+    },
+    /// Panic at the start of this epoch with libtorch's out-of-memory message, as a tch
+    /// call does when the CUDA allocator cannot allocate.
+    OutOfMemory {
         /// 0-based epoch.
         at_epoch: u32,
     },
@@ -104,8 +110,10 @@ pub struct SimulatedTrainer {
     /// Size of the simulated weights file in a checkpoint.
     pub weights_bytes: usize,
     faults: Mutex<Vec<FaultRule>>,
-    active: Mutex<HashSet<(PathBuf, String)>>,
+    /// Runs on each slot of each worker (by work directory): their share and count.
+    active: Mutex<HashMap<(PathBuf, u32), (u32, u32)>>,
     double_bookings: Mutex<u32>,
+    most_on_one_slot: Mutex<u32>,
     starts: Mutex<Vec<Start>>,
     thawed: Mutex<bool>,
     thaw_signal: Condvar,
@@ -165,8 +173,9 @@ impl SimulatedTrainer {
             step_time,
             weights_bytes,
             faults: Mutex::new(Vec::new()),
-            active: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
             double_bookings: Mutex::new(0),
+            most_on_one_slot: Mutex::new(0),
             starts: Mutex::new(Vec::new()),
             thawed: Mutex::new(false),
             thaw_signal: Condvar::new(),
@@ -195,9 +204,16 @@ impl SimulatedTrainer {
         }
     }
 
-    /// How often a run started on a device of a worker that was already training.
+    /// How often a run started on a slot of a worker that was already training more than
+    /// the run's share allows (an unshared run beside another, a shared run beyond its
+    /// `gpu_share`, or runs of different shares together).
     pub fn double_bookings(&self) -> u32 {
         *lock(&self.double_bookings)
+    }
+
+    /// The most runs that trained on one slot at the same time.
+    pub fn most_on_one_slot(&self) -> u32 {
+        *lock(&self.most_on_one_slot)
     }
 
     /// Every start so far.
@@ -345,6 +361,12 @@ impl SimulatedTrainer {
                         "simulated crash at epoch {epoch}"
                     )));
                 }
+                Some(Fault::OutOfMemory { at_epoch }) if at_epoch == epoch => {
+                    panic!(
+                        "CUDA out of memory. Tried to allocate 2.00 GiB (simulated at epoch \
+                         {epoch})"
+                    );
+                }
                 Some(Fault::Diverge { at_epoch }) if at_epoch == epoch => {
                     let record = MetricRecord::new(
                         MetricKind::Step,
@@ -462,25 +484,54 @@ impl SimulatedTrainer {
     }
 }
 
+impl SimulatedTrainer {
+    /// Books `job` on its slots: counts a double booking where the slot's runs and this one
+    /// cannot share it, and the most runs seen on one slot.
+    fn book(&self, worker: &Path, job: &TrainJob) {
+        let share = job.spec.resources().gpu_share;
+        let mut active = lock(&self.active);
+        for slot in &job.slots {
+            let (slot_share, count) = active.entry((worker.to_path_buf(), *slot)).or_default();
+            if *count > 0 && (*slot_share != share || *count >= share) {
+                *lock(&self.double_bookings) += 1;
+            }
+            *slot_share = share;
+            *count += 1;
+            let most = &mut *lock(&self.most_on_one_slot);
+            *most = (*most).max(*count);
+        }
+    }
+
+    fn release(&self, worker: &Path, job: &TrainJob) {
+        let mut active = lock(&self.active);
+        for slot in &job.slots {
+            let key = (worker.to_path_buf(), *slot);
+            if let Some((_, count)) = active.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    active.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 impl Trainer for SimulatedTrainer {
     fn train(
         &self,
         job: &TrainJob,
         observer: &mut dyn RunObserver,
     ) -> Result<TrainEnd, TrainError> {
-        let key = (
-            job.run_dir
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-            job.device.to_string(),
-        );
-        if !lock(&self.active).insert(key.clone()) {
-            *lock(&self.double_bookings) += 1;
-        }
-        let result = self.run(job, observer);
-        lock(&self.active).remove(&key);
-        result
+        let worker = job
+            .run_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.book(&worker, job);
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(job, observer)));
+        self.release(&worker, job);
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 

@@ -34,8 +34,12 @@ pub struct TrainJob {
     pub spec: TrialSpec,
     /// The run directory; on resume it holds the last committed checkpoint.
     pub run_dir: PathBuf,
-    /// The slot's device.
-    pub device: Device,
+    /// The devices of the slots it holds: one, or N for a trial on N devices (the worker
+    /// holds all N for it, no other trial runs on them meanwhile). A trial with
+    /// `gpu_share` K may share its one device with up to K-1 others, each on its own thread.
+    pub devices: Vec<Device>,
+    /// The worker's slot indices of `devices`, in the same order.
+    pub slots: Vec<u32>,
     /// Continue from the checkpoint in `run_dir`.
     pub resume: bool,
 }
@@ -65,14 +69,62 @@ pub enum TrainError {
     /// engine rejects); retrying cannot help.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The device ran out of memory (libtorch's "CUDA out of memory"); the coordinator
+    /// retries a trial that shared its GPU on a GPU of its own.
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
     /// Anything else that went wrong in the training code.
     #[error("{0}")]
     Failed(String),
 }
 
-/// Trains one trial on the calling thread (the worker gives each slot its own thread).
+impl TrainError {
+    /// `Failed` becomes `OutOfMemory` when its message is an allocator's out-of-memory
+    /// error; other errors stay as they are.
+    pub fn classified(self) -> TrainError {
+        match self {
+            TrainError::Failed(message) if is_out_of_memory(&message) => {
+                TrainError::OutOfMemory(message)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether `message` is an out-of-memory error of a device allocator: libtorch's CUDA
+/// caching allocator says "CUDA out of memory. Tried to allocate ...", other paths "out of
+/// memory" (cuBLAS and cuDNN: `CUBLAS_STATUS_ALLOC_FAILED`, `CUDNN_STATUS_ALLOC_FAILED`).
+pub fn is_out_of_memory(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["out of memory", "status_alloc_failed"]
+        .iter()
+        .any(|marker| message.contains(marker))
+}
+
+/// Trains one trial on the calling thread (the worker gives each trial its own thread).
 pub trait Trainer: Send + Sync + 'static {
     /// Runs `job`, reporting through `observer` and honouring its `control` answers.
     fn train(&self, job: &TrainJob, observer: &mut dyn RunObserver)
         -> Result<TrainEnd, TrainError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_failures_are_classified_as_out_of_memory() {
+        let libtorch = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total \
+                        capacity; 77.30 GiB already allocated)";
+        assert_eq!(
+            TrainError::Failed(libtorch.into()).classified(),
+            TrainError::OutOfMemory(libtorch.into())
+        );
+        let cublas = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`";
+        assert!(is_out_of_memory(cublas));
+        let other = TrainError::Failed("disk full".into());
+        assert_eq!(other.clone().classified(), other);
+        let invalid = TrainError::Invalid("out of memory in a message of another kind".into());
+        assert_eq!(invalid.clone().classified(), invalid);
+    }
 }

@@ -67,7 +67,8 @@ fn job(run_dir: &Path, resume: bool) -> TrainJob {
             retries: 3,
         },
         run_dir: run_dir.to_path_buf(),
-        device: Device::Cpu,
+        devices: vec![Device::Cpu],
+        slots: vec![0],
         resume,
     }
 }

@@ -124,7 +124,9 @@ pub trait Transaction {
     fn save_trial(&self, trial: &Trial) -> Result<(), DbError>;
     /// Writes only the progress of a trial (heartbeats).
     fn save_progress(&self, trial_id: TrialId, progress: &Progress) -> Result<(), DbError>;
-    /// Records the start of an attempt.
+    /// Replaces a trial's spec (a packed trial that ran out of GPU memory runs unshared).
+    fn save_spec(&self, trial_id: TrialId, spec: &TrialSpec) -> Result<(), DbError>;
+    /// Records the start of an attempt on the slots of its placement.
     fn open_attempt(
         &self,
         trial_id: TrialId,

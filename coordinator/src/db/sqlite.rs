@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome_json TEXT,
     PRIMARY KEY (trial_id, epoch)
 );
+CREATE TABLE IF NOT EXISTS attempt_slots (
+    trial_id INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, epoch, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     name TEXT PRIMARY KEY,
     cordoned INTEGER NOT NULL DEFAULT 0
@@ -192,8 +199,25 @@ struct StoredTrial {
 
 fn placement(worker: Option<String>, slot: Option<u32>) -> Option<Placement> {
     match (worker, slot) {
-        (Some(worker), Some(slot)) => Some(Placement { worker, slot }),
+        (Some(worker), Some(slot)) => Some(Placement {
+            worker,
+            slots: vec![slot],
+        }),
         _ => None,
+    }
+}
+
+impl Db {
+    /// The slots after the first of every trial's latest attempt (trials on several
+    /// devices), in placement order.
+    fn further_slots(&self) -> Result<Vec<(TrialId, u32)>, DbError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT s.trial_id, s.slot FROM attempt_slots s
+             JOIN trials t ON t.id = s.trial_id AND t.epoch = s.epoch
+             ORDER BY s.trial_id, s.position",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
@@ -258,8 +282,20 @@ impl Database for Db {
                 last_placement: placement(row.get(14)?, row.get(15)?),
             })
         })?;
-        rows.map(|row| row.map_err(DbError::from).and_then(StoredTrial::decode))
-            .collect()
+        let mut trials: Vec<Trial> = rows
+            .map(|row| row.map_err(DbError::from).and_then(StoredTrial::decode))
+            .collect::<Result<_, _>>()?;
+        for (trial_id, slot) in self.further_slots()? {
+            let Ok(index) = trials.binary_search_by_key(&trial_id, |trial| trial.id) else {
+                continue;
+            };
+            let trial = &mut trials[index];
+            let placements = [&mut trial.placement, &mut trial.last_placement];
+            for placement in placements.into_iter().flatten() {
+                placement.slots.push(slot);
+            }
+        }
+        Ok(trials)
     }
 
     fn cordoned_workers(&self) -> Result<Vec<String>, DbError> {
@@ -453,7 +489,10 @@ impl Transaction for SqliteTransaction<'_> {
 
     fn save_trial(&self, trial: &Trial) -> Result<(), DbError> {
         let (worker, slot) = match &trial.placement {
-            Some(placement) => (Some(placement.worker.as_str()), Some(placement.slot)),
+            Some(placement) => (
+                Some(placement.worker.as_str()),
+                placement.slots.first().copied(),
+            ),
             None => (None, None),
         };
         let result_json = trial
@@ -499,6 +538,11 @@ impl Transaction for SqliteTransaction<'_> {
         placement: &Placement,
         started_unix_ms: u64,
     ) -> Result<(), DbError> {
+        let Some((first, further)) = placement.slots.split_first() else {
+            return Err(DbError::Encode(format!(
+                "attempt {epoch} of trial {trial_id}: a placement without slots"
+            )));
+        };
         self.0
             .prepare_cached(
                 "INSERT INTO attempts (trial_id, epoch, worker, slot, started_unix_ms)
@@ -508,9 +552,25 @@ impl Transaction for SqliteTransaction<'_> {
                 trial_id,
                 epoch,
                 placement.worker,
-                placement.slot,
+                first,
                 started_unix_ms
             ])?;
+        for (position, slot) in further.iter().enumerate() {
+            self.0
+                .prepare_cached(
+                    "INSERT INTO attempt_slots (trial_id, epoch, position, slot)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![trial_id, epoch, position, slot])?;
+        }
+        Ok(())
+    }
+
+    fn save_spec(&self, trial_id: TrialId, spec: &TrialSpec) -> Result<(), DbError> {
+        let spec_json = encode("trial spec", serde_json::to_string(spec))?;
+        self.0
+            .prepare_cached("UPDATE trials SET spec_json = ?2 WHERE id = ?1")?
+            .execute(params![trial_id, spec_json])?;
         Ok(())
     }
 

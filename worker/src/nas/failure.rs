@@ -8,15 +8,22 @@
 //! | `Transient` | [`TrainError::Failed`]   | retries it (here or on another node)|
 //! | `Diverged`  | [`TrainError::Diverged`] | records the divergence, no retry    |
 //!
+//! Before the kinds, an allocator's out-of-memory message (libtorch's "CUDA out of memory")
+//! becomes [`TrainError::OutOfMemory`]: the coordinator retries a trial that shared its GPU
+//! on a GPU of its own, and counts it as a failure otherwise.
+//!
 //! Stalls (a training thread without progress) and cancellations (preemption, a stop) are
 //! not engine errors: the slot's watchdog and control decide those.
 
-use crate::trainer::TrainError;
+use crate::trainer::{is_out_of_memory, TrainError};
 use prime_nas::error::{ErrorKind, RunError};
 
 /// How an engine run failed, as the worker reports it.
 pub(super) fn train_error(error: RunError) -> TrainError {
     let message = error.to_string();
+    if is_out_of_memory(&message) {
+        return TrainError::OutOfMemory(message);
+    }
     match error.kind() {
         ErrorKind::Invalid => TrainError::Invalid(message),
         ErrorKind::Transient => TrainError::Failed(message),
@@ -61,6 +68,14 @@ mod tests {
     fn transient_errors_are_retried() {
         let error = RunError::Io(std::io::Error::other("disk full"));
         assert_eq!(train_error(error), TrainError::Failed("disk full".into()));
+    }
+
+    #[test]
+    fn libtorch_out_of_memory_errors_are_reported_as_such() {
+        let message = "CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 15.77 GiB total \
+                       capacity)";
+        let error = RunError::Io(std::io::Error::other(message));
+        assert_eq!(train_error(error), TrainError::OutOfMemory(message.into()));
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl NasTrainer {
         RunOptions {
             run_dir: job.run_dir.clone(),
             data_dir,
-            device: match job.device {
+            device: match job.devices[0] {
                 Device::Cpu => tch::Device::Cpu,
                 Device::Cuda(index) => tch::Device::Cuda(index as usize),
             },
@@ -214,6 +214,9 @@ impl Trainer for NasTrainer {
         job: &TrainJob,
         observer: &mut dyn RunObserver,
     ) -> Result<TrainEnd, TrainError> {
+        if job.devices.len() != 1 {
+            return Err(data_parallel_missing(job.devices.len()));
+        }
         let spec = &job.spec;
         match (spec.dataset, spec.kind) {
             (Dataset::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
@@ -230,6 +233,16 @@ impl Trainer for NasTrainer {
         let metric = ("search_valid_acc", outcome.valid_acc);
         finished_search(job, &outcome.genotype, metric, outcome.alpha_steps)
     }
+}
+
+/// The refusal of a trial on `devices` devices: every run below trains on one device
+/// (`job.devices[0]`). This is the one place a data-parallel run would start.
+fn data_parallel_missing(devices: usize) -> TrainError {
+    TrainError::Invalid(format!(
+        "this trial asks for {devices} devices, and this worker's engine trains on exactly \
+         one: the data-parallel run driver of prime-nas (one rank per device) is not part of \
+         this build; set gpus = 1 for it"
+    ))
 }
 
 /// A finished search as the coordinator keeps it: the genotype, the search's validation
@@ -253,7 +266,7 @@ fn finished_search(
     result
         .metrics
         .insert(result_keys::ALPHA_STEPS.into(), alpha_steps as f64);
-    let on_gpu = matches!(job.device, crate::trainer::Device::Cuda(_));
+    let on_gpu = matches!(job.devices[0], crate::trainer::Device::Cuda(_));
     result.metrics.insert(
         result_keys::SEARCH_ON_GPU.into(),
         f64::from(u8::from(on_gpu)),
@@ -319,6 +332,39 @@ mod tests {
         let genotype = Genotype::builtin("DARTS_V2").unwrap();
         let json = serde_json::to_value(&genotype).unwrap();
         assert_eq!(serde_json::from_value::<Genotype>(json).unwrap(), genotype);
+    }
+
+    #[test]
+    fn a_trial_on_several_devices_is_refused_naming_the_missing_driver() {
+        let grid = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [1]\n\
+                    [[methods]]\npreset = \"darts\"\n[search]\ngpus = 2\n";
+        let spec = prime_core::grid::GridSpec::parse("g.toml", grid)
+            .unwrap()
+            .search_trials()
+            .remove(0);
+        let run_dir = tempfile::tempdir().unwrap();
+        let job = TrainJob {
+            trial_id: 1,
+            spec,
+            run_dir: run_dir.path().to_path_buf(),
+            devices: vec![Device::Cpu, Device::Cpu],
+            slots: vec![0, 1],
+            resume: false,
+        };
+        let trainer = NasTrainer {
+            methods_dir: None,
+            data_dir: run_dir.path().join("data"),
+            synthetic_dir: run_dir.path().join("synthetic"),
+        };
+        let observer = &mut prime_core::observer::NullObserver;
+        match trainer.train(&job, observer) {
+            Err(TrainError::Invalid(reason)) => assert!(
+                reason.contains("asks for 2 devices")
+                    && reason.contains("data-parallel run driver"),
+                "{reason}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]

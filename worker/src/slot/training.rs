@@ -6,10 +6,10 @@ use super::reporter::Reporter;
 use super::restore;
 use super::upload::upload_artifacts;
 use super::watchdog::StallWatchdog;
-use super::{diverged, failed, invalid, AttemptEnd, TrainResult};
+use super::{diverged, failed, invalid, out_of_memory, AttemptEnd, TrainResult};
 use crate::observer::{SlotObserver, TrainEvent};
 use crate::shared::Shared;
-use crate::trainer::{Device, TrainEnd, TrainError, TrainJob};
+use crate::trainer::{is_out_of_memory, Device, TrainEnd, TrainError, TrainJob};
 use prime_core::trial::TrialSpec;
 use prime_proto::pb::{self, finish_trial_request::Outcome};
 use std::sync::atomic::Ordering;
@@ -20,8 +20,8 @@ use std::sync::Arc;
 pub(super) async fn train(
     shared: &Arc<Shared>,
     reporter: &mut Reporter<'_>,
-    slot: u32,
-    device: Device,
+    slots: &[u32],
+    devices: Vec<Device>,
     assignment: &pb::Assignment,
 ) -> AttemptEnd {
     let spec = match assignment.spec.clone().map(TrialSpec::try_from) {
@@ -47,10 +47,13 @@ pub(super) async fn train(
         }
         Err(reason) => return AttemptEnd::Report(failed(reason)),
     };
+    let on: Vec<String> = devices.iter().map(Device::to_string).collect();
     reporter.logs.push(format!(
-        "epoch {}: started on worker {} slot {slot} ({device}), {}",
+        "epoch {}: started on worker {} {} ({}), {}",
         assignment.epoch,
         shared.config.name,
+        super::slot_names(slots),
+        on.join(", "),
         restored.map_or("from the start".to_string(), |restored| format!(
             "resuming from checkpoint {} ({} epochs done)",
             restored.checkpoint_id, restored.epochs_done
@@ -64,7 +67,8 @@ pub(super) async fn train(
         trial_id: assignment.trial_id,
         spec,
         run_dir: run_dir.clone(),
-        device,
+        devices,
+        slots: slots.to_vec(),
         resume: restored.is_some(),
     };
     let mut observer = SlotObserver::new(
@@ -123,6 +127,7 @@ pub(super) async fn train(
     if control.diverged.load(Ordering::SeqCst) {
         return AttemptEnd::Report(diverged());
     }
+    let result = result.map(|ended| ended.map_err(TrainError::classified));
     AttemptEnd::Report(match result {
         Ok(Ok(TrainEnd::Finished { result, artifacts })) => {
             if let Some(artifacts) = artifacts {
@@ -142,6 +147,10 @@ pub(super) async fn train(
             tracing::warn!(reason, "trial configuration is invalid");
             invalid(reason)
         }
+        Ok(Err(TrainError::OutOfMemory(reason))) => {
+            tracing::warn!(reason, "trial ran out of GPU memory");
+            out_of_memory(reason)
+        }
         Ok(Err(TrainError::Failed(reason))) => failed(reason),
         Err(panic) => {
             let message = panic
@@ -149,7 +158,12 @@ pub(super) async fn train(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            failed(format!("the trainer panicked: {message}"))
+            // tch panics where libtorch throws, out-of-memory errors included.
+            if is_out_of_memory(&message) {
+                out_of_memory(message)
+            } else {
+                failed(format!("the trainer panicked: {message}"))
+            }
         }
     })
 }

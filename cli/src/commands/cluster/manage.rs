@@ -82,10 +82,10 @@ fn list_or_dash(items: &[String]) -> String {
 
 /// The table of `prime workers`: one row per worker; a stalled slot (its training thread
 /// hung, its attempt failed, the slot out of service until the thread ends) shows as
-/// `SLOT:stalled(trial ID, no progress for N s)` in the last column. Below a worker's row, its
-/// torch build and one line per GPU as last reported.
-/// The table of `prime workers`: a row per worker, then the progress of each slot's running
-/// trial (from `views`), its torch build and its GPUs.
+/// `SLOT:stalled(trial ID, no progress for N s)` in the last column. Below a worker's row,
+/// each running trial with its slots and progress (from `views`; several lines name the
+/// same slot when trials share its GPU), its torch build and one line per GPU as last
+/// reported.
 pub fn workers_table(workers: &[pb::WorkerView], views: &[pb::TrialView]) -> String {
     let mut out = format!(
         "{:<20} {:<7} {:<9} {:<24} {:<14} {:<12} stalled\n",
@@ -128,40 +128,85 @@ pub fn workers_table(workers: &[pb::WorkerView], views: &[pb::TrialView]) -> Str
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// The indented progress line of each slot of `worker` that runs one of `trials`.
+/// The indented progress line of each running trial of `worker` (from its slot loads), with
+/// the slots it holds: `slot 0 (cuda:0)`, `slots 0,1 (cuda:0, cuda:1)` for a trial on two
+/// devices, `slot 0 (cuda:0, 2 of 4 sharing)` for one of the trials sharing a device.
 fn slot_lines(worker: &pb::WorkerView, trials: &[pb::TrialView]) -> String {
     let mut out = String::new();
-    for slot in &worker.slots {
-        let place = format!("{}/{}", worker.name, slot.index);
-        let Some(trial) = trials
-            .iter()
-            .find(|trial| trial.state == "running" && trial.worker == place)
-        else {
-            continue;
-        };
-        let progress = trial.progress.unwrap_or_default();
-        let percent = if progress.steps_total > 0 {
-            format!(
-                " ({:.0}%)",
-                100.0 * progress.steps_done as f64 / progress.steps_total as f64
-            )
-        } else {
-            String::new()
-        };
-        out.push_str(&format!(
-            "  slot {} ({}): trial {} of grid {}, attempt {}, epoch {}/{}, step {}/{}{percent}\n",
-            slot.index,
-            slot.device,
-            trial.trial_id,
-            trial.grid,
-            trial.attempts,
-            progress.epochs_done,
-            progress.epochs_total,
-            progress.steps_done,
-            progress.steps_total,
-        ));
+    let mut shown = std::collections::BTreeSet::new();
+    for load in &worker.loads {
+        for trial_id in &load.trials {
+            // A trial on several slots shows once, under its first.
+            if !shown.insert(*trial_id) {
+                continue;
+            }
+            let Some(trial) = trials
+                .iter()
+                .find(|trial| trial.trial_id == *trial_id && trial.state == "running")
+            else {
+                continue;
+            };
+            let held: Vec<u32> = worker
+                .loads
+                .iter()
+                .filter(|other| other.trials.contains(trial_id))
+                .map(|other| other.slot)
+                .collect();
+            out.push_str(&format!(
+                "  {}: {}\n",
+                place(worker, &held, load),
+                trial_progress(trial)
+            ));
+        }
     }
     out
+}
+
+/// `slot 0 (cuda:0)`, `slots 0,1 (cuda:0, cuda:1)` or `slot 0 (cuda:0, 2 of 4 sharing)`.
+fn place(worker: &pb::WorkerView, held: &[u32], load: &pb::SlotLoad) -> String {
+    let device = |index: &u32| {
+        worker
+            .slots
+            .iter()
+            .find(|slot| slot.index == *index)
+            .map_or_else(|| "?".to_string(), |slot| slot.device.clone())
+    };
+    let indices: Vec<String> = held.iter().map(u32::to_string).collect();
+    let devices: Vec<String> = held.iter().map(device).collect();
+    let sharing = if load.share > 1 {
+        format!(", {} of {} sharing", load.trials.len(), load.share)
+    } else {
+        String::new()
+    };
+    let noun = if held.len() == 1 { "slot" } else { "slots" };
+    format!(
+        "{noun} {} ({}{sharing})",
+        indices.join(","),
+        devices.join(", ")
+    )
+}
+
+/// `trial 5 of grid demo, attempt 2, epoch 1/3, step 30/120 (25%)`.
+fn trial_progress(trial: &pb::TrialView) -> String {
+    let progress = trial.progress.unwrap_or_default();
+    let percent = if progress.steps_total > 0 {
+        format!(
+            " ({:.0}%)",
+            100.0 * progress.steps_done as f64 / progress.steps_total as f64
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "trial {} of grid {}, attempt {}, epoch {}/{}, step {}/{}{percent}",
+        trial.trial_id,
+        trial.grid,
+        trial.attempts,
+        progress.epochs_done,
+        progress.epochs_total,
+        progress.steps_done,
+        progress.steps_total,
+    )
 }
 
 /// The indented torch and GPU lines of a worker (none when it reported neither).
@@ -353,24 +398,34 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_table_shows_each_busy_slots_progress() {
+    fn the_workers_table_shows_each_running_trial_with_its_slots() {
+        let load = |slot: u32, trials: &[u64], share: u32| pb::SlotLoad {
+            slot,
+            trials: trials.to_vec(),
+            share,
+        };
         let worker = pb::WorkerView {
             name: "node1".into(),
             status: "alive".into(),
-            slots: (0..2)
+            slots: (0..4)
                 .map(|index| pb::Slot {
                     index,
                     device: format!("cuda:{index}"),
                 })
                 .collect(),
-            trials: vec![5],
+            trials: vec![5, 8, 9, 10],
+            loads: vec![
+                load(0, &[], 1),
+                load(1, &[5], 1),
+                load(2, &[8, 9], 4),
+                load(3, &[], 1),
+            ],
             ..Default::default()
         };
-        let trial = |trial_id: u64, state: &str, worker: &str| pb::TrialView {
+        let trial = |trial_id: u64, state: &str| pb::TrialView {
             trial_id,
             grid: "demo".into(),
             state: state.into(),
-            worker: worker.into(),
             attempts: 2,
             progress: Some(pb::Progress {
                 epochs_done: 1,
@@ -381,15 +436,31 @@ mod tests {
             ..Default::default()
         };
         let trials = [
-            trial(4, "succeeded", "node1/1"),
-            trial(5, "running", "node1/1"),
-            trial(6, "running", "node10/0"),
+            trial(4, "succeeded"),
+            trial(5, "running"),
+            trial(8, "running"),
+            trial(9, "running"),
         ];
-        let table = workers_table(&[worker], &trials);
+        let table = workers_table(std::slice::from_ref(&worker), &trials);
+        let lines: Vec<&str> = table.lines().collect();
+        let progress = "of grid demo, attempt 2, epoch 1/3, step 30/120 (25%)";
+        assert_eq!(
+            lines[2..],
+            [
+                format!("  slot 1 (cuda:1): trial 5 {progress}"),
+                format!("  slot 2 (cuda:2, 2 of 4 sharing): trial 8 {progress}"),
+                format!("  slot 2 (cuda:2, 2 of 4 sharing): trial 9 {progress}"),
+            ]
+        );
+        let gang = pb::WorkerView {
+            loads: vec![load(0, &[10], 1), load(1, &[10], 1), load(2, &[], 1)],
+            ..worker
+        };
+        let table = workers_table(&[gang], &[trial(10, "running")]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[2..],
-            ["  slot 1 (cuda:1): trial 5 of grid demo, attempt 2, epoch 1/3, step 30/120 (25%)"]
+            [format!("  slots 0,1 (cuda:0, cuda:1): trial 10 {progress}")]
         );
     }
 }
