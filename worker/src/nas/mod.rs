@@ -15,9 +15,9 @@ use prime_core::observer::RunObserver;
 use prime_core::settings::{DataSource, RunSettings};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
 use prime_nas::data::DownloadPolicy;
-use prime_nas::eval::run_eval;
+use prime_nas::eval::run_eval_data_parallel;
 use prime_nas::run::RunOptions;
-use prime_nas::search::run_search;
+use prime_nas::search::run_search_data_parallel;
 use std::path::PathBuf;
 
 mod failure;
@@ -112,10 +112,7 @@ impl NasTrainer {
         RunOptions {
             run_dir: job.run_dir.clone(),
             data_dir,
-            device: match job.devices[0] {
-                Device::Cpu => tch::Device::Cpu,
-                Device::Cuda(index) => tch::Device::Cuda(index as usize),
-            },
+            device: torch_devices(job)[0],
             resume: job.resume,
             download: DownloadPolicy::Never,
         }
@@ -142,7 +139,8 @@ impl NasTrainer {
             .validate("evaluation trial")
             .map_err(|error| TrainError::Invalid(error.to_string()))?;
         let options = self.options(job, dataset)?;
-        let outcome = run_eval(&config, &options, observer).map_err(train_error)?;
+        let outcome = run_eval_data_parallel(&torch_devices(job), &config, &options, observer)
+            .map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
@@ -214,10 +212,10 @@ impl Trainer for NasTrainer {
         job: &TrainJob,
         observer: &mut dyn RunObserver,
     ) -> Result<TrainEnd, TrainError> {
-        if job.devices.len() != 1 {
-            return Err(data_parallel_missing(job.devices.len()));
-        }
         let spec = &job.spec;
+        if job.devices.is_empty() || (spec.dataset == Dataset::Ptb && job.devices.len() > 1) {
+            return Err(one_device_only(job.devices.len()));
+        }
         match (spec.dataset, spec.kind) {
             (Dataset::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
             (Dataset::Ptb, TrialKind::Evaluation) => return self.evaluate_ptb(job, observer),
@@ -226,7 +224,8 @@ impl Trainer for NasTrainer {
         }
         let (dataset, config) = self.search_config(spec)?;
         let options = self.options(job, dataset)?;
-        let outcome = run_search(&config, &options, observer).map_err(train_error)?;
+        let outcome = run_search_data_parallel(&torch_devices(job), &config, &options, observer)
+            .map_err(train_error)?;
         if !outcome.finished {
             return Ok(TrainEnd::Stopped);
         }
@@ -235,13 +234,23 @@ impl Trainer for NasTrainer {
     }
 }
 
-/// The refusal of a trial on `devices` devices: every run below trains on one device
-/// (`job.devices[0]`). This is the one place a data-parallel run would start.
-fn data_parallel_missing(devices: usize) -> TrainError {
+/// The libtorch devices of `job`, one rank per device: CIFAR searches and evaluations on
+/// several devices run data-parallel (`run_*_data_parallel`), on one as a plain run.
+fn torch_devices(job: &TrainJob) -> Vec<tch::Device> {
+    job.devices
+        .iter()
+        .map(|device| match device {
+            Device::Cpu => tch::Device::Cpu,
+            Device::Cuda(index) => tch::Device::Cuda(*index as usize),
+        })
+        .collect()
+}
+
+/// The refusal of a Penn Treebank trial on `devices` devices (or of a job without any): the
+/// recurrent engine trains on exactly one.
+fn one_device_only(devices: usize) -> TrainError {
     TrainError::Invalid(format!(
-        "this trial asks for {devices} devices, and this worker's engine trains on exactly \
-         one: the data-parallel run driver of prime-nas (one rank per device) is not part of \
-         this build; set gpus = 1 for it"
+        "this trial asks for {devices} devices; Penn Treebank searches and evaluations train          on exactly one (data-parallel training covers the CIFAR networks only): set gpus = 1"
     ))
 }
 
@@ -335,8 +344,8 @@ mod tests {
     }
 
     #[test]
-    fn a_trial_on_several_devices_is_refused_naming_the_missing_driver() {
-        let grid = "version = 1\nname = \"g\"\ndatasets = [\"cifar10\"]\nseeds = [1]\n\
+    fn a_penn_treebank_trial_on_several_devices_is_refused() {
+        let grid = "version = 1\nname = \"g\"\ndatasets = [\"ptb\"]\nseeds = [1]\n\
                     [[methods]]\npreset = \"darts\"\n[search]\ngpus = 2\n";
         let spec = prime_core::grid::GridSpec::parse("g.toml", grid)
             .unwrap()
@@ -359,8 +368,7 @@ mod tests {
         let observer = &mut prime_core::observer::NullObserver;
         match trainer.train(&job, observer) {
             Err(TrainError::Invalid(reason)) => assert!(
-                reason.contains("asks for 2 devices")
-                    && reason.contains("data-parallel run driver"),
+                reason.contains("asks for 2 devices") && reason.contains("set gpus = 1"),
                 "{reason}"
             ),
             other => panic!("expected a refusal, got {other:?}"),
