@@ -59,6 +59,7 @@ pub fn run<T: Task>(
             plan.seed,
             &config_sha256,
             fingerprint.files.clone(),
+            plan.precision,
         )
     };
 
