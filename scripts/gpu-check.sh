@@ -232,6 +232,20 @@ for batch in 128 256 512; do
 done
 if [ -n "$largest" ]; then search_pair "$largest"; fi
 
+# The bf16 search (speed.search_precision = "bf16") beside the yardstick under bf16 autocast.
+echo "gpu-check: bf16 search step" >&2
+ours="" theirs=""
+with_peak target/release/prime bench search-step --device cuda --batch 64 --iters "$iters" --warmup 2 \
+    --set speed.search_precision=bf16 && ours="$measured"
+ours_peak="$peak_mib"
+with_peak "$python" bench/pytorch_search_step.py --device cuda --batch 64 --iters "$iters" --warmup 2 \
+    --autocast bf16 && theirs="$measured"
+row check="search step" setting="batch 64 bf16" \
+    ours_s="$([ -n "$ours" ] && median_of "$ours" || echo null)" \
+    yardstick_s="$([ -n "$theirs" ] && median_of "$theirs" || echo null)" \
+    peak_mib="$ours_peak" yardstick_peak_mib="$peak_mib" \
+    status="$([ -n "$ours" ] && [ -n "$theirs" ] && echo ok || echo 'failed (see log.txt)')"
+
 echo "gpu-check: evaluation step" >&2
 for batch in 96 256; do
     for setting in "float32:" "bf16:--set speed.autocast=bf16" "channels-last:--set speed.channels_last=true"; do

@@ -225,3 +225,81 @@ fn a_search_stopped_after_an_epochs_last_step_resumes_to_the_straight_result() {
         "--force starts the run afresh"
     );
 }
+
+#[test]
+fn a_bf16_search_and_bench_run_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = prime(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--size",
+            "64",
+            "--test-size",
+            "8",
+        ],
+        dir.path(),
+    );
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    let mut args = vec![
+        "search",
+        "--no-download",
+        "--threads",
+        "1",
+        "--out",
+        "run",
+        "--set",
+        "speed.search_precision=bf16",
+    ];
+    args.extend(TINY);
+    let search = prime(&args, dir.path());
+    assert!(search.status.success(), "{}", text(&search.stderr));
+    let run = dir.path().join("run");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("search_precision = \"bf16\""), "{config}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["precision"], "bf16");
+
+    let bench = prime(
+        &[
+            "bench",
+            "search-step",
+            "--channels",
+            "2",
+            "--layers",
+            "3",
+            "--batch",
+            "2",
+            "--image-size",
+            "8",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--set",
+            "speed.search_precision=bf16",
+        ],
+        dir.path(),
+    );
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(line["search_precision"], "bf16");
+    assert!(line["median_s"].as_f64().unwrap() > 0.0);
+    let bad = prime(
+        &[
+            "bench",
+            "search-step",
+            "--set",
+            "speed.search_precision=fp8",
+        ],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    let stderr = text(&bad.stderr);
+    assert!(stderr.contains("speed.search_precision"), "{stderr}");
+}

@@ -1,5 +1,5 @@
 //! The GPU tier: CPU vs CUDA agreement of the search, evaluation and recurrent networks
-//! (forward and gradients), short searches and evaluations on CUDA, checkpoints moving between
+//! (forward and gradients; the search network also in bf16), short searches and evaluations on CUDA, checkpoints moving between
 //! CUDA and the CPU, and CRB pruning on CUDA.
 //!
 //! Every test here is ignored by default (the reason shows in the test output) and runs with
@@ -8,7 +8,7 @@
 //! (`NVIDIA_TF32_OVERRIDE=0`, which the check script sets): cuDNN uses TF32 for float32
 //! convolutions by default on Ampere and newer.
 
-use prime_core::config::{LayeredConfig, SearchConfig};
+use prime_core::config::{LayeredConfig, SearchConfig, SearchPrecision};
 use prime_core::dataset::ImageDataset;
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
@@ -31,7 +31,8 @@ use common::StopAtEpochStart;
 
 /// Float32 agreement between the CPU and CUDA (relative L2 error).
 const FLOAT32_BOUND: f64 = 1e-4;
-/// bf16 autocast on CUDA against float32 on the CPU.
+/// Reduced precision on CUDA: autocast against float32 on the CPU; a bf16 search network on
+/// CUDA against the same on the CPU.
 const BF16_BOUND: f64 = 1e-2;
 
 /// The first CUDA device; panics with a clear message where there is none.
@@ -121,6 +122,26 @@ fn search_network_agrees_between_cpu_and_cuda() {
         (&gpu_logits, gpu_parameters),
         FLOAT32_BOUND,
     );
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn bf16_search_network_agrees_between_cpu_and_cuda() {
+    let device = cuda();
+    let images = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let run = |device: Device| {
+        let (_vs, mut net) = search_network(14, device);
+        net.set_precision(SearchPrecision::Bf16);
+        let logits = net.forward_t(&images.to_device(device), false);
+        assert_eq!(logits.kind(), Kind::Float);
+        logits.square().mean(Kind::Float).backward();
+        assert_eq!(net.arch.normal.grad().kind(), Kind::Float);
+        logits
+    };
+    let cpu_logits = run(Device::Cpu);
+    let gpu_logits = run(device);
+    let error = relative_error(&gpu_logits, &cpu_logits);
+    assert!(error < BF16_BOUND, "bf16 search network: {error:e}");
 }
 
 fn eval_network(device: Device) -> (nn::VarStore, EvalNetwork) {
@@ -237,7 +258,7 @@ fn synthetic_data() -> tempfile::TempDir {
 
 #[test]
 #[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
-fn a_short_search_and_evaluation_run_on_cuda() {
+fn short_searches_in_float32_and_bf16_and_an_evaluation_run_on_cuda() {
     let device = cuda();
     let data = synthetic_data();
     let search = tempfile::tempdir().unwrap();
@@ -251,6 +272,19 @@ fn a_short_search_and_evaluation_run_on_cuda() {
     let manifest = RunManifest::read(search.path()).unwrap().unwrap();
     assert_eq!(manifest.machine.device, "cuda:0");
     assert!(manifest.machine.cudnn_version.is_some());
+
+    let mut bf16 = tiny_search_config("darts-prime");
+    bf16.speed.search_precision = SearchPrecision::Bf16;
+    let bf16_search = tempfile::tempdir().unwrap();
+    let outcome = run_search(
+        &bf16,
+        &options(bf16_search.path(), data.path(), device, false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    let manifest = RunManifest::read(bf16_search.path()).unwrap().unwrap();
+    assert_eq!(manifest.precision.as_deref(), Some("bf16"));
 
     let overrides: Vec<String> = [
         "epochs=2",

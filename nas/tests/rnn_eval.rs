@@ -242,3 +242,51 @@ fn a_missing_corpus_is_a_clear_error() {
     .unwrap_err();
     assert!(matches!(error, RunError::Corpus(_)), "{error}");
 }
+
+/// Training losses read back from the device every 7 steps (and at each epoch's end and
+/// before a checkpoint) give exactly the records, best weights and checkpoints of a read after
+/// every step, the step record at step 50 included; a run stopped mid-batch resumes to them.
+#[test]
+fn losses_read_back_in_batches_equal_losses_read_every_step() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_corpus(data.path(), 2400, 300, 200, 2).unwrap();
+    let every_step = tiny_config(2, &[]);
+    let batched = tiny_config(2, &["speed.read_back_every=7"]);
+    let straight = tempfile::tempdir().unwrap();
+    run_rnn_eval(
+        &every_step,
+        &options(straight.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(read_metrics(straight.path())
+        .unwrap()
+        .iter()
+        .any(|record| record.kind == MetricKind::Step && record.step == 50));
+    let files = ["metrics.jsonl", "best_weights.safetensors", "test.json"];
+    let batches = tempfile::tempdir().unwrap();
+    run_rnn_eval(
+        &batched,
+        &options(batches.path(), data.path(), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert_same_runs(straight.path(), batches.path(), &files);
+
+    let resumed = tempfile::tempdir().unwrap();
+    let stopped = run_rnn_eval(
+        &batched,
+        &options(resumed.path(), data.path(), false),
+        &mut StopAt::after(10),
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+    run_rnn_eval(
+        &batched,
+        &options(resumed.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert_same_runs(straight.path(), resumed.path(), &files);
+}

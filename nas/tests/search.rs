@@ -497,6 +497,8 @@ fn the_manifest_is_complete_and_a_resume_on_other_kernels_is_recorded() {
         prime_nas::checkpoint::sha256_hex(&config_text)
     );
     assert_eq!(manifest.seed, 7);
+    assert_eq!(manifest.precision.as_deref(), Some("float32"));
+    assert!(!String::from_utf8_lossy(&config_text).contains("[speed]"));
     assert_eq!(manifest.project_version, env!("CARGO_PKG_VERSION"));
     assert!(!manifest.git_commit.is_empty());
     let data_record: serde_json::Value =
@@ -639,4 +641,68 @@ fn records_read_back_in_batches_equal_records_read_every_step() {
         .unwrap();
         assert_same_runs(straight.path(), resumed.path(), &files);
     }
+}
+
+/// A bf16 search (FIMT schedule) resumed mid-run equals the straight bf16 run bitwise, keeps
+/// every floating checkpoint tensor in float32, and records its precision in `config.toml` and
+/// `manifest.json`; resuming it under float32 is refused as a changed config.
+#[test]
+fn a_bf16_search_resumes_exactly_and_records_its_precision() {
+    use prime_core::config::SearchPrecision;
+    use prime_nas::run::manifest::RunManifest;
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    synthetic_data(data.path());
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "network.init_channels=4",
+        "network.layers=3",
+        "network.steps=2",
+        "network.multiplier=2",
+        "seed=7",
+        "speed.search_precision=bf16",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config = prime_core::presets::method_config("darts-prime", &overrides).unwrap();
+    assert_eq!(config.speed.search_precision, SearchPrecision::Bf16);
+    let (straight, interrupted) =
+        run_straight_and_interrupted_at_the_first_epoch_end(|dir, resume, observer| {
+            run_search(&config, &options(dir, data.path(), resume), observer).map(|o| o.finished)
+        });
+    assert_same_runs(
+        straight.path(),
+        interrupted.path(),
+        &["metrics.jsonl", "alphas.jsonl", "genotypes.jsonl"],
+    );
+    for (group, name, tensor) in tensors_of_latest(straight.path()) {
+        if tensor.is_floating_point() {
+            assert_eq!(tensor.kind(), tch::Kind::Float, "{group}/{name}");
+        }
+    }
+    let metrics = read_metrics(straight.path()).unwrap();
+    assert!(metrics
+        .iter()
+        .any(|record| record.values.contains_key("fimt_ewma")));
+    let config_text = std::fs::read_to_string(straight.path().join("config.toml")).unwrap();
+    assert!(config_text.contains("search_precision = \"bf16\""));
+    let manifest = RunManifest::read(straight.path()).unwrap().unwrap();
+    assert_eq!(manifest.precision.as_deref(), Some("bf16"));
+
+    let mut float32 = config.clone();
+    float32.speed.search_precision = SearchPrecision::Float32;
+    let error = run_search(
+        &float32,
+        &options(interrupted.path(), data.path(), true),
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(prime_nas::checkpoint::CONFIG_CHANGED),
+        "{error}"
+    );
 }

@@ -214,23 +214,18 @@ fn executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The run mode end to end on this machine, against a pack of stand-ins: a `prime` that prints
-/// bench lines, daemons that wait, a test executable that passes, yardsticks that print their
-/// line, and an `nvidia-smi` that reports one GPU. Every section leaves its rows, and the raw
-/// JSON and the table agree.
-#[test]
-fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
+/// An unpacked pack of stand-ins in a fresh directory: a `prime` that prints bench lines (and
+/// its library path with `--version`), daemons that wait, a test executable that passes,
+/// yardsticks that print their line, an `nvidia-smi` that reports one GPU, and `.libtorch/lib`
+/// when `with_libtorch`.
+fn stand_in_pack(with_libtorch: bool) -> tempfile::TempDir {
     let pack = tempfile::tempdir().unwrap();
     let root = pack.path();
-    for dir in [
-        "target/release",
-        "tests",
-        "scripts",
-        "bench",
-        "fakebin",
-        ".libtorch/lib",
-    ] {
+    for dir in ["target/release", "tests", "scripts", "bench", "fakebin"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    if with_libtorch {
+        std::fs::create_dir_all(root.join(".libtorch/lib")).unwrap();
     }
     std::fs::copy(
         repo_root().join("scripts/gpu-check.sh"),
@@ -239,7 +234,8 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     .unwrap();
     executable(
         &root.join("target/release/prime"),
-        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'prime 0.1.0';;\n  bench) echo '{\"median_s\": 0.05}';;\n  \
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo \"prime 0.1.0 (libraries: $LD_LIBRARY_PATH)\";;\n  \
+         bench) echo '{\"median_s\": 0.05}';;\n  \
          status) printf '1 a succeeded\\n2 b succeeded\\n';;\nesac\nexit 0\n",
     );
     for daemon in ["worker", "coordinator"] {
@@ -264,18 +260,35 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         "#!/bin/sh\ncase \"$*\" in\n  *memory.used*) echo 1000;;\n  \
          *compute_cap*) echo 'NVIDIA H200, 9.0, 143771 MiB, 580.65';;\n  *) echo smi;;\nesac\n",
     );
+    pack
+}
+
+/// Runs the pack's `scripts/gpu-check.sh --quick --out out ARGS` with the fake `nvidia-smi`
+/// first on PATH and `envs` set.
+fn run_pack(root: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let path = format!(
         "{}:{}",
         root.join("fakebin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let output = Command::new("bash")
+    Command::new("bash")
         .arg(root.join("scripts/gpu-check.sh"))
         .args(["--quick", "--out", "out"])
+        .args(args)
         .current_dir(root)
         .env("PATH", path)
+        .envs(envs.iter().copied())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The run mode end to end on this machine, against a pack of stand-ins. Every section leaves
+/// its rows, and the raw JSON and the table agree.
+#[test]
+fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
+    let pack = stand_in_pack(true);
+    let root = pack.path();
+    let output = run_pack(root, &[], &[]);
     assert!(
         output.status.success(),
         "{}",
@@ -288,11 +301,14 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         .iter()
         .map(|row| row["check"].as_str().unwrap())
         .collect();
-    // Tier, 2 rounds at batch 64 and 2 at the largest batch, 6 eval settings, 3 search runs,
-    // RNN, grid.
-    assert_eq!(checks.len(), 16, "{checks:?}");
+    // Tier, 2 rounds at batch 64 and 2 at the largest batch, bf16 at batch 64, 6 eval
+    // settings, 3 search runs, RNN, grid.
+    assert_eq!(checks.len(), 17, "{checks:?}");
     assert_eq!(checks[0], "test tier");
-    assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 4);
+    assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 5);
+    assert!(rows
+        .iter()
+        .any(|row| row["setting"] == "batch 64 bf16" && row["yardstick_s"] == 0.2));
     assert_eq!(checks.iter().filter(|c| **c == "eval step").count(), 6);
     assert_eq!(checks.iter().filter(|c| **c == "search run").count(), 3);
     assert!(rows
@@ -302,6 +318,48 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     assert_eq!(rows[1]["ours_s"], 0.05);
     assert_eq!(rows[1]["yardstick_s"], 0.2);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(table.lines().count(), 2 + 16 + 1, "{table}");
+    assert_eq!(table.lines().count(), 2 + 17 + 1, "{table}");
     assert!(table.contains("4.00x"), "{table}");
+    let inventory = std::fs::read_to_string(root.join("out/inventory.txt")).unwrap();
+    let own = std::fs::canonicalize(root.join(".libtorch/lib")).unwrap();
+    assert!(
+        inventory.contains(&format!("libraries: {}", own.display())),
+        "{inventory}"
+    );
+}
+
+/// A pack without `.libtorch` takes libtorch from the `torch/lib` of the Python it is given
+/// (a stand-in `torch` package here), and says what to do when that Python has no torch.
+#[test]
+fn the_gpu_check_finds_libtorch_in_pythons_torch_when_the_pack_has_none() {
+    let pack = stand_in_pack(false);
+    let root = pack.path();
+    let site = root.join("site");
+    std::fs::create_dir_all(site.join("torch/lib")).unwrap();
+    std::fs::write(site.join("torch/__init__.py"), "").unwrap();
+    let output = run_pack(root, &[], &[("PYTHONPATH", &site)]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inventory = std::fs::read_to_string(root.join("out/inventory.txt")).unwrap();
+    assert!(
+        inventory.contains(&format!("libraries: {}", site.join("torch/lib").display())),
+        "{inventory}"
+    );
+
+    // An interpreter without site-packages cannot import torch.
+    executable(
+        &root.join("fakebin/python-without-torch"),
+        "#!/bin/sh\nexec python3 -I -S \"$@\"\n",
+    );
+    let output = run_pack(root, &["--python", "python-without-torch"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no .libtorch and `python-without-torch -c 'import torch'` failed")
+            && stderr.contains("give --python with torch 2.11.0"),
+        "{stderr}"
+    );
 }

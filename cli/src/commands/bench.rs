@@ -69,6 +69,9 @@ pub struct SearchStepArgs {
     /// With crb: the fraction of ops pruned before timing (pruned ops never run).
     #[arg(long, default_value_t = 0.0)]
     pruned: f64,
+    /// Override a search config value, e.g. --set speed.search_precision=bf16. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 /// Arguments of `prime bench eval-step`.
@@ -156,14 +159,14 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     if args.iters == 0 || args.batch < 1 || args.image_size < 4 {
         anyhow::bail!("expected --iters >= 1, --batch >= 1 and --image-size >= 4");
     }
-    let mut config = SearchConfig {
-        seed: 0,
-        ..SearchConfig::default()
-    };
-    config.network.init_channels = args.channels;
-    config.network.layers = args.layers;
-    config.arch.activation = args.activation;
-    config.validate("prime bench search-step")?;
+    let mut overrides = vec![
+        "seed=0".to_string(),
+        format!("network.init_channels={}", args.channels),
+        format!("network.layers={}", args.layers),
+        format!("arch.activation=\"{}\"", args.activation.name()),
+    ];
+    overrides.extend(args.overrides.iter().cloned());
+    let config = SearchConfig::from_overrides(&overrides)?;
     if !(0.0..=1.0).contains(&args.pruned)
         || (args.pruned > 0.0 && args.activation != Activation::Crb)
     {
@@ -210,6 +213,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         "image_size": args.image_size,
         "activation": args.activation.name(),
         "pruned": args.pruned,
+        "search_precision": config.speed.search_precision,
         "params": params,
         "median_s": round(median),
         "min_s": round(times[0]),

@@ -427,6 +427,12 @@ pub const SPEED_CUDNN_BENCHMARK: Key = flag(
     "speed.cudnn_benchmark",
     "Let cuDNN time its convolution algorithms and keep the fastest (CUDA; not bitwise repeatable).",
 );
+/// `speed.search_precision`.
+pub const SPEED_SEARCH_PRECISION: Key = choice(
+    "speed.search_precision",
+    &["float32", "bf16"],
+    "Arithmetic of the network's passes: float32, or bf16 with float32 alphas, master weights and optimizer states.",
+);
 
 /// Every key of the search configuration ([`SearchConfig`](super::SearchConfig)), in the
 /// order the TOML form writes them.
@@ -475,6 +481,7 @@ pub const SEARCH_KEYS: &[Key] = &[
     CHECKPOINT_EVERY_EPOCHS,
     SPEED_READ_BACK_EVERY,
     SPEED_CUDNN_BENCHMARK,
+    SPEED_SEARCH_PRECISION,
 ];
 
 /// The search key called `name`.

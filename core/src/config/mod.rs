@@ -323,9 +323,37 @@ impl Default for CheckpointConfig {
     }
 }
 
-/// GPU speed options of a CNN search. None changes a result on the CPU; `cudnn_benchmark`
-/// lets cuDNN pick faster convolution algorithms on a GPU (then runs are not bitwise
-/// reproducible).
+/// The arithmetic of the search network's forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchPrecision {
+    /// Float32 everywhere (the reference's arithmetic).
+    #[default]
+    Float32,
+    /// bfloat16 convolutions, activations and edge weights; the alphas, the weights' master
+    /// copies, every optimizer state and the FIMT statistics stay float32.
+    Bf16,
+}
+
+impl SearchPrecision {
+    /// The name used in configs and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchPrecision::Float32 => "float32",
+            SearchPrecision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for SearchPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// GPU speed options of a CNN search. The read-back interval changes no result;
+/// `cudnn_benchmark` lets cuDNN pick faster convolution algorithms on a GPU (then runs are not
+/// bitwise reproducible); `search_precision = "bf16"` changes the arithmetic on every device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchSpeedConfig {
@@ -335,6 +363,8 @@ pub struct SearchSpeedConfig {
     pub read_back_every: u32,
     /// Let cuDNN time its convolution algorithms and keep the fastest (CUDA only).
     pub cudnn_benchmark: bool,
+    /// The arithmetic of the network's forward and backward passes.
+    pub search_precision: SearchPrecision,
 }
 
 impl Default for SearchSpeedConfig {
@@ -342,6 +372,7 @@ impl Default for SearchSpeedConfig {
         Self {
             read_back_every: 1,
             cudnn_benchmark: true,
+            search_precision: SearchPrecision::Float32,
         }
     }
 }

@@ -173,3 +173,24 @@ fn a_file_states_its_version_itself() {
     let error = error_of("epochs = 3\n", &["seed=4"]);
     assert!(error.contains("missing field `version`"), "{error}");
 }
+
+#[test]
+fn search_precision_is_float32_unless_set_and_only_a_set_value_writes_the_speed_table() {
+    let config = SearchConfig::default();
+    assert_eq!(config.speed.search_precision, SearchPrecision::Float32);
+    assert!(!config.to_toml().unwrap().contains("[speed]"));
+    let bf16 = SearchConfig::from_overrides(&["speed.search_precision=bf16".to_string()]).unwrap();
+    assert_eq!(bf16.speed.search_precision, SearchPrecision::Bf16);
+    let text = bf16.to_toml().unwrap();
+    assert!(text.contains("[speed]\n") && text.contains("search_precision = \"bf16\""));
+    assert_eq!(SearchConfig::from_toml(&text, "x", &[]).unwrap(), bf16);
+    let error = error_of("version = 1\n[speed]\nsearch_precision = \"fp8\"\n", &[]);
+    assert!(
+        error.contains("t.toml") && error.contains("speed.search_precision"),
+        "{error}"
+    );
+    assert!(
+        error.contains("float32") && error.contains("bf16"),
+        "{error}"
+    );
+}

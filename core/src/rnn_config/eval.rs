@@ -78,6 +78,29 @@ impl Default for RnnEvalWeightsConfig {
     }
 }
 
+/// GPU speed options of a recurrent evaluation; none changes a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnEvalSpeedConfig {
+    /// Training steps whose losses (and step records) are read back from the device together,
+    /// 1..=10,000: one synchronisation per this many steps instead of one per step.
+    pub read_back_every: u32,
+}
+
+impl Default for RnnEvalSpeedConfig {
+    fn default() -> Self {
+        Self { read_back_every: 1 }
+    }
+}
+
+impl RnnEvalSpeedConfig {
+    /// Whether every value is the default (then `config.toml` leaves the table out, so runs
+    /// written before it existed keep their config hash and still resume).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Everything a recurrent evaluation (retraining) run uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +131,9 @@ pub struct RnnEvalConfig {
     /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// GPU speed options.
+    #[serde(default, skip_serializing_if = "RnnEvalSpeedConfig::is_default")]
+    pub speed: RnnEvalSpeedConfig,
     /// The cell to train.
     #[serde(default = "default_genotype")]
     pub genotype: RnnGenotype,
@@ -145,6 +171,7 @@ impl Default for RnnEvalConfig {
             network: RnnNetworkConfig::evaluation(),
             weights: RnnEvalWeightsConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            speed: RnnEvalSpeedConfig::default(),
             genotype: default_genotype(),
         }
     }
@@ -184,6 +211,11 @@ impl LayeredConfig for RnnEvalConfig {
         let check = Checker::new(origin);
         check_common(&check, self.version, self.epochs, self.data.limit)?;
         check.count("convergence", self.convergence, &limits::CONVERGENCE)?;
+        check.count(
+            "speed.read_back_every",
+            self.speed.read_back_every,
+            &limits::READ_BACK_EVERY,
+        )?;
         check_batches(
             &check,
             &[

@@ -7,7 +7,7 @@ mod eval;
 mod search;
 mod shared;
 
-pub use eval::{RnnEvalConfig, RnnEvalDataConfig, RnnEvalWeightsConfig};
+pub use eval::{RnnEvalConfig, RnnEvalDataConfig, RnnEvalSpeedConfig, RnnEvalWeightsConfig};
 pub use search::{RnnArchConfig, RnnDataConfig, RnnRegularizerConfig, RnnSearchConfig};
 pub use shared::{RnnNetworkConfig, RnnWeightsConfig};
 

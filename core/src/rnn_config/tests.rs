@@ -216,3 +216,19 @@ fn a_partial_table_takes_the_recurrent_configs_own_defaults() {
         }
     );
 }
+
+#[test]
+fn the_evaluation_read_back_interval_is_checked_and_written_only_when_set() {
+    let config = RnnEvalConfig::default();
+    assert_eq!(config.speed.read_back_every, 1);
+    assert!(!config.to_toml().unwrap().contains("[speed]"));
+    let batched = config
+        .with_overrides(&["speed.read_back_every=50".to_string()])
+        .unwrap();
+    assert!(batched.to_toml().unwrap().contains("read_back_every = 50"));
+    let error = config
+        .with_overrides(&["speed.read_back_every=0".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("speed.read_back_every"), "{error}");
+}

@@ -1,7 +1,12 @@
 //! Convolution, batch-norm and linear layers initialised explicitly by PyTorch's default rule
 //! (SPEC A.5): weights uniform in ±1/sqrt(fan_in), batch-norm gamma 1 and beta 0.
+//!
+//! An input of another floating kind than the weights (a bf16 search) meets the convolution
+//! and linear weights cast to its kind on use, as autocast does: the cast is differentiable,
+//! so the gradients reach the float32 weights in float32. Batch norm takes the reduced input
+//! with its float32 parameters and statistics as it is.
 
-use tch::nn::{self, BatchNormConfig, ConvConfigND, Init, Module, ModuleT};
+use tch::nn::{self, BatchNormConfig, Init, Module, ModuleT};
 use tch::Tensor;
 
 /// PyTorch's default bound 1/sqrt(fan_in) for conv and linear weights (kaiming_uniform, a = √5).
@@ -47,34 +52,43 @@ impl ConvSpec {
     }
 }
 
-/// A bias-free convolution (every convolution of the DARTS cells has no bias).
+/// A bias-free convolution (every convolution of the DARTS cells has no bias): its weight,
+/// named `weight` under the layer's path as `nn::conv` names it, and its geometry.
 #[derive(Debug)]
 pub struct Conv {
-    conv: nn::Conv<[i64; 2]>,
+    weight: Tensor,
+    spec: ConvSpec,
 }
 
 impl Conv {
     /// Builds the layer under `path`, weights uniform in ±1/sqrt((c_in/groups)·kh·kw).
     pub fn new(path: nn::Path, c_in: i64, c_out: i64, spec: ConvSpec) -> Self {
         let fan_in = (c_in / spec.groups) * spec.kernel[0] * spec.kernel[1];
-        let config = ConvConfigND::<[i64; 2]> {
-            stride: spec.stride,
-            padding: spec.padding,
-            dilation: [spec.dilation, spec.dilation],
-            groups: spec.groups,
-            bias: false,
-            ws_init: default_uniform(fan_in),
-            bs_init: Init::Const(0.0),
-            padding_mode: nn::PaddingMode::Zeros,
-        };
+        let shape = [c_out, c_in / spec.groups, spec.kernel[0], spec.kernel[1]];
         Self {
-            conv: nn::conv(path, c_in, c_out, spec.kernel, config),
+            weight: path.var("weight", &shape, default_uniform(fan_in)),
+            spec,
         }
     }
 
-    /// Applies the convolution.
+    /// Applies the convolution, in the input's precision.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        self.conv.forward(xs)
+        let spec = &self.spec;
+        let convolve = |weight: &Tensor| {
+            xs.conv2d(
+                weight,
+                None::<Tensor>,
+                spec.stride,
+                spec.padding,
+                [spec.dilation, spec.dilation],
+                spec.groups,
+            )
+        };
+        if xs.kind() == self.weight.kind() {
+            convolve(&self.weight)
+        } else {
+            convolve(&self.weight.to_kind(xs.kind()))
+        }
     }
 }
 
@@ -126,8 +140,13 @@ impl Linear {
         }
     }
 
-    /// Applies the layer.
+    /// Applies the layer, in the input's precision.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        self.linear.forward(xs)
+        let kind = xs.kind();
+        if kind == self.linear.ws.kind() {
+            return self.linear.forward(xs);
+        }
+        let bias = self.linear.bs.as_ref().map(|bias| bias.to_kind(kind));
+        xs.linear(&self.linear.ws.to_kind(kind), bias.as_ref())
     }
 }

@@ -18,7 +18,7 @@ use super::trainer::{eval_seq_len, perplexity, scaled_lr, should_switch_to_asgd,
 use super::{draw_key, DrawStream};
 use crate::checkpoint::{self, CheckpointError};
 use crate::error::RunError;
-use crate::optim::{self, Optimizer};
+use crate::optim::{self, OptimError, Optimizer};
 use crate::run::files::{write_json, write_weights};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, TEST_REPORT};
@@ -30,7 +30,7 @@ use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnEvalConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tch::{nn, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// A step record is written every this many global steps.
 const STEP_RECORD_EVERY: u64 = 50;
@@ -102,6 +102,19 @@ pub struct RnnEvalTask<'a> {
     rates: DropoutRates,
     hidden: Tensor,
     state: RnnEvalState,
+    /// Steps whose values are still on the device (`speed.read_back_every`).
+    held: Vec<HeldStep>,
+}
+
+/// A training step whose loss (and gradient norm, for a step record) is still on the device.
+struct HeldStep {
+    epoch: u32,
+    step: u64,
+    lr: f64,
+    seq_len: usize,
+    raw_loss: Tensor,
+    /// Present for the steps that write a step record.
+    grad_norm: Option<Tensor>,
 }
 
 impl<'a> RnnEvalTask<'a> {
@@ -157,7 +170,53 @@ impl<'a> RnnEvalTask<'a> {
                 train_loss_sum: 0.0,
                 train_batches: 0,
             },
+            held: Vec::new(),
         })
+    }
+
+    /// Reads the held steps back with one device-to-host copy and accounts for them in order:
+    /// the non-finite check, the epoch's running loss and the step records. The values are
+    /// exactly those a read per step gives (float32 and float64 values travel as float64).
+    fn read_back(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        let held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        for step in &held {
+            parts.push(step.raw_loss.detach().to_kind(Kind::Double).reshape([1]));
+            if let Some(norm) = &step.grad_norm {
+                parts.push(norm.detach().to_kind(Kind::Double).reshape([1]));
+            }
+        }
+        let flat = Tensor::f_cat(&parts, 0)
+            .and_then(|flat| flat.f_to_device(Device::Cpu))
+            .and_then(|flat| Vec::<f64>::try_from(&flat))
+            .map_err(OptimError::from)?;
+        let mut values = flat.into_iter();
+        for step in held {
+            let mut next = || values.next().unwrap_or(f64::NAN);
+            let loss = next();
+            RunError::check_finite("training loss", loss, step.epoch, step.step)?;
+            self.state.train_loss_sum += loss;
+            self.state.train_batches += 1;
+            if step.grad_norm.is_some() {
+                let grad_norm = next();
+                let record = MetricRecord::new(
+                    MetricKind::Step,
+                    step.epoch,
+                    step.step,
+                    f64::from(step.epoch),
+                )
+                .with("lr", step.lr)
+                .with("seq_len", step.seq_len as f64)
+                .with("loss", loss)
+                .with("ppl", perplexity(loss))
+                .with("grad_norm", grad_norm);
+                sink.metric(&record)?;
+            }
+        }
+        Ok(())
     }
 
     fn variables(&self) -> Vec<(String, Tensor)> {
@@ -284,24 +343,28 @@ impl Task for RnnEvalTask<'_> {
         self.state.cursor += seq_len;
         self.state.batch += 1;
         let step_number = at.global_step + 1;
-        let loss = raw.double_value(&[]);
-        RunError::check_finite("training loss", loss, at.epoch, step_number)?;
-        self.state.train_loss_sum += loss;
-        self.state.train_batches += 1;
-        if step_number.is_multiple_of(STEP_RECORD_EVERY) {
-            let record =
-                MetricRecord::new(MetricKind::Step, at.epoch, step_number, f64::from(at.epoch))
-                    .with("lr", lr)
-                    .with("seq_len", seq_len as f64)
-                    .with("loss", loss)
-                    .with("ppl", perplexity(loss))
-                    .with("grad_norm", optim::read_scalar(&grad_norm)?);
-            sink.metric(&record)?;
+        self.held.push(HeldStep {
+            epoch: at.epoch,
+            step: step_number,
+            lr,
+            seq_len,
+            raw_loss: raw,
+            grad_norm: step_number
+                .is_multiple_of(STEP_RECORD_EVERY)
+                .then_some(grad_norm),
+        });
+        if self.held.len() >= config.speed.read_back_every as usize {
+            self.read_back(sink)?;
         }
         Ok(Step::Trained)
     }
 
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)
+    }
+
     fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)?;
         let config = self.config;
         let epoch = at.epoch;
         let valid_loss = self.validate(sink.run_dir())?;

@@ -102,6 +102,7 @@ fn open_run<T: Task>(
             plan.seed,
             config_sha256,
             fingerprint.files.clone(),
+            plan.precision,
         )
     };
 

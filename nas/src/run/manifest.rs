@@ -148,6 +148,10 @@ pub struct RunManifest {
     pub config_sha256: String,
     /// sha256 of every data file read, by role (as `data.json` records them).
     pub data_files: BTreeMap<String, String>,
+    /// The arithmetic of the network's passes (`float32`, `bf16`, `fp16`); part of the config,
+    /// so a resume cannot change it. Absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// Every resume, in order.
     #[serde(default)]
     pub resumes: Vec<Resume>,
@@ -160,6 +164,7 @@ impl RunManifest {
         seed: u64,
         config_sha256: &str,
         data_files: BTreeMap<String, String>,
+        precision: &str,
     ) -> Self {
         Self {
             project_version: build_info::VERSION.to_string(),
@@ -168,6 +173,7 @@ impl RunManifest {
             seed,
             config_sha256: config_sha256.to_string(),
             data_files,
+            precision: Some(precision.to_string()),
             resumes: Vec::new(),
         }
     }
@@ -251,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_resume_on_the_same_kernels_has_no_notice() {
-        let mut manifest = RunManifest::new(machine("avx2"), 7, "abc", BTreeMap::new());
+        let mut manifest = RunManifest::new(machine("avx2"), 7, "abc", BTreeMap::new(), "float32");
         let mut other_cpu = machine("avx2");
         other_cpu.cpu_model = "Intel Xeon".to_string();
         assert_eq!(manifest.record_resume(1, 10, other_cpu), None);
@@ -260,7 +266,8 @@ mod tests {
 
     #[test]
     fn a_resume_on_other_kernels_says_what_changed() {
-        let mut manifest = RunManifest::new(machine("avx512"), 7, "abc", BTreeMap::new());
+        let mut manifest =
+            RunManifest::new(machine("avx512"), 7, "abc", BTreeMap::new(), "float32");
         let notice = manifest.record_resume(2, 20, machine("avx2"));
         assert_eq!(
             notice.as_deref(),
@@ -302,11 +309,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(RunManifest::read(dir.path()).unwrap(), None);
         let files = BTreeMap::from([("train".to_string(), "00ff".to_string())]);
-        let manifest = RunManifest::new(Machine::current(Device::Cpu), 101, "abc", files);
+        let manifest = RunManifest::new(Machine::current(Device::Cpu), 101, "abc", files, "bf16");
         manifest.write(dir.path()).unwrap();
         let back = RunManifest::read(dir.path()).unwrap().unwrap();
         assert_eq!(back, manifest);
         assert_eq!(back.machine.device, "cpu");
+        assert_eq!(back.precision.as_deref(), Some("bf16"));
+        let mut older = serde_json::to_value(&manifest).unwrap();
+        older.as_object_mut().unwrap().remove("precision");
+        let older: RunManifest = serde_json::from_value(older).unwrap();
+        assert_eq!(older.precision, None);
         assert!(["default", "avx2", "avx512"].contains(&back.machine.cpu_kernel_level.as_str()));
         std::fs::write(dir.path().join(MANIFEST_FILE), "{").unwrap();
         let error = RunManifest::read(dir.path()).unwrap_err().to_string();

@@ -63,10 +63,12 @@ pub trait RunConfig {
     fn checkpoint_every(&self) -> u32;
     /// The run's seed.
     fn seed(&self) -> u64;
+    /// The arithmetic of the network's passes (`float32`, `bf16`, `fp16`).
+    fn precision(&self) -> &'static str;
 }
 
 macro_rules! run_config {
-    ($($config:ty),*) => {$(
+    ($($config:ty => |$this:ident| $precision:expr),* $(,)?) => {$(
         impl RunConfig for $config {
             fn to_toml(&self) -> Result<String, ConfigError> {
                 <$config>::to_toml(self)
@@ -83,15 +85,24 @@ macro_rules! run_config {
             fn seed(&self) -> u64 {
                 self.seed
             }
+
+            fn precision(&self) -> &'static str {
+                let $this = self;
+                $precision
+            }
         }
     )*};
 }
 
 run_config!(
-    prime_core::config::SearchConfig,
-    prime_core::eval_config::EvalConfig,
-    prime_core::rnn_config::RnnSearchConfig,
-    prime_core::rnn_config::RnnEvalConfig
+    prime_core::config::SearchConfig => |config| config.speed.search_precision.name(),
+    prime_core::eval_config::EvalConfig => |config| match config.speed.autocast {
+        prime_core::eval_config::Autocast::Off => "float32",
+        reduced => reduced.name(),
+    },
+    // The recurrent networks always compute in float32.
+    prime_core::rnn_config::RnnSearchConfig => |_config| "float32",
+    prime_core::rnn_config::RnnEvalConfig => |_config| "float32",
 );
 
 /// The fixed facts of a run that the driver needs before its first step.
@@ -111,6 +122,8 @@ pub struct Plan {
     pub histories: Histories,
     /// The run's seed (for its manifest).
     pub seed: u64,
+    /// The arithmetic of the network's passes (for its manifest).
+    pub precision: &'static str,
 }
 
 impl Plan {
@@ -130,6 +143,7 @@ impl Plan {
             checkpoint_every: config.checkpoint_every(),
             histories,
             seed: config.seed(),
+            precision: config.precision(),
         })
     }
 }

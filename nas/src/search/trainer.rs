@@ -62,6 +62,7 @@ impl SearchTrainer {
             activation: config.arch.activation,
         };
         let mut net = crate::torch_rng::seeded(config.seed, || SearchNetwork::new(&vs, shape));
+        net.set_precision(config.speed.search_precision);
         if shape.activation == Activation::Crb {
             net.arch.apply_masks();
         }
@@ -661,6 +662,40 @@ mod tests {
             largest_correction > 1e-5,
             "the second-order term should matter here"
         );
+    }
+
+    #[test]
+    fn a_bf16_search_keeps_alphas_fimt_and_optimizer_states_in_float32() {
+        tch::set_num_threads(1);
+        let mut config = tiny_config(Activation::Softmax);
+        config.speed.search_precision = prime_core::config::SearchPrecision::Bf16;
+        let mut trainer = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
+        let (x, y) = batch(4, Kind::Float);
+        for _ in 0..3 {
+            let alpha = trainer.arch_step(&x, &y, None).unwrap();
+            assert_eq!(alpha.loss.kind(), Kind::Float);
+            let step = trainer.weight_step(&x, &y, 0.1, true).unwrap();
+            assert_eq!(step.tensors.loss.kind(), Kind::Float);
+            assert_eq!(step.fimt.unwrap().kind(), Kind::Float);
+            assert_eq!(step.grad_norm.kind(), Kind::Float);
+        }
+        for (name, alpha) in trainer.net.arch.named() {
+            assert_eq!(
+                (alpha.kind(), alpha.grad().kind()),
+                (Kind::Float, Kind::Float),
+                "{name}"
+            );
+        }
+        let mut groups = TensorGroups::new();
+        trainer.checkpoint_groups(&mut groups).unwrap();
+        for (group, tensors) in &groups {
+            for (name, tensor) in tensors {
+                if tensor.is_floating_point() {
+                    assert_eq!(tensor.kind(), Kind::Float, "{group}/{name}");
+                }
+            }
+        }
+        assert!(!groups["arch_optimizer"].is_empty() && !groups["weight_optimizer"].is_empty());
     }
 
     #[test]
