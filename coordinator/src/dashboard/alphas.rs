@@ -46,6 +46,9 @@ struct AlphaLine {
     recurrent: Option<Vec<Vec<f32>>>,
 }
 
+/// The activated alphas of one line's cells: each cell's name and its rows (edges x ops).
+type LineCells = Vec<(&'static str, Vec<Vec<f32>>)>;
+
 /// One edge of a cell: its label and one series per op.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EdgeSeries {
@@ -159,7 +162,7 @@ impl Shape {
     }
 
     /// The cells of `line` in this shape, each `(name, rows)`, with their rows checked.
-    fn cells(self, line: AlphaLine) -> Result<Vec<(&'static str, Vec<Vec<f32>>)>, String> {
+    fn cells(self, line: AlphaLine) -> Result<LineCells, String> {
         let cells = match (self, line.normal, line.reduce, line.recurrent) {
             (Shape::Convolutional { .. }, Some(normal), Some(reduce), None) => {
                 vec![("normal", normal), ("reduce", reduce)]
@@ -293,7 +296,7 @@ pub fn read_history(
     let resolution = f64::from(epochs_total.max(1)) / MAX_SAMPLES as f64;
     let mut reader = BufReader::new(reader);
     let mut gathering: Option<Gathering> = None;
-    let mut last: Option<(f64, Vec<(&'static str, Vec<Vec<f32>>)>)> = None;
+    let mut last: Option<(f64, LineCells)> = None;
     let mut last_kept_clock = f64::NEG_INFINITY;
     let mut records = 0;
     let mut line = Vec::new();
@@ -354,7 +357,7 @@ pub fn read_history(
     if let Some((clock, cells)) = last {
         gathering.push(clock, &cells);
     }
-    let last_cells: Vec<(&'static str, Vec<Vec<f32>>)> = gathering
+    let last_cells: LineCells = gathering
         .names
         .iter()
         .zip(&gathering.cells)

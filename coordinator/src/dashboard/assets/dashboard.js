@@ -132,11 +132,14 @@ function chart(curve) {
   const xs = points.map((p) => p[0]), ys = points.map((p) => transform(p[1]));
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  // A constant curve (a fixed learning rate) gets a band around its value, not one of +-0.5.
+  if (y1 === y0) { const pad = Math.abs(y0) * 0.1 || 0.5; y0 -= pad; y1 += pad; }
   const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
   const py = (y) => height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
+  // Enough significant digits that the two axis labels of a narrow range differ.
+  const digits = Math.min(10, Math.max(3, Math.ceil(Math.log10(Math.max(Math.abs(y0), Math.abs(y1)) / (y1 - y0))) + 2));
   const label = (y) => curve.log_scale ? Math.pow(10, y).toExponential(1)
-    : (Math.abs(y) >= 1e5 || (y !== 0 && Math.abs(y) < 1e-3)) ? y.toExponential(2) : Number(y.toPrecision(3)).toString();
+    : (Math.abs(y) >= 1e5 || (y !== 0 && Math.abs(y) < 1e-3)) ? y.toExponential(2) : Number(y.toPrecision(digits)).toString();
   const polyline = points.map((p) => px(p[0]).toFixed(1) + "," + py(transform(p[1])).toFixed(1)).join(" ");
   const dots = points.length <= 60 ? points.map((p) =>
     '<circle r="2.2" fill="#2f80ed" cx="' + px(p[0]).toFixed(1) + '" cy="' + py(transform(p[1])).toFixed(1) + '"/>').join("") : "";
@@ -173,7 +176,8 @@ function alphaPanel(edge, ops, clock) {
   const y1 = Math.max(0.05, ...edge.values.map((series) => Math.max(...series))) * 1.05;
   const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
   const py = (y) => height - bottom - y / y1 * (height - top - bottom);
-  const last = edge.values.map((series) => series[series.length - 1]);
+  // The operation the projection would keep on this edge: the strongest other than none.
+  const last = edge.values.map((series, op) => ops[op] === "none" ? -1 : series[series.length - 1]);
   const strongest = last.indexOf(Math.max(...last));
   const lines = edge.values.map((series, op) => {
     const [colour, dash] = opLook(ops[op]);
@@ -200,7 +204,7 @@ function drawAlphas(history) {
     return '<span><svg width="26" height="10"><line x1="0" x2="26" y1="5" y2="5" stroke="' + colour +
       '" stroke-width="2"' + (dash ? ' stroke-dasharray="' + dash + '"' : "") + "/></svg>" + esc(op) + "</span>";
   }).join("") + '<span class="muted">' + esc(history.records) + " records, " + esc(history.clock.length) +
-    " drawn · the bold line and the name on the right are each edge's strongest operation now</span></p>";
+    " drawn · bold, and named on the right: each edge's strongest operation other than none</span></p>";
   set("alphas", legend + history.cells.map((cell) => "<h3>" + esc(CELL_TITLES[cell.name] || cell.name) +
     '</h3><div class="alpha-grid">' + cell.edges.map((edge) => alphaPanel(edge, cell.ops, history.clock)).join("") +
     "</div>").join(""));
