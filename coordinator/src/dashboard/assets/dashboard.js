@@ -171,11 +171,14 @@ function opLook(op) {
 
 // One edge's panel: a line per operation over the clock, its own value axis.
 function alphaPanel(edge, ops, clock) {
-  const width = 220, height = 128, left = 34, right = 8, top = 20, bottom = 18;
+  const width = 220, height = 128, left = 40, right = 8, top = 20, bottom = 18;
   const x0 = clock[0], x1 = clock.length > 1 && clock[clock.length - 1] > x0 ? clock[clock.length - 1] : x0 + 1;
-  const y1 = Math.max(0.05, ...edge.values.map((series) => Math.max(...series))) * 1.05;
+  // Each panel spans its own values: early in a search the alphas differ in the third digit.
+  let y0 = Math.min(...edge.values.map((series) => Math.min(...series)));
+  let y1 = Math.max(...edge.values.map((series) => Math.max(...series)));
+  if (y1 - y0 < 1e-4) { y0 -= 5e-5; y1 += 5e-5; }
   const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
-  const py = (y) => height - bottom - y / y1 * (height - top - bottom);
+  const py = (y) => height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
   // The operation the projection would keep on this edge: the strongest other than none.
   const last = edge.values.map((series, op) => ops[op] === "none" ? -1 : series[series.length - 1]);
   const strongest = last.indexOf(Math.max(...last));
@@ -191,8 +194,8 @@ function alphaPanel(edge, ops, clock) {
     '" y="13" text-anchor="end" style="fill:' + opLook(ops[strongest])[0] + '">' + esc(ops[strongest]) + "</text>" +
     '<line x1="' + left + '" x2="' + left + '" y1="' + top + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
     '<line x1="' + left + '" x2="' + (width - right) + '" y1="' + (height - bottom) + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
-    '<text x="' + (left - 3) + '" y="' + (top + 8) + '" text-anchor="end">' + esc(y1.toFixed(2)) + '</text><text x="' + (left - 3) +
-    '" y="' + (height - bottom) + '" text-anchor="end">0</text><text x="' + left + '" y="' + (height - 5) + '">' +
+    '<text x="' + (left - 3) + '" y="' + (top + 8) + '" text-anchor="end">' + esc(y1.toFixed(4)) + '</text><text x="' + (left - 3) +
+    '" y="' + (height - bottom) + '" text-anchor="end">' + esc(y0.toFixed(4)) + '</text><text x="' + left + '" y="' + (height - 5) + '">' +
     esc(x0.toFixed(1)) + '</text><text x="' + (width - right) + '" y="' + (height - 5) + '" text-anchor="end">' +
     esc(x1.toFixed(1)) + " ep</text>" + lines + "</svg>";
 }
