@@ -611,8 +611,14 @@ mod tests {
             error.contains("neither softmax (8 ops) nor crb (7 ops)"),
             "{error}"
         );
-        let nan = format!("{good}\n{}\n", good.replacen("0.9", "NaN", 1));
-        assert!(read_history(nan.as_bytes(), "a", 1, 1).is_err());
+        // 1e39 is beyond f32: refused, with its line.
+        let mut huge = peaked(CnnOp::SkipConnect);
+        huge[3][1] = 0.0;
+        let huge = json!({"clock": 0.5, "normal": huge, "reduce": peaked(CnnOp::SkipConnect)})
+            .to_string()
+            .replacen("0.0", "1e39", 1);
+        let error = read_history(format!("{good}\n{huge}\n").as_bytes(), "a", 1, 1).unwrap_err();
+        assert!(error.contains("line 2: number out of range"), "{error}");
         let long = "x".repeat(MAX_LINE_BYTES as usize + 10);
         let error = read_history(long.as_bytes(), "a", 1, 1).unwrap_err();
         assert!(error.contains("longer than"), "{error}");
