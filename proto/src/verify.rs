@@ -90,7 +90,15 @@ fn read_contents(archive: impl Read) -> Result<Contents, UnreadableCheckpoint> {
             continue;
         }
         let path = normalized(&entry.path()?);
-        let name = path.file_name().and_then(|name| name.to_str());
+        // A `manifest.json` at the top of the run directory describes the run (its build,
+        // machine and config), not a checkpoint: checkpoints live in directories below.
+        let top_level = path
+            .parent()
+            .is_none_or(|parent| parent.as_os_str().is_empty());
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|_| !top_level);
         let small = match name {
             Some(MANIFEST_FILE) => Some(&mut contents.manifests),
             Some(LATEST_FILE) => Some(&mut contents.pointers),
@@ -211,6 +219,17 @@ mod tests {
     #[test]
     fn an_intact_run_directory_passes() {
         let dir = run_dir();
+        assert_eq!(verify(dir.path(), Expect::Resumable).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_run_manifest_at_the_top_is_not_taken_for_a_checkpoint_manifest() {
+        let dir = run_dir();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            br#"{"version": "0.1.0", "torch": "2.11.0"}"#,
+        )
+        .unwrap();
         assert_eq!(verify(dir.path(), Expect::Resumable).unwrap(), 1);
     }
 

@@ -288,6 +288,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     // The simulated trainer's checkpoint carries a manifest like the engine's (it is verified
     // before upload and before commit).
     let expected_files = [
+        "alphas.jsonl",
         "checkpoint/manifest.json",
         "checkpoint/state.json",
         "checkpoint/weights.bin",
@@ -375,6 +376,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
     assert_eq!(
         files_under(&unfinished),
         [
+            "alphas.jsonl",
             "checkpoint/manifest.json",
             "checkpoint/state.json",
             "checkpoint/weights.bin",

@@ -2,7 +2,9 @@
 //! (`chromium-driver`, installed by `scripts/setup.sh`) against an in-process cluster with
 //! tokens and the simulated trainer. Login refuses wrong and worker tokens, no page or
 //! endpoint works without a token, no page shows the token, the grid page's counts follow
-//! the trials without a reload, the trial page draws curves and the cell diagram, and the
+//! the trials without a reload, the trial page draws curves, the alpha progression and the
+//! cell diagram (of a running search too, from its latest checkpoint), the run directory and
+//! checkpoint downloads hold the archive `prime fetch` unpacks and need a token, and the
 //! results table holds the numbers of `prime results`. Screenshots of every page go to
 //! `target/tmp/dashboard/`.
 //!
@@ -10,11 +12,15 @@
 //! `PRIME_REQUIRE_BROWSER=1` (CI sets it: there the set-up installs the browser).
 
 use prime_coordinator::auth::TokenSource;
+use prime_core::trial::TrialKind;
+use prime_proto::archive::{sha256_hex, unpack};
 use prime_proto::auth::{new_token, token_sha256};
 use prime_proto::client::Credentials;
+use prime_proto::pb;
 use prime_tests::process::binaries_dir;
 use prime_tests::webdriver::Browser;
 use prime_tests::{all_succeeded, small_grid, test_coordinator_config, Cluster};
+use prime_worker::simulated::{Fault, FaultRule};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,6 +127,73 @@ fn prime_results_cells(url: &str, grid: &str, token: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// Files under `dir` (relative paths, sorted).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap();
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// GET `url` with the session cookie of `token` (none without); status, the
+/// Content-Disposition header and the body.
+fn download(url: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("Cookie", &format!("prime_token={token}"));
+    }
+    let mut response = request.call().unwrap();
+    let disposition = response
+        .headers()
+        .get("content-disposition")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    (response.status().as_u16(), disposition, body)
+}
+
+/// `prime fetch TRIAL --out DIR`, run as a user would.
+fn prime_fetch(url: &str, trial_id: u64, out: &Path, token: &str) {
+    let output = Command::new(binaries_dir().join("prime"))
+        .args([
+            "fetch",
+            &trial_id.to_string(),
+            "--coordinator",
+            url,
+            "--out",
+        ])
+        .arg(out)
+        .env("PRIME_TOKEN", token)
+        .output()
+        .expect("prime runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,6 +347,13 @@ async fn the_dashboard_in_a_browser() {
         "normal and reduction cells",
     )
     .await;
+    // The alpha progression: a panel per edge of both cells, a point per epoch and the start.
+    wait_until(
+        &browser,
+        "document.querySelectorAll('svg.alpha').length === 28 && [...document.querySelectorAll('svg.alpha')].every(a => a.dataset.points === '3' && a.querySelectorAll('polyline').length === 8)",
+        "the alphas of 14 edges x 8 operations in two cells over 2 epochs",
+    )
+    .await;
     wait_until(
         &browser,
         "document.getElementById('attempts').textContent.includes('succeeded')",
@@ -281,6 +361,114 @@ async fn the_dashboard_in_a_browser() {
     )
     .await;
     screenshot(&browser, "trial");
+
+    // The run directory and a checkpoint download need a token and hold the archive that
+    // `prime fetch` unpacks (the final one).
+    let run_link = format!("{base}/api/trials/{}/run", search.trial_id);
+    assert_eq!(
+        text_of(&browser, "#run-directory"),
+        "Run directory",
+        "the page links the run directory"
+    );
+    assert_eq!(download(&run_link, None).0, 401);
+    assert_eq!(download(&run_link, Some(&worker)).0, 401);
+    let (status, disposition, archive) = download(&run_link, Some(&viewer));
+    assert_eq!(status, 200);
+    let named = format!("attachment; filename=\"watched-{}-search-", search.trial_id);
+    assert!(
+        disposition.starts_with(&named) && disposition.ends_with("-run.tar\""),
+        "{disposition}"
+    );
+    let mut client = cluster.client();
+    let checkpoints = client
+        .trial_checkpoints(pb::TrialRef {
+            trial_id: search.trial_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    let last_final = checkpoints.iter().rfind(|c| c.r#final).unwrap();
+    assert_eq!(sha256_hex(&archive), last_final.sha256);
+    let unpacked = tempfile::tempdir().unwrap();
+    unpack(&archive, unpacked.path()).unwrap();
+    let fetched = tempfile::tempdir().unwrap();
+    prime_fetch(&cluster.url(), search.trial_id, fetched.path(), &viewer);
+    let in_archive = files_under(unpacked.path());
+    assert!(
+        in_archive.contains(&"alphas.jsonl".to_string()),
+        "{in_archive:?}"
+    );
+    for file in &in_archive {
+        assert_eq!(
+            std::fs::read(unpacked.path().join(file)).unwrap(),
+            std::fs::read(fetched.path().join(file)).unwrap(),
+            "{file} differs from prime fetch's"
+        );
+    }
+    let shown_checkpoint: String = serde_json::from_value(blocking(|| {
+        browser.execute("return document.querySelector('a.checkpoint').getAttribute('href');")
+    }))
+    .unwrap();
+    let checkpoint_link = format!("{base}{shown_checkpoint}");
+    assert_eq!(download(&checkpoint_link, None).0, 401);
+    let (status, _, bytes) = download(&checkpoint_link, Some(&viewer));
+    assert_eq!(status, 200);
+    let shown_id: u64 = shown_checkpoint
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed = checkpoints
+        .iter()
+        .find(|c| c.checkpoint_id == shown_id)
+        .unwrap();
+    assert_eq!(sha256_hex(&bytes), listed.sha256);
+
+    // A search under way: its alphas so far and the cell of its latest checkpoint.
+    cluster.trainer.inject(FaultRule {
+        method: Some("darts".to_string()),
+        seed: Some(7),
+        kind: Some(TrialKind::Search),
+        fault: Fault::Hang { at_epoch: 1 },
+        times: 1,
+    });
+    cluster
+        .submit(&small_grid("running", &["darts"], &[7], 2, 1))
+        .await;
+    let running = cluster
+        .wait_for(
+            "running",
+            LIMIT,
+            "the search's first checkpoint",
+            |trials| {
+                trials.iter().any(|trial| {
+                    trial.state == "running"
+                        && trial.progress.as_ref().is_some_and(|p| p.epochs_done == 1)
+                })
+            },
+        )
+        .await
+        .into_iter()
+        .find(|trial| trial.parent_id == 0)
+        .unwrap();
+    blocking(|| browser.goto(&format!("{base}/trials/{}", running.trial_id)));
+    wait_until(
+        &browser,
+        "document.querySelectorAll('svg.cell-diagram').length === 2 && document.getElementById('cells').textContent.includes('after epoch 1 of 2')",
+        "the running search's cells",
+    )
+    .await;
+    wait_until(
+        &browser,
+        "document.querySelectorAll('svg.alpha').length === 28 && [...document.querySelectorAll('svg.alpha')].every(a => a.dataset.points === '2')",
+        "the running search's alphas (the start and epoch 1)",
+    )
+    .await;
+    assert!(text_of(&browser, "#summary").contains("running"));
+    screenshot(&browser, "trial-running");
     blocking(|| browser.goto(&format!("{base}/workers")));
     wait_until(
         &browser,

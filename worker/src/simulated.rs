@@ -21,6 +21,12 @@ const DEFAULT_EPOCHS: u32 = 3;
 const CHECKPOINT_DIR: &str = "checkpoint";
 /// Name of the final artifacts directory inside the run directory.
 const FINAL_DIR: &str = "final";
+/// The alpha history of a search, as the prime-nas engine names it.
+const ALPHAS_FILE: &str = "alphas.jsonl";
+/// Edges and ops of a simulated CNN cell (4 nodes, the 8 searched operations).
+const CNN_CELL: (usize, usize) = (14, 8);
+/// Edges and ops of a simulated recurrent cell (8 nodes, the 5 searched operations).
+const RNN_CELL: (usize, usize) = (36, 5);
 
 /// A misbehaviour to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +279,55 @@ impl SimulatedTrainer {
             .collect()
     }
 
+    /// Rewrites the alpha history of a search that has done `epochs_done` epochs: one line at
+    /// the start and one after every epoch, in the engine's shape (`normal` and `reduce`, or
+    /// `recurrent`, activated rows that sum to 1). Every line follows from the spec and the
+    /// epoch alone, so a resumed run writes the same file.
+    fn write_alphas(
+        &self,
+        run_dir: &Path,
+        spec: &TrialSpec,
+        epochs_done: u32,
+        epochs: u32,
+    ) -> Result<(), TrainError> {
+        let seed = initial_accumulator(spec);
+        // Each edge drifts towards one op, stronger as the epochs pass.
+        let cell = |salt: u64, (edges, ops): (usize, usize), epoch: u32| -> Vec<Vec<f64>> {
+            (0..edges)
+                .map(|edge| {
+                    let favourite = (mix(seed ^ salt, edge as u64) % ops as u64) as usize;
+                    let growth = 3.0 * f64::from(epoch) / f64::from(epochs.max(1));
+                    let logits: Vec<f64> = (0..ops)
+                        .map(|op| {
+                            let noise = 0.2 * unit(mix(seed ^ salt, (edge * ops + op) as u64));
+                            noise + if op == favourite { growth } else { 0.0 }
+                        })
+                        .collect();
+                    let total: f64 = logits.iter().map(|logit| logit.exp()).sum();
+                    logits.iter().map(|logit| logit.exp() / total).collect()
+                })
+                .collect()
+        };
+        let mut text = String::new();
+        for epoch in 0..=epochs_done {
+            let step = u64::from(epoch) * self.steps_per_epoch;
+            let line = if spec.dataset.uses_perplexity() {
+                serde_json::json!({"step": step, "clock": epoch, "recurrent": cell(3, RNN_CELL, epoch)})
+            } else {
+                serde_json::json!({
+                    "step": step,
+                    "clock": epoch,
+                    "normal": cell(1, CNN_CELL, epoch),
+                    "reduce": cell(2, CNN_CELL, epoch),
+                })
+            };
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        std::fs::write(run_dir.join(ALPHAS_FILE), text)
+            .map_err(|error| io_error("writing the alpha history", error))
+    }
+
     fn result(&self, spec: &TrialSpec, state: &SimState) -> TrialResult {
         let quality = unit(state.accumulator);
         let mut result = TrialResult::default();
@@ -353,6 +408,10 @@ impl SimulatedTrainer {
             steps_done: state.steps_done,
             steps_total,
         };
+        let search = job.spec.kind == TrialKind::Search;
+        if search {
+            self.write_alphas(&job.run_dir, &job.spec, state.epochs_done, epochs)?;
+        }
         while state.epochs_done < epochs {
             let epoch = state.epochs_done;
             match fault {
@@ -445,6 +504,9 @@ impl SimulatedTrainer {
             )
             .with("valid_loss", 1.0 / f64::from(state.epochs_done));
             observer.on_metric(&record);
+            if search {
+                self.write_alphas(&job.run_dir, &job.spec, state.epochs_done, epochs)?;
+            }
             let dir = self.write_checkpoint(&job.run_dir, &state)?;
             observer.on_checkpoint(&dir, &progress(&state));
         }

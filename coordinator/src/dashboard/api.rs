@@ -1,7 +1,9 @@
 //! The dashboard's JSON endpoints (documented in the README; the pages poll them): grids with
 //! their progress, one grid's trials and results table (and its downloads in the formats of
-//! `prime results`), one trial's curves, cell diagram, attempts and log tail, and the workers.
+//! `prime results`), one trial's curves, cell diagram, alpha progression, attempts, log tail
+//! and downloads (its checkpoints and its run directory), and the workers.
 
+use super::alphas::{history_in_archive, HistoryCache, HistoryRead};
 use super::curves::{curves, Curve};
 use crate::db::{AttemptRow, MetricRow};
 use crate::error::CoordinatorError;
@@ -15,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use prime_core::genotype::diagram::CellDiagram;
 use prime_core::genotype::{Gene, Genotype, RnnGenotype};
@@ -24,6 +27,7 @@ use prime_proto::results::{build_rows, render, summary_table, Format, FOOTNOTE};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -43,6 +47,8 @@ pub fn router() -> Router<Arc<HttpState>> {
         .route("/api/grids/{grid}", get(grid))
         .route("/api/grids/{grid}/results/{format}", get(results_file))
         .route("/api/trials/{trial}", get(trial))
+        .route("/api/trials/{trial}/alphas", get(alphas))
+        .route("/api/trials/{trial}/run", get(run_directory))
         .route(
             "/api/trials/{trial}/checkpoints/{checkpoint}",
             get(checkpoint_file),
@@ -282,16 +288,7 @@ async fn results_file(
             ))
         }
     };
-    let file_name: String = grid
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let file_name = file_safe(&grid);
     let trials = grid_trials(&http, grid).await?;
     let views: Vec<pb::TrialView> = trials
         .iter()
@@ -311,6 +308,20 @@ async fn results_file(
         text,
     )
         .into_response())
+}
+
+/// `text` with every character but ASCII letters, digits, `-` and `_` replaced by `_`, for a
+/// download's file name.
+fn file_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A convolutional genotype as trainers report it: the concat lists may be left out, and
@@ -397,7 +408,116 @@ struct TrialPage {
     checkpoints: Vec<CheckpointRecord>,
 }
 
-async fn trial(State(http): State<Arc<HttpState>>, Path(trial_id): Path<u64>) -> ApiResult {
+/// The archive that holds a trial's run directory as `prime fetch` takes it: the final
+/// artifacts if any, else the newest checkpoint.
+fn run_archive(checkpoints: &[CheckpointRecord]) -> Option<&CheckpointRecord> {
+    let newest = |final_only: bool| {
+        checkpoints
+            .iter()
+            .filter(move |checkpoint| checkpoint.is_final || !final_only)
+            .max_by_key(|checkpoint| checkpoint.id)
+    };
+    newest(true).or_else(|| newest(false))
+}
+
+/// An object of the checkpoint store as a reader, read piece by piece.
+struct StoreReader {
+    store: Arc<crate::store::DirStore>,
+    key: String,
+    offset: u64,
+    size: u64,
+}
+
+impl Read for StoreReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.size.saturating_sub(self.offset);
+        let wanted = buffer.len().min(DOWNLOAD_CHUNK_BYTES).min(left as usize);
+        if wanted == 0 {
+            return Ok(0);
+        }
+        let data = self
+            .store
+            .read(&self.key, self.offset, wanted)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        buffer[..data.len()].copy_from_slice(&data);
+        self.offset += data.len() as u64;
+        Ok(data.len())
+    }
+}
+
+/// The alpha history in `archive` of search `trial`, from the cache or read once.
+async fn alpha_history(
+    http: &HttpState,
+    cache: &HistoryCache,
+    trial: &TrialSummary,
+    archive: &CheckpointRecord,
+) -> HistoryRead {
+    if let Some(read) = cache.get(trial.id, archive.id) {
+        return read;
+    }
+    let reader = StoreReader {
+        store: http.store.clone(),
+        key: archive.key.clone(),
+        offset: 0,
+        size: archive.size,
+    };
+    let (epochs_total, checkpoint_id) = (trial.progress.epochs_total, archive.id);
+    let read = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::with_capacity(DOWNLOAD_CHUNK_BYTES, reader);
+        history_in_archive(reader, epochs_total, checkpoint_id).map(Arc::new)
+    })
+    .await
+    .unwrap_or_else(|error| Err(format!("reading the alpha history failed: {error}")));
+    if let Err(error) = &read {
+        tracing::debug!(trial_id = trial.id, %error, "no alpha history for the dashboard");
+    }
+    cache.put(trial.id, archive.id, read.clone());
+    read
+}
+
+/// The cell diagrams of a trial and a line saying where they come from: the result's or the
+/// evaluated genotype, else (a search under way) the genotype projected from the alphas of
+/// its latest checkpoint.
+fn trial_cells(
+    trial: &TrialSummary,
+    archive: Option<&CheckpointRecord>,
+    history: Option<&HistoryRead>,
+) -> (Vec<String>, String) {
+    let genotype = trial
+        .result
+        .as_ref()
+        .and_then(|result| result.genotype.as_ref())
+        .or(trial.spec.genotype.as_ref());
+    if genotype.is_some() {
+        return (cell_diagrams(genotype), String::new());
+    }
+    match (trial.spec.kind, archive, history) {
+        (TrialKind::Search, Some(archive), Some(Ok(history))) => (
+            history.diagrams.clone(),
+            format!(
+                "Projected from the alphas after epoch {} of {} (the latest checkpoint); the \
+                 search's result replaces it when the search ends.",
+                archive.progress.epochs_done, trial.progress.epochs_total
+            ),
+        ),
+        (TrialKind::Search, _, Some(Err(error))) => (
+            Vec::new(),
+            format!("No genotype to draw yet: {}", for_display(error)),
+        ),
+        (TrialKind::Search, _, _) if !trial.state.is_terminal() => (
+            Vec::new(),
+            "The genotype is drawn from the search's first checkpoint (after its first epoch)."
+                .to_string(),
+        ),
+        _ => (Vec::new(), "This trial has no genotype.".to_string()),
+    }
+}
+
+async fn trial(
+    State(http): State<Arc<HttpState>>,
+    Extension(cache): Extension<Arc<HistoryCache>>,
+    Path(trial_id): Path<u64>,
+) -> ApiResult {
     let page = http
         .state
         .try_call(move |state| {
@@ -428,19 +548,32 @@ async fn trial(State(http): State<Arc<HttpState>>, Path(trial_id): Path<u64>) ->
             })
         })
         .await?;
-    let genotype = page
-        .trial
-        .result
-        .as_ref()
-        .and_then(|result| result.genotype.as_ref())
-        .or(page.trial.spec.genotype.as_ref());
-    let cells = cell_diagrams(genotype);
-    let cells_note = match (page.trial.spec.kind, page.trial.state) {
-        (TrialKind::Search, state) if !state.is_terminal() => {
-            "The search's genotype is drawn when it ends."
+    let archive = run_archive(&page.checkpoints);
+    let history = match archive {
+        Some(archive) if page.trial.spec.kind == TrialKind::Search => {
+            Some(alpha_history(&http, &cache, &page.trial, archive).await)
         }
-        _ => "This trial has no genotype.",
+        _ => None,
     };
+    let (cells, cells_note) = trial_cells(&page.trial, archive, history.as_ref());
+    let alphas = match &history {
+        Some(Ok(history)) => json!({
+            "checkpoint_id": history.checkpoint_id,
+            "records": history.records,
+            "url": format!("/api/trials/{trial_id}/alphas"),
+        }),
+        Some(Err(error)) => json!({ "error": for_display(error) }),
+        None => Value::Null,
+    };
+    let run_directory = archive.map(|archive| {
+        json!({
+            "checkpoint_id": archive.id,
+            "size": archive.size,
+            "final": archive.is_final,
+            "epochs_done": archive.progress.epochs_done,
+            "url": format!("/api/trials/{trial_id}/run"),
+        })
+    });
     let curves: Vec<Curve> = curves(&page.metrics);
     Ok(no_store(json!({
         "trial": trial_json(&page.trial, &page.latest),
@@ -448,13 +581,63 @@ async fn trial(State(http): State<Arc<HttpState>>, Path(trial_id): Path<u64>) ->
         "curves": curves,
         "cells": cells,
         "cells_note": cells_note,
+        "alphas": alphas,
         "attempts": page.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
         "log_tail": page.logs.iter().map(|(unix_ms, line)| json!({
             "unix_ms": unix_ms,
             "line": for_display(line),
         })).collect::<Vec<_>>(),
         "checkpoints": page.checkpoints.iter().map(checkpoint_json).collect::<Vec<_>>(),
+        "run_directory": run_directory,
     })))
+}
+
+/// A trial and its retained checkpoints, or 404.
+async fn trial_and_checkpoints(
+    http: &HttpState,
+    trial_id: u64,
+) -> Result<(TrialSummary, Vec<CheckpointRecord>), ApiError> {
+    Ok(http
+        .state
+        .try_call(move |state| {
+            let trial = state
+                .list_trials("")
+                .into_iter()
+                .find(|trial| trial.id == trial_id)
+                .ok_or(CoordinatorError::UnknownTrial(trial_id))?;
+            Ok((trial, state.checkpoints(trial_id)?))
+        })
+        .await?)
+}
+
+/// A search's alpha progression: the activated alphas per cell, edge and op over the clock,
+/// and the genotype of the last line with its diagrams.
+async fn alphas(
+    State(http): State<Arc<HttpState>>,
+    Extension(cache): Extension<Arc<HistoryCache>>,
+    Path(trial_id): Path<u64>,
+) -> ApiResult {
+    let (trial, checkpoints) = trial_and_checkpoints(&http, trial_id).await?;
+    if trial.spec.kind != TrialKind::Search {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trial {trial_id} is an evaluation: only searches have alphas"),
+        ));
+    }
+    let archive = run_archive(&checkpoints).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "trial {trial_id} has no checkpoint yet: its alphas arrive after its first epoch"
+            ),
+        )
+    })?;
+    let history = alpha_history(&http, &cache, &trial, archive)
+        .await
+        .map_err(|error| ApiError(StatusCode::NOT_FOUND, for_display(&error)))?;
+    let value = serde_json::to_value(&*history)
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    Ok(no_store(value))
 }
 
 fn worker_json(worker: &WorkerSummary) -> Value {
@@ -499,22 +682,8 @@ async fn workers(State(http): State<Arc<HttpState>>) -> ApiResult {
     })))
 }
 
-/// A retained checkpoint of a trial as its tar archive (the run directory at that point, as
-/// `prime fetch` unpacks it), read from the store piece by piece.
-async fn checkpoint_file(
-    State(http): State<Arc<HttpState>>,
-    Path((trial_id, checkpoint_id)): Path<(u64, u64)>,
-) -> ApiResult {
-    let checkpoint = http
-        .state
-        .try_call(move |state| {
-            state
-                .checkpoints(trial_id)?
-                .into_iter()
-                .find(|checkpoint| checkpoint.id == checkpoint_id)
-                .ok_or(CoordinatorError::UnknownTrial(trial_id))
-        })
-        .await?;
+/// A checkpoint archive as a download named `file_name`, read from the store piece by piece.
+fn archive_download(http: &HttpState, checkpoint: CheckpointRecord, file_name: &str) -> Response {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let store = http.store.clone();
     let size = checkpoint.size;
@@ -537,18 +706,73 @@ async fn checkpoint_file(
             }
         }
     });
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/x-tar".to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"trial-{trial_id}-checkpoint-{checkpoint_id}.tar\""),
+                format!("attachment; filename=\"{file_name}\""),
             ),
         ],
         Body::from_stream(ReceiverStream::new(receiver)),
     )
-        .into_response())
+        .into_response()
+}
+
+/// A retained checkpoint of a trial as its tar archive (the run directory at that point, as
+/// `prime fetch` unpacks it).
+async fn checkpoint_file(
+    State(http): State<Arc<HttpState>>,
+    Path((trial_id, checkpoint_id)): Path<(u64, u64)>,
+) -> ApiResult {
+    let (_, checkpoints) = trial_and_checkpoints(&http, trial_id).await?;
+    let checkpoint = checkpoints
+        .into_iter()
+        .find(|checkpoint| checkpoint.id == checkpoint_id)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("trial {trial_id} has no checkpoint {checkpoint_id}"),
+            )
+        })?;
+    let file_name = format!("trial-{trial_id}-checkpoint-{checkpoint_id}.tar");
+    Ok(archive_download(&http, checkpoint, &file_name))
+}
+
+/// The file name of a trial's run directory: grid, id, kind, method, data set, seeds
+/// (`demo-3-search-DARTS-cifar10-seed1-run.tar`).
+fn run_file_name(trial: &TrialSummary) -> String {
+    let spec = &trial.spec;
+    let kind = match spec.kind {
+        TrialKind::Search => "search",
+        TrialKind::Evaluation => "eval",
+    };
+    let eval = spec
+        .eval_seed
+        .map(|seed| format!("-eval{seed}"))
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{kind}-{}-{}-seed{}{eval}-run.tar",
+        file_safe(&spec.grid),
+        trial.id,
+        file_safe(&spec.label),
+        file_safe(&spec.dataset.to_string()),
+        spec.search_seed
+    )
+}
+
+/// A trial's run directory as one tar archive: the archive `prime fetch` unpacks (the final
+/// artifacts, else the newest checkpoint; workers upload the whole run directory).
+async fn run_directory(State(http): State<Arc<HttpState>>, Path(trial_id): Path<u64>) -> ApiResult {
+    let (trial, checkpoints) = trial_and_checkpoints(&http, trial_id).await?;
+    let archive = run_archive(&checkpoints).cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trial {trial_id} has uploaded no checkpoint yet"),
+        )
+    })?;
+    Ok(archive_download(&http, archive, &run_file_name(&trial)))
 }
 
 #[cfg(test)]

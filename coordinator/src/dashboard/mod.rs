@@ -8,6 +8,7 @@
 //! `X-Forwarded-Proto: https`); it never appears in a URL or a page. Without a token file
 //! the coordinator is open (loopback only), and so is the dashboard.
 
+mod alphas;
 mod api;
 mod curves;
 mod pages;
@@ -18,7 +19,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use prime_proto::auth::{Role, MAX_TOKEN_LEN};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub fn router(http: Arc<HttpState>) -> Router {
         .route("/static/dashboard.js", get(pages::script))
         .route("/static/dashboard.css", get(pages::style))
         .merge(guarded)
+        .layer(Extension(Arc::new(alphas::HistoryCache::default())))
         .with_state(http)
 }
 

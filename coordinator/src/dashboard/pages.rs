@@ -53,15 +53,17 @@ pub async fn grid(Path(grid): Path<String>) -> Html<String> {
     frame(&grid, "grid", &format!(r#" data-grid="{name}""#), &body)
 }
 
-/// One trial: summary, curves, cell diagram, attempts, log tail and checkpoints.
+/// One trial: summary, curves, alpha progression, cell diagram, attempts, log tail and
+/// downloads.
 pub async fn trial(Path(trial): Path<u64>) -> Html<String> {
     let body = format!(
         r#"<h1 id="title">Trial #{trial}</h1><div class="card" id="summary"></div>
 <h2>Curves</h2><div class="charts" id="curves"></div>
+<h2>Alphas (activated, per edge and operation)</h2><div class="card" id="alphas"></div>
 <h2>Cell</h2><div class="card cells" id="cells"></div>
 <h2>Attempts</h2><div class="card" id="attempts"></div>
 <h2>Log (last lines)</h2><pre class="log" id="log"></pre>
-<h2>Checkpoints</h2><div class="card" id="checkpoints"></div>"#
+<h2>Downloads</h2><div class="card" id="checkpoints"></div>"#
     );
     frame(
         &format!("Trial {trial}"),

@@ -59,7 +59,7 @@ function poll(url, draw) {
   const live = document.getElementById("live");
   const run = async () => {
     try {
-      draw(await getJson(url));
+      await draw(await getJson(url));
       live.textContent = "live · updated " + new Date().toLocaleTimeString();
     } catch (error) {
       live.textContent = "not updated: " + error.message;
@@ -132,11 +132,14 @@ function chart(curve) {
   const xs = points.map((p) => p[0]), ys = points.map((p) => transform(p[1]));
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  // A constant curve (a fixed learning rate) gets a band around its value, not one of +-0.5.
+  if (y1 === y0) { const pad = Math.abs(y0) * 0.1 || 0.5; y0 -= pad; y1 += pad; }
   const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
   const py = (y) => height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
+  // Enough significant digits that the two axis labels of a narrow range differ.
+  const digits = Math.min(10, Math.max(3, Math.ceil(Math.log10(Math.max(Math.abs(y0), Math.abs(y1)) / (y1 - y0))) + 2));
   const label = (y) => curve.log_scale ? Math.pow(10, y).toExponential(1)
-    : (Math.abs(y) >= 1e5 || (y !== 0 && Math.abs(y) < 1e-3)) ? y.toExponential(2) : Number(y.toPrecision(3)).toString();
+    : (Math.abs(y) >= 1e5 || (y !== 0 && Math.abs(y) < 1e-3)) ? y.toExponential(2) : Number(y.toPrecision(digits)).toString();
   const polyline = points.map((p) => px(p[0]).toFixed(1) + "," + py(transform(p[1])).toFixed(1)).join(" ");
   const dots = points.length <= 60 ? points.map((p) =>
     '<circle r="2.2" fill="#2f80ed" cx="' + px(p[0]).toFixed(1) + '" cy="' + py(transform(p[1])).toFixed(1) + '"/>').join("") : "";
@@ -151,6 +154,85 @@ function chart(curve) {
     polyline + '"/>' + dots + "</svg></div>";
 }
 
+// The look of each operation's line, as `prime plot alphas` draws it (Okabe-Ito colours,
+// dashes for the parameter-free operations).
+const OP_LOOK = {
+  none: ["#999999", "1.5 3"], max_pool_3x3: ["#e69f00", "6 3"], avg_pool_3x3: ["#56b4e9", "6 3"],
+  skip_connect: ["#cc79a7", "1.5 3"], sep_conv_3x3: ["#009e73", ""], sep_conv_5x5: ["#0072b2", ""],
+  dil_conv_3x3: ["#d55e00", ""], dil_conv_5x5: ["#000000", ""], sep_conv_7x7: ["#999999", "6 3"],
+  conv_7x1_1x7: ["#999999", ""], tanh: ["#0072b2", ""], relu: ["#d55e00", ""], sigmoid: ["#009e73", ""],
+  identity: ["#cc79a7", "1.5 3"],
+};
+const CELL_TITLES = { normal: "Normal cell", reduce: "Reduction cell", recurrent: "Recurrent cell" };
+
+function opLook(op) {
+  return OP_LOOK[op] || ["#66788a", ""];
+}
+
+// One edge's panel: a line per operation over the clock, its own value axis.
+function alphaPanel(edge, ops, clock) {
+  const width = 220, height = 128, left = 40, right = 8, top = 20, bottom = 18;
+  const x0 = clock[0], x1 = clock.length > 1 && clock[clock.length - 1] > x0 ? clock[clock.length - 1] : x0 + 1;
+  // Each panel spans its own values: early in a search the alphas differ in the third digit.
+  let y0 = Math.min(...edge.values.map((series) => Math.min(...series)));
+  let y1 = Math.max(...edge.values.map((series) => Math.max(...series)));
+  if (y1 - y0 < 1e-4) { y0 -= 5e-5; y1 += 5e-5; }
+  const px = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
+  const py = (y) => height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
+  // The operation the projection would keep on this edge: the strongest other than none.
+  const last = edge.values.map((series, op) => ops[op] === "none" ? -1 : series[series.length - 1]);
+  const strongest = last.indexOf(Math.max(...last));
+  const lines = edge.values.map((series, op) => {
+    const [colour, dash] = opLook(ops[op]);
+    return '<polyline fill="none" stroke="' + colour + '" stroke-width="' + (op === strongest ? 2.2 : 1.3) + '"' +
+      (dash ? ' stroke-dasharray="' + dash + '"' : "") + ' points="' +
+      series.map((v, i) => px(clock[i]).toFixed(1) + "," + py(v).toFixed(1)).join(" ") + '"><title>' + esc(ops[op]) +
+      " " + esc(series[series.length - 1].toFixed(3)) + "</title></polyline>";
+  }).join("");
+  return '<svg class="alpha" data-points="' + clock.length + '" viewBox="0 0 ' + width + " " + height + '" width="100%">' +
+    '<text class="title" x="' + left + '" y="13">' + esc(edge.label) + '</text><text x="' + (width - right) +
+    '" y="13" text-anchor="end" style="fill:' + opLook(ops[strongest])[0] + '">' + esc(ops[strongest]) + "</text>" +
+    '<line x1="' + left + '" x2="' + left + '" y1="' + top + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
+    '<line x1="' + left + '" x2="' + (width - right) + '" y1="' + (height - bottom) + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
+    '<text x="' + (left - 3) + '" y="' + (top + 8) + '" text-anchor="end">' + esc(y1.toFixed(4)) + '</text><text x="' + (left - 3) +
+    '" y="' + (height - bottom) + '" text-anchor="end">' + esc(y0.toFixed(4)) + '</text><text x="' + left + '" y="' + (height - 5) + '">' +
+    esc(x0.toFixed(1)) + '</text><text x="' + (width - right) + '" y="' + (height - 5) + '" text-anchor="end">' +
+    esc(x1.toFixed(1)) + " ep</text>" + lines + "</svg>";
+}
+
+function drawAlphas(history) {
+  const ops = history.cells.length ? history.cells[0].ops : [];
+  const legend = '<p class="legend">' + ops.map((op) => {
+    const [colour, dash] = opLook(op);
+    return '<span><svg width="26" height="10"><line x1="0" x2="26" y1="5" y2="5" stroke="' + colour +
+      '" stroke-width="2"' + (dash ? ' stroke-dasharray="' + dash + '"' : "") + "/></svg>" + esc(op) + "</span>";
+  }).join("") + '<span class="muted">' + esc(history.records) + " records, " + esc(history.clock.length) +
+    " drawn · bold, and named on the right: each edge's strongest operation other than none</span></p>";
+  set("alphas", legend + history.cells.map((cell) => "<h3>" + esc(CELL_TITLES[cell.name] || cell.name) +
+    '</h3><div class="alpha-grid">' + cell.edges.map((edge) => alphaPanel(edge, cell.ops, history.clock)).join("") +
+    "</div>").join(""));
+}
+
+let alphasShown = null;
+
+async function updateAlphas(trial, alphas) {
+  if (!alphas) {
+    alphasShown = null;
+    set("alphas", '<p class="muted">' + (trial.kind === "search"
+      ? "The alphas arrive with the search's first checkpoint (after its first epoch)."
+      : "An evaluation trains a fixed cell: it has no alphas.") + "</p>");
+    return;
+  }
+  if (alphas.error) {
+    alphasShown = null;
+    set("alphas", '<p class="muted">' + esc(alphas.error) + "</p>");
+    return;
+  }
+  if (alphasShown === alphas.checkpoint_id) return;
+  drawAlphas(await getJson(alphas.url));
+  alphasShown = alphas.checkpoint_id;
+}
+
 function drawTrial(data) {
   const t = data.trial;
   document.getElementById("title").textContent = "Trial #" + t.id + " · " + t.label + " · " + t.dataset;
@@ -162,7 +244,7 @@ function drawTrial(data) {
     (t.parent_id ? "evaluation of " + trialLink(t.parent_id) : "") +
     (data.children.length ? "evaluated by " + data.children.map(trialLink).join(", ") : "") + "</dd></dl>");
   set("curves", data.curves.length ? data.curves.map(chart).join("") : '<p class="muted">No metrics yet.</p>');
-  set("cells", data.cells.length ? data.cells.join("") : '<p class="muted">' + esc(data.cells_note) + "</p>");
+  set("cells", (data.cells_note ? '<p class="muted">' + esc(data.cells_note) + "</p>" : "") + data.cells.join(""));
   set("attempts", data.attempts.length ? table(["attempt", "worker/slot", "started", "ended", "outcome"],
     data.attempts.map((a) => '<tr><td class="num">' + esc(a.epoch) + "</td><td>" + esc(a.worker) + "/" + esc(a.slot) +
       "</td><td>" + esc(when(a.started_unix_ms)) + "</td><td>" + esc(when(a.ended_unix_ms)) + "</td><td>" +
@@ -175,12 +257,17 @@ function drawTrial(data) {
     log.textContent = text || "(no log lines yet)";
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
-  set("checkpoints", data.checkpoints.length ? table(["checkpoint", "epochs", "size", "final", "created", ""],
+  const run = data.run_directory;
+  set("checkpoints", (run ? '<p class="downloads"><a id="run-directory" href="' + esc(run.url) + '">Run directory</a> ' +
+    '<span class="muted">(.tar, ' + esc((run.size / 1048576).toFixed(2)) + " MiB, " +
+    (run.final ? "final artifacts" : "after epoch " + esc(run.epochs_done)) + ")</span></p>" : "") +
+    (data.checkpoints.length ? table(["checkpoint", "epochs", "size", "final", "created", ""],
     data.checkpoints.map((c) => '<tr><td class="num">' + esc(c.id) + '</td><td class="num">' + esc(c.epochs_done) +
       '</td><td class="num">' + esc((c.size / 1048576).toFixed(2)) + " MiB</td><td>" + (c.final ? "yes" : "") + "</td><td>" +
-      esc(when(c.created_unix_ms)) + '</td><td><a href="/api/trials/' + esc(t.id) + "/checkpoints/" + esc(c.id) +
+      esc(when(c.created_unix_ms)) + '</td><td><a class="checkpoint" href="/api/trials/' + esc(t.id) + "/checkpoints/" + esc(c.id) +
       '">download</a></td></tr>'), [true, true, true])
-    : '<p class="muted">No checkpoint yet.</p>');
+    : '<p class="muted">No checkpoint yet.</p>'));
+  return updateAlphas(t, data.alphas);
 }
 
 function drawWorkers(data) {
