@@ -1,7 +1,9 @@
 //! The worker runtime: registers with the coordinator, keeps its lease with heartbeats,
-//! and runs one slot loop per device that asks for trials and runs them.
+//! sends step progress between them, and runs one slot loop per device that asks for trials
+//! and runs them.
 
 use crate::config::WorkerConfig;
+use crate::progress::report_progress;
 use crate::shared::{grace_over, pause, Shared, MAX_BACKOFF, MIN_BACKOFF};
 use crate::slot::run_trial;
 use crate::trainer::{Device, Trainer};
@@ -100,6 +102,7 @@ impl Worker {
     /// resume from their last committed checkpoint once the coordinator's lease expires).
     pub async fn run(self) -> Result<(), WorkerError> {
         let session_task = tokio::spawn(keep_session(self.shared.clone()));
+        let progress_task = tokio::spawn(report_progress(self.shared.clone()));
         let mut slot_tasks = tokio::task::JoinSet::new();
         for (index, device) in self.shared.config.devices.iter().enumerate() {
             slot_tasks.spawn(slot_loop(self.shared.clone(), index as u32, *device));
@@ -123,6 +126,7 @@ impl Worker {
                 }
             }
         }
+        progress_task.abort();
         session_task.abort();
         match session_task.await {
             Ok(Err(error)) => Err(error),
@@ -191,22 +195,10 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
             running: shared.running_reports(),
             stalled: shared.stalled_reports(),
             gpus: gpu_reports(&shared),
+            progress_only: false,
         };
         match shared.client.clone().heartbeat(request).await {
-            Ok(reply) => {
-                let orders = reply.into_inner();
-                for trial_id in orders.stop {
-                    if let Some(control) = shared.control_of(trial_id) {
-                        tracing::warn!(trial_id, "coordinator says stop");
-                        control.stop.store(true, Ordering::SeqCst);
-                    }
-                }
-                for trial_id in orders.preempt {
-                    if let Some(control) = shared.control_of(trial_id) {
-                        control.preempt.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
+            Ok(reply) => shared.obey(reply.into_inner()),
             Err(status) if status.code() == Code::Unauthenticated => {
                 tracing::warn!(%status, "session expired; registering again");
                 shared.session_expired();
