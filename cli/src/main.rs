@@ -1,6 +1,7 @@
 //! `prime`: the darts-prime command line.
 
 mod commands;
+mod config_choice;
 mod device;
 mod progress;
 mod run_dir;

@@ -226,9 +226,13 @@ impl Coordinator for CoordinatorService {
         let stalled: Vec<StalledSlot> = request.stalled.into_iter().map(Into::into).collect();
         let gpus = gpus_from_wire(request.gpus)
             .map_err(|error| CoordinatorError::Invalid(error.to_string()))?;
+        let progress_only = request.progress_only;
         let orders = self
             .state
             .try_call(move |state| {
+                if progress_only {
+                    return state.progress_update(&name, session, &running, now);
+                }
                 let orders = state.heartbeat(&name, session, &running, now)?;
                 state.record_stalled(&name, session, stalled, now)?;
                 state.record_gpus(&name, session, gpus)?;

@@ -201,6 +201,31 @@ impl State {
         running: &[RunningReport],
         now: Instant,
     ) -> Result<Orders, CoordinatorError> {
+        self.renew(name, session, running, true, now)
+    }
+
+    /// A progress update between heartbeats: as [`heartbeat`](Self::heartbeat), but the
+    /// progress is kept in memory only (volatile state, sent about once a second per busy
+    /// slot; the next heartbeat persists it), so a thousand workers cost no database commits.
+    pub fn progress_update(
+        &mut self,
+        name: &str,
+        session: u64,
+        running: &[RunningReport],
+        now: Instant,
+    ) -> Result<Orders, CoordinatorError> {
+        self.renew(name, session, running, false, now)
+    }
+
+    /// Renews the lease and records progress, in the database too when `persist`.
+    fn renew(
+        &mut self,
+        name: &str,
+        session: u64,
+        running: &[RunningReport],
+        persist: bool,
+        now: Instant,
+    ) -> Result<Orders, CoordinatorError> {
         let lease = self.config.lease;
         let worker = self.live_worker(name, session)?;
         worker.deadline = now + lease;
@@ -227,15 +252,15 @@ impl State {
                 updated.push(trial);
             }
         }
-        if !updated.is_empty() {
+        if persist && !updated.is_empty() {
             self.db.transaction(|transaction| {
                 updated
                     .iter()
                     .try_for_each(|trial| transaction.save_progress(trial.id, &trial.progress))
             })?;
-            for trial in updated {
-                self.install(trial);
-            }
+        }
+        for trial in updated {
+            self.install(trial);
         }
         Ok(orders)
     }

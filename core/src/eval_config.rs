@@ -4,12 +4,11 @@
 //! genotype is DARTS_V2, the reference script's default `--arch DARTS`.
 
 use crate::config::{
-    check_cnn_size, check_image_data, finite_non_negative, to_toml_text, unit_fraction, Checker,
+    annotated_toml, check_cnn_size, check_image_data, eval_keys, keys, to_toml_text, Checker,
     CheckpointConfig, ConfigError, LayeredConfig, WeightsConfig, CONFIG_VERSION,
 };
 use crate::dataset::ImageDataset;
 use crate::genotype::Genotype;
-use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -208,6 +207,11 @@ impl EvalConfig {
         to_toml_text(self, false)
     }
 
+    /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
+    pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
+        Ok(annotated_toml(&self.to_toml()?, eval_keys::EVAL_KEYS))
+    }
+
     /// Number of classes of the dataset.
     pub fn classes(&self) -> i64 {
         self.data.dataset.classes() as i64
@@ -225,29 +229,26 @@ impl LayeredConfig for EvalConfig {
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let check = Checker::new(origin);
         check.version(self.version)?;
-        check.count("epochs", self.epochs, &limits::EPOCHS)?;
-        check.count("report_every", self.report_every, &limits::REPORT_EVERY)?;
+        check.text(&eval_keys::LABEL, &self.label)?;
+        check.integer(&keys::EPOCHS, self.epochs)?;
+        check.integer(&eval_keys::REPORT_EVERY, self.report_every)?;
         let data = &self.data;
-        check.count("data.batch_size", data.batch_size, &limits::BATCH_SIZE)?;
-        check_image_data(&check, data.limit, data.cutout_length, data.prefetch)?;
+        check.integer(&eval_keys::EVAL_DATA_BATCH_SIZE, data.batch_size)?;
+        check_image_data(
+            &check,
+            (&eval_keys::EVAL_DATA_LIMIT, data.limit),
+            data.cutout_length,
+            data.prefetch,
+        )?;
         let network = &self.network;
         check_cnn_size(&check, network.init_channels, network.layers)?;
-        check.ensure(
-            "network.auxiliary_weight",
-            finite_non_negative(network.auxiliary_weight),
-            "expected a finite number >= 0",
+        check.number(
+            &eval_keys::NETWORK_AUXILIARY_WEIGHT,
+            network.auxiliary_weight,
         )?;
-        check.ensure(
-            "network.drop_path_prob",
-            unit_fraction(network.drop_path_prob),
-            "expected 0 <= probability < 1",
-        )?;
+        check.number(&eval_keys::NETWORK_DROP_PATH_PROB, network.drop_path_prob)?;
         self.weights.validate(&check)?;
-        check.count(
-            "checkpoint.every_epochs",
-            self.checkpoint.every_epochs,
-            &limits::CHECKPOINT_EVERY_EPOCHS,
-        )?;
+        check.integer(&keys::CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)?;
         match self.genotype.validate() {
             Ok(()) => Ok(()),
             Err(error) => Err(ConfigError::invalid(origin, "genotype", error.to_string())),
@@ -402,5 +403,34 @@ mod tests {
         let text = config.to_toml().unwrap();
         assert!(text.contains("[genotype]"), "{text}");
         assert_eq!(EvalConfig::from_toml(&text, "x", &[]).unwrap(), config);
+    }
+
+    #[test]
+    fn the_key_table_lists_every_key_once_and_nothing_else() {
+        let mut config = EvalConfig::default();
+        config.data.limit = Some(100);
+        crate::config::key_checks::assert_lists_every_key(&config, eval_keys::EVAL_KEYS);
+    }
+
+    #[test]
+    fn validation_enforces_exactly_the_listed_ranges() {
+        crate::config::key_checks::assert_ranges_enforced::<EvalConfig>(
+            eval_keys::EVAL_KEYS,
+            |_| Vec::new(),
+        );
+    }
+
+    #[test]
+    fn the_annotated_form_comments_every_key_and_reads_back_unchanged() {
+        let mut config = EvalConfig::default();
+        let text = config.to_annotated_toml().unwrap();
+        crate::config::key_checks::assert_annotated_reads_back(&config, &text);
+        assert!(text.contains("# limit is unset. Use only the first N training and N test"));
+        assert!(text.contains("# Operations and inputs of the normal cell's nodes."));
+        config.data.limit = Some(64);
+        config.speed.autocast = Autocast::Bf16;
+        config.genotype = Genotype::builtin("NASNet").unwrap();
+        let text = config.to_annotated_toml().unwrap();
+        crate::config::key_checks::assert_annotated_reads_back(&config, &text);
     }
 }

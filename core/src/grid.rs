@@ -846,4 +846,47 @@ run = { epochs = 600 }
         );
         assert!(error.message.contains("h_zero"), "{error}");
     }
+
+    #[test]
+    fn set_takes_the_keys_of_the_recurrent_and_evaluation_configs() {
+        let head = "version = 1\nname = \"g\"\ndatasets = [\"ptb\"]\nseeds = [7]\n\
+                    [[methods]]\npreset = \"darts-prime\"\n";
+        let grid = GridSpec::parse(
+            "g.toml",
+            &format!(
+                "{head}[search.set]\n\"network.nhid\" = 64\n\"data.bptt\" = 20\n\
+                 [evaluation.run.set]\n\"weights.nonmono\" = 3\n\"convergence\" = 0\n"
+            ),
+        )
+        .unwrap();
+        let evaluation = grid.evaluation.as_ref().unwrap();
+        assert_eq!(
+            evaluation.run_settings().set_overrides(),
+            ["convergence=0", "weights.nonmono=3"]
+        );
+        let error = GridSpec::parse(
+            "g.toml",
+            &format!(
+                "{head}[evaluation]\nseeds = 1\n[evaluation.run.set]\n\"network.dropout\" = 1.5\n"
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "evaluation.run.set.network.dropout");
+        assert!(error.message.contains("0 <= x < 1"), "{error}");
+        let cifar = head.replace("ptb", "cifar10");
+        GridSpec::parse(
+            "g.toml",
+            &format!(
+                "{cifar}[evaluation.run.set]\n\"network.drop_path_prob\" = 0.3\n\
+                 \"speed.autocast\" = \"bf16\"\n"
+            ),
+        )
+        .unwrap();
+        let error = GridSpec::parse(
+            "g.toml",
+            &format!("{cifar}[evaluation.run.set]\n\"weights.nonmono\" = 3\n"),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "evaluation.run.set.weights.nonmono");
+    }
 }

@@ -27,6 +27,14 @@ pub const LAYERS: RangeInclusive<u64> = 1..=256;
 /// PTB about 930,000 tokens.
 pub const TRAIN_SAMPLES: RangeInclusive<u64> = 1..=100_000_000;
 
+/// Training tokens a recurrent run may be limited to: at least 3, so that a batch has an
+/// input and a target after the split into columns.
+pub const TRAIN_TOKENS: RangeInclusive<u64> = 3..=100_000_000;
+
+/// Characters of a genotype label: a built-in name or a genotype file's name, which file
+/// systems keep to 255 bytes.
+pub const LABEL_CHARS: RangeInclusive<u64> = 1..=255;
+
 /// Evaluation runs per genotype (the paper uses 1); each one is a multi-day trial.
 pub const EVALUATION_SEEDS: RangeInclusive<u64> = 1..=64;
 

@@ -501,6 +501,7 @@ async fn retry_extend_and_fetch_a_grid_through_the_cli() {
             "result.json",
             "spec.json",
             "final/weights.bin",
+            "events.out.tfevents.prime",
         ] {
             assert!(files.iter().any(|file| file == name), "{subdir}: {files:?}");
         }

@@ -995,3 +995,42 @@ async fn gpu_requests_travel_with_the_trials_and_unplaceable_ones_are_reported()
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_progress_reaches_the_coordinator_between_heartbeats() {
+    // Heartbeats every 30 s and one checkpoint per 10 s epoch: only the worker's progress
+    // updates can show a step count inside the first epoch within the test's time.
+    let mut cluster = Cluster::start_with(400, 25, |config| {
+        config.heartbeat = Duration::from_secs(30);
+        config.lease = Duration::from_secs(90);
+    })
+    .await;
+    cluster.add_worker("live", 1, |config| {
+        config.progress_every = Duration::from_millis(200);
+    });
+    cluster
+        .submit(&small_grid("steps", &["darts"], &[1], 2, 1))
+        .await;
+    let inside_first_epoch = |trials: &[pb::TrialView]| {
+        trials
+            .iter()
+            .filter_map(|trial| trial.progress)
+            .find(|progress| progress.epochs_done == 0 && progress.steps_done > 0)
+    };
+    let limit = Duration::from_secs(8);
+    let first = cluster
+        .wait_for("steps", limit, "a step count", |trials| {
+            inside_first_epoch(trials).is_some()
+        })
+        .await;
+    let earlier = inside_first_epoch(&first).unwrap().steps_done;
+    let later = cluster
+        .wait_for("steps", limit, "the step count moving on", |trials| {
+            inside_first_epoch(trials).is_some_and(|progress| progress.steps_done > earlier)
+        })
+        .await;
+    let progress = inside_first_epoch(&later).unwrap();
+    assert!(progress.steps_done < 400, "{progress:?}");
+    assert_eq!(progress.steps_total, 800, "{progress:?}");
+    cluster.shutdown().await;
+}

@@ -13,6 +13,11 @@ use std::time::Duration;
 /// paper's runs (minutes at most), far shorter than leaving a GPU idle overnight.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Default shortest time between two progress updates of a slot: a live view at most about
+/// a second behind, at most one small message per busy slot per second (a thousand busy
+/// workers send the coordinator a few thousand in-memory updates a second, no commits).
+pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Default shutdown grace: how long a worker told to stop (SIGTERM, SIGUSR1) keeps trying to
 /// upload its trials' checkpoints and report them preempted before it exits anyway. Slurm's
 /// warning signal (`--signal=B:USR1@120`) comes 120 s before the kill and systemd waits 300 s
@@ -44,6 +49,9 @@ pub struct WorkerConfig {
     pub checkpoint: CheckpointPolicy,
     /// Pause between requests for work while nothing is queued.
     pub poll_interval: Duration,
+    /// Shortest time between two progress updates of a slot between heartbeats (the live
+    /// view's delay); zero sends progress with heartbeats only.
+    pub progress_every: Duration,
     /// Size of checkpoint chunks on the wire.
     pub chunk_size: usize,
     /// Metric records per batch.
@@ -83,6 +91,7 @@ impl WorkerConfig {
                 every: Duration::from_secs(15 * 60),
             },
             poll_interval: Duration::from_secs(2),
+            progress_every: DEFAULT_PROGRESS_EVERY,
             chunk_size: 1 << 20,
             metric_batch: 512,
             metric_flush: Duration::from_millis(500),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod hardware;
 pub mod nas;
 pub mod observer;
+mod progress;
 mod runtime;
 mod shared;
 pub mod simulated;

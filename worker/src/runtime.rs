@@ -1,8 +1,9 @@
 //! The worker runtime: registers with the coordinator, keeps its lease with heartbeats,
-//! and runs the request loop: while a slot has room it asks for a trial on it, and runs each
+//! sends step progress between them, and runs the request loop: while a slot has room it asks for a trial on it, and runs each
 //! assignment on the slots the coordinator chose, each trial on its own thread.
 
 use crate::config::WorkerConfig;
+use crate::progress::report_progress;
 use crate::shared::{grace_over, pause, until_shutdown, Shared, MAX_BACKOFF, MIN_BACKOFF};
 use crate::slot::{occupy, run_trial};
 use crate::trainer::{Device, Trainer};
@@ -102,6 +103,7 @@ impl Worker {
     /// resume from their last committed checkpoint once the coordinator's lease expires).
     pub async fn run(self) -> Result<(), WorkerError> {
         let session_task = tokio::spawn(keep_session(self.shared.clone()));
+        let progress_task = tokio::spawn(report_progress(self.shared.clone()));
         let mut requests = tokio::spawn(request_loop(self.shared.clone()));
         tokio::select! {
             joined = &mut requests => {
@@ -120,6 +122,7 @@ impl Worker {
                 requests.abort();
             }
         }
+        progress_task.abort();
         session_task.abort();
         match session_task.await {
             Ok(Err(error)) => Err(error),
@@ -185,22 +188,10 @@ async fn keep_session(shared: Arc<Shared>) -> Result<(), WorkerError> {
             running: shared.running_reports(),
             stalled: shared.stalled_reports(),
             gpus: gpu_reports(&shared),
+            progress_only: false,
         };
         match shared.client.clone().heartbeat(request).await {
-            Ok(reply) => {
-                let orders = reply.into_inner();
-                for trial_id in orders.stop {
-                    if let Some(control) = shared.control_of(trial_id) {
-                        tracing::warn!(trial_id, "coordinator says stop");
-                        control.stop.store(true, Ordering::SeqCst);
-                    }
-                }
-                for trial_id in orders.preempt {
-                    if let Some(control) = shared.control_of(trial_id) {
-                        control.preempt.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
+            Ok(reply) => shared.obey(reply.into_inner()),
             Err(status) if status.code() == Code::Unauthenticated => {
                 tracing::warn!(%status, "session expired; registering again");
                 shared.session_expired();

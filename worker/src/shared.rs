@@ -129,6 +129,21 @@ impl Shared {
         slot_with_room(self.config.devices.len() as u32, &holdings, &stalled)
     }
 
+    /// Carries out the orders of a heartbeat's reply: stop or preempt the trials it names.
+    pub(crate) fn obey(&self, orders: pb::HeartbeatReply) {
+        for trial_id in orders.stop {
+            if let Some(control) = self.control_of(trial_id) {
+                tracing::warn!(trial_id, "coordinator says stop");
+                control.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        for trial_id in orders.preempt {
+            if let Some(control) = self.control_of(trial_id) {
+                control.preempt.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// Asks every running trial to checkpoint and stop, and the slots to take no more; the
     /// first request starts the grace period.
     pub fn begin_shutdown(&self) {

@@ -8,6 +8,7 @@ use prime_core::checkpoint_layout::{Manifest, CHECKPOINT_FORMAT, MANIFEST_FILE};
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{Control, Progress, RunObserver};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
+use prime_nas::run::events::EventWriter;
 use prime_proto::archive::sha256_hex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -526,7 +527,12 @@ impl SimulatedTrainer {
                 self.weights(state.accumulator),
             )?;
             let result_json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
-            std::fs::write(final_dir.join("result.json"), result_json)
+            std::fs::write(final_dir.join("result.json"), result_json)?;
+            // The engine's run directory holds a TensorBoard event file; so does this one.
+            let mut events = EventWriter::open(&job.run_dir, None)?;
+            let scalars = [("final/checksum".to_string(), checksum(state.accumulator))];
+            events.scalars(state.steps_done, &scalars)?;
+            events.flush().map(drop)
         };
         write_final().map_err(|error| io_error("writing the final artifacts", error))?;
         let record = MetricRecord::new(

@@ -1,87 +1,186 @@
-//! `prime config`: the fully resolved search configuration with a comment per key, and the
-//! list of every key with its type, default and range (both from the key table that
-//! validation uses, `prime_core::config::keys`).
+//! `prime config`: the fully resolved configuration of a search or an evaluation, CNN or
+//! recurrent, with a comment per key, and the list of every key with its type, default and
+//! range (both from the key tables that validation uses, `prime_core::config::keys`,
+//! `eval_keys` and `rnn_keys`).
 
-use super::search::{resolved_config, ConfigSource};
-use anyhow::bail;
+use crate::config_choice::SearchConfigArgs;
 use clap::{Args, Subcommand};
-use prime_core::config::keys::SEARCH_KEYS;
+use prime_core::config::eval_keys::EVAL_KEYS;
+use prime_core::config::keys::{Key, SEARCH_KEYS};
+use prime_core::config::rnn_keys::{RNN_EVAL_KEYS, RNN_SEARCH_KEYS};
 use prime_core::config::SearchConfig;
 use prime_core::dataset::Dataset;
-use std::path::PathBuf;
+use prime_core::eval_config::EvalConfig;
+use prime_core::rnn_config::{RnnEvalConfig, RnnSearchConfig};
+use prime_nas::eval::resolve_genotype;
+use prime_nas::rnn::eval::resolve_rnn_genotype;
 
 /// `prime config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print the resolved search configuration as TOML, one comment per key; `prime search
-    /// --config FILE` reads the output back.
+    /// Print the resolved configuration as TOML, one comment per key: a search's (`prime
+    /// search --config FILE` reads it back) or with --eval an evaluation's (`prime eval
+    /// --config FILE`); --dataset ptb for the recurrent ones.
     Show(ShowArgs),
-    /// List every key of the search configuration with its type, default and range.
-    Keys,
+    /// List every key of a configuration with its type, default and range.
+    Keys(KeysArgs),
 }
 
-/// Arguments of `prime config show`: the same as `prime search` takes to choose its config.
+/// Arguments of `prime config show`: those `prime search` takes to choose its config, or with
+/// --eval those of `prime eval`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Config file to resolve instead of a method preset.
-    #[arg(long, value_name = "FILE", conflicts_with = "method")]
-    config: Option<PathBuf>,
-    /// Method preset (darts, cs10, fimt, pr, darts-prime, crb, ...); default darts.
-    #[arg(long, value_name = "NAME")]
-    method: Option<String>,
-    /// Dataset: cifar10 or cifar100.
+    #[command(flatten)]
+    config: SearchConfigArgs,
+    /// The evaluation (retraining) configuration instead of the search's.
+    #[arg(long, conflicts_with = "method")]
+    eval: bool,
+    /// With --eval: the genotype to retrain, as `prime eval --genotype` takes it; default: the
+    /// config file's, or DARTS_V2.
+    #[arg(long, value_name = "NAME|FILE|RUN_DIR", requires = "eval")]
+    genotype: Option<String>,
+}
+
+/// Arguments of `prime config keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Dataset: cifar10 or cifar100 (the CNN configs, the default) or ptb (the recurrent ones).
     #[arg(long)]
     dataset: Option<String>,
-    /// Seed; shorthand for --set seed=N.
+    /// The keys of the evaluation configuration instead of the search's.
     #[arg(long)]
-    seed: Option<u64>,
-    /// Override a config value (dotted key, see `prime config keys`). Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    eval: bool,
+}
+
+/// Which of the four configurations: CNN or recurrent, search or evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigKind {
+    Search,
+    RecurrentSearch,
+    Evaluation,
+    RecurrentEvaluation,
+}
+
+impl ConfigKind {
+    /// The kind that `--dataset` and `--eval` choose.
+    fn of(dataset: Option<&str>, eval: bool) -> anyhow::Result<Self> {
+        let dataset: Option<Dataset> = dataset
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let recurrent = dataset == Some(Dataset::Ptb);
+        Ok(match (recurrent, eval) {
+            (false, false) => ConfigKind::Search,
+            (true, false) => ConfigKind::RecurrentSearch,
+            (false, true) => ConfigKind::Evaluation,
+            (true, true) => ConfigKind::RecurrentEvaluation,
+        })
+    }
+
+    /// What the config is called in the header of `config show`.
+    fn title(self) -> &'static str {
+        match self {
+            ConfigKind::Search => "search configuration",
+            ConfigKind::RecurrentSearch => "recurrent (Penn Treebank) search configuration",
+            ConfigKind::Evaluation => "evaluation configuration",
+            ConfigKind::RecurrentEvaluation => "recurrent (Penn Treebank) evaluation configuration",
+        }
+    }
+
+    /// The command that runs the config.
+    fn command(self) -> &'static str {
+        match self {
+            ConfigKind::Search | ConfigKind::RecurrentSearch => "prime search",
+            ConfigKind::Evaluation | ConfigKind::RecurrentEvaluation => "prime eval",
+        }
+    }
+
+    /// Its key table.
+    fn keys(self) -> &'static [Key] {
+        match self {
+            ConfigKind::Search => SEARCH_KEYS,
+            ConfigKind::RecurrentSearch => RNN_SEARCH_KEYS,
+            ConfigKind::Evaluation => EVAL_KEYS,
+            ConfigKind::RecurrentEvaluation => RNN_EVAL_KEYS,
+        }
+    }
+
+    /// Its defaults as a TOML table.
+    fn defaults(self) -> anyhow::Result<toml::Table> {
+        Ok(match self {
+            ConfigKind::Search => toml::Table::try_from(SearchConfig::default())?,
+            ConfigKind::RecurrentSearch => toml::Table::try_from(RnnSearchConfig::default())?,
+            ConfigKind::Evaluation => toml::Table::try_from(EvalConfig::default())?,
+            ConfigKind::RecurrentEvaluation => toml::Table::try_from(RnnEvalConfig::default())?,
+        })
+    }
 }
 
 /// Runs `prime config ...`.
 pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Show(args) => show(args),
-        ConfigCommand::Keys => keys(),
+        ConfigCommand::Keys(args) => keys(args),
     }
+}
+
+/// The annotated TOML of the config `args` choose.
+fn annotated(kind: ConfigKind, args: &ShowArgs) -> anyhow::Result<String> {
+    let choice = &args.config;
+    Ok(match kind {
+        ConfigKind::Search => choice.search_config()?.to_annotated_toml()?,
+        ConfigKind::RecurrentSearch => choice.recurrent_search_config()?.to_annotated_toml()?,
+        ConfigKind::Evaluation => {
+            let genotype = args.genotype.as_deref().map(resolve_genotype).transpose()?;
+            choice
+                .source
+                .eval_config(None, genotype)?
+                .to_annotated_toml()?
+        }
+        ConfigKind::RecurrentEvaluation => {
+            let genotype = args
+                .genotype
+                .as_deref()
+                .map(resolve_rnn_genotype)
+                .transpose()?;
+            choice
+                .source
+                .recurrent_eval_config(None, genotype)?
+                .to_annotated_toml()?
+        }
+    })
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<()> {
-    if args.dataset.as_deref().and_then(|name| name.parse().ok()) == Some(Dataset::Ptb) {
-        bail!(
-            "config show resolves the CIFAR search configuration; the Penn Treebank search \
-             (--dataset ptb) has its own keys, written to config.toml in its run directory"
-        );
-    }
-    let source = ConfigSource {
-        config: args.config,
-        method: args.method,
-        dataset: args.dataset,
-        seed: args.seed,
-        overrides: args.overrides,
-    };
-    let config = resolved_config(&source)?;
-    let origin = match &source.config {
-        Some(path) => path.display().to_string(),
-        None => format!("the {} preset", config.method),
+    let kind = ConfigKind::of(args.config.source.dataset.as_deref(), args.eval)?;
+    let text = annotated(kind, &args)?;
+    let origin = match (&args.config.source.config, &args.config.method) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(method)) => format!("the {method} preset"),
+        (None, None) if kind == ConfigKind::Search || kind == ConfigKind::RecurrentSearch => {
+            "the darts preset".to_string()
+        }
+        (None, None) => "the defaults".to_string(),
     };
     println!(
-        "# The search configuration of {origin}{}, as `prime search` runs it.",
-        if source.overrides.is_empty() {
+        "# The {} of {origin}{}, as `{}` runs it.",
+        kind.title(),
+        if args.config.source.overrides.is_empty() {
             ""
         } else {
             " with the --set overrides"
-        }
+        },
+        kind.command()
     );
-    print!("{}", config.to_annotated_toml()?);
+    print!("{text}");
     Ok(())
 }
 
-fn keys() -> anyhow::Result<()> {
-    let defaults = toml::Table::try_from(SearchConfig::default())?;
-    let rows: Vec<[String; 5]> = SEARCH_KEYS
+fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let kind = ConfigKind::of(args.dataset.as_deref(), args.eval)?;
+    let defaults = kind.defaults()?;
+    let rows: Vec<[String; 5]> = kind
+        .keys()
         .iter()
         .map(|key| {
             [
@@ -111,6 +210,10 @@ fn keys() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longest default the key list prints whole; a longer list (a genotype's cells) is shown as
+/// its length, and `config show` prints it in full.
+const LONGEST_LISTED_DEFAULT: usize = 24;
+
 /// The default of dotted `name` in `defaults`, as TOML writes it; `unset` for an option the
 /// defaults leave out.
 fn default_of(defaults: &toml::Table, name: &str) -> String {
@@ -121,5 +224,16 @@ fn default_of(defaults: &toml::Table, name: &str) -> String {
             .and_then(toml::Value::as_table)
             .and_then(|table| table.get(part));
     }
-    value.map_or_else(|| "unset".to_string(), toml::Value::to_string)
+    match value {
+        None => "unset".to_string(),
+        Some(value) => {
+            let text = value.to_string();
+            match value {
+                toml::Value::Array(items) if text.chars().count() > LONGEST_LISTED_DEFAULT => {
+                    format!("[{} items]", items.len())
+                }
+                _ => text,
+            }
+        }
+    }
 }

@@ -2,13 +2,13 @@
 //! bar; Ctrl-C stops at the next step with a checkpoint, `--resume DIR` continues.
 
 use super::ptb;
+use crate::config_choice::ConfigArgs;
 use crate::device::{parse_device, MachineArgs};
 use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use prime_core::config::LayeredConfig;
-use prime_core::dataset::Dataset;
 use prime_core::eval_config::EvalConfig;
 use prime_core::rnn_config::RnnEvalConfig;
 use prime_nas::cnn::eval_cost::{multiply_accumulates, ParameterCounts};
@@ -17,7 +17,6 @@ use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::{resolve_genotype, run_eval_data_parallel};
 use prime_nas::run::layout::{CONFIG_FILE, TEST_REPORT};
 use prime_nas::run::RunOptions;
-use std::path::PathBuf;
 
 /// Arguments of `prime eval`.
 #[derive(Debug, Args)]
@@ -31,25 +30,14 @@ pub struct EvalArgs {
         required_unless_present = "resume"
     )]
     genotype: Option<String>,
-    /// Dataset: cifar10 or cifar100 (shorthand for --set data.dataset=NAME), or ptb to retrain
-    /// a recurrent genotype on Penn Treebank (850-d cells, NT-ASGD, early stop; corpus in
-    /// --data-dir or its ptb folder).
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Epochs (default 600); shorthand for --set epochs=N.
+    /// Epochs (default 600; PTB 1200); shorthand for --set epochs=N.
     #[arg(long)]
     epochs: Option<u32>,
-    /// Seed (default 0); shorthand for --set seed=N.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Evaluation config file (TOML, version = 1; a recurrent one with --dataset ptb); default:
-    /// the paper's evaluation settings (CIFAR: 600 epochs, 36 channels, 20 cells, cutout,
-    /// drop path, auxiliary head; PTB: the reference's 850-d retraining).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config value (dotted key), e.g. --set speed.autocast=bf16. Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    // The config: by default the paper's evaluation settings (CIFAR: 600 epochs, 36 channels,
+    // 20 cells, cutout, drop path, auxiliary head; PTB: the reference's 850-d retraining with
+    // NT-ASGD and early stop), which `prime config show --eval` prints.
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Train data-parallel on these devices, one rank each (e.g. cpu,cpu or cuda:0,cuda:1):
     /// every rank trains on its share of each batch of data.batch_size images, and batch norm
     /// normalises each share on its own. Replaces --device; CIFAR only.
@@ -75,44 +63,24 @@ fn recurrent_config(args: &EvalArgs) -> anyhow::Result<Option<RnnEvalConfig>> {
             "an evaluation",
         );
     }
-    let Some(dataset) = &args.dataset else {
-        return Ok(None);
-    };
-    if dataset.parse::<Dataset>().ok() != Some(Dataset::Ptb) {
+    if !args.config.is_ptb() {
         return Ok(None);
     }
     let argument = args
         .genotype
         .as_deref()
         .context("--genotype is required for a new run")?;
-    let (genotype, label) = prime_nas::rnn::eval::resolve_rnn_genotype(argument)?;
-    let mut overrides = Vec::new();
-    if let Some(epochs) = args.epochs {
-        overrides.push(format!("epochs={epochs}"));
-    }
-    if let Some(seed) = args.seed {
-        overrides.push(format!("seed={seed}"));
-    }
-    overrides.extend(args.overrides.iter().cloned());
-    let mut config = match &args.config {
-        Some(path) => RnnEvalConfig::load(path, &overrides)?,
-        None => RnnEvalConfig::for_genotype(genotype.clone(), &label, &overrides)?,
-    };
-    config.genotype = genotype;
-    config.label = label;
-    config.validate("prime eval")?;
+    let genotype = prime_nas::rnn::eval::resolve_rnn_genotype(argument)?;
+    let config = args
+        .config
+        .recurrent_eval_config(args.epochs, Some(genotype))?;
     Ok(Some(config))
 }
 
 /// Runs `prime eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.run.resume.is_some()
-        && (args.genotype.is_some()
-            || args.dataset.is_some()
-            || args.epochs.is_some()
-            || args.seed.is_some()
-            || args.config.is_some()
-            || !args.overrides.is_empty())
+        && (args.genotype.is_some() || args.epochs.is_some() || args.config.any_given())
     {
         bail!(
             "--resume continues with the config stored in the run directory; drop \
@@ -231,27 +199,8 @@ fn new_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
         .genotype
         .as_deref()
         .context("--genotype is required for a new run")?;
-    let (genotype, label) = resolve_genotype(argument)?;
-    let mut overrides = Vec::new();
-    if let Some(dataset) = &args.dataset {
-        let dataset: prime_core::dataset::ImageDataset = dataset.parse()?;
-        overrides.push(format!("data.dataset=\"{dataset}\""));
-    }
-    if let Some(epochs) = args.epochs {
-        overrides.push(format!("epochs={epochs}"));
-    }
-    if let Some(seed) = args.seed {
-        overrides.push(format!("seed={seed}"));
-    }
-    overrides.extend(args.overrides.iter().cloned());
-    let mut config = match &args.config {
-        Some(path) => EvalConfig::load(path, &overrides)?,
-        None => EvalConfig::from_overrides(&overrides)?,
-    };
-    config.genotype = genotype;
-    config.label = label;
-    config.validate("prime eval")?;
-    Ok(config)
+    args.config
+        .eval_config(args.epochs, Some(resolve_genotype(argument)?))
 }
 
 /// Parameters (SPEC 6.7 convention) and multiply-accumulates of the evaluation network of

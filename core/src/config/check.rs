@@ -63,6 +63,25 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `Err` naming `key` unless `value` has as many characters as the key's range admits.
+    pub(crate) fn text(&self, key: &Key, value: &str) -> Result<(), ConfigError> {
+        match &key.range {
+            KeyRange::Text(range) => {
+                let length = value.chars().count();
+                self.ensure(
+                    key.name,
+                    range.contains(&(length as u64)),
+                    &format!("expected {}, got {length}", key.range),
+                )
+            }
+            other => Err(ConfigError::invalid(
+                self.origin,
+                key.name,
+                format!("expected {other}, got the text `{value}`"),
+            )),
+        }
+    }
+
     /// `Err` unless `version` is the one format version this build reads.
     pub(crate) fn version(&self, version: u32) -> Result<(), ConfigError> {
         self.ensure(
@@ -86,17 +105,6 @@ impl<'a> Checker<'a> {
             .map_err(|message| ConfigError::invalid(self.origin, field, message))
     }
 
-    /// `Err` naming `field` unless `value` lies in `range`.
-    pub(crate) fn real(
-        &self,
-        field: &str,
-        value: f64,
-        range: &RangeInclusive<f64>,
-    ) -> Result<(), ConfigError> {
-        limits::check_real(value, range)
-            .map_err(|message| ConfigError::invalid(self.origin, field, message))
-    }
-
     /// `Err` unless `method` names a preset or is `custom`: the name labels results, run
     /// directories and figures, so a misspelt or invented one would mislabel them.
     pub(crate) fn method(&self, method: &str) -> Result<(), ConfigError> {
@@ -111,21 +119,6 @@ impl<'a> Checker<'a> {
             ),
         )
     }
-}
-
-/// Whether `value` is a finite number greater than 0.
-pub(crate) fn finite_positive(value: f64) -> bool {
-    value.is_finite() && value > 0.0
-}
-
-/// Whether `value` is a finite number not below 0.
-pub(crate) fn finite_non_negative(value: f64) -> bool {
-    value.is_finite() && value >= 0.0
-}
-
-/// Whether `value` is a probability-like fraction in [0, 1).
-pub(crate) fn unit_fraction(value: f64) -> bool {
-    (0.0..1.0).contains(&value)
 }
 
 /// The alpha optimizer's Adam settings, checked alike by the CNN and the recurrent search.
@@ -149,15 +142,15 @@ impl AdamSettings {
 }
 
 /// Checks the image-data settings the CNN search and evaluation share: the optional image
-/// limit, the cutout length and the prefetch depth.
+/// limit (with the config's own key), the cutout length and the prefetch depth.
 pub(crate) fn check_image_data(
     check: &Checker<'_>,
-    limit: Option<usize>,
+    (limit_key, limit): (&Key, Option<usize>),
     cutout_length: usize,
     prefetch: usize,
 ) -> Result<(), ConfigError> {
     if let Some(limit) = limit {
-        check.integer(&keys::DATA_LIMIT, limit)?;
+        check.integer(limit_key, limit)?;
     }
     check.integer(&keys::DATA_CUTOUT_LENGTH, cutout_length)?;
     check.integer(&keys::DATA_PREFETCH, prefetch)

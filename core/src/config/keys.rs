@@ -1,7 +1,8 @@
 //! Every key of the search configuration with its type, range and a one-line description: the
 //! one table that validation checks values against, `prime config keys` lists, and `prime
 //! config show` writes as comments. Defaults are not repeated here; they come from
-//! [`SearchConfig::default`](super::SearchConfig).
+//! [`SearchConfig::default`](super::SearchConfig). The evaluation and recurrent configs have
+//! their tables beside this one (`eval_keys`, `rnn_keys`), built from the same kinds of key.
 
 use crate::limits;
 use crate::methods::METHOD_NAMES;
@@ -41,6 +42,10 @@ pub enum KeyRange {
     Method,
     /// The format version; only this one.
     Version(u32),
+    /// Text of this many characters.
+    Text(RangeInclusive<u64>),
+    /// A list that the genotype's own checks validate; the text says what it holds.
+    Genes(&'static str),
 }
 
 /// The range of a real-valued key: finite, above (or at) `low`, below (or at) `high`.
@@ -118,6 +123,8 @@ impl KeyRange {
             KeyRange::Real(_) => "float",
             KeyRange::Choice(_) | KeyRange::Method => "string",
             KeyRange::Flag => "bool",
+            KeyRange::Text(_) => "string",
+            KeyRange::Genes(_) => "array",
         }
     }
 }
@@ -136,12 +143,20 @@ impl fmt::Display for KeyRange {
             KeyRange::Seed => write!(f, "0..={}", i64::MAX),
             KeyRange::Method => write!(f, "{} | {CUSTOM_METHOD}", METHOD_NAMES.join(" | ")),
             KeyRange::Version(version) => write!(f, "{version}"),
+            KeyRange::Text(range) => {
+                write!(f, "{}..={} characters", range.start(), range.end())
+            }
+            KeyRange::Genes(what) => write!(f, "{what}"),
         }
     }
 }
 
 /// A key whose value is an integer in `range`.
-const fn count(name: &'static str, range: RangeInclusive<u64>, doc: &'static str) -> Key {
+pub(crate) const fn count(
+    name: &'static str,
+    range: RangeInclusive<u64>,
+    doc: &'static str,
+) -> Key {
     Key {
         name,
         doc,
@@ -150,7 +165,7 @@ const fn count(name: &'static str, range: RangeInclusive<u64>, doc: &'static str
 }
 
 /// A key whose value is a finite real in `range`.
-const fn real(name: &'static str, range: RealRange, doc: &'static str) -> Key {
+pub(crate) const fn real(name: &'static str, range: RealRange, doc: &'static str) -> Key {
     Key {
         name,
         doc,
@@ -159,7 +174,11 @@ const fn real(name: &'static str, range: RealRange, doc: &'static str) -> Key {
 }
 
 /// A key whose value is one of `words`.
-const fn choice(name: &'static str, words: &'static [&'static str], doc: &'static str) -> Key {
+pub(crate) const fn choice(
+    name: &'static str,
+    words: &'static [&'static str],
+    doc: &'static str,
+) -> Key {
     Key {
         name,
         doc,
@@ -168,11 +187,33 @@ const fn choice(name: &'static str, words: &'static [&'static str], doc: &'stati
 }
 
 /// A boolean key.
-const fn flag(name: &'static str, doc: &'static str) -> Key {
+pub(crate) const fn flag(name: &'static str, doc: &'static str) -> Key {
     Key {
         name,
         doc,
         range: KeyRange::Flag,
+    }
+}
+
+/// A key whose value is an integer in `range`, or left out.
+pub(crate) const fn optional_count(
+    name: &'static str,
+    range: RangeInclusive<u64>,
+    doc: &'static str,
+) -> Key {
+    Key {
+        name,
+        doc,
+        range: KeyRange::OptionalCount(range),
+    }
+}
+
+/// A key whose value is a list of genes or states that the genotype's checks validate.
+pub(crate) const fn genes(name: &'static str, what: &'static str, doc: &'static str) -> Key {
+    Key {
+        name,
+        doc,
+        range: KeyRange::Genes(what),
     }
 }
 
@@ -492,39 +533,17 @@ pub fn search_key(name: &str) -> Option<&'static Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::key_checks::{
+        assert_annotated_reads_back, assert_lists_every_key, assert_ranges_enforced,
+    };
     use crate::config::{LayeredConfig, SearchConfig};
     use crate::presets;
 
-    /// The dotted names of every leaf of `value` (a config as JSON, where unset options are
-    /// `null` rather than left out).
-    fn leaves(prefix: &str, value: &serde_json::Value, into: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(fields) => {
-                for (name, field) in fields {
-                    let dotted = if prefix.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{prefix}.{name}")
-                    };
-                    leaves(&dotted, field, into);
-                }
-            }
-            _ => into.push(prefix.to_string()),
-        }
-    }
-
     #[test]
     fn every_config_key_is_listed_once_and_every_listed_key_exists() {
-        let mut config_keys = Vec::new();
         let mut config = SearchConfig::default();
         config.speed.read_back_every = 2;
-        leaves("", &serde_json::to_value(config).unwrap(), &mut config_keys);
-        config_keys.sort();
-        let mut listed: Vec<String> = SEARCH_KEYS.iter().map(|key| key.name.to_string()).collect();
-        listed.sort();
-        assert_eq!(config_keys, listed);
-        listed.dedup();
-        assert_eq!(listed.len(), SEARCH_KEYS.len());
+        assert_lists_every_key(&config, SEARCH_KEYS);
     }
 
     /// Overrides that make room for `key`'s extremes (the multiplier is at most the steps).
@@ -536,78 +555,9 @@ mod tests {
         }
     }
 
-    fn accepts(key: &Key, value: &str) -> bool {
-        let mut overrides = room_for(key);
-        overrides.push(format!("{}={value}", key.name));
-        match SearchConfig::from_overrides(&overrides) {
-            Ok(_) => true,
-            Err(error) => {
-                let message = error.to_string();
-                assert!(message.contains(key.name), "{value}: {message}");
-                false
-            }
-        }
-    }
-
     #[test]
     fn validation_enforces_exactly_the_listed_ranges() {
-        for key in SEARCH_KEYS {
-            match &key.range {
-                KeyRange::Count(range) | KeyRange::OptionalCount(range) => {
-                    assert!(accepts(key, &range.start().to_string()), "{}", key.name);
-                    assert!(accepts(key, &range.end().to_string()), "{}", key.name);
-                    assert!(
-                        !accepts(key, &(range.end() + 1).to_string()),
-                        "{}",
-                        key.name
-                    );
-                    if *range.start() > 0 {
-                        assert!(
-                            !accepts(key, &(range.start() - 1).to_string()),
-                            "{}",
-                            key.name
-                        );
-                    }
-                }
-                KeyRange::Real(range) => {
-                    let low = format!("{:?}", range.low);
-                    assert_eq!(accepts(key, &low), range.low_inclusive, "{}", key.name);
-                    if range.high.is_finite() {
-                        let high = format!("{:?}", range.high);
-                        assert_eq!(accepts(key, &high), range.high_inclusive, "{}", key.name);
-                        let middle = format!("{:?}", (range.low + range.high) / 2.0);
-                        assert!(accepts(key, &middle), "{}", key.name);
-                    } else {
-                        assert!(!accepts(key, "inf"), "{}", key.name);
-                    }
-                    assert!(!accepts(key, "nan"), "{}", key.name);
-                }
-                KeyRange::Choice(words) => {
-                    for word in *words {
-                        assert!(accepts(key, &format!("\"{word}\"")), "{}", key.name);
-                    }
-                    assert!(
-                        SearchConfig::from_overrides(&[format!("{}=\"bogus\"", key.name)]).is_err()
-                    );
-                }
-                KeyRange::Flag => {
-                    assert!(accepts(key, "true") && accepts(key, "false"));
-                }
-                KeyRange::Method => {
-                    for name in METHOD_NAMES.iter().chain([&CUSTOM_METHOD]) {
-                        assert!(accepts(key, &format!("\"{name}\"")));
-                    }
-                    assert!(!accepts(key, "\"bogus\""));
-                }
-                KeyRange::Seed => {
-                    assert!(accepts(key, "0") && accepts(key, &i64::MAX.to_string()));
-                }
-                KeyRange::Version(version) => {
-                    assert!(accepts(key, &version.to_string()));
-                    assert!(!accepts(key, &(version + 1).to_string()));
-                }
-            }
-        }
+        assert_ranges_enforced::<SearchConfig>(SEARCH_KEYS, room_for);
     }
 
     #[test]
@@ -615,13 +565,7 @@ mod tests {
         for name in METHOD_NAMES {
             let config = presets::method_config(name, &["data.limit=64".to_string()]).unwrap();
             let text = config.to_annotated_toml().unwrap();
-            assert_eq!(SearchConfig::from_toml(&text, name, &[]).unwrap(), config);
-            let lines: Vec<&str> = text.lines().collect();
-            for (index, line) in lines.iter().enumerate() {
-                if line.contains(" = ") && !line.starts_with('#') {
-                    assert!(lines[index - 1].starts_with("# "), "{name}: {line}");
-                }
-            }
+            assert_annotated_reads_back(&config, &text);
             assert!(text.contains("# Use only the first N training images"));
         }
         let unset = SearchConfig::default().to_annotated_toml().unwrap();
@@ -644,5 +588,9 @@ mod tests {
         assert_eq!(EPOCHS.range.to_string(), "1..=10000");
         assert_eq!(DATA_LIMIT.range.to_string(), "1..=100000000, or unset");
         assert_eq!(COMPAT.range.to_string(), "reference | fixed");
+        assert_eq!(
+            KeyRange::Text(1..=255).to_string(),
+            "1..=255 characters".to_string()
+        );
     }
 }

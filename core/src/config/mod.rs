@@ -5,14 +5,15 @@
 
 mod check;
 mod error;
+pub mod eval_keys;
+#[cfg(test)]
+pub(crate) mod key_checks;
 pub mod keys;
 mod load;
+pub mod rnn_keys;
 mod show;
 
-pub(crate) use check::{
-    check_cnn_size, check_image_data, finite_non_negative, finite_positive, unit_fraction,
-    AdamSettings, Checker,
-};
+pub(crate) use check::{check_cnn_size, check_image_data, AdamSettings, Checker};
 pub use error::ConfigError;
 pub use keys::CUSTOM_METHOD;
 pub(crate) use load::to_toml_text;
@@ -504,7 +505,12 @@ impl LayeredConfig for SearchConfig {
         let data = &self.data;
         check.integer(&keys::DATA_BATCH_SIZE, data.batch_size)?;
         check.number(&keys::DATA_TRAIN_PORTION, data.train_portion)?;
-        check_image_data(&check, data.limit, data.cutout_length, data.prefetch)?;
+        check_image_data(
+            &check,
+            (&keys::DATA_LIMIT, data.limit),
+            data.cutout_length,
+            data.prefetch,
+        )?;
         let network = &self.network;
         check_cnn_size(&check, network.init_channels, network.layers)?;
         check.integer(&keys::NETWORK_STEPS, network.steps)?;

@@ -2,12 +2,17 @@
 //! Defaults are the reference script's (SPEC 7.9).
 
 use super::shared::{check_batches, check_common, RnnNetworkConfig, RnnWeightsConfig};
+use crate::config::eval_keys::LABEL;
+use crate::config::keys::CHECKPOINT_EVERY_EPOCHS;
+use crate::config::rnn_keys::{
+    RNN_ASGD_AT_EPOCH, RNN_CONVERGENCE, RNN_EVAL_BATCH_SIZE, RNN_EVAL_BATCH_SIZE_VALID,
+    RNN_EVAL_KEYS, RNN_EVAL_READ_BACK_EVERY, RNN_NONMONO, RNN_SEQ_LEN_STD, RNN_TEST_BATCH_SIZE,
+};
 use crate::config::{
-    finite_non_negative, to_toml_text, Checker, CheckpointConfig, ConfigError, LayeredConfig,
+    annotated_toml, to_toml_text, Checker, CheckpointConfig, ConfigError, LayeredConfig,
     CONFIG_VERSION,
 };
 use crate::genotype::RnnGenotype;
-use crate::limits;
 use serde::{Deserialize, Serialize};
 
 /// Data settings of a recurrent evaluation.
@@ -201,6 +206,11 @@ impl RnnEvalConfig {
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, false)
     }
+
+    /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
+    pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
+        Ok(annotated_toml(&self.to_toml()?, RNN_EVAL_KEYS))
+    }
 }
 
 impl LayeredConfig for RnnEvalConfig {
@@ -210,18 +220,15 @@ impl LayeredConfig for RnnEvalConfig {
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let check = Checker::new(origin);
         check_common(&check, self.version, self.epochs, self.data.limit)?;
-        check.count("convergence", self.convergence, &limits::CONVERGENCE)?;
-        check.count(
-            "speed.read_back_every",
-            self.speed.read_back_every,
-            &limits::READ_BACK_EVERY,
-        )?;
+        check.text(&LABEL, &self.label)?;
+        check.integer(&RNN_CONVERGENCE, self.convergence)?;
+        check.integer(&RNN_EVAL_READ_BACK_EVERY, self.speed.read_back_every)?;
         check_batches(
             &check,
             &[
-                ("data.batch_size", self.data.batch_size),
-                ("data.eval_batch_size", self.data.eval_batch_size),
-                ("data.test_batch_size", self.data.test_batch_size),
+                (&RNN_EVAL_BATCH_SIZE, self.data.batch_size),
+                (&RNN_EVAL_BATCH_SIZE_VALID, self.data.eval_batch_size),
+                (&RNN_TEST_BATCH_SIZE, self.data.test_batch_size),
             ],
             self.data.bptt,
         )?;
@@ -235,20 +242,12 @@ impl LayeredConfig for RnnEvalConfig {
             tar_beta: weights.tar_beta,
         };
         shared.validate(&check)?;
-        check.count("weights.nonmono", weights.nonmono, &limits::NONMONO)?;
+        check.integer(&RNN_NONMONO, weights.nonmono)?;
         if let Some(epoch) = weights.asgd_at_epoch {
-            check.count("weights.asgd_at_epoch", epoch, &limits::EPOCH_INDEX)?;
+            check.integer(&RNN_ASGD_AT_EPOCH, epoch)?;
         }
-        check.ensure(
-            "weights.seq_len_std",
-            finite_non_negative(weights.seq_len_std),
-            "expected a finite number >= 0",
-        )?;
-        check.count(
-            "checkpoint.every_epochs",
-            self.checkpoint.every_epochs,
-            &limits::CHECKPOINT_EVERY_EPOCHS,
-        )?;
+        check.number(&RNN_SEQ_LEN_STD, weights.seq_len_std)?;
+        check.integer(&CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)?;
         match self.genotype.validate() {
             Ok(()) => Ok(()),
             Err(error) => Err(ConfigError::invalid(origin, "genotype", error.to_string())),

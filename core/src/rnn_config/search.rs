@@ -2,11 +2,15 @@
 //! (SPEC 7.7); a CNN method preset maps onto it with [`RnnSearchConfig::from_method`].
 
 use super::shared::{check_batches, check_common, RnnNetworkConfig, RnnWeightsConfig};
-use crate::config::{
-    to_toml_text, AdamSettings, ArchOrder, Checker, CheckpointConfig, Compat, ConfigError,
-    LayeredConfig, RegularizerKind, ScheduleConfig, SearchConfig, CONFIG_VERSION,
+use crate::config::keys::CHECKPOINT_EVERY_EPOCHS;
+use crate::config::rnn_keys::{
+    RNN_EVAL_BATCH_SIZE_VALID, RNN_REGULARIZER_KIND, RNN_REGULARIZER_RHO, RNN_SEARCH_BATCH_SIZE,
+    RNN_SEARCH_KEYS,
 };
-use crate::limits;
+use crate::config::{
+    annotated_toml, to_toml_text, AdamSettings, ArchOrder, Checker, CheckpointConfig, Compat,
+    ConfigError, LayeredConfig, RegularizerKind, ScheduleConfig, SearchConfig, CONFIG_VERSION,
+};
 use crate::primitives::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -239,6 +243,11 @@ impl RnnSearchConfig {
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         to_toml_text(self, false)
     }
+
+    /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
+    pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
+        Ok(annotated_toml(&self.to_toml()?, RNN_SEARCH_KEYS))
+    }
 }
 
 impl LayeredConfig for RnnSearchConfig {
@@ -251,8 +260,8 @@ impl LayeredConfig for RnnSearchConfig {
         check_batches(
             &check,
             &[
-                ("data.batch_size", self.data.batch_size),
-                ("data.eval_batch_size", self.data.eval_batch_size),
+                (&RNN_SEARCH_BATCH_SIZE, self.data.batch_size),
+                (&RNN_EVAL_BATCH_SIZE_VALID, self.data.eval_batch_size),
             ],
             self.data.bptt,
         )?;
@@ -261,15 +270,11 @@ impl LayeredConfig for RnnSearchConfig {
         self.arch.adam().validate(&check)?;
         self.schedule.validate(&check)?;
         check.ensure(
-            "regularizer.kind",
+            RNN_REGULARIZER_KIND.name,
             self.regularizer.kind != RegularizerKind::Admm,
             "ADMM is not available for the recurrent search (use none or prox)",
         )?;
-        check.real("regularizer.rho", self.regularizer.rho, &limits::RHO)?;
-        check.count(
-            "checkpoint.every_epochs",
-            self.checkpoint.every_epochs,
-            &limits::CHECKPOINT_EVERY_EPOCHS,
-        )
+        check.number(&RNN_REGULARIZER_RHO, self.regularizer.rho)?;
+        check.integer(&CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)
     }
 }

@@ -1,8 +1,13 @@
 //! What the recurrent search and evaluation share: the language model's width and dropouts,
 //! the SGD weight optimizer with its loss terms, and the checks of data limits and batches.
 
-use crate::config::{finite_non_negative, finite_positive, unit_fraction, Checker, ConfigError};
-use crate::limits;
+use crate::config::keys::{Key, EPOCHS};
+use crate::config::rnn_keys::{
+    RNN_AR_ALPHA, RNN_BPTT, RNN_DATA_LIMIT, RNN_DROPOUT, RNN_DROPOUTE, RNN_DROPOUTH, RNN_DROPOUTI,
+    RNN_DROPOUTX, RNN_NHID, RNN_TAR_BETA, RNN_WEIGHTS_GRAD_CLIP, RNN_WEIGHTS_LR,
+    RNN_WEIGHTS_WEIGHT_DECAY,
+};
+use crate::config::{Checker, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// Width and dropouts of the language model (emsize = nhid = nhidlast).
@@ -46,18 +51,12 @@ impl RnnNetworkConfig {
     }
 
     pub(super) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        check.count("network.nhid", self.nhid, &limits::WIDTH)?;
-        let rates = [
-            ("network.dropout", self.dropout),
-            ("network.dropouth", self.dropouth),
-            ("network.dropoutx", self.dropoutx),
-            ("network.dropouti", self.dropouti),
-            ("network.dropoute", self.dropoute),
-        ];
-        for (field, rate) in rates {
-            check.ensure(field, unit_fraction(rate), "expected a rate 0 <= p < 1")?;
-        }
-        Ok(())
+        check.integer(&RNN_NHID, self.nhid)?;
+        check.number(&RNN_DROPOUT, self.dropout)?;
+        check.number(&RNN_DROPOUTH, self.dropouth)?;
+        check.number(&RNN_DROPOUTX, self.dropoutx)?;
+        check.number(&RNN_DROPOUTI, self.dropouti)?;
+        check.number(&RNN_DROPOUTE, self.dropoute)
     }
 }
 
@@ -97,28 +96,11 @@ impl Default for RnnWeightsConfig {
 
 impl RnnWeightsConfig {
     pub(super) fn validate(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        check.ensure(
-            "weights.lr",
-            finite_positive(self.lr),
-            "expected a finite number > 0",
-        )?;
-        let non_negative = [
-            ("weights.weight_decay", self.weight_decay),
-            ("weights.ar_alpha", self.ar_alpha),
-            ("weights.tar_beta", self.tar_beta),
-        ];
-        for (field, value) in non_negative {
-            check.ensure(
-                field,
-                finite_non_negative(value),
-                "expected a finite number >= 0",
-            )?;
-        }
-        check.ensure(
-            "weights.grad_clip",
-            finite_positive(self.grad_clip),
-            "expected a finite number > 0",
-        )
+        check.number(&RNN_WEIGHTS_LR, self.lr)?;
+        check.number(&RNN_WEIGHTS_WEIGHT_DECAY, self.weight_decay)?;
+        check.number(&RNN_WEIGHTS_GRAD_CLIP, self.grad_clip)?;
+        check.number(&RNN_AR_ALPHA, self.ar_alpha)?;
+        check.number(&RNN_TAR_BETA, self.tar_beta)
     }
 }
 
@@ -130,26 +112,21 @@ pub(super) fn check_common(
     limit: Option<usize>,
 ) -> Result<(), ConfigError> {
     check.version(version)?;
-    check.count("epochs", epochs, &limits::EPOCHS)?;
+    check.integer(&EPOCHS, epochs)?;
     if let Some(limit) = limit {
-        check.count("data.limit", limit, &limits::TRAIN_SAMPLES)?;
-        check.ensure(
-            "data.limit",
-            limit >= 3,
-            "expected at least 3 training tokens (or no limit)",
-        )?;
+        check.integer(&RNN_DATA_LIMIT, limit)?;
     }
     Ok(())
 }
 
-/// Checks each batch size and the sequence length.
+/// Checks each batch size (with its config's key) and the sequence length.
 pub(super) fn check_batches(
     check: &Checker<'_>,
-    batches: &[(&str, usize)],
+    batches: &[(&Key, usize)],
     bptt: usize,
 ) -> Result<(), ConfigError> {
-    for (field, size) in batches {
-        check.count(field, *size, &limits::BATCH_SIZE)?;
+    for (key, size) in batches {
+        check.integer(key, *size)?;
     }
-    check.count("data.bptt", bptt, &limits::BPTT)
+    check.integer(&RNN_BPTT, bptt)
 }

@@ -232,3 +232,51 @@ fn the_evaluation_read_back_interval_is_checked_and_written_only_when_set() {
         .to_string();
     assert!(error.contains("speed.read_back_every"), "{error}");
 }
+
+#[test]
+fn the_key_tables_list_every_key_once_and_nothing_else() {
+    use crate::config::key_checks::assert_lists_every_key;
+    use crate::config::rnn_keys::{RNN_EVAL_KEYS, RNN_SEARCH_KEYS};
+    let mut search = RnnSearchConfig::default();
+    search.data.limit = Some(100);
+    assert_lists_every_key(&search, RNN_SEARCH_KEYS);
+    let mut eval = RnnEvalConfig::default();
+    eval.weights.asgd_at_epoch = Some(3);
+    eval.speed.read_back_every = 2;
+    assert_lists_every_key(&eval, RNN_EVAL_KEYS);
+}
+
+#[test]
+fn validation_enforces_exactly_the_listed_ranges() {
+    use crate::config::key_checks::assert_ranges_enforced;
+    use crate::config::rnn_keys::{RNN_EVAL_KEYS, RNN_SEARCH_KEYS};
+    assert_ranges_enforced::<RnnSearchConfig>(RNN_SEARCH_KEYS, |_| Vec::new());
+    assert_ranges_enforced::<RnnEvalConfig>(RNN_EVAL_KEYS, |_| Vec::new());
+}
+
+#[test]
+fn the_annotated_forms_comment_every_key_and_read_back_unchanged() {
+    use crate::config::key_checks::assert_annotated_reads_back;
+    for name in crate::methods::METHOD_NAMES {
+        let Ok(config) = RnnSearchConfig::from_method(&method_config(name, &[]).unwrap()) else {
+            continue;
+        };
+        assert_annotated_reads_back(&config, &config.to_annotated_toml().unwrap());
+    }
+    let search = RnnSearchConfig::default().to_annotated_toml().unwrap();
+    assert!(search.contains("# limit is unset. Use only the first N training tokens"));
+    let mut eval = RnnEvalConfig::default();
+    assert_annotated_reads_back(&eval, &eval.to_annotated_toml().unwrap());
+    assert!(eval
+        .to_annotated_toml()
+        .unwrap()
+        .contains("# asgd_at_epoch is unset."));
+    eval.weights.asgd_at_epoch = Some(4);
+    eval.genotype = RnnGenotype::builtin("ENAS").unwrap();
+    let text = eval.to_annotated_toml().unwrap();
+    assert_annotated_reads_back(&eval, &text);
+    assert!(
+        text.contains("# Activation and input state of each node"),
+        "{text}"
+    );
+}
