@@ -54,9 +54,9 @@ fn steps(run_dir: &Path) -> u64 {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let last_epoch: serde_json::Value = text
         .lines()
+        .rev()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["kind"] == "epoch")
-        .last()
+        .find(|record| record["kind"] == "epoch")
         .expect("an epoch record");
     last_epoch["step"]
         .as_u64()

@@ -672,9 +672,9 @@ mod tests {
         let mut trainer = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
         let (x, y) = batch(4, Kind::Float);
         for _ in 0..3 {
-            let alpha = trainer.arch_step(&x, &y, None).unwrap();
+            let alpha = trainer.arch_step(&x, &y, None, None).unwrap();
             assert_eq!(alpha.loss.kind(), Kind::Float);
-            let step = trainer.weight_step(&x, &y, 0.1, true).unwrap();
+            let step = trainer.weight_step(&x, &y, 0.1, true, None).unwrap();
             assert_eq!(step.tensors.loss.kind(), Kind::Float);
             assert_eq!(step.fimt.unwrap().kind(), Kind::Float);
             assert_eq!(step.grad_norm.kind(), Kind::Float);
