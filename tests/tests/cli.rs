@@ -292,6 +292,7 @@ async fn status_watch_workers_logs_and_fetch_show_a_real_cluster() {
         "checkpoint/manifest.json",
         "checkpoint/state.json",
         "checkpoint/weights.bin",
+        "events.out.tfevents.prime",
         "final/result.json",
         "final/weights.bin",
         "genotype.json",

@@ -209,7 +209,12 @@ impl RnnEvalConfig {
 
     /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
     pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
-        Ok(annotated_toml(&self.to_toml()?, RNN_EVAL_KEYS))
+        let mut text = self.to_toml()?;
+        if self.speed.is_default() {
+            text.push_str("\n[speed]\n");
+            text.push_str(&to_toml_text(&self.speed, true)?);
+        }
+        Ok(annotated_toml(&text, RNN_EVAL_KEYS))
     }
 }
 

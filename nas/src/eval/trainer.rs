@@ -336,6 +336,18 @@ mod tests {
             .collect()
     }
 
+    /// Copies `values` (as [`trained_values`] lists them) into the trainer's parameters: every
+    /// trainer starts from the same values whatever other tests draw from libtorch's
+    /// process-wide generator while the trainers are built.
+    fn set_values(trainer: &EvalTrainer, values: &[Tensor]) {
+        tch::no_grad(|| {
+            for ((_, param), value) in trainer.params.iter().zip(values) {
+                let mut param = param.shallow_clone();
+                param.copy_(value);
+            }
+        });
+    }
+
     /// One process computing what two ranks compute: each half of the batch through the
     /// network on its own (its own batch-norm statistics and drop-path mask rows), the
     /// losses weighted by the halves' sizes and accumulated, then one clipped SGD step.
@@ -376,15 +388,21 @@ mod tests {
         tch::set_num_threads(1);
         let config = tiny_config();
         let (images, labels) = global_batch();
+        let mut per_shard = EvalTrainer::new(&config, Device::Cpu).unwrap();
+        let mut whole = EvalTrainer::new(&config, Device::Cpu).unwrap();
+        let start = trained_values(&per_shard);
+        set_values(&whole, &start);
         let ranks: Vec<Vec<Tensor>> = std::thread::scope(|scope| {
             let threads: Vec<_> = CpuCommunicator::group(2, std::time::Duration::from_secs(120))
                 .into_iter()
                 .map(|comm| {
                     let config = &config;
                     let (images, labels) = (images.shallow_clone(), labels.shallow_clone());
+                    let start: Vec<Tensor> = start.iter().map(Tensor::copy).collect();
                     scope.spawn(move || {
                         let mut ranks = DataParallel::new(Box::new(comm));
                         let mut trainer = EvalTrainer::new(config, Device::Cpu).unwrap();
+                        set_values(&trainer, &start);
                         trainer.take_rank0_weights(&mut ranks).unwrap();
                         for key in 0..STEPS {
                             trainer
@@ -397,9 +415,6 @@ mod tests {
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        let mut per_shard = EvalTrainer::new(&config, Device::Cpu).unwrap();
-        let mut whole = EvalTrainer::new(&config, Device::Cpu).unwrap();
-        let start = trained_values(&per_shard);
         for key in 0..STEPS {
             per_shard_step(&mut per_shard, &images, &labels, key);
             whole

@@ -782,6 +782,24 @@ mod tests {
         values
     }
 
+    /// Copies `values` (as [`learned`] lists them) into the trainer's weights and alphas: the
+    /// ranks start from the single process's values whatever other tests draw from libtorch's
+    /// process-wide generator while the trainers are built.
+    fn set_learned(trainer: &SearchTrainer, values: &[Tensor]) {
+        let arch = trainer.net.arch.named();
+        let targets = trainer
+            .weights
+            .iter()
+            .map(|(_, t)| t)
+            .chain(arch.iter().map(|(_, a)| a));
+        tch::no_grad(|| {
+            for (target, value) in targets.zip(values) {
+                let mut target = target.shallow_clone();
+                target.copy_(value);
+            }
+        });
+    }
+
     /// The gradients of one process that takes each half of `batch` through the network on
     /// its own (its own batch-norm statistics), the halves' losses weighted by their sizes.
     fn per_shard_backward(trainer: &SearchTrainer, (images, labels): &(Tensor, Tensor)) {
@@ -823,14 +841,18 @@ mod tests {
         tch::set_num_threads(1);
         let config = tiny_config(Activation::Softmax);
         let lr = 0.05;
+        let mut single = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
+        let start = learned(&single);
         let ranks: Vec<(Vec<Tensor>, Vec<f64>)> = std::thread::scope(|scope| {
             let threads: Vec<_> = CpuCommunicator::group(2, std::time::Duration::from_secs(120))
                 .into_iter()
                 .map(|comm| {
                     let config = &config;
+                    let start: Vec<Tensor> = start.iter().map(Tensor::copy).collect();
                     scope.spawn(move || {
                         let mut ranks = DataParallel::new(Box::new(comm));
                         let mut trainer = SearchTrainer::new(config, 3, Device::Cpu).unwrap();
+                        set_learned(&trainer, &start);
                         trainer.take_rank0_weights(&mut ranks).unwrap();
                         let mut fimts = Vec::new();
                         for _ in 0..ITERATIONS {
@@ -848,8 +870,6 @@ mod tests {
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        let mut single = SearchTrainer::new(&config, 3, Device::Cpu).unwrap();
-        let start = learned(&single);
         let fimts: Vec<f64> = (0..ITERATIONS)
             .map(|_| per_shard_iteration(&mut single, lr))
             .collect();
