@@ -52,7 +52,7 @@ type LineCells = Vec<(&'static str, Vec<Vec<f32>>)>;
 /// One edge of a cell: its label and one series per op.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EdgeSeries {
-    /// `c_{k-2} → node 0`, `state 3 → node 5`.
+    /// `cₖ₋₂ → node 0`, `state 3 → node 5`.
     pub label: String,
     /// `values[op][sample]`: the activated alpha of each op at each kept line.
     pub values: Vec<Vec<f32>>,
@@ -207,8 +207,8 @@ impl Shape {
                 Shape::Convolutional { .. } => {
                     for source in 0..node + 2 {
                         let from = match source {
-                            0 => "c_{k-2}".to_string(),
-                            1 => "c_{k-1}".to_string(),
+                            0 => "cₖ₋₂".to_string(),
+                            1 => "cₖ₋₁".to_string(),
                             earlier => format!("node {}", earlier - 2),
                         };
                         labels.push(format!("{from} → node {node}"));
@@ -521,8 +521,8 @@ mod tests {
         let normal = &history.cells[0];
         assert_eq!(normal.ops.len(), 8);
         assert_eq!(normal.edges.len(), 14);
-        assert_eq!(normal.edges[0].label, "c_{k-2} → node 0");
-        assert_eq!(normal.edges[2].label, "c_{k-2} → node 1");
+        assert_eq!(normal.edges[0].label, "cₖ₋₂ → node 0");
+        assert_eq!(normal.edges[2].label, "cₖ₋₂ → node 1");
         assert_eq!(normal.edges[4].label, "node 0 → node 1");
         let skip = normal
             .ops

@@ -171,7 +171,7 @@ function opLook(op) {
 
 // One edge's panel: a line per operation over the clock, its own value axis.
 function alphaPanel(edge, ops, clock) {
-  const width = 220, height = 128, left = 40, right = 8, top = 20, bottom = 18;
+  const width = 220, height = 138, left = 40, right = 8, top = 32, bottom = 18;
   const x0 = clock[0], x1 = clock.length > 1 && clock[clock.length - 1] > x0 ? clock[clock.length - 1] : x0 + 1;
   // Each panel spans its own values: early in a search the alphas differ in the third digit.
   let y0 = Math.min(...edge.values.map((series) => Math.min(...series)));
@@ -190,8 +190,8 @@ function alphaPanel(edge, ops, clock) {
       " " + esc(series[series.length - 1].toFixed(3)) + "</title></polyline>";
   }).join("");
   return '<svg class="alpha" data-points="' + clock.length + '" viewBox="0 0 ' + width + " " + height + '" width="100%">' +
-    '<text class="title" x="' + left + '" y="13">' + esc(edge.label) + '</text><text x="' + (width - right) +
-    '" y="13" text-anchor="end" style="fill:' + opLook(ops[strongest])[0] + '">' + esc(ops[strongest]) + "</text>" +
+    '<text class="title" x="4" y="13">' + esc(edge.label) + '</text><text x="' + (width - right) +
+    '" y="26" text-anchor="end" style="fill:' + opLook(ops[strongest])[0] + '">' + esc(ops[strongest]) + "</text>" +
     '<line x1="' + left + '" x2="' + left + '" y1="' + top + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
     '<line x1="' + left + '" x2="' + (width - right) + '" y1="' + (height - bottom) + '" y2="' + (height - bottom) + '" stroke="#cbd2d9"/>' +
     '<text x="' + (left - 3) + '" y="' + (top + 8) + '" text-anchor="end">' + esc(y1.toFixed(4)) + '</text><text x="' + (left - 3) +
