@@ -227,7 +227,9 @@ pub async fn watch(
 ) -> anyhow::Result<Vec<pb::TrialView>> {
     let terminal = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:<44} [{bar:30}] {percent:>3}% {msg}")?
+    // `wide_msg` cuts the message at the terminal's width: a wrapped line would break the
+    // redraw of every bar below it.
+    let style = ProgressStyle::with_template("{prefix:<44} [{bar:30}] {percent:>3}% {wide_msg}")?
         .progress_chars("=> ");
     let total = bars.add(ProgressBar::new(1));
     total.set_style(style.clone());
