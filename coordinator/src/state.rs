@@ -175,9 +175,16 @@ impl State {
             cordoned,
             next_session: db::unix_ms().max(1),
         };
-        for trial in state.db.load_trials()? {
+        state.load_trials(now)?;
+        Ok(state)
+    }
+
+    /// Installs every stored trial; a running one occupies its slots on its worker (an
+    /// entry with a fresh lease where the worker is not known).
+    fn load_trials(&mut self, now: Instant) -> Result<(), CoordinatorError> {
+        for trial in self.db.load_trials()? {
             if let Some(placement) = &trial.placement {
-                let worker = state.worker_entry(&placement.worker, now);
+                let worker = self.worker_entry(&placement.worker, now);
                 worker.occupy(&placement.slots, trial.id);
                 for slot in &placement.slots {
                     if !worker.slots.iter().any(|known| known.index == *slot) {
@@ -188,9 +195,25 @@ impl State {
                     }
                 }
             }
-            state.install(trial);
+            self.install(trial);
         }
-        Ok(state)
+        Ok(())
+    }
+
+    /// Forgets the in-memory trials, queue and cordons and reads them again from the
+    /// database: after a group commit failed, memory is ahead of what is stored. Worker
+    /// sessions, leases and reported hardware are kept (they are never stored).
+    pub(crate) fn reload(&mut self, now: Instant) -> Result<(), CoordinatorError> {
+        self.trials.clear();
+        self.queue = ShapeQueue::default();
+        self.reservation = None;
+        self.cordoned = self.db.cordoned_workers()?.into_iter().collect();
+        for (name, worker) in &mut self.workers {
+            worker.occupied.clear();
+            worker.cordoned = self.cordoned.contains(name);
+            worker.draining &= worker.cordoned;
+        }
+        self.load_trials(now)
     }
 
     /// The worker entry of `name`, created (alive, with a fresh lease) if missing.

@@ -1,6 +1,8 @@
 //! The coordinator's database: grids, trials with their attempts, workers' cordon flags,
 //! metrics, logs and checkpoints. Every state change is one transaction, committed before the
-//! coordinator answers, so a kill -9 loses nothing it acknowledged.
+//! coordinator answers, so a kill -9 loses nothing it acknowledged. The event loop groups the
+//! transactions of the requests it serves back to back into one commit (`begin_group`), and
+//! answers them only after it.
 //!
 //! The state layer sees only the `Database` and `Transaction` traits and domain values
 //! (`model`); `sqlite` is their implementation (SQLite in WAL mode) and holds every SQL
@@ -104,8 +106,19 @@ pub trait Database: Send {
     fn attempt_outcomes(&self) -> Result<Vec<(String, u64)>, DbError>;
     /// Commits a tiny write, to show that the database still takes writes (readiness).
     fn probe_write(&mut self) -> Result<(), DbError>;
-    /// Starts a transaction; dropped without `commit`, it changes nothing.
+    /// Starts a transaction; dropped without `commit`, it changes nothing. Inside a group its
+    /// `commit` keeps its writes for the group's commit.
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError>;
+    /// Opens a group (nothing when one is open): the transactions until `commit_group` are
+    /// made durable together, by one commit.
+    fn begin_group(&mut self) -> Result<(), DbError>;
+    /// Makes the open group's writes durable (nothing when no group is open).
+    fn commit_group(&mut self) -> Result<(), DbError>;
+    /// Undoes the open group's writes: after its commit failed.
+    fn rollback_group(&mut self) -> Result<(), DbError>;
+    /// Makes the next `commit_group` fail (tests).
+    #[cfg(test)]
+    fn fail_next_group_commit(&mut self);
 }
 
 /// The writes of one transaction.

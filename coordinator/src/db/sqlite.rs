@@ -123,6 +123,11 @@ fn encode(what: &str, json: serde_json::Result<String>) -> Result<String, DbErro
 /// The SQLite database.
 pub struct Db {
     connection: Connection,
+    /// Whether a group (`begin_group`) is open: transactions are savepoints inside it.
+    group_open: bool,
+    /// Fails the next group commit (tests of what a failed commit leaves behind).
+    #[cfg(test)]
+    fail_next_group_commit: bool,
 }
 
 impl Db {
@@ -169,13 +174,22 @@ impl Db {
         connection
             .pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(cannot)?;
-        Ok(Db { connection })
+        Ok(Db::over(connection))
+    }
+
+    fn over(connection: Connection) -> Db {
+        Db {
+            connection,
+            group_open: false,
+            #[cfg(test)]
+            fail_next_group_commit: false,
+        }
     }
 
     /// The database over an already open connection (tests open read-only ones).
     #[cfg(test)]
     pub fn with_connection(connection: Connection) -> Db {
-        Db { connection }
+        Db::over(connection)
     }
 }
 
@@ -418,7 +432,7 @@ impl Database for Db {
     }
 
     fn probe_write(&mut self) -> Result<(), DbError> {
-        let transaction = self.connection.transaction()?;
+        let transaction = self.connection.savepoint()?;
         transaction.execute(
             "INSERT OR REPLACE INTO readiness (id, unix_ms) VALUES (1, ?1)",
             [unix_ms()],
@@ -427,7 +441,47 @@ impl Database for Db {
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>, DbError> {
-        Ok(Box::new(SqliteTransaction(self.connection.transaction()?)))
+        // A savepoint is a transaction of its own outside a group and a nested one inside it:
+        // released, it commits or joins the group; dropped, it undoes only its own writes.
+        Ok(Box::new(SqliteTransaction(self.connection.savepoint()?)))
+    }
+
+    fn begin_group(&mut self) -> Result<(), DbError> {
+        if !self.group_open {
+            self.connection.execute_batch("BEGIN")?;
+            self.group_open = true;
+        }
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), DbError> {
+        if !self.group_open {
+            return Ok(());
+        }
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_group_commit) {
+            return Err(DbError::Open("injected failure of a group commit".into()));
+        }
+        self.connection.execute_batch("COMMIT")?;
+        self.group_open = false;
+        Ok(())
+    }
+
+    fn rollback_group(&mut self) -> Result<(), DbError> {
+        if !self.group_open {
+            return Ok(());
+        }
+        self.group_open = false;
+        // A failed COMMIT may have ended the transaction already; then there is nothing to undo.
+        if !self.connection.is_autocommit() {
+            self.connection.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn fail_next_group_commit(&mut self) {
+        self.fail_next_group_commit = true;
     }
 }
 
@@ -448,8 +502,8 @@ fn page_params(trial_id: TrialId, page: Page) -> [i64; 3] {
     [clamp(trial_id), clamp(page.limit), clamp(page.offset)]
 }
 
-/// A transaction of `Db`.
-struct SqliteTransaction<'c>(rusqlite::Transaction<'c>);
+/// A transaction of `Db`: a savepoint, so that it nests in a group.
+struct SqliteTransaction<'c>(rusqlite::Savepoint<'c>);
 
 impl Transaction for SqliteTransaction<'_> {
     fn insert_grid(&self, name: &str, file_name: &str, toml: &str) -> Result<(), DbError> {
