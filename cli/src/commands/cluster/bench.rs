@@ -6,6 +6,10 @@
 //! * ingestion: each worker holds a trial and streams metric batches as fast as it can;
 //!   points per second over the phase, and the assignment latency a probe sees meanwhile.
 //!
+//! The coordinator runs on a runtime of its own, as in its own process (the `coordinator`
+//! binary's runtime has one thread per core); the simulated workers share another. Both
+//! runtimes share the machine's cores.
+//!
 //! Each latency is reported twice: as the workers see it (round trip, including their own
 //! scheduling on the shared cores) and as the coordinator sees it (`server_*`: from the
 //! handler receiving the request to handing back the assignment, split into the wait for the
@@ -244,16 +248,22 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         args.workers > 0 && args.batch > 0,
         "--workers and --batch must be positive"
     );
+    let server = super::runtime()?;
+    let state = tempfile::tempdir()?;
+    let state_dir = state.path().to_path_buf();
     super::runtime()?.block_on(async {
-        let state = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let config = prime_coordinator::CoordinatorConfig {
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             keep_checkpoints: 2,
             ..Default::default()
         };
-        let coordinator = prime_coordinator::start(listener, state.path(), config).await?;
+        let coordinator = server
+            .spawn(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                prime_coordinator::start(listener, &state_dir, config).await
+            })
+            .await??;
         let url = coordinator.url();
         let queued = super::submit::submit_text(
             &url,
@@ -317,7 +327,7 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         stop.store(true, Ordering::SeqCst);
         probe_task.await??;
         let ingest_server = Snapshots::take(&timings).since(&before_ingest);
-        coordinator.shutdown().await?;
+        server.spawn(coordinator.shutdown()).await??;
         let mut probed = probe_latencies.lock().await.clone();
         probed.sort_by(f64::total_cmp);
         let mut line = serde_json::json!({
