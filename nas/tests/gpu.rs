@@ -17,6 +17,7 @@ use prime_core::primitives::Activation;
 use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
 use prime_nas::cnn::search_net::{SearchNetShape, SearchNetwork};
 use prime_nas::data::{write_synthetic, DownloadPolicy};
+use prime_nas::eval::precision::ComputeCopy;
 use prime_nas::eval::run_eval;
 use prime_nas::rnn::model::{ModelCell, RnnModel};
 use prime_nas::run::manifest::RunManifest;
@@ -31,8 +32,8 @@ use common::StopAtEpochStart;
 
 /// Float32 agreement between the CPU and CUDA (relative L2 error).
 const FLOAT32_BOUND: f64 = 1e-4;
-/// Reduced precision on CUDA: autocast against float32 on the CPU; a bf16 search network on
-/// CUDA against the same on the CPU.
+/// Reduced precision on CUDA: the evaluation's bf16 compute copy against float32 on the CPU;
+/// a bf16 search network on CUDA against the same on the CPU.
 const BF16_BOUND: f64 = 1e-2;
 
 /// The first CUDA device; panics with a clear message where there is none.
@@ -144,48 +145,60 @@ fn bf16_search_network_agrees_between_cpu_and_cuda() {
     assert!(error < BF16_BOUND, "bf16 search network: {error:e}");
 }
 
+const EVAL_SHAPE: EvalNetShape = EvalNetShape {
+    channels: 4,
+    classes: 10,
+    layers: 3,
+    auxiliary: false,
+};
+
+fn eval_genotype() -> Genotype {
+    Genotype::builtin("DARTS_V2").unwrap()
+}
+
 fn eval_network(device: Device) -> (nn::VarStore, EvalNetwork) {
     tch::manual_seed(12);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let shape = EvalNetShape {
-        channels: 4,
-        classes: 10,
-        layers: 3,
-        auxiliary: false,
-    };
-    let net = EvalNetwork::new(&vs, shape, &Genotype::builtin("DARTS_V2").unwrap()).unwrap();
+    let net = EvalNetwork::new(&vs, EVAL_SHAPE, &eval_genotype()).unwrap();
     vs.set_device(device);
     (vs, net)
 }
 
+/// The bf16 bound holds for the evaluation's bf16 option as training runs it: the bfloat16
+/// compute copy of the float32 master weights (`speed.autocast = "bf16"`), not torch's CUDA
+/// autocast, whose default type is float16.
 #[test]
 #[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
 fn evaluation_network_agrees_between_cpu_and_cuda_in_float32_and_bf16() {
     let device = cuda();
     let images = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
-    let run = |device: Device, bf16: bool| {
+    let run = |device: Device| {
         let (vs, net) = eval_network(device);
-        let logits = tch::autocast(bf16, || {
-            net.forward_t(&images.to_device(device), false, None).logits
-        })
-        .to_kind(Kind::Float);
+        let logits = net.forward_t(&images.to_device(device), false, None).logits;
         logits.square().mean(Kind::Float).backward();
         (logits, vs.trainable_variables())
     };
-    let (cpu_logits, cpu_parameters) = run(Device::Cpu, false);
-    let (gpu_logits, gpu_parameters) = run(device, false);
+    let (cpu_logits, cpu_parameters) = run(Device::Cpu);
+    let (gpu_logits, gpu_parameters) = run(device);
     assert_agree(
         "evaluation network, float32",
         (&cpu_logits, cpu_parameters),
         (&gpu_logits, gpu_parameters),
         FLOAT32_BOUND,
     );
-    let (cpu_logits, _) = run(Device::Cpu, false);
-    let (bf16_logits, _) = run(device, true);
+    let (master, _) = eval_network(device);
+    let copy =
+        ComputeCopy::new(&master, EVAL_SHAPE, &eval_genotype(), Kind::BFloat16, false).unwrap();
+    let bf16_logits = tch::no_grad(|| {
+        copy.net()
+            .forward_t(&copy.prepare(&images.to_device(device)), false, None)
+            .logits
+    });
+    assert_eq!(bf16_logits.kind(), Kind::BFloat16);
     let error = relative_error(&bf16_logits, &cpu_logits);
     assert!(
         error < BF16_BOUND,
-        "evaluation network, bf16 autocast: {error:e}"
+        "evaluation network, bf16 compute copy: {error:e}"
     );
 }
 
