@@ -303,3 +303,98 @@ fn a_bf16_search_and_bench_run_from_the_command_line() {
     let stderr = text(&bad.stderr);
     assert!(stderr.contains("speed.search_precision"), "{stderr}");
 }
+
+/// `--devices cpu,cpu` searches with two ranks: the start line names both devices, the
+/// manifest records two ranks, and the run finishes with a genotype; stopped, it prints the
+/// `--resume` command with its devices, and resumed on one device it continues with the
+/// not-bitwise notice (log, manifest, metrics). `--devices` is refused with `--device` and for
+/// Penn Treebank.
+#[test]
+fn devices_search_data_parallel_and_a_resume_on_fewer_says_it_is_not_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = prime(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--size",
+            "128",
+            "--test-size",
+            "16",
+        ],
+        dir.path(),
+    );
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    let search = |out: &str, extra: &[&str]| {
+        let mut args = vec!["search", "--method", "darts-prime", "--seed", "5"];
+        args.extend(["--no-download", "--threads", "1", "--quiet", "--out", out]);
+        args.extend(["--devices", "cpu,cpu"]);
+        args.extend(TINY);
+        args.extend(extra);
+        prime(&args, dir.path())
+    };
+    let manifest = |out: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(out).join("manifest.json")).unwrap())
+            .unwrap()
+    };
+
+    let two = search("two", &[]);
+    let stderr = text(&two.stderr);
+    assert!(two.status.success(), "{stderr}");
+    assert!(stderr.contains("devices [Cpu, Cpu]) -> two"), "{stderr}");
+    assert!(stderr.contains("search finished"), "{stderr}");
+    let genotype: serde_json::Value =
+        serde_json::from_slice(&two.stdout).expect("genotype JSON on stdout");
+    assert_eq!(genotype["normal"].as_array().unwrap().len(), 4);
+    assert_eq!(manifest("two")["machine"]["ranks"], 2);
+    assert!(dir.path().join("two/genotype.json").exists());
+
+    let stopped = search("stopped", &["--stop-after", "2"]);
+    let stderr = text(&stopped.stderr);
+    assert!(stopped.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("continue with: prime search --resume stopped --devices cpu,cpu\n"),
+        "{stderr}"
+    );
+    let resumed = prime(
+        &["search", "--resume", "stopped", "--threads", "1", "--quiet"],
+        dir.path(),
+    );
+    let stderr = text(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    let notice = "resumed on different kernels: data-parallel ranks 2 -> 1; not bitwise";
+    assert!(stderr.contains(notice), "{stderr}");
+    assert!(stderr.contains("devices [Cpu]) -> stopped"), "{stderr}");
+    let stopped_manifest = manifest("stopped");
+    assert_eq!(stopped_manifest["resumes"][0]["machine"]["ranks"], 1);
+    assert_eq!(stopped_manifest["resumes"][0]["notice"], notice);
+    let metrics = std::fs::read_to_string(dir.path().join("stopped/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"resumed_not_bitwise\":1.0"), "{metrics}");
+
+    let both = search("both", &["--device", "cpu"]);
+    assert!(!both.status.success());
+    let stderr = text(&both.stderr);
+    assert!(
+        stderr.contains("'--devices <LIST>' cannot be used with"),
+        "{stderr}"
+    );
+    let ptb = prime(
+        &[
+            "search",
+            "--dataset",
+            "ptb",
+            "--no-download",
+            "--devices",
+            "cpu,cpu",
+        ],
+        dir.path(),
+    );
+    assert!(!ptb.status.success());
+    let stderr = text(&ptb.stderr);
+    assert!(
+        stderr.contains("--devices: Penn Treebank searches run on one device; use --device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

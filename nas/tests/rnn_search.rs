@@ -19,7 +19,7 @@ mod common;
 
 use common::{
     assert_same_runs, run_straight_and_interrupted_at_the_first_epoch_end, tensors_of_latest,
-    StopAt, StopAtEpochStart,
+    ReadBackBatches, StopAt, StopAtEpochStart,
 };
 
 fn tiny_config(epochs: u32, extra: &[&str]) -> RnnSearchConfig {
@@ -219,6 +219,117 @@ fn resume_at_an_epochs_last_step_and_after_its_end_equals_the_straight_run_bitwi
             "genotype.json",
         ],
     );
+}
+
+/// Step records and alpha lines read back from the device every 3 steps (and at each epoch's
+/// end and before a checkpoint) are exactly those read after every step, with the same
+/// genotype: under the alternating schedule with prox (an alpha loss and a regularizer value
+/// held every step, the FIMT held too) and under FIMT with CRB pruning (whose decision reads
+/// the FIMT every step; the pruned count held). The observer sees one batch of records per 3
+/// steps and the rest at each epoch's end; a run stopped after step 4 (one step held back)
+/// resumes to the same files.
+#[test]
+fn records_read_back_in_batches_equal_records_read_every_step() {
+    tch::set_num_threads(1);
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_corpus(data.path(), 400, 200, 100, 1).unwrap();
+    let settings: [&[&str]; 2] = [
+        &["regularizer.kind=\"prox\""],
+        &[
+            "schedule.kind=\"fimt\"",
+            "schedule.ratio=3",
+            "schedule.h0=1000.0",
+            "arch.activation=\"crb\"",
+            "arch.lr=0.1",
+            "compat=\"fixed\"",
+        ],
+    ];
+    let files = [
+        "metrics.jsonl",
+        "alphas.jsonl",
+        "genotypes.jsonl",
+        "genotype.json",
+        "genotype.txt",
+        "summary.json",
+    ];
+    for setting in settings {
+        let every_step = tiny_config(2, setting);
+        let mut batched = every_step.clone();
+        batched.speed.read_back_every = 3;
+
+        let straight = tempfile::tempdir().unwrap();
+        let outcome = run_rnn_search(
+            &every_step,
+            &options(straight.path(), data.path(), false),
+            &mut NullObserver,
+        )
+        .unwrap();
+        let steps: Vec<usize> = (0..2)
+            .map(|epoch| {
+                read_metrics(straight.path())
+                    .unwrap()
+                    .iter()
+                    .filter(|record| record.kind == MetricKind::Step && record.epoch == epoch)
+                    .count()
+            })
+            .collect();
+        assert!(
+            steps.iter().any(|count| count % 3 != 0),
+            "{steps:?}: 3 divides every epoch's steps"
+        );
+        let expected_batches: Vec<usize> = steps
+            .iter()
+            .flat_map(|&count| {
+                let mut batches = vec![3; count / 3];
+                batches.extend((count % 3 != 0).then_some(count % 3));
+                batches
+            })
+            .collect();
+
+        let batches_run = tempfile::tempdir().unwrap();
+        let mut observer = ReadBackBatches::default();
+        let batched_outcome = run_rnn_search(
+            &batched,
+            &options(batches_run.path(), data.path(), false),
+            &mut observer,
+        )
+        .unwrap();
+        assert_eq!(observer.all(), expected_batches, "{setting:?}");
+        assert_eq!(batched_outcome, outcome, "{setting:?}");
+        assert_same_runs(straight.path(), batches_run.path(), &files);
+        let metrics = read_metrics(straight.path()).unwrap();
+        let step = metrics
+            .iter()
+            .find(|record| record.kind == MetricKind::Step && record.get("alpha_step") == Some(1.0))
+            .expect("an alpha step");
+        for key in [
+            "loss",
+            "alpha_loss",
+            "grad_norm",
+            "fimt",
+            "fimt_ewma",
+            "dist",
+        ] {
+            assert!(step.get(key).is_some(), "{setting:?}: no {key}");
+        }
+
+        let resumed = tempfile::tempdir().unwrap();
+        let stopped = run_rnn_search(
+            &batched,
+            &options(resumed.path(), data.path(), false),
+            &mut StopAt::after(4),
+        )
+        .unwrap();
+        assert!(!stopped.finished);
+        let resumed_outcome = run_rnn_search(
+            &batched,
+            &options(resumed.path(), data.path(), true),
+            &mut NullObserver,
+        )
+        .unwrap();
+        assert_eq!(resumed_outcome, outcome, "{setting:?}");
+        assert_same_runs(straight.path(), resumed.path(), &files);
+    }
 }
 
 #[test]

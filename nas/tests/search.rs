@@ -15,7 +15,7 @@ mod common;
 
 use common::{
     assert_same_runs, last_step_of_epoch, run_straight_and_interrupted_at_the_first_epoch_end,
-    tensors_of_latest, StopAt, StopAtEpochStart,
+    tensors_of_latest, ReadBackBatches, StopAt, StopAtEpochStart,
 };
 
 fn tiny_config(epochs: u32) -> SearchConfig {
@@ -552,42 +552,6 @@ fn the_manifest_is_complete_and_a_resume_on_other_kernels_is_recorded() {
     assert!(metrics
         .iter()
         .any(|record| record.kind == MetricKind::Epoch && record.epoch == 1));
-}
-
-/// Counts the step records that reach the observer between two of the driver's questions:
-/// each nonzero count is one read-back of the device.
-#[derive(Default)]
-struct ReadBackBatches {
-    since_question: usize,
-    batches: Vec<usize>,
-}
-
-impl ReadBackBatches {
-    fn all(mut self) -> Vec<usize> {
-        if self.since_question > 0 {
-            self.batches.push(self.since_question);
-        }
-        self.batches
-    }
-}
-
-impl prime_core::observer::RunObserver for ReadBackBatches {
-    fn on_metric(&mut self, record: &prime_core::metrics::MetricRecord) {
-        if record.kind == MetricKind::Step {
-            self.since_question += 1;
-        }
-    }
-    fn on_checkpoint(&mut self, _dir: &Path, _progress: &prime_core::observer::Progress) {}
-    fn control(
-        &mut self,
-        _progress: &prime_core::observer::Progress,
-    ) -> prime_core::observer::Control {
-        if self.since_question > 0 {
-            self.batches.push(self.since_question);
-            self.since_question = 0;
-        }
-        prime_core::observer::Control::Continue
-    }
 }
 
 /// Step records read back from the device every 3 steps (and at the epoch's end and before a

@@ -3,7 +3,7 @@
 
 use super::ptb;
 use crate::config_choice::SearchConfigArgs;
-use crate::device::MachineArgs;
+use crate::device::{parse_device, MachineArgs};
 use crate::progress::{alpha_steps_summary, unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
@@ -12,13 +12,24 @@ use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::rnn_config::RnnSearchConfig;
 use prime_nas::run::layout::CONFIG_FILE;
 use prime_nas::run::RunOptions;
-use prime_nas::search::run_search;
+use prime_nas::search::run_search_data_parallel;
 
 /// Arguments of `prime search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     #[command(flatten)]
     config: SearchConfigArgs,
+    /// Search data-parallel on these devices, one rank each (e.g. cpu,cpu or cuda:0,cuda:1):
+    /// every rank takes its share of each weight and alpha batch of data.batch_size images, and
+    /// batch norm normalises each share on its own. Replaces --device; CIFAR and first-order
+    /// alpha steps only.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "device"
+    )]
+    devices: Vec<String>,
     #[command(flatten)]
     run: RunDirArgs,
     #[command(flatten)]
@@ -46,9 +57,19 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         bail!("--resume continues with the config stored in the run directory; drop --config, --method, --dataset, --seed and --set");
     }
     if let Some(config) = recurrent_config(&args)? {
+        if !args.devices.is_empty() {
+            bail!("--devices: Penn Treebank searches run on one device; use --device");
+        }
         return ptb::search(&config, &args.run, &args.machine);
     }
     let device = args.machine.device()?;
+    let devices = match args.devices.as_slice() {
+        [] => vec![device],
+        list => list
+            .iter()
+            .map(|text| parse_device(text).context("--devices"))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
     let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = SearchConfig::load(&dir.join(CONFIG_FILE), &[])
@@ -69,17 +90,17 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         run_dir: run_dir.clone(),
         data_dir: run_dir::data_dir(&args.machine, args.run.resume.as_deref())?,
-        device,
+        device: devices[0],
         resume,
         download: args.machine.download(),
     };
     eprintln!(
-        "search: method {} on {} (seed {}, {} epochs, device {:?}) -> {}",
+        "search: method {} on {} (seed {}, {} epochs, devices {:?}) -> {}",
         config.method,
         config.data.dataset,
         config.seed,
         config.epochs,
-        device,
+        devices,
         run_dir.display()
     );
     let epochs = config.epochs;
@@ -104,11 +125,16 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         }),
     );
     let mut observer = observer.stopping_after(args.run.stop_after);
-    let outcome = run_search(&config, &options, &mut observer)?;
+    let outcome = run_search_data_parallel(&devices, &config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
+        // Another number of devices would continue the run, but not bitwise.
+        let same_devices = match devices.len() {
+            1 => String::new(),
+            _ => format!(" --devices {}", args.devices.join(",")),
+        };
         eprintln!(
-            "search stopped with a checkpoint; continue with: prime search --resume {}",
+            "search stopped with a checkpoint; continue with: prime search --resume {}{same_devices}",
             run_dir.display()
         );
         return observer.stopped();

@@ -9,7 +9,8 @@ use super::eval_keys::LABEL;
 use super::keys::{
     choice, count, genes, optional_count, real, Key, RealRange, ARCH_ACTIVATION, ARCH_BETA1,
     ARCH_BETA2, ARCH_EPS, ARCH_LR, ARCH_WEIGHT_DECAY, CHECKPOINT_EVERY_EPOCHS, COMPAT, EPOCHS,
-    METHOD, SCHEDULE_EWMA, SCHEDULE_H0, SCHEDULE_HI, SCHEDULE_KIND, SCHEDULE_RATIO, SEED, VERSION,
+    METHOD, SCHEDULE_EWMA, SCHEDULE_H0, SCHEDULE_HI, SCHEDULE_KIND, SCHEDULE_RATIO, SEED,
+    SPEED_READ_BACK_EVERY, VERSION,
 };
 use crate::limits;
 
@@ -209,6 +210,7 @@ pub const RNN_SEARCH_KEYS: &[Key] = &[
     RNN_REGULARIZER_KIND,
     RNN_REGULARIZER_RHO,
     CHECKPOINT_EVERY_EPOCHS,
+    SPEED_READ_BACK_EVERY,
 ];
 
 /// Every key of the recurrent evaluation configuration, in the order its TOML form writes them.

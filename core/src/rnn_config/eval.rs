@@ -1,7 +1,9 @@
 //! The recurrent (Penn Treebank) evaluation configuration: retraining one cell with NT-ASGD.
 //! Defaults are the reference script's (SPEC 7.9).
 
-use super::shared::{check_batches, check_common, RnnNetworkConfig, RnnWeightsConfig};
+use super::shared::{
+    check_batches, check_common, RnnNetworkConfig, RnnSpeedConfig, RnnWeightsConfig,
+};
 use crate::config::eval_keys::LABEL;
 use crate::config::keys::CHECKPOINT_EVERY_EPOCHS;
 use crate::config::rnn_keys::{
@@ -83,29 +85,6 @@ impl Default for RnnEvalWeightsConfig {
     }
 }
 
-/// GPU speed options of a recurrent evaluation; none changes a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RnnEvalSpeedConfig {
-    /// Training steps whose losses (and step records) are read back from the device together,
-    /// 1..=10,000: one synchronisation per this many steps instead of one per step.
-    pub read_back_every: u32,
-}
-
-impl Default for RnnEvalSpeedConfig {
-    fn default() -> Self {
-        Self { read_back_every: 1 }
-    }
-}
-
-impl RnnEvalSpeedConfig {
-    /// Whether every value is the default (then `config.toml` leaves the table out, so runs
-    /// written before it existed keep their config hash and still resume).
-    pub fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
 /// Everything a recurrent evaluation (retraining) run uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,8 +116,8 @@ pub struct RnnEvalConfig {
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     /// GPU speed options.
-    #[serde(default, skip_serializing_if = "RnnEvalSpeedConfig::is_default")]
-    pub speed: RnnEvalSpeedConfig,
+    #[serde(default, skip_serializing_if = "RnnSpeedConfig::is_default")]
+    pub speed: RnnSpeedConfig,
     /// The cell to train.
     #[serde(default = "default_genotype")]
     pub genotype: RnnGenotype,
@@ -176,7 +155,7 @@ impl Default for RnnEvalConfig {
             network: RnnNetworkConfig::evaluation(),
             weights: RnnEvalWeightsConfig::default(),
             checkpoint: CheckpointConfig::default(),
-            speed: RnnEvalSpeedConfig::default(),
+            speed: RnnSpeedConfig::default(),
             genotype: default_genotype(),
         }
     }

@@ -7,9 +7,9 @@ mod eval;
 mod search;
 mod shared;
 
-pub use eval::{RnnEvalConfig, RnnEvalDataConfig, RnnEvalSpeedConfig, RnnEvalWeightsConfig};
+pub use eval::{RnnEvalConfig, RnnEvalDataConfig, RnnEvalWeightsConfig};
 pub use search::{RnnArchConfig, RnnDataConfig, RnnRegularizerConfig, RnnSearchConfig};
-pub use shared::{RnnNetworkConfig, RnnWeightsConfig};
+pub use shared::{RnnNetworkConfig, RnnSpeedConfig, RnnWeightsConfig};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,10 @@
 //! The recurrent (Penn Treebank) search configuration. Defaults are the reference script's
 //! (SPEC 7.7); a CNN method preset maps onto it with [`RnnSearchConfig::from_method`].
 
-use super::shared::{check_batches, check_common, RnnNetworkConfig, RnnWeightsConfig};
-use crate::config::keys::CHECKPOINT_EVERY_EPOCHS;
+use super::shared::{
+    check_batches, check_common, RnnNetworkConfig, RnnSpeedConfig, RnnWeightsConfig,
+};
+use crate::config::keys::{CHECKPOINT_EVERY_EPOCHS, SPEED_READ_BACK_EVERY};
 use crate::config::rnn_keys::{
     RNN_EVAL_BATCH_SIZE_VALID, RNN_REGULARIZER_KIND, RNN_REGULARIZER_RHO, RNN_SEARCH_BATCH_SIZE,
     RNN_SEARCH_KEYS,
@@ -142,6 +144,9 @@ pub struct RnnSearchConfig {
     /// How often the run checkpoints (besides the observer's requests and the run's end).
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// GPU speed options.
+    #[serde(default, skip_serializing_if = "RnnSpeedConfig::is_default")]
+    pub speed: RnnSpeedConfig,
 }
 
 fn default_search_seed() -> u64 {
@@ -175,6 +180,7 @@ impl Default for RnnSearchConfig {
             schedule: default_schedule(),
             regularizer: RnnRegularizerConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            speed: RnnSpeedConfig::default(),
         }
     }
 }
@@ -246,7 +252,12 @@ impl RnnSearchConfig {
 
     /// The config as TOML text with a one-line comment (meaning, type, range) above every key.
     pub fn to_annotated_toml(&self) -> Result<String, ConfigError> {
-        Ok(annotated_toml(&self.to_toml()?, RNN_SEARCH_KEYS))
+        let mut text = self.to_toml()?;
+        if self.speed.is_default() {
+            text.push_str("\n[speed]\n");
+            text.push_str(&to_toml_text(&self.speed, true)?);
+        }
+        Ok(annotated_toml(&text, RNN_SEARCH_KEYS))
     }
 }
 
@@ -275,6 +286,7 @@ impl LayeredConfig for RnnSearchConfig {
             "ADMM is not available for the recurrent search (use none or prox)",
         )?;
         check.number(&RNN_REGULARIZER_RHO, self.regularizer.rho)?;
-        check.integer(&CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)
+        check.integer(&CHECKPOINT_EVERY_EPOCHS, self.checkpoint.every_epochs)?;
+        check.integer(&SPEED_READ_BACK_EVERY, self.speed.read_back_every)
     }
 }

@@ -1,5 +1,6 @@
 //! What the recurrent search and evaluation share: the language model's width and dropouts,
-//! the SGD weight optimizer with its loss terms, and the checks of data limits and batches.
+//! the SGD weight optimizer with its loss terms, the speed options, and the checks of data
+//! limits and batches.
 
 use crate::config::keys::{Key, EPOCHS};
 use crate::config::rnn_keys::{
@@ -9,6 +10,30 @@ use crate::config::rnn_keys::{
 };
 use crate::config::{Checker, ConfigError};
 use serde::{Deserialize, Serialize};
+
+/// GPU speed options of a recurrent search or evaluation; none changes a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RnnSpeedConfig {
+    /// Training steps whose values (losses, step records, the search's alphas) are read back
+    /// from the device together, 1..=10,000: one synchronisation per this many steps instead
+    /// of one or more per step.
+    pub read_back_every: u32,
+}
+
+impl Default for RnnSpeedConfig {
+    fn default() -> Self {
+        Self { read_back_every: 1 }
+    }
+}
+
+impl RnnSpeedConfig {
+    /// Whether every value is the default (then `config.toml` leaves the table out, so runs
+    /// written before it existed keep their config hash and still resume).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// Width and dropouts of the language model (emsize = nhid = nhidlast).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

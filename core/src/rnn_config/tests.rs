@@ -234,11 +234,35 @@ fn the_evaluation_read_back_interval_is_checked_and_written_only_when_set() {
 }
 
 #[test]
+fn the_search_read_back_interval_is_checked_and_written_only_when_set() {
+    let config = RnnSearchConfig::default();
+    assert_eq!(config.speed.read_back_every, 1);
+    assert!(!config.to_toml().unwrap().contains("[speed]"));
+    assert!(config
+        .to_annotated_toml()
+        .unwrap()
+        .contains("[speed]\n# Weight steps whose records are read back"));
+    let batched = config
+        .with_overrides(&["speed.read_back_every=50".to_string()])
+        .unwrap();
+    assert!(batched
+        .to_toml()
+        .unwrap()
+        .contains("[speed]\nread_back_every = 50"));
+    let error = config
+        .with_overrides(&["speed.read_back_every=10001".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("speed.read_back_every"), "{error}");
+}
+
+#[test]
 fn the_key_tables_list_every_key_once_and_nothing_else() {
     use crate::config::key_checks::assert_lists_every_key;
     use crate::config::rnn_keys::{RNN_EVAL_KEYS, RNN_SEARCH_KEYS};
     let mut search = RnnSearchConfig::default();
     search.data.limit = Some(100);
+    search.speed.read_back_every = 2;
     assert_lists_every_key(&search, RNN_SEARCH_KEYS);
     let mut eval = RnnEvalConfig::default();
     eval.weights.asgd_at_epoch = Some(3);

@@ -22,6 +22,7 @@ pub mod dropout;
 pub mod eval;
 pub mod model;
 mod nt_asgd;
+mod pending;
 pub mod search;
 pub mod search_trainer;
 pub mod trainer;

@@ -10,12 +10,13 @@
 use super::corpus::{batchify, corpus_files, get_batch, load_corpus};
 use super::dropout::{DropoutMasks, DropoutRates};
 use super::model::evaluate;
+use super::pending::{DeviceStep, HostStep, PendingSteps};
 use super::search_trainer::RnnSearchTrainer;
 use super::trainer::{perplexity, scaled_lr, search_seq_len};
 use super::{draw_key, DrawStream};
 use crate::checkpoint;
 use crate::error::RunError;
-use crate::optim;
+use crate::optim::{self, OptimError};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
 use crate::run::{
@@ -24,8 +25,8 @@ use crate::run::{
 use crate::search::schedule::{AlphaSchedule, ScheduleState};
 use crate::train_step::to_rows;
 use prime_core::config::{Compat, LayeredConfig, RegularizerKind, ScheduleKind};
-use prime_core::genotype::projection::{frobenius_distance, project_rnn};
-use prime_core::genotype::{rnn_primitives, RnnGenotype};
+use prime_core::genotype::projection::frobenius_distance;
+use prime_core::genotype::RnnGenotype;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::RunObserver;
 use prime_core::rnn_config::RnnSearchConfig;
@@ -124,6 +125,8 @@ pub struct RnnSearchTask<'a> {
     hidden: (Tensor, Tensor),
     /// The genotype after the last completed epoch's validation.
     last_genotype: Option<RnnGenotype>,
+    /// Steps whose records wait for the next read-back (`speed.read_back_every`).
+    pending: PendingSteps,
 }
 
 impl<'a> RnnSearchTask<'a> {
@@ -178,6 +181,7 @@ impl<'a> RnnSearchTask<'a> {
             schedule,
             hidden,
             last_genotype: None,
+            pending: PendingSteps::default(),
         })
     }
 
@@ -204,28 +208,64 @@ impl<'a> RnnSearchTask<'a> {
         )
     }
 
-    /// The alpha step on the alpha batch at `row`; adds its values to `record`.
+    /// The alpha step on the alpha batch at `row`; adds its loss and regularizer value to
+    /// `values` (they stay on the device until the next read-back).
     fn alpha_step(
         &mut self,
         at: At,
         row: usize,
-        record: MetricRecord,
-    ) -> Result<MetricRecord, RunError> {
+        values: &mut Vec<(&'static str, Tensor)>,
+    ) -> Result<(), RunError> {
         let (input, targets) = get_batch(&self.data.alpha, row, self.config.data.bptt);
         let masks = self.masks(at, DrawStream::AlphaMasks);
         let extra = self.prox_term()?;
-        let extra_value = extra.as_ref().map(|term| term.detach().double_value(&[]));
+        let extra_value = extra.as_ref().map(Tensor::detach);
         let (alpha_loss, next_hidden) =
             self.trainer
                 .arch_step(&input, &targets, &self.hidden.1, &masks, extra)?;
         self.hidden.1 = next_hidden;
         self.state.alpha_steps_in_epoch += 1;
         self.state.alpha_steps_total += 1;
-        let mut record = record.with("alpha_loss", alpha_loss.double_value(&[]));
+        values.push(("alpha_loss", alpha_loss));
         if let Some(value) = extra_value {
-            record = record.with("regularizer", value);
+            values.push(("regularizer", value));
         }
-        Ok(record)
+        Ok(())
+    }
+
+    /// Reads the steps held back to the host (one copy) and writes their records and alpha
+    /// lines in order: the non-finite check, the epoch's running loss, perplexity, the EWMA of
+    /// FIMTs held back, and the distance of each step's alphas to their projection. A
+    /// non-finite loss stops the run here, naming its step.
+    fn read_back(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        // A failed copy is libtorch's error, as in the optimizers' reads.
+        for step in self.pending.read_back().map_err(OptimError::from)? {
+            let HostStep {
+                mut record,
+                loss,
+                fimt,
+                alphas,
+            } = step;
+            RunError::check_finite("loss", loss, record.epoch, record.step)?;
+            self.state.train_loss_sum += loss;
+            self.state.train_batches += 1;
+            if let Some(fimt) = fimt {
+                let ewma = self.schedule.observe_fimt(fimt);
+                record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+            }
+            let projection = self.trainer.project(&alphas)?;
+            let record = record
+                .with("loss", loss)
+                .with("ppl", perplexity(loss))
+                .with("dist", frobenius_distance(&alphas, &projection.z));
+            sink.metric(&record)?;
+            sink.alphas(&RnnAlphaRecord {
+                step: record.step,
+                clock: record.clock,
+                recurrent: alphas,
+            })?;
+        }
+        Ok(())
     }
 
     /// The proximity term c * rho / 2 * ||act(alpha) - Pi_S(act(alpha))||_F (SPEC 5.2) with
@@ -242,8 +282,8 @@ impl<'a> RnnSearchTask<'a> {
         if config.compat == Compat::Fixed {
             coefficient = coefficient.min(1.0);
         }
-        let projection = project_rnn(&to_rows(&activated), rnn_primitives(config.arch.activation))
-            .map_err(|error| RunError::Projection(error.to_string()))?;
+        // The projection runs on the host: prox reads the alphas once per alpha step.
+        let projection = self.trainer.project(&to_rows(&activated))?;
         let z: Vec<f32> = projection.z.concat();
         let z = Tensor::from_slice(&z)
             .view([projection.z.len() as i64, -1])
@@ -359,11 +399,13 @@ impl Task for RnnSearchTask<'_> {
                 .with("lr", lr)
                 .with("seq_len", seq_len as f64)
                 .with("alpha_step", f64::from(u8::from(alpha_step)));
-        if config.schedule.kind == ScheduleKind::Fimt {
+        let fimt_schedule = config.schedule.kind == ScheduleKind::Fimt;
+        if fimt_schedule {
             record = record.with("threshold", threshold);
         }
+        let mut values = Vec::new();
         if let (true, Some(row)) = (alpha_step, self.state.alpha_row) {
-            record = self.alpha_step(at, row, record)?;
+            self.alpha_step(at, row, &mut values)?;
         }
         let masks = self.masks(at, DrawStream::WeightMasks);
         let step = self
@@ -372,34 +414,39 @@ impl Task for RnnSearchTask<'_> {
         self.hidden.0 = step.hidden;
         self.state.batch += 1;
         self.state.cursor += seq_len;
-        let loss = step.raw_loss.double_value(&[]);
-        RunError::check_finite("loss", loss, at.epoch, step_number)?;
-        let fimt = optim::read_scalar(&step.fimt)?;
-        let ewma = self.schedule.observe_fimt(fimt);
-        self.state.train_loss_sum += loss;
-        self.state.train_batches += 1;
-        let rows = self.trainer.activated_rows();
-        let projection = self.trainer.projection()?;
-        record = record
-            .with("loss", loss)
-            .with("ppl", perplexity(loss))
-            .with("fimt", fimt)
-            .with("fimt_ewma", ewma)
-            .with("grad_norm", optim::read_scalar(&step.grad_norm)?)
-            .with("dist", frobenius_distance(&rows, &projection.z));
-        if let Some(pruned) = self.trainer.pruned_count() {
-            record = record.with("pruned", pruned as f64);
+        let mut held_fimt = None;
+        if fimt_schedule {
+            // The next step's decision compares the EWMA with the threshold on the host:
+            // the FIMT schedule's one read per step.
+            let fimt = optim::read_scalar(&step.fimt)?;
+            let ewma = self.schedule.observe_fimt(fimt);
+            record = record.with("fimt", fimt).with("fimt_ewma", ewma);
+        } else {
+            held_fimt = Some(step.fimt);
         }
-        sink.metric(&record)?;
-        sink.alphas(&RnnAlphaRecord {
-            step: step_number,
-            clock: self.state.clock,
-            recurrent: rows,
-        })?;
+        values.push(("grad_norm", step.grad_norm));
+        if let Some(pruned) = self.trainer.pruned_count() {
+            values.push(("pruned", pruned));
+        }
+        self.pending.push(DeviceStep {
+            record,
+            values,
+            loss: step.raw_loss,
+            fimt: held_fimt,
+            alphas: self.trainer.activated(),
+        });
+        if self.pending.len() >= config.speed.read_back_every as usize {
+            self.read_back(sink)?;
+        }
         Ok(Step::Trained)
     }
 
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)
+    }
+
     fn end_epoch(&mut self, at: At, sink: &mut Sink) -> Result<(), RunError> {
+        self.read_back(sink)?;
         let valid_loss = evaluate(
             self.trainer.model(),
             &self.data.valid,

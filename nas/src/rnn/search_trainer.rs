@@ -178,24 +178,34 @@ impl RnnSearchTrainer {
         self.arch_optimizer.zero_state_where("alphas", mask)
     }
 
-    /// Alphas pruned for good (CRB under `compat = fixed`), if pruning is on.
-    pub fn pruned_count(&self) -> Option<i64> {
+    /// Alphas pruned for good (CRB under `compat = fixed`), if pruning is on: an int64 count
+    /// on the device.
+    pub fn pruned_count(&self) -> Option<Tensor> {
         self.prune_mask
             .as_ref()
-            .map(|mask| mask.eq(0.0).sum(tch::Kind::Int64).int64_value(&[]))
+            .map(|mask| mask.eq(0.0).sum(tch::Kind::Int64))
+    }
+
+    /// act(alpha) on the device, detached, (36, P).
+    pub fn activated(&self) -> Tensor {
+        tch::no_grad(|| self.model.activated_alphas())
+            .expect("the search model has alphas")
+            .detach()
     }
 
     /// act(alpha) on the host, (36, P).
     pub fn activated_rows(&self) -> Vec<Vec<f32>> {
-        self.model
-            .activated_alphas()
-            .map(|activated| to_rows(&activated))
-            .unwrap_or_default()
+        to_rows(&self.activated())
     }
 
     /// The projection of the current alphas (SPEC 7.6).
     pub fn projection(&self) -> Result<RnnProjection, RunError> {
-        project_rnn(&self.activated_rows(), rnn_primitives(self.activation))
+        self.project(&self.activated_rows())
+    }
+
+    /// The projection (SPEC 7.6) of act(alpha) rows read earlier.
+    pub fn project(&self, rows: &[Vec<f32>]) -> Result<RnnProjection, RunError> {
+        project_rnn(rows, rnn_primitives(self.activation))
             .map_err(|error| RunError::Projection(error.to_string()))
     }
 

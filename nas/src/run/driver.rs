@@ -95,7 +95,8 @@ fn open_run<T: Task>(
     std::fs::create_dir_all(run_dir).map_err(|error| annotate(run_dir, error))?;
     let fingerprint = DataFingerprint::of_files(&options.data_dir, &plan.data_files)?;
     fingerprint.record_or_check(run_dir, resuming)?;
-    let machine = Machine::current(options.device);
+    let ranks = task.data_parallel().map_or(1, |ranks| ranks.world_size());
+    let machine = Machine::current(options.device, ranks);
     let new_manifest = || {
         RunManifest::new(
             machine.clone(),

@@ -42,11 +42,15 @@ pub struct Machine {
     pub cudnn_benchmark: Option<bool>,
     /// cuDNN's deterministic mode, for CUDA runs ([`crate::cudnn::DETERMINISTIC`]).
     pub cudnn_deterministic: Option<bool>,
+    /// Data-parallel ranks (one per device; `device` is rank 0's). Absent in manifests
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
 }
 
 impl Machine {
-    /// This process on `device`.
-    pub fn current(device: Device) -> Self {
+    /// This process on `device`, rank 0 of `ranks` data-parallel ranks (1 on one device).
+    pub fn current(device: Device, ranks: usize) -> Self {
         let (device_name, gpu) = match device {
             Device::Cuda(index) => {
                 let gpu = GpuInventory::open()
@@ -70,12 +74,16 @@ impl Machine {
             cudnn_enabled: cuda.then(tch::Cuda::user_enabled_cudnn),
             cudnn_benchmark: crate::cudnn::benchmark().filter(|_| cuda),
             cudnn_deterministic: cuda.then_some(crate::cudnn::DETERMINISTIC),
+            ranks: Some(ranks),
         }
     }
 
     /// What differs from `earlier` in the kernels the floats depend on, as `what old -> new`;
     /// empty when a resume continues bitwise. The CPU kernel level reads plainly
-    /// (`avx512 -> avx2`); a CPU model alone does not change the kernels.
+    /// (`avx512 -> avx2`); a CPU model alone does not change the kernels. Another number of
+    /// data-parallel ranks counts too: each rank's share of a batch is normalised on its own
+    /// and the gradients are summed in another order (unknown in older manifests: no
+    /// difference).
     pub fn kernel_differences(&self, earlier: &Machine) -> Vec<String> {
         let mut differences = Vec::new();
         if self.cpu_kernel_level != earlier.cpu_kernel_level {
@@ -100,6 +108,9 @@ impl Machine {
             self.threads.to_string(),
         );
         compare("device", earlier.device.clone(), self.device.clone());
+        if let (Some(old), Some(new)) = (earlier.ranks, self.ranks) {
+            compare("data-parallel ranks", old.to_string(), new.to_string());
+        }
         let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "none".to_string());
         compare("GPU", text(&earlier.gpu_model), text(&self.gpu_model));
         let number =
@@ -252,6 +263,7 @@ mod tests {
             cudnn_enabled: None,
             cudnn_benchmark: None,
             cudnn_deterministic: None,
+            ranks: Some(1),
         }
     }
 
@@ -292,6 +304,28 @@ mod tests {
             notice,
             "resumed on different kernels: cuDNN benchmark unset -> true; not bitwise"
         );
+        let mut two_ranks = manifest.latest_machine().clone();
+        two_ranks.ranks = Some(2);
+        let notice = manifest.record_resume(5, 50, two_ranks).unwrap();
+        assert_eq!(
+            notice,
+            "resumed on different kernels: data-parallel ranks 1 -> 2; not bitwise"
+        );
+        // A manifest written before the ranks were recorded: no difference to report.
+        manifest.resumes.push(Resume {
+            epoch: 6,
+            global_step: 60,
+            machine: Machine {
+                ranks: None,
+                ..machine("avx2")
+            },
+            notice: None,
+        });
+        let four_ranks = Machine {
+            ranks: Some(4),
+            ..machine("avx2")
+        };
+        assert_eq!(manifest.record_resume(7, 70, four_ranks), None);
     }
 
     #[test]
@@ -300,8 +334,15 @@ mod tests {
         let object = value.as_object_mut().unwrap();
         object.remove("cudnn_benchmark");
         object.remove("cudnn_deterministic");
+        object.remove("ranks");
         let back: Machine = serde_json::from_value(value).unwrap();
-        assert_eq!(back, machine("avx2"));
+        assert_eq!(
+            back,
+            Machine {
+                ranks: None,
+                ..machine("avx2")
+            }
+        );
     }
 
     #[test]
@@ -309,7 +350,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(RunManifest::read(dir.path()).unwrap(), None);
         let files = BTreeMap::from([("train".to_string(), "00ff".to_string())]);
-        let manifest = RunManifest::new(Machine::current(Device::Cpu), 101, "abc", files, "bf16");
+        let manifest =
+            RunManifest::new(Machine::current(Device::Cpu, 1), 101, "abc", files, "bf16");
         manifest.write(dir.path()).unwrap();
         let back = RunManifest::read(dir.path()).unwrap().unwrap();
         assert_eq!(back, manifest);

@@ -7,7 +7,7 @@
 //!
 //! [`Task`]: crate::run::Task
 
-mod pending;
+pub(crate) mod pending;
 pub mod regularizer;
 pub mod schedule;
 pub mod task;

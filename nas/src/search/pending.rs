@@ -1,7 +1,9 @@
 //! Step records of the search whose device values are held back and read to the host
 //! together: one device-to-host copy (one synchronisation) for any number of steps, instead of
 //! several per step. The values read back are exactly those a read per step gives (every
-//! value travels as float64, which holds the float32 and int64 values exactly).
+//! value travels as float64, which holds the float32 and int64 values exactly). The recurrent
+//! search holds its steps with the same parts ([`scalar_part`], [`matrix_part`],
+//! [`HostValues`]).
 
 use prime_core::metrics::MetricRecord;
 use tch::{Device, Kind, Tensor};
@@ -75,46 +77,31 @@ impl PendingSteps {
         }
         let mut parts = Vec::new();
         for step in &steps {
-            parts.push(step.loss.detach().to_kind(Kind::Double).reshape([1]));
-            parts.push(step.correct.to_kind(Kind::Double).reshape([1]));
+            parts.push(scalar_part(&step.loss));
+            parts.push(scalar_part(&step.correct));
             for (_, value) in &step.values {
-                parts.push(value.detach().to_kind(Kind::Double).reshape([1]));
+                parts.push(scalar_part(value));
             }
             if let Some(fimt) = &step.fimt {
-                parts.push(fimt.detach().to_kind(Kind::Double).reshape([1]));
+                parts.push(scalar_part(fimt));
             }
             for alphas in &step.alphas {
-                // float32 first, as the rows are float32; float64 holds it exactly.
-                let rows = alphas.detach().to_kind(Kind::Float).to_kind(Kind::Double);
-                parts.push(rows.reshape([-1]));
+                parts.push(matrix_part(alphas));
             }
         }
-        let flat = Tensor::f_cat(&parts, 0)?.f_to_device(Device::Cpu)?;
+        let mut values = HostValues::copy(&parts)?;
         self.read_backs += 1;
-        let flat = Vec::<f64>::try_from(&flat)?;
-        let mut values = flat.into_iter();
-        let mut next = || {
-            values
-                .next()
-                .expect("the copy holds one value per part, in the order laid out above")
-        };
         Ok(steps
             .into_iter()
             .map(|step| {
-                let loss = next();
-                let correct = next();
+                let loss = values.next();
+                let correct = values.next();
                 let mut record = step.record;
                 for (name, _) in &step.values {
-                    record = record.with(name, next());
+                    record = record.with(name, values.next());
                 }
-                let fimt = step.fimt.as_ref().map(|_| next());
-                let alphas = step.alphas.each_ref().map(|matrix| {
-                    let size = matrix.size();
-                    let (rows, columns) = (size[0] as usize, size[1] as usize);
-                    (0..rows)
-                        .map(|_| (0..columns).map(|_| next() as f32).collect())
-                        .collect()
-                });
+                let fimt = step.fimt.as_ref().map(|_| values.next());
+                let alphas = step.alphas.each_ref().map(|matrix| values.rows(matrix));
                 HostStep {
                     record,
                     loss,
@@ -125,6 +112,46 @@ impl PendingSteps {
                 }
             })
             .collect())
+    }
+}
+
+/// A 0-d device value (float32, float64 or int64) as one float64: a part of a
+/// [`HostValues::copy`].
+pub(crate) fn scalar_part(value: &Tensor) -> Tensor {
+    value.detach().to_kind(Kind::Double).reshape([1])
+}
+
+/// A float32 matrix as float64 values, row after row: a part of a [`HostValues::copy`].
+pub(crate) fn matrix_part(matrix: &Tensor) -> Tensor {
+    // float32 first, as the rows are float32; float64 holds it exactly.
+    let rows = matrix.detach().to_kind(Kind::Float).to_kind(Kind::Double);
+    rows.reshape([-1])
+}
+
+/// Device values copied to the host together, taken back in the order they were laid out.
+pub(crate) struct HostValues(std::vec::IntoIter<f64>);
+
+impl HostValues {
+    /// `parts` (from [`scalar_part`] and [`matrix_part`]) with one device-to-host copy.
+    pub fn copy(parts: &[Tensor]) -> Result<Self, tch::TchError> {
+        let flat = Tensor::f_cat(parts, 0)?.f_to_device(Device::Cpu)?;
+        Ok(Self(Vec::<f64>::try_from(&flat)?.into_iter()))
+    }
+
+    /// The next scalar part.
+    pub fn next(&mut self) -> f64 {
+        self.0
+            .next()
+            .expect("the copy holds one value per part, in the order laid out")
+    }
+
+    /// The next matrix part, shaped as `matrix` (the device matrix it was made from).
+    pub fn rows(&mut self, matrix: &Tensor) -> Vec<Vec<f32>> {
+        let size = matrix.size();
+        let (rows, columns) = (size[0] as usize, size[1] as usize);
+        (0..rows)
+            .map(|_| (0..columns).map(|_| self.next() as f32).collect())
+            .collect()
     }
 }
 

@@ -217,3 +217,37 @@ pub fn assert_events_match_metrics(run_dir: &Path) {
         assert!(histograms.len() >= epochs, "{histograms:?}");
     }
 }
+
+/// Counts the step records that reach the observer between two of the driver's questions:
+/// each nonzero count is one read-back of the device.
+#[derive(Default)]
+pub struct ReadBackBatches {
+    since_question: usize,
+    batches: Vec<usize>,
+}
+
+impl ReadBackBatches {
+    /// The step records of each read-back, in order.
+    pub fn all(mut self) -> Vec<usize> {
+        if self.since_question > 0 {
+            self.batches.push(self.since_question);
+        }
+        self.batches
+    }
+}
+
+impl RunObserver for ReadBackBatches {
+    fn on_metric(&mut self, record: &MetricRecord) {
+        if record.kind == MetricKind::Step {
+            self.since_question += 1;
+        }
+    }
+    fn on_checkpoint(&mut self, _dir: &Path, _progress: &Progress) {}
+    fn control(&mut self, _progress: &Progress) -> Control {
+        if self.since_question > 0 {
+            self.batches.push(self.since_question);
+            self.since_question = 0;
+        }
+        Control::Continue
+    }
+}
