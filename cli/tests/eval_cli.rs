@@ -139,6 +139,25 @@ fn an_unknown_op_or_a_malformed_genotype_file_is_named() {
     assert!(!out.status.success());
     let error = text(&out.stderr);
     assert!(error.contains("malformed.txt: line 2"), "{error}");
+    // One device or several: a Penn Treebank evaluation is refused --devices, never run
+    // silently on --device instead.
+    for devices in ["cpu", "cpu,cpu"] {
+        let out = prime(&[
+            "eval",
+            "--dataset",
+            "ptb",
+            "--genotype",
+            "DARTS",
+            "--devices",
+            devices,
+        ]);
+        assert!(!out.status.success());
+        let error = text(&out.stderr);
+        assert!(
+            error.contains("Penn Treebank evaluations run on one device; use --device"),
+            "{error}"
+        );
+    }
     let out = prime(&["eval", "--genotype", "NoSuchNet"]);
     assert!(!out.status.success());
     assert!(

@@ -88,8 +88,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(config) = recurrent_config(&args)? {
-        if args.devices.len() > 1 {
-            bail!("--devices: Penn Treebank evaluations run on one device; drop --devices");
+        if !args.devices.is_empty() {
+            bail!("--devices: Penn Treebank evaluations run on one device; use --device");
         }
         return ptb::eval(&config, &args.run, &args.machine);
     }
@@ -171,8 +171,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let outcome = run_eval_data_parallel(&devices, &config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
+        // Another number of devices would continue the run, but not bitwise.
+        let same_devices = match devices.len() {
+            1 => String::new(),
+            _ => format!(" --devices {}", args.devices.join(",")),
+        };
         eprintln!(
-            "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}",
+            "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}{same_devices}",
             outcome.epochs_done,
             config.epochs,
             run_dir.display()
