@@ -4,8 +4,10 @@
 //! domain values (`model`); the service converts them to and from wire messages.
 //!
 //! Invariants: a worker slot holds one unshared trial or up to K trials of `gpu_share` K,
-//! and a running trial sits in exactly the slots recorded in its placement; every change is committed to SQLite before the
-//! in-memory view changes.
+//! and a running trial sits in exactly the slots recorded in its placement; every change is
+//! written to SQLite before the in-memory view changes, and committed before any caller is
+//! answered (the event loop commits the requests it serves back to back together; a failed
+//! commit reloads this view from the database).
 
 use crate::db::{self, Database, Db, DbError, Transaction};
 use crate::error::CoordinatorError;
