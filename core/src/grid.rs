@@ -840,9 +840,10 @@ run = { epochs = 600 }
             &format!("{head}[search]\nepochs = 2\n[search.set]\n\"schedule.h_zero\" = 16.0\n"),
         )
         .unwrap_err();
+        // The line of the quoted key itself, not of its table's header.
         assert_eq!(
             (error.line, error.field.as_str()),
-            (9, "search.set.schedule.h_zero")
+            (10, "search.set.schedule.h_zero")
         );
         assert!(error.message.contains("h_zero"), "{error}");
     }
@@ -872,6 +873,7 @@ run = { epochs = 600 }
         )
         .unwrap_err();
         assert_eq!(error.field, "evaluation.run.set.network.dropout");
+        assert_eq!(error.line, head.lines().count() + 4, "{error}");
         assert!(error.message.contains("0 <= x < 1"), "{error}");
         let cifar = head.replace("ptb", "cifar10");
         GridSpec::parse(
