@@ -9,6 +9,11 @@ mod run_dir;
 use clap::{Parser, Subcommand};
 use std::sync::LazyLock;
 
+/// As the `coordinator` binary's: `prime demo` and `prime bench coordinator` run a coordinator
+/// in this process. libtorch's tensors keep their own allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `prime --version`: the version, git commit and torch build variant.
 static VERSION: LazyLock<String> = LazyLock::new(prime_nas::build_info::version_text);
 

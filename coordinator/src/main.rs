@@ -10,6 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Serving a thousand workers allocates and frees many small buffers (HTTP/2 frames, protobuf
+/// messages, SQLite rows); mimalloc gave 20-30% more assignments and metric points per second
+/// than the system allocator in `prime bench coordinator` at 1,000 workers (README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves grids to darts-prime workers; state lives in SQLite under --state.
 #[derive(Debug, Parser)]
 #[command(name = "coordinator", version, about)]
