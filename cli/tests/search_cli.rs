@@ -29,9 +29,9 @@ const TINY: [&str; 14] = [
     "epochs=1",
 ];
 
-#[test]
-fn search_writes_a_genotype_and_resume_of_a_finished_run_is_a_no_op() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes a synthetic CIFAR-10 set of `size` training and `test_size` test images to `data`
+/// under `dir`.
+fn synthetic_data(dir: &Path, size: &str, test_size: &str) {
     let synth = prime(
         &[
             "data",
@@ -39,17 +39,19 @@ fn search_writes_a_genotype_and_resume_of_a_finished_run_is_a_no_op() {
             "--out",
             "data",
             "--size",
-            "128",
+            size,
             "--test-size",
-            "16",
+            test_size,
         ],
-        dir.path(),
+        dir,
     );
-    assert!(
-        synth.status.success(),
-        "{}",
-        String::from_utf8_lossy(&synth.stderr)
-    );
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+}
+
+#[test]
+fn search_writes_a_genotype_and_resume_of_a_finished_run_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_data(dir.path(), "128", "16");
     let mut args = vec![
         "search",
         "--method",
@@ -137,20 +139,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn a_search_stopped_after_an_epochs_last_step_resumes_to_the_straight_result() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = prime(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--size",
-            "128",
-            "--test-size",
-            "16",
-        ],
-        dir.path(),
-    );
-    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    synthetic_data(dir.path(), "128", "16");
     let search = |out: &str, extra: &[&str]| {
         let mut args = vec!["search", "--method", "darts-prime", "--seed", "5"];
         args.extend(["--no-download", "--threads", "1", "--out", out]);
@@ -229,20 +218,7 @@ fn a_search_stopped_after_an_epochs_last_step_resumes_to_the_straight_result() {
 #[test]
 fn a_bf16_search_and_bench_run_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = prime(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--size",
-            "64",
-            "--test-size",
-            "8",
-        ],
-        dir.path(),
-    );
-    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    synthetic_data(dir.path(), "64", "8");
     let mut args = vec![
         "search",
         "--no-download",
@@ -312,20 +288,7 @@ fn a_bf16_search_and_bench_run_from_the_command_line() {
 #[test]
 fn devices_search_data_parallel_and_a_resume_on_fewer_says_it_is_not_bitwise() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = prime(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--size",
-            "128",
-            "--test-size",
-            "16",
-        ],
-        dir.path(),
-    );
-    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    synthetic_data(dir.path(), "128", "16");
     let search = |out: &str, extra: &[&str]| {
         let mut args = vec!["search", "--method", "darts-prime", "--seed", "5"];
         args.extend(["--no-download", "--threads", "1", "--quiet", "--out", out]);
