@@ -1,6 +1,7 @@
 //! The GPU tier: CPU vs CUDA agreement of the search, evaluation and recurrent networks
 //! (forward and gradients; the search network also in bf16), short searches and evaluations on CUDA, checkpoints moving between
-//! CUDA and the CPU, and CRB pruning on CUDA.
+//! CUDA and the CPU, CRB pruning on CUDA, and the NCCL back-end of data-parallel runs (one
+//! rank; every GPU and a dying rank where the machine has two or more).
 //!
 //! Every test here is ignored by default (the reason shows in the test output) and runs with
 //! `--ignored` on a machine whose libtorch sees a CUDA device, as `scripts/gpu-check.sh` does;
@@ -19,11 +20,17 @@ use prime_nas::cnn::search_net::{SearchNetShape, SearchNetwork};
 use prime_nas::data::{write_synthetic, DownloadPolicy};
 use prime_nas::eval::precision::ComputeCopy;
 use prime_nas::eval::run_eval;
+use prime_nas::eval::trainer::EvalTrainer;
+use prime_nas::parallel::backend::{connect, Collectives};
+use prime_nas::parallel::nccl::NcclCommunicator;
+use prime_nas::parallel::rank::DataParallel;
+use prime_nas::parallel::{CommError, Communicator};
 use prime_nas::rnn::model::{ModelCell, RnnModel};
 use prime_nas::run::manifest::RunManifest;
 use prime_nas::run::RunOptions;
 use prime_nas::search::run_search;
 use std::path::Path;
+use std::time::Duration;
 use tch::{nn, Device, Kind, Tensor};
 
 mod common;
@@ -373,4 +380,146 @@ fn crb_pruning_runs_on_cuda() {
     )
     .unwrap();
     assert!(outcome.finished);
+}
+
+/// Float32 values `0..n` plus `offset`, on `device`.
+fn ramp(n: i64, offset: f64, device: Device) -> Tensor {
+    Tensor::arange(n, (Kind::Float, device)) + offset
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn nccl_reduces_and_broadcasts_on_the_device_with_one_rank_and_with_every_gpu() {
+    let device = cuda();
+    let (version, source) = prime_nas::parallel::nccl::version().unwrap();
+    println!("NCCL {version} ({source})");
+    let mut one = NcclCommunicator::group(&[0], Duration::from_secs(60)).unwrap();
+    let rank = &mut one[0];
+    let flat = ramp(1000, 0.5, device);
+    rank.all_reduce_sum_tensor(&flat).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&flat).unwrap()[999], 999.5);
+    rank.broadcast_tensor(&flat, 0).unwrap();
+    let mut host = vec![1.5f32, -2.0];
+    rank.all_reduce_sum(&mut host).unwrap();
+    assert_eq!(host, vec![1.5, -2.0]);
+    let error = rank
+        .all_reduce_sum_tensor(&ramp(3, 0.0, Device::Cpu))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not a Float tensor on Cpu"),
+        "{error}"
+    );
+    drop(one);
+
+    let gpus = tch::Cuda::device_count() as usize;
+    if gpus < 2 {
+        println!("one GPU: the group of every GPU is the group above");
+        return;
+    }
+    let all: Vec<usize> = (0..gpus).collect();
+    let ranks = NcclCommunicator::group(&all, Duration::from_secs(60)).unwrap();
+    let threads: Vec<_> = ranks
+        .into_iter()
+        .map(|mut rank| {
+            std::thread::spawn(move || {
+                let device = rank.device();
+                let flat = ramp(5, rank.rank() as f64, device);
+                rank.all_reduce_sum_tensor(&flat).unwrap();
+                let mut root = vec![rank.rank() as f32; 3];
+                rank.broadcast(&mut root, 1).unwrap();
+                (Vec::<f32>::try_from(&flat).unwrap(), root)
+            })
+        })
+        .collect();
+    let offsets: f32 = (0..gpus).map(|rank| rank as f32).sum();
+    for thread in threads {
+        let (sums, root) = thread.join().unwrap();
+        let expected: Vec<f32> = (0..5).map(|i| gpus as f32 * i as f32 + offsets).collect();
+        assert_eq!(sums, expected);
+        assert_eq!(root, vec![1.0; 3]);
+    }
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn a_rank_that_dies_fails_the_nccl_group_within_its_timeout() {
+    cuda();
+    if tch::Cuda::device_count() < 2 {
+        println!("needs two GPUs: skipped on this machine");
+        return;
+    }
+    let ranks = NcclCommunicator::group(&[0, 1], Duration::from_secs(20)).unwrap();
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = ranks
+        .into_iter()
+        .map(|mut rank| {
+            std::thread::spawn(move || {
+                let flat = ramp(16, 0.0, rank.device());
+                rank.all_reduce_sum_tensor(&flat)?;
+                if rank.rank() == 1 {
+                    panic!("rank 1 dies after its first collective");
+                }
+                rank.all_reduce_sum_tensor(&flat)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|thread| thread.join()).collect();
+    assert!(results[1].is_err(), "rank 1 panicked");
+    let error = results[0].as_ref().unwrap().clone().unwrap_err();
+    assert_eq!(
+        error,
+        CommError::RankFailed {
+            rank: 1,
+            reason: "it panicked".into()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not at the timeout"
+    );
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn an_evaluation_step_over_nccl_with_one_rank_equals_the_step_without_a_group() {
+    let device = cuda();
+    let overrides: Vec<String> = ["network.init_channels=8", "network.layers=3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let config = EvalConfig::from_overrides(&overrides).unwrap();
+    let (x, y) = prime_nas::torch_rng::seeded(3, || {
+        (
+            Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)).to_device(device),
+            Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)).to_device(device),
+        )
+    });
+    let train = |ranks: Option<DataParallel>| {
+        let mut ranks = ranks;
+        let mut trainer =
+            prime_nas::torch_rng::seeded(5, || EvalTrainer::new(&config, device).unwrap());
+        if let Some(ranks) = &mut ranks {
+            trainer.take_rank0_weights(ranks).unwrap();
+        }
+        for step in 0..3 {
+            trainer
+                .train_step(&x, &y, 0.025, 0.2, step, ranks.as_mut())
+                .unwrap();
+        }
+        trainer.variables()
+    };
+    let connected = connect(&[device], Duration::from_secs(60), Collectives::Nccl).unwrap();
+    assert!(
+        connected.description.starts_with("NCCL 2."),
+        "{}",
+        connected.description
+    );
+    let comm = connected.ranks.into_iter().next().unwrap();
+    let grouped = train(Some(DataParallel::new(comm)));
+    let alone = train(None);
+    assert_eq!(grouped.len(), alone.len());
+    for ((name, a), (_, b)) in grouped.iter().zip(&alone) {
+        let error = relative_error(a, b);
+        assert!(error <= 1e-5, "{name}: relative error {error}");
+    }
 }

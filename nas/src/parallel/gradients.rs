@@ -5,7 +5,7 @@
 
 use super::{CommError, Communicator};
 use std::ops::Range;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Values per collective: 4 Mi floats (16 MiB), the order of PyTorch DDP's 25 MB buckets;
 /// the DARTS networks (a few million weights) travel in one or two.
@@ -26,8 +26,8 @@ pub fn shard(batch: usize, rank: usize, world: usize) -> Range<usize> {
 /// that every rank starts where rank 0 does).
 pub fn broadcast_tensors(comm: &mut dyn Communicator, tensors: &[Tensor]) -> Result<(), CommError> {
     for bucket in buckets(tensors) {
-        let mut flat = flatten(bucket);
-        comm.broadcast(&mut flat, 0)?;
+        let flat = flatten(bucket);
+        comm.broadcast_tensor(&flat, 0)?;
         unflatten(&flat, bucket);
     }
     Ok(())
@@ -54,10 +54,11 @@ pub fn all_reduce_gradients(
         })
         .collect();
     for bucket in buckets(&grads) {
-        let mut flat = flatten(bucket);
-        let weight = weight as f32;
-        flat.iter_mut().for_each(|value| *value *= weight);
-        comm.all_reduce_sum(&mut flat)?;
+        let flat = flatten(bucket);
+        // In float32, as the reduction: the weight rounds to a float first.
+        let mut scaled = flat.shallow_clone();
+        scaled *= f64::from(weight as f32);
+        comm.all_reduce_sum_tensor(&flat)?;
         unflatten(&flat, bucket);
     }
     Ok(())
@@ -81,37 +82,28 @@ fn buckets(tensors: &[Tensor]) -> Vec<&[Tensor]> {
     buckets
 }
 
-/// The values of `tensors`, concatenated, as host floats.
-fn flatten(tensors: &[Tensor]) -> Vec<f32> {
+/// The values of `tensors`, concatenated into one contiguous float32 tensor on their device
+/// (a fresh tensor: the collectives work on it in place).
+fn flatten(tensors: &[Tensor]) -> Tensor {
     let views: Vec<Tensor> = tensors
         .iter()
-        .map(|tensor| {
-            tensor
-                .detach()
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .reshape([-1])
-        })
+        .map(|tensor| tensor.detach().to_kind(Kind::Float).reshape([-1]))
         .collect();
-    let flat = Tensor::cat(&views, 0).contiguous();
-    let numel = flat.numel();
-    let mut values = vec![0f32; numel];
-    flat.copy_data(&mut values, numel);
-    values
+    Tensor::cat(&views, 0).contiguous()
 }
 
-/// Writes `values` back into `tensors` in place (their devices and kinds kept).
-fn unflatten(values: &[f32], tensors: &[Tensor]) {
+/// Writes the values of `flat` back into `tensors` in place (their devices and kinds kept).
+fn unflatten(flat: &Tensor, tensors: &[Tensor]) {
     let mut offset = 0;
     tch::no_grad(|| {
         for tensor in tensors {
-            let numel = tensor.numel();
-            let part = Tensor::from_slice(&values[offset..offset + numel])
+            let numel = tensor.numel() as i64;
+            let part = flat
+                .narrow(0, offset, numel)
                 .reshape(tensor.size())
                 .to_device(tensor.device())
                 .to_kind(tensor.kind());
-            let mut target = tensor.shallow_clone();
-            target.copy_(&part);
+            tensor.shallow_clone().copy_(&part);
             offset += numel;
         }
     });
@@ -122,6 +114,7 @@ mod tests {
     use super::*;
     use crate::parallel::cpu::CpuCommunicator;
     use std::time::Duration;
+    use tch::Device;
 
     const GLOBAL_BATCH: usize = 8;
     const STEPS: usize = 5;
@@ -194,7 +187,7 @@ mod tests {
     }
 
     fn values(params: &[Tensor]) -> Vec<f32> {
-        flatten(params)
+        Vec::<f32>::try_from(flatten(params)).unwrap()
     }
 
     /// The weights after `STEPS` data-parallel steps of two ranks with `loss`: every rank

@@ -7,13 +7,20 @@
 //! its reductions and the decisions all ranks agree on.
 //!
 //! Back-ends: `cpu` (threads of one process, a fixed reduction order, so that a run is
-//! reproducible bitwise and the whole path is tested on machines without GPUs).
+//! reproducible bitwise and the whole path is tested on machines without GPUs) and `nccl`
+//! (NVIDIA's collectives between the GPUs of one process, on the devices themselves);
+//! `backend` chooses between them.
 
+pub mod backend;
 pub mod cpu;
 pub mod gradients;
+#[allow(unsafe_code)]
+pub mod nccl;
 pub mod rank;
+mod watchdog;
 
 use std::time::Duration;
+use tch::{Device, Kind, Tensor};
 
 /// Longest wait of a collective for the other ranks by default: far longer than any step of
 /// the paper's runs, so only a dead or hung rank reaches it.
@@ -35,6 +42,12 @@ pub enum CommError {
     Timeout {
         /// How long it waited.
         waited_s: f64,
+    },
+    /// The back-end itself failed (an NCCL or CUDA error); the group cannot continue.
+    #[error("the collectives' back-end failed: {reason}")]
+    Backend {
+        /// What the back-end reported.
+        reason: String,
     },
     /// The ranks passed buffers of different lengths (a bug in the caller).
     #[error("rank {rank} passed {got} values where rank 0 passed {expected}")]
@@ -64,4 +77,33 @@ pub trait Communicator: Send {
 
     /// Replaces `buffer` on every rank by rank `root`'s.
     fn broadcast(&mut self, buffer: &mut [f32], root: usize) -> Result<(), CommError>;
+
+    /// [`Communicator::all_reduce_sum`] of `flat`, a contiguous float32 tensor on this
+    /// rank's device, in place. By default its values travel through host memory; a device
+    /// back-end reduces them where they are.
+    fn all_reduce_sum_tensor(&mut self, flat: &Tensor) -> Result<(), CommError> {
+        through_host(flat, |values| self.all_reduce_sum(values))
+    }
+
+    /// [`Communicator::broadcast`] of `flat`, as [`Communicator::all_reduce_sum_tensor`].
+    fn broadcast_tensor(&mut self, flat: &Tensor, root: usize) -> Result<(), CommError> {
+        through_host(flat, |values| self.broadcast(values, root))
+    }
+}
+
+/// Runs `collective` on a host copy of `flat`'s values and writes the result back into it.
+fn through_host(
+    flat: &Tensor,
+    collective: impl FnOnce(&mut [f32]) -> Result<(), CommError>,
+) -> Result<(), CommError> {
+    let numel = flat.numel();
+    let mut values = vec![0f32; numel];
+    flat.to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .copy_data(&mut values, numel);
+    collective(&mut values)?;
+    let result = Tensor::from_slice(&values).to_device(flat.device());
+    tch::no_grad(|| flat.shallow_clone().copy_(&result));
+    Ok(())
 }

@@ -1,14 +1,15 @@
 //! Data-parallel training as a strategy of the run driver: one rank per device, each a
 //! thread running the driver's loop ([`super::run`]) with its own task, connected by a
-//! communicator. Rank 0 runs on the calling thread with the caller's observer and writes the
+//! communicator (NCCL between GPUs, else the CPU back-end: `parallel::backend`). Rank 0 runs on the calling thread with the caller's observer and writes the
 //! run directory; the others write nothing. A rank that fails or panics breaks the group, so
 //! the others fail their next collective at once (or after the timeout, for a rank that
 //! hangs), and the run fails with the first rank's own error.
 
 use super::{RunOptions, Task};
 use crate::error::RunError;
-use crate::parallel::cpu::CpuCommunicator;
+use crate::parallel::backend::{connect, Collectives};
 use crate::parallel::rank::DataParallel;
+use crate::parallel::Communicator;
 use prime_core::observer::{NullObserver, RunObserver};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -18,8 +19,9 @@ use tch::Device;
 pub const MAX_RANKS: usize = 64;
 
 /// Runs (or resumes) the task `make_task` builds for each rank, one rank per device of
-/// `devices` (rank r on `devices[r]`, which replaces `options.device`), with the CPU
-/// communicator and collectives that wait at most `timeout` for the other ranks.
+/// `devices` (rank r on `devices[r]`, which replaces `options.device`), connected by the
+/// back-end `PRIME_COLLECTIVES` chooses (NCCL between distinct GPUs by default), with
+/// collectives that wait at most `timeout` for the other ranks.
 /// Returns rank 0's outcome.
 pub fn run_data_parallel<T, F>(
     devices: &[Device],
@@ -42,11 +44,18 @@ where
         device,
         ..options.clone()
     };
-    let run_rank = |comm: CpuCommunicator, options: RunOptions, observer: &mut dyn RunObserver| {
-        let task = make_task(DataParallel::new(Box::new(comm)), &options)?;
-        super::run(task, &options, observer)
-    };
-    let mut comms = CpuCommunicator::group(devices.len(), timeout).into_iter();
+    let run_rank =
+        |comm: Box<dyn Communicator>, options: RunOptions, observer: &mut dyn RunObserver| {
+            let task = make_task(DataParallel::new(comm), &options)?;
+            super::run(task, &options, observer)
+        };
+    let connected = connect(devices, timeout, Collectives::from_env()?)?;
+    tracing::info!(
+        "data-parallel over {} ranks ({devices:?}), collectives: {}",
+        devices.len(),
+        connected.description
+    );
+    let mut comms = connected.ranks.into_iter();
     let first = comms.next().expect("a group of at least one rank");
     std::thread::scope(|scope| {
         let mut others = Vec::new();
