@@ -10,9 +10,10 @@
 #                                                   checkout with target/release): GPU inventory,
 #                                                   the GPU test tier, search/eval/RNN step benches
 #                                                   beside the eager-PyTorch yardstick with peak GPU
-#                                                   memory, a two-trial grid through `worker --gpu
-#                                                   0`; raw numbers in DIR/gpu-check.json, one
-#                                                   table printed last
+#                                                   memory, K searches sharing the card, NCCL and
+#                                                   CPU-back-end collectives, a two-trial grid
+#                                                   through `worker --gpu 0`; raw numbers in
+#                                                   DIR/gpu-check.json, one table printed last
 #   scripts/gpu-check.sh --table FILE.json          prints the table of a results file
 #
 # The GPU machine needs Python with torch 2.11.0 (the libtorch our build links); no Rust and no
@@ -31,7 +32,7 @@ fail() {
 }
 
 usage() {
-    sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 mode="run"
@@ -71,7 +72,7 @@ def cell(value, digits=4):
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
-header = ["check", "setting", "ours", "yardstick", "ratio", "peak MiB", "yardstick MiB", "status"]
+header = ["check", "setting", "ours", "yardstick", "ratio", "peak MiB", "yardstick MiB", "images/s", "status"]
 rows = []
 for number, row in enumerate(results["rows"], 1):
     if not isinstance(row, dict) or "check" not in row:
@@ -80,7 +81,8 @@ for number, row in enumerate(results["rows"], 1):
     ratio = theirs / ours if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and ours > 0 else None
     rows.append([row["check"], row.get("setting", ""), cell(ours), cell(theirs),
                  "-" if ratio is None else f"{ratio:.2f}x", cell(row.get("peak_mib")),
-                 cell(row.get("yardstick_peak_mib")), row.get("status", "")])
+                 cell(row.get("yardstick_peak_mib")), cell(row.get("images_per_s"), 5),
+                 row.get("status", "")])
 widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
 for r in [header, ["-" * w for w in widths]] + rows:
     print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -185,6 +187,11 @@ median_of() {
     "$python" -c 'import json, sys; print(json.loads(sys.argv[1])["median_s"])' "$1"
 }
 
+# A field of a bench line, or null.
+field_of() {
+    "$python" -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1]).get(sys.argv[2])))' "$1" "$2"
+}
+
 echo "gpu-check: inventory" >&2
 gpu_line=$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader -i 0)
 echo "$gpu_line" >"$out_dir/inventory.txt"
@@ -257,6 +264,39 @@ for batch in 96 256; do
             row check="eval step" setting="batch $batch $label" status="failed (see log.txt)"
         fi
     done
+done
+
+# Trials sharing the card (a `gpu_share = K` slot): K searches at once, each its own network on
+# its own thread of one process as the worker runs them; ours_s is their median step and
+# images/s their summed rate, against one search alone.
+echo "gpu-check: searches sharing the GPU" >&2
+for trials in 1 2 4; do
+    if with_peak target/release/prime bench search-step --device cuda --batch 64 --iters "$iters" --warmup 2 --trials "$trials"; then
+        row check="shared search step" setting="K=$trials, batch 64 each" ours_s="$(median_of "$measured")" \
+            images_per_s="$(field_of "$measured" images_per_s)" peak_mib="$peak_mib" status=ok
+    else
+        row check="shared search step" setting="K=$trials, batch 64 each" status="failed (see log.txt)"
+    fi
+done
+
+# The collectives of a data-parallel evaluation: one rank without a group, then one rank
+# through NCCL and through the CPU back-end (the cost of the reduction itself); with two GPUs
+# or more, every GPU over each back-end (the scaling at the same global batch).
+echo "gpu-check: data-parallel collectives" >&2
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+collective_runs=("1 rank, no group:--ranks 1" "1 rank, NCCL:--ranks 1 --collectives nccl" "1 rank, CPU back-end:--ranks 1 --collectives cpu")
+if [ "${gpus:-0}" -ge 2 ]; then
+    collective_runs+=("$gpus ranks, NCCL:--ranks $gpus --collectives nccl" "$gpus ranks, CPU back-end:--ranks $gpus --collectives cpu")
+fi
+for setting in "${collective_runs[@]}"; do
+    label="${setting%%:*}"
+    read -r -a extra <<<"${setting#*:}"
+    if with_peak target/release/prime bench eval-step --device cuda --batch 96 --iters "$iters" --warmup 2 "${extra[@]}"; then
+        row check="data-parallel eval step" setting="$label, batch 96" ours_s="$(median_of "$measured")" \
+            images_per_s="$(field_of "$measured" images_per_s)" peak_mib="$peak_mib" status=ok
+    else
+        row check="data-parallel eval step" setting="$label, batch 96" status="failed (see log.txt)"
+    fi
 done
 
 # Short searches end to end (data, schedule, records, checkpoints) on synthetic images: step

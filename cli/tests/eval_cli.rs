@@ -309,3 +309,80 @@ fn bench_eval_step_prints_one_json_line() {
     }
     assert!(line["params"].as_i64().unwrap() > 0);
 }
+
+/// `--collectives` runs the ranks through the back-end asked for and names it; one rank with
+/// `--collectives` still goes through the collectives. NCCL on CPU ranks is refused with the
+/// reason, and an unknown back-end names the choices.
+#[test]
+fn bench_eval_step_names_the_collectives_back_end() {
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "eval-step", "--channels", "4", "--layers", "3"];
+        args.extend([
+            "--batch",
+            "4",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ]);
+        args.extend(extra);
+        prime(&args)
+    };
+    assert_eq!(json(&bench(&[]))["collectives"], "none");
+    for extra in [&["--ranks", "2"][..], &["--collectives", "cpu"][..]] {
+        let line = json(&bench(extra));
+        assert_eq!(
+            line["collectives"], "CPU back-end (through host memory)",
+            "{extra:?}"
+        );
+    }
+    let nccl = bench(&["--collectives", "nccl"]);
+    assert!(!nccl.status.success());
+    let stderr = text(&nccl.stderr);
+    assert!(
+        stderr.contains("NCCL runs between GPUs, not on [Cpu]"),
+        "{stderr}"
+    );
+    let unknown = bench(&["--collectives", "gloo"]);
+    let stderr = text(&unknown.stderr);
+    assert!(stderr.contains("expected auto, nccl or cpu"), "{stderr}");
+}
+
+/// `PRIME_COLLECTIVES` chooses the back-end of a data-parallel run: `nccl` on CPU ranks fails
+/// before anything is trained, with the reason; a value that is no back-end names the
+/// variable; `cpu` runs.
+#[test]
+fn prime_collectives_chooses_the_back_end_of_a_devices_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic(&data, 32, 16);
+    let eval = |out: &str, collectives: &str| {
+        let out = dir.path().join(out);
+        let mut args = tiny_eval(&data, &out, "1");
+        args.extend(["--devices", "cpu,cpu"]);
+        Command::new(env!("CARGO_BIN_EXE_prime"))
+            .args(&args)
+            .env("PRIME_COLLECTIVES", collectives)
+            .output()
+            .expect("the prime binary runs")
+    };
+    let nccl = eval("nccl", "nccl");
+    assert!(!nccl.status.success());
+    let stderr = text(&nccl.stderr);
+    assert!(
+        stderr.contains("NCCL runs between GPUs, not on [Cpu, Cpu]"),
+        "{stderr}"
+    );
+    let unknown = eval("unknown", "mpi");
+    assert!(!unknown.status.success());
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("PRIME_COLLECTIVES: unknown collectives back-end \"mpi\""),
+        "{stderr}"
+    );
+    let cpu = eval("cpu", "cpu");
+    assert!(cpu.status.success(), "{}", text(&cpu.stderr));
+    assert!(dir.path().join("cpu/test.json").exists());
+}

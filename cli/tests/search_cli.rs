@@ -265,7 +265,46 @@ fn a_bf16_search_and_bench_run_from_the_command_line() {
     assert!(bench.status.success(), "{}", text(&bench.stderr));
     let line: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
     assert_eq!(line["search_precision"], "bf16");
+    assert_eq!(line["trials"], 1);
     assert!(line["median_s"].as_f64().unwrap() > 0.0);
+    // Two searches sharing the device: their rates summed.
+    let shared = prime(
+        &[
+            "bench",
+            "search-step",
+            "--channels",
+            "2",
+            "--layers",
+            "3",
+            "--batch",
+            "2",
+            "--image-size",
+            "8",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--trials",
+            "2",
+        ],
+        dir.path(),
+    );
+    assert!(shared.status.success(), "{}", text(&shared.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&shared.stdout).unwrap();
+    assert_eq!(line["trials"], 2);
+    let (median, rate) = (
+        line["median_s"].as_f64().unwrap(),
+        line["images_per_s"].as_f64().unwrap(),
+    );
+    assert!(median > 0.0 && rate > 0.0, "{line}");
+    let too_many = prime(&["bench", "search-step", "--trials", "17"], dir.path());
+    assert!(
+        text(&too_many.stderr).contains("17 is not in 1..=16"),
+        "{}",
+        text(&too_many.stderr)
+    );
     let bad = prime(
         &[
             "bench",

@@ -145,7 +145,9 @@ fn the_gpu_check_table_sets_ours_beside_the_yardstick() {
              "yardstick_s": 0.2, "peak_mib": 3000, "yardstick_peak_mib": 3500, "status": "ok"},
             {"check": "eval step", "setting": "batch 96 bf16", "ours_s": 0.03, "peak_mib": 2000,
              "status": "ok"},
-            {"check": "test tier", "setting": "gpu", "status": "passed: ok. 6 passed"}
+            {"check": "test tier", "setting": "gpu", "status": "passed: ok. 6 passed"},
+            {"check": "shared search step", "setting": "K=2, batch 64 each", "ours_s": 0.06,
+             "images_per_s": 4266.67, "peak_mib": 5000, "status": "ok"}
         ]}"#,
     )
     .unwrap();
@@ -173,6 +175,7 @@ fn the_gpu_check_table_sets_ours_beside_the_yardstick() {
             "4.00x",
             "3000",
             "3500",
+            "-",
             "ok"
         ]
     );
@@ -183,7 +186,26 @@ fn the_gpu_check_table_sets_ours_beside_the_yardstick() {
         .collect();
     assert_eq!(eval[4], "-", "{table}");
     assert!(lines[4].contains("passed: ok. 6 passed"), "{table}");
-    assert_eq!(lines[5], "GPU: NVIDIA H200, 9.0, 143771 MiB, 580.65.06");
+    let shared: Vec<&str> = lines[5]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        shared,
+        [
+            "shared search step",
+            "K=2, batch 64 each",
+            "0.06",
+            "-",
+            "-",
+            "5000",
+            "-",
+            "4266.7",
+            "ok"
+        ]
+    );
+    assert_eq!(lines[6], "GPU: NVIDIA H200, 9.0, 143771 MiB, 580.65.06");
 }
 
 #[test]
@@ -235,7 +257,7 @@ fn stand_in_pack(with_libtorch: bool) -> tempfile::TempDir {
     executable(
         &root.join("target/release/prime"),
         "#!/bin/sh\ncase \"$1\" in\n  --version) echo \"prime 0.1.0 (libraries: $LD_LIBRARY_PATH)\";;\n  \
-         bench) echo '{\"median_s\": 0.05}';;\n  \
+         bench) echo \"$*\" >>bench-args.txt; echo '{\"median_s\": 0.05}';;\n  \
          status) printf '1 a succeeded\\n2 b succeeded\\n';;\nesac\nexit 0\n",
     );
     for daemon in ["worker", "coordinator"] {
@@ -302,8 +324,9 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         .map(|row| row["check"].as_str().unwrap())
         .collect();
     // Tier, 2 rounds at batch 64 and 2 at the largest batch, bf16 at batch 64, 6 eval
-    // settings, 3 search runs, RNN, grid.
-    assert_eq!(checks.len(), 17, "{checks:?}");
+    // settings, 3 shared-card searches, 3 one-rank collectives (one GPU), 3 search runs, RNN,
+    // grid.
+    assert_eq!(checks.len(), 23, "{checks:?}");
     assert_eq!(checks[0], "test tier");
     assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 5);
     assert!(rows
@@ -311,6 +334,29 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         .any(|row| row["setting"] == "batch 64 bf16" && row["yardstick_s"] == 0.2));
     assert_eq!(checks.iter().filter(|c| **c == "eval step").count(), 6);
     assert_eq!(checks.iter().filter(|c| **c == "search run").count(), 3);
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| **c == "shared search step")
+            .count(),
+        3
+    );
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| **c == "data-parallel eval step")
+            .count(),
+        3
+    );
+    let bench_args = std::fs::read_to_string(root.join("bench-args.txt")).unwrap();
+    for expected in [
+        "search-step --device cuda --batch 64 --iters 3 --warmup 2 --trials 4",
+        "eval-step --device cuda --batch 96 --iters 3 --warmup 2 --ranks 1 --collectives nccl",
+        "eval-step --device cuda --batch 96 --iters 3 --warmup 2 --ranks 1 --collectives cpu",
+    ] {
+        assert!(bench_args.contains(expected), "{expected}: {bench_args}");
+    }
+    assert!(!bench_args.contains("--ranks 2"), "one GPU: {bench_args}");
     assert!(rows
         .iter()
         .all(|row| row["status"].as_str().unwrap().starts_with("ok")
@@ -318,7 +364,7 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     assert_eq!(rows[1]["ours_s"], 0.05);
     assert_eq!(rows[1]["yardstick_s"], 0.2);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(table.lines().count(), 2 + 17 + 1, "{table}");
+    assert_eq!(table.lines().count(), 2 + 23 + 1, "{table}");
     assert!(table.contains("4.00x"), "{table}");
     let inventory = std::fs::read_to_string(root.join("out/inventory.txt")).unwrap();
     let own = std::fs::canonicalize(root.join(".libtorch/lib")).unwrap();

@@ -11,7 +11,7 @@ use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::resolve_genotype;
 use prime_nas::eval::trainer::EvalTrainer;
 use prime_nas::optim::read_scalar;
-use prime_nas::parallel::cpu::CpuCommunicator;
+use prime_nas::parallel::backend::{connect, Collectives};
 use prime_nas::parallel::rank::DataParallel;
 use prime_nas::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use prime_nas::rnn::corpus::get_batch;
@@ -20,6 +20,7 @@ use prime_nas::rnn::search_trainer::RnnSearchTrainer;
 use prime_nas::rnn::trainer::scaled_lr;
 use prime_nas::rnn::{draw_key, DrawStream};
 use prime_nas::search::trainer::SearchTrainer;
+use std::sync::Barrier;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -72,6 +73,11 @@ pub struct SearchStepArgs {
     /// Override a search config value, e.g. --set speed.search_precision=bf16. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Searches sharing the device at once, each its own network on its own thread, as a
+    /// worker runs the trials of a `gpu_share = K` slot; the line gives their summed rate
+    /// (median_s is over every trial's steps).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    trials: u16,
 }
 
 /// Arguments of `prime bench eval-step`.
@@ -111,6 +117,11 @@ pub struct EvalStepArgs {
     /// threads of this process; on cuda:N, the GPUs N, N+1, ...
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     ranks: u16,
+    /// The back-end connecting the ranks: auto (NCCL between GPUs, else through host
+    /// memory), nccl or cpu. Given with --ranks 1, the single rank still goes through its
+    /// collectives, which times their cost; omitted, one rank runs without a group.
+    #[arg(long)]
+    collectives: Option<Collectives>,
 }
 
 /// Arguments of `prime bench rnn-search-step` (the flags of
@@ -172,10 +183,6 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--pruned expects a fraction in [0, 1], with --activation crb");
     }
-    let mut trainer = SearchTrainer::new(&config, 10, device)?;
-    if args.pruned > 0.0 {
-        prune_fraction(&mut trainer, args.pruned)?;
-    }
     let images = |seed: i64| {
         tch::manual_seed(seed);
         let x = Tensor::randn(
@@ -187,25 +194,72 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     };
     let (x, y) = images(1);
     let (xv, yv) = images(2);
-    let lr = config.weights.lr;
-    let mut times = Vec::with_capacity(args.iters);
-    for iteration in 0..args.warmup + args.iters {
-        synchronize(device);
-        let start = Instant::now();
-        trainer.arch_step(&xv, &yv, None, None)?;
-        trainer.weight_step(&x, &y, lr, false, None)?;
-        synchronize(device);
-        if iteration >= args.warmup {
-            times.push(start.elapsed().as_secs_f64());
+    let trials = usize::from(args.trials);
+    // The trials start their timed iterations together, so that they overlap as a shared
+    // slot's trials do.
+    let timed_start = Barrier::new(trials);
+    let trial = |(x, y, xv, yv): (Tensor, Tensor, Tensor, Tensor)| {
+        let mut trainer = SearchTrainer::new(&config, 10, device)?;
+        if args.pruned > 0.0 {
+            prune_fraction(&mut trainer, args.pruned)?;
         }
+        let lr = config.weights.lr;
+        let mut times = Vec::with_capacity(args.iters);
+        for iteration in 0..args.warmup + args.iters {
+            if iteration == args.warmup {
+                timed_start.wait();
+            }
+            synchronize(device);
+            let start = Instant::now();
+            trainer.arch_step(&xv, &yv, None, None)?;
+            trainer.weight_step(&x, &y, lr, false, None)?;
+            synchronize(device);
+            if iteration >= args.warmup {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        anyhow::Ok((times, trainer.parameter_count()))
+    };
+    let results: Vec<anyhow::Result<(Vec<f64>, i64)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..trials)
+            .map(|_| {
+                let batches = (
+                    x.shallow_clone(),
+                    y.shallow_clone(),
+                    xv.shallow_clone(),
+                    yv.shallow_clone(),
+                );
+                let trial = &trial;
+                scope.spawn(move || trial(batches))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a trial of the benchmark panicked")))
+            })
+            .collect()
+    });
+    // Each trial's rate at its own median step, summed: the slot's throughput.
+    let mut summed_rate = 0.0;
+    let mut times = Vec::new();
+    let mut params = 0;
+    for result in results {
+        let (mut trial_times, count) = result?;
+        trial_times.sort_by(f64::total_cmp);
+        summed_rate += 2.0 * args.batch as f64 / median(&trial_times);
+        times.extend(trial_times);
+        params = count;
     }
     times.sort_by(f64::total_cmp);
     let median = median(&times);
-    let params = trainer.parameter_count();
     let round = |value: f64| (value * 1e5).round() / 1e5;
     let line = serde_json::json!({
         "impl": "darts-prime-tch",
         "device": device_name(device),
+        "trials": trials,
         "threads": tch::get_num_threads(),
         "batch": args.batch,
         "channels": args.channels,
@@ -218,7 +272,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         "median_s": round(median),
         "min_s": round(times[0]),
         "max_s": round(times[times.len() - 1]),
-        "images_per_s": (2.0 * args.batch as f64 / median * 100.0).round() / 100.0,
+        "images_per_s": (summed_rate * 100.0).round() / 100.0,
     });
     println!("{line}");
     Ok(())
@@ -272,17 +326,22 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok((times, trainer.parameter_counts()))
     };
-    let (mut times, params) = if ranks == 1 {
+    let grouped = ranks > 1 || args.collectives.is_some();
+    let mut collectives = "none".to_string();
+    let (mut times, params) = if !grouped {
         run(device, None, (x, y))?
     } else {
-        let group = CpuCommunicator::group(ranks, DEFAULT_COLLECTIVE_TIMEOUT);
+        let choice = args.collectives.unwrap_or_default();
+        let connected = connect(&devices, DEFAULT_COLLECTIVE_TIMEOUT, choice)?;
+        collectives = connected.description;
         std::thread::scope(|scope| {
-            let threads: Vec<_> = group
+            let threads: Vec<_> = connected
+                .ranks
                 .into_iter()
                 .zip(&devices)
                 .map(|(comm, device)| {
                     let (run, batch) = (&run, (x.shallow_clone(), y.shallow_clone()));
-                    let ranks = Some(DataParallel::new(Box::new(comm)));
+                    let ranks = Some(DataParallel::new(comm));
                     scope.spawn(move || run(*device, ranks, batch))
                 })
                 .collect();
@@ -291,7 +350,7 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
                     .join()
                     .map_err(|_| anyhow::anyhow!("a rank of the benchmark panicked"))?
             });
-            let rank0 = results.next().expect("two or more ranks");
+            let rank0 = results.next().expect("one rank or more");
             results.collect::<anyhow::Result<Vec<_>>>()?;
             rank0
         })?
@@ -310,6 +369,7 @@ fn eval_step(args: EvalStepArgs) -> anyhow::Result<()> {
         "image_size": side,
         "genotype": label,
         "ranks": ranks,
+        "collectives": collectives,
         "params": params.network,
         "aux_params": params.auxiliary,
         "autocast": config.speed.autocast,
