@@ -350,6 +350,7 @@ fn devices_search_data_parallel_and_a_resume_on_fewer_says_it_is_not_bitwise() {
         serde_json::from_slice(&two.stdout).expect("genotype JSON on stdout");
     assert_eq!(genotype["normal"].as_array().unwrap().len(), 4);
     assert_eq!(manifest("two")["machine"]["ranks"], 2);
+    assert_eq!(manifest("two")["machine"]["collectives"], "cpu");
     assert!(dir.path().join("two/genotype.json").exists());
 
     let stopped = search("stopped", &["--stop-after", "2"]);

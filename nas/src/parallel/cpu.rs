@@ -169,6 +169,10 @@ impl Communicator for CpuCommunicator {
         self.group.world_size
     }
 
+    fn backend(&self) -> String {
+        "cpu".to_string()
+    }
+
     fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), CommError> {
         self.exchange(buffer, Collective::Sum)
     }

@@ -71,6 +71,9 @@ pub trait Communicator: Send {
     /// Ranks in the group.
     fn world_size(&self) -> usize;
 
+    /// The back-end, as a run's manifest records it: `cpu`, `nccl 2.28.9`.
+    fn backend(&self) -> String;
+
     /// Replaces `buffer` on every rank by the element-wise sum over the ranks, summed in
     /// rank order (so every rank holds bitwise the same result).
     fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), CommError>;

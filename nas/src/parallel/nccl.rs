@@ -389,6 +389,13 @@ impl Communicator for NcclCommunicator {
         self.group.world_size
     }
 
+    fn backend(&self) -> String {
+        match version() {
+            Ok((version, _)) => format!("nccl {version}"),
+            Err(_) => "nccl".to_string(),
+        }
+    }
+
     fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), CommError> {
         let flat = Tensor::from_slice(buffer).to_device(self.device());
         self.all_reduce_sum_tensor(&flat)?;

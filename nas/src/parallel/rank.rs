@@ -40,6 +40,11 @@ impl DataParallel {
         self.comm.world_size()
     }
 
+    /// The back-end of the group's collectives (`cpu`, `nccl 2.28.9`).
+    pub fn backend(&self) -> String {
+        self.comm.backend()
+    }
+
     /// The rows of a global batch of `batch` rows this rank trains on (see [`shard`]).
     pub fn rows(&self, batch: usize) -> Range<usize> {
         shard(batch, self.rank(), self.world_size())

@@ -96,7 +96,10 @@ fn open_run<T: Task>(
     let fingerprint = DataFingerprint::of_files(&options.data_dir, &plan.data_files)?;
     fingerprint.record_or_check(run_dir, resuming)?;
     let ranks = task.data_parallel().map_or(1, |ranks| ranks.world_size());
-    let machine = Machine::current(options.device, ranks);
+    let machine = Machine {
+        collectives: task.data_parallel().map(|ranks| ranks.backend()),
+        ..Machine::current(options.device, ranks)
+    };
     let new_manifest = || {
         RunManifest::new(
             machine.clone(),

@@ -46,6 +46,10 @@ pub struct Machine {
     /// written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranks: Option<usize>,
+    /// The back-end of the data-parallel ranks' collectives (`cpu`, `nccl 2.28.9`); absent
+    /// on one device and in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collectives: Option<String>,
 }
 
 impl Machine {
@@ -75,6 +79,7 @@ impl Machine {
             cudnn_benchmark: crate::cudnn::benchmark().filter(|_| cuda),
             cudnn_deterministic: cuda.then_some(crate::cudnn::DETERMINISTIC),
             ranks: Some(ranks),
+            collectives: None,
         }
     }
 
@@ -83,7 +88,8 @@ impl Machine {
     /// (`avx512 -> avx2`); a CPU model alone does not change the kernels. Another number of
     /// data-parallel ranks counts too: each rank's share of a batch is normalised on its own
     /// and the gradients are summed in another order (unknown in older manifests: no
-    /// difference).
+    /// difference); so does another back-end of the ranks' collectives (another order of
+    /// summation).
     pub fn kernel_differences(&self, earlier: &Machine) -> Vec<String> {
         let mut differences = Vec::new();
         if self.cpu_kernel_level != earlier.cpu_kernel_level {
@@ -110,6 +116,9 @@ impl Machine {
         compare("device", earlier.device.clone(), self.device.clone());
         if let (Some(old), Some(new)) = (earlier.ranks, self.ranks) {
             compare("data-parallel ranks", old.to_string(), new.to_string());
+        }
+        if let (Some(old), Some(new)) = (&earlier.collectives, &self.collectives) {
+            compare("collectives", old.clone(), new.clone());
         }
         let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "none".to_string());
         compare("GPU", text(&earlier.gpu_model), text(&self.gpu_model));
@@ -264,6 +273,7 @@ mod tests {
             cudnn_benchmark: None,
             cudnn_deterministic: None,
             ranks: Some(1),
+            collectives: None,
         }
     }
 
@@ -310,6 +320,20 @@ mod tests {
         assert_eq!(
             notice,
             "resumed on different kernels: data-parallel ranks 1 -> 2; not bitwise"
+        );
+        let mut over_cpu = manifest.latest_machine().clone();
+        over_cpu.collectives = Some("cpu".to_string());
+        assert_eq!(
+            manifest.record_resume(5, 52, over_cpu),
+            None,
+            "unknown before"
+        );
+        let mut over_nccl = manifest.latest_machine().clone();
+        over_nccl.collectives = Some("nccl 2.28.9".to_string());
+        let notice = manifest.record_resume(5, 55, over_nccl).unwrap();
+        assert_eq!(
+            notice,
+            "resumed on different kernels: collectives cpu -> nccl 2.28.9; not bitwise"
         );
         // A manifest written before the ranks were recorded: no difference to report.
         manifest.resumes.push(Resume {

@@ -248,7 +248,12 @@ pub fn run(args: CoordinatorBenchArgs) -> anyhow::Result<()> {
         args.workers > 0 && args.batch > 0,
         "--workers and --batch must be positive"
     );
-    let server = super::runtime()?;
+    // Named apart from the simulated workers' runtime, so a profile tells their CPU apart.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("coordinator")
+        .enable_all()
+        .build()?;
     let state = tempfile::tempdir()?;
     let state_dir = state.path().to_path_buf();
     super::runtime()?.block_on(async {
