@@ -59,6 +59,8 @@ struct Args {
     cpu: bool,
     /// Train on the CPU as this many devices, one slot each (1 to 64): a machine without
     /// GPUs that shows the coordinator a multi-device worker (tests, demos of placement).
+    /// The cores are divided among the slots: libtorch computes with cores / N threads, so
+    /// trials side by side, or the ranks of one trial, do not oversubscribe the CPU.
     #[arg(long, conflicts_with_all = ["gpus", "cpu"], value_parser = clap::value_parser!(u32).range(1..=64))]
     cpu_devices: Option<u32>,
     /// Name of this worker (default: the host name); a restarted worker keeps its name.
@@ -153,6 +155,12 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// libtorch's intra-op threads for a worker of `slots` CPU devices on `cores` cores: the
+/// cores divided among the slots (at least one each).
+fn threads_per_cpu_slot(cores: usize, slots: u32) -> i32 {
+    i32::try_from((cores / slots.max(1) as usize).max(1)).unwrap_or(i32::MAX)
+}
+
 /// The devices the arguments name, one slot each.
 fn devices(args: &Args) -> Vec<Device> {
     match (args.cpu, args.cpu_devices) {
@@ -168,6 +176,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         !devices.is_empty(),
         "give at least one --gpu N, or --cpu, or --cpu-devices N"
     );
+    if let (Some(slots), TrainerKind::Nas) = (args.cpu_devices, args.trainer) {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = threads_per_cpu_slot(cores, slots);
+        tch::set_num_threads(threads);
+        tracing::info!(cores, slots, threads, "libtorch threads per CPU slot");
+    }
     let inventory = GpuInventory::open();
     let gpus = inventory.snapshot();
     // The simulated trainer runs no kernels: only the libtorch trainer needs its GPUs checked.
@@ -240,6 +254,15 @@ mod tests {
         for bad in ["", "m", "ten", "-5", "1d", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cpu_slots_divide_the_cores_among_them() {
+        assert_eq!(threads_per_cpu_slot(16, 4), 4);
+        assert_eq!(threads_per_cpu_slot(2, 2), 1);
+        assert_eq!(threads_per_cpu_slot(6, 4), 1);
+        assert_eq!(threads_per_cpu_slot(2, 8), 1, "at least one thread");
+        assert_eq!(threads_per_cpu_slot(8, 1), 8);
     }
 
     #[test]
