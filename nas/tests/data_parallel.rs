@@ -8,7 +8,7 @@ use prime_core::dataset::ImageDataset;
 use prime_core::eval_config::EvalConfig;
 use prime_core::metrics::{MetricKind, MetricRecord};
 use prime_core::observer::{NullObserver, RunObserver};
-use prime_nas::data::{write_synthetic, DownloadPolicy};
+use prime_nas::data::{load_cifar, write_synthetic, DownloadPolicy};
 use prime_nas::error::RunError;
 use prime_nas::eval::task::EvalTask;
 use prime_nas::eval::{run_eval, run_eval_data_parallel, TIMING_KEYS};
@@ -186,6 +186,7 @@ fn a_panicking_rank_fails_the_run_at_once_and_the_retry_resumes() {
     tch::set_num_threads(1);
     let data = synthetic_data();
     let config = tiny_config(&["epochs=2"]);
+    let cifar = load_cifar(data.path(), ImageDataset::Cifar10, DownloadPolicy::Never).unwrap();
     let timeout = Duration::from_secs(60);
     let run_with_a_panic = |rank: usize, dir: &Path| {
         let started = Instant::now();
@@ -196,7 +197,7 @@ fn a_panicking_rank_fails_the_run_at_once_and_the_retry_resumes() {
             &mut NullObserver as &mut dyn RunObserver,
             |ranks, options| {
                 Ok(PanicsBeforeStep {
-                    task: EvalTask::new_rank(&config, options, ranks)?,
+                    task: EvalTask::new_rank(&config, options, ranks, cifar.clone())?,
                     rank,
                     // 8 steps per epoch: in epoch 1, after epoch 0's checkpoint.
                     step: 10,

@@ -12,9 +12,11 @@ pub mod task;
 pub mod trainer;
 
 use crate::cnn::eval_cost::ParameterCounts;
+use crate::data::load_cifar;
 use crate::error::RunError;
 use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
+use prime_core::config::LayeredConfig;
 use prime_core::eval_config::EvalConfig;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
@@ -70,12 +72,16 @@ pub fn run_eval_data_parallel(
         };
         return run_eval(config, &options, observer);
     }
+    // Read once for every rank: one copy in memory, and at most one download into the
+    // data folder rather than one per rank at the same time.
+    config.validate("evaluation config")?;
+    let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
     run::run_data_parallel(
         devices,
         DEFAULT_COLLECTIVE_TIMEOUT,
         options,
         observer,
-        |ranks, options| task::EvalTask::new_rank(config, options, ranks),
+        |ranks, options| task::EvalTask::new_rank(config, options, ranks, data.clone()),
     )
 }
 

@@ -124,23 +124,31 @@ impl<'a> EvalTask<'a> {
         Self::build(config, options, None)
     }
 
-    /// One rank of a data-parallel evaluation: as [`EvalTask::new`], then takes rank 0's
-    /// initial weights; every step trains on this rank's shard of the global batch.
+    /// One rank of a data-parallel evaluation on `data` (read once for all ranks): as
+    /// [`EvalTask::new`], then takes rank 0's initial weights; every step trains on this
+    /// rank's shard of the global batch.
     pub fn new_rank(
         config: &'a EvalConfig,
         options: &RunOptions,
         ranks: DataParallel,
+        data: CifarData,
     ) -> Result<Self, RunError> {
-        Self::build(config, options, Some(ranks))
+        Self::build(config, options, Some((ranks, data)))
     }
 
     fn build(
         config: &'a EvalConfig,
         options: &RunOptions,
-        mut ranks: Option<DataParallel>,
+        rank: Option<(DataParallel, CifarData)>,
     ) -> Result<Self, RunError> {
         config.validate("evaluation config")?;
-        let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
+        let (mut ranks, data) = match rank {
+            Some((ranks, data)) => (Some(ranks), data),
+            None => (
+                None,
+                load_cifar(&options.data_dir, config.data.dataset, options.download)?,
+            ),
+        };
         let limit = |available: usize| config.data.limit.unwrap_or(available).min(available);
         let train_count = limit(data.train.len());
         let test_count = limit(data.test.len());

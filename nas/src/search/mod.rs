@@ -13,10 +13,11 @@ pub mod schedule;
 pub mod task;
 pub mod trainer;
 
+use crate::data::load_cifar;
 use crate::error::RunError;
 use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
-use prime_core::config::SearchConfig;
+use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::genotype::projection::derive_genotype;
 use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
@@ -80,12 +81,16 @@ pub fn run_search_data_parallel(
         };
         return run_search(config, &options, observer);
     }
+    // Read once for every rank: one copy in memory, and at most one download into the
+    // data folder rather than one per rank at the same time.
+    config.validate("search config")?;
+    let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
     run::run_data_parallel(
         devices,
         DEFAULT_COLLECTIVE_TIMEOUT,
         options,
         observer,
-        |ranks, options| task::SearchTask::new_rank(config, options, ranks),
+        |ranks, options| task::SearchTask::new_rank(config, options, ranks, data.clone()),
     )
 }
 

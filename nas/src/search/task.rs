@@ -82,23 +82,29 @@ impl<'a> SearchTask<'a> {
         Self::build(config, options, None)
     }
 
-    /// One rank of a data-parallel search: as [`SearchTask::new`], then takes rank 0's
-    /// weights and alphas; every weight and alpha step uses this rank's shard of the global
-    /// batch and the gradients of the whole batch, so every rank takes the same steps and the
-    /// same FIMT decisions. First-order alpha steps only.
+    /// One rank of a data-parallel search on `data` (read once for all ranks): as
+    /// [`SearchTask::new`], then takes rank 0's weights and alphas; every weight and alpha
+    /// step uses this rank's shard of the global batch and the gradients of the whole batch,
+    /// so every rank takes the same steps and the same FIMT decisions. First-order alpha
+    /// steps only.
     pub fn new_rank(
         config: &'a SearchConfig,
         options: &RunOptions,
         ranks: DataParallel,
+        data: CifarData,
     ) -> Result<Self, RunError> {
-        Self::build(config, options, Some(ranks))
+        Self::build(config, options, Some((ranks, data)))
     }
 
     fn build(
         config: &'a SearchConfig,
         options: &RunOptions,
-        mut ranks: Option<DataParallel>,
+        rank: Option<(DataParallel, CifarData)>,
     ) -> Result<Self, RunError> {
+        let (mut ranks, data) = match rank {
+            Some((ranks, data)) => (Some(ranks), Some(data)),
+            None => (None, None),
+        };
         config.validate("search config")?;
         if let Some(ranks) = &ranks {
             if config.arch.order == ArchOrder::Second && ranks.world_size() > 1 {
@@ -109,7 +115,10 @@ impl<'a> SearchTask<'a> {
                 ));
             }
         }
-        let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
+        let data = match data {
+            Some(data) => data,
+            None => load_cifar(&options.data_dir, config.data.dataset, options.download)?,
+        };
         let available = config
             .data
             .limit
