@@ -91,6 +91,9 @@ pub(crate) struct Worker {
     /// Slots the worker last reported as stalled, and when it reported them.
     pub stalled: Vec<StalledSlot>,
     pub stalled_reported: Instant,
+    /// Trials placed on the worker that its last full heartbeats left out, with how many
+    /// in a row (see [`Worker::left_out`]).
+    pub missed: BTreeMap<TrialId, u32>,
     /// Hash of the token that registered the current session (`None` on an open
     /// coordinator, or before the worker registered since the coordinator started).
     pub holder: Option<String>,
@@ -124,7 +127,31 @@ impl Worker {
         let trials: BTreeSet<TrialId> = self.occupied.values().flatten().copied().collect();
         trials.into_iter().collect()
     }
+
+    /// Counts, for each trial placed on the worker, the full heartbeats in a row whose
+    /// running trials (`reported`, current attempts only) left it out, and returns those
+    /// left out [`MISSED_HEARTBEATS`] times: the worker no longer runs them (it gave up
+    /// their final report, or never received their assignment). One miss is not enough: a
+    /// heartbeat may have been taken just before an assignment reached the worker.
+    pub fn left_out(&mut self, reported: &BTreeSet<TrialId>) -> Vec<TrialId> {
+        let placed = self.trial_ids();
+        self.missed
+            .retain(|id, _| placed.contains(id) && !reported.contains(id));
+        placed
+            .into_iter()
+            .filter(|id| !reported.contains(id))
+            .filter(|id| {
+                let misses = self.missed.entry(*id).or_insert(0);
+                *misses += 1;
+                *misses >= MISSED_HEARTBEATS
+            })
+            .collect()
+    }
 }
+
+/// Full heartbeats in a row that must leave out a trial placed on the worker before the
+/// coordinator takes it for lost.
+pub const MISSED_HEARTBEATS: u32 = 2;
 
 /// The coordinator's state.
 pub struct State {
@@ -235,6 +262,7 @@ impl State {
                 occupied: BTreeMap::new(),
                 stalled: Vec::new(),
                 stalled_reported: now,
+                missed: BTreeMap::new(),
                 holder: None,
                 hardware: WorkerHardware::default(),
             })

@@ -1082,3 +1082,62 @@ fn a_shared_trial_goes_only_where_the_reported_memory_has_room() {
     assert_eq!(state.request_trial("w1", session, 0, now).unwrap(), None);
     state.check_invariants().unwrap();
 }
+
+/// A trial the worker's full heartbeats leave out twice in a row is one it no longer runs
+/// (it gave up the final report, or never got the assignment): requeued without counting a
+/// failure, its share of the slot freed. One miss is forgiven (a heartbeat taken just before
+/// the assignment arrived), a trial listed again starts the count over, and progress updates
+/// (which list only the trials that moved) do not count.
+#[test]
+fn trials_the_worker_no_longer_lists_are_requeued_after_two_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut state = open(dir.path(), now);
+    let shared = grid("shared", 0, "1", 2).replacen(
+        "[[methods]]",
+        "[search]\ngpu_share = 2\n[[methods]]",
+        1,
+    );
+    state.submit_grid("g.toml", &shared).unwrap();
+    let (session, _) = state.register("w", slots(1), &[], None, now).unwrap();
+    let a = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    let b = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    assert_eq!(state.workers["w"].trial_ids(), vec![a.trial_id, b.trial_id]);
+    let only_a = [running(a.trial_id, a.epoch, 0)];
+    let both = [
+        running(a.trial_id, a.epoch, 0),
+        running(b.trial_id, b.epoch, 0),
+    ];
+
+    state.heartbeat("w", session, &only_a, now).unwrap();
+    state.heartbeat("w", session, &both, now).unwrap();
+    state.heartbeat("w", session, &only_a, now).unwrap();
+    state.progress_update("w", session, &only_a, now).unwrap();
+    assert_eq!(
+        state_of(&state, b.trial_id),
+        TrialState::Running,
+        "one miss in a row"
+    );
+
+    state.heartbeat("w", session, &only_a, now).unwrap();
+    assert_eq!(state_of(&state, b.trial_id), TrialState::Preempted);
+    assert_eq!(state.trials[&b.trial_id].failures, 0);
+    assert_eq!(state_of(&state, a.trial_id), TrialState::Running);
+    assert_eq!(state.workers["w"].trial_ids(), vec![a.trial_id]);
+    state.check_invariants().unwrap();
+    let again = state.request_trial("w", session, 0, now).unwrap().unwrap();
+    assert_eq!(
+        again.trial_id, b.trial_id,
+        "its share of the slot is free again"
+    );
+    assert!(again.epoch > b.epoch);
+
+    // A report of the old attempt does not count as listing the new one.
+    let stale = [
+        running(a.trial_id, a.epoch, 0),
+        running(b.trial_id, b.epoch, 0),
+    ];
+    state.heartbeat("w", session, &stale, now).unwrap();
+    state.heartbeat("w", session, &stale, now).unwrap();
+    assert_eq!(state_of(&state, b.trial_id), TrialState::Preempted);
+}

@@ -183,6 +183,7 @@ impl State {
         let session = self.next_session;
         let worker = self.worker_entry(name, now);
         worker.session = session;
+        worker.missed.clear();
         worker.holder = holder.map(str::to_string);
         worker.slots = slots;
         worker.alive = true;
@@ -227,10 +228,25 @@ impl State {
         now: Instant,
     ) -> Result<Orders, CoordinatorError> {
         let lease = self.config.lease;
+        let reported: BTreeSet<TrialId> = running
+            .iter()
+            .filter(|report| {
+                self.trials
+                    .get(&report.trial_id)
+                    .is_some_and(|trial| trial.epoch == report.epoch)
+            })
+            .map(|report| report.trial_id)
+            .collect();
         let worker = self.live_worker(name, session)?;
         worker.deadline = now + lease;
         worker.last_seen = now;
         let draining = worker.draining;
+        // A progress update names only the trials that moved; a full heartbeat names all.
+        let left_out = if persist {
+            worker.left_out(&reported)
+        } else {
+            Vec::new()
+        };
         let mut orders = Orders::default();
         let mut updated = Vec::new();
         for report in running {
@@ -261,6 +277,10 @@ impl State {
         }
         for trial in updated {
             self.install(trial);
+        }
+        if !left_out.is_empty() {
+            tracing::warn!(worker = %name, trials = ?left_out, "the worker's heartbeats no longer list these trials: requeued");
+            self.close_attempts(&left_out, &AttemptOutcome::Lost)?;
         }
         Ok(orders)
     }

@@ -795,12 +795,18 @@ async fn an_upload_that_cannot_be_opened_is_refused_and_never_committed() {
         let mut client = client.clone();
         let upload_id = upload_id.to_string();
         async move {
-            // Renews the lease, which the test's short one could otherwise let expire.
+            // Renews the lease, which the test's short one could otherwise let expire, and
+            // lists the trial as running, as a worker does (one it left out twice in a row
+            // would be taken for lost).
             client
                 .heartbeat(pb::HeartbeatRequest {
                     name: "raw".into(),
                     session,
-                    running: Vec::new(),
+                    running: vec![pb::RunningTrial {
+                        trial_id,
+                        epoch,
+                        ..Default::default()
+                    }],
                     stalled: Vec::new(),
                     ..Default::default()
                 })
