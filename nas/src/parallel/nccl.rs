@@ -173,6 +173,15 @@ pub fn version() -> Result<(String, String), CommError> {
     Ok((format!("{major}.{minor}.{patch}"), library.source.clone()))
 }
 
+/// The text of a panic of libtorch's device synchronisation (a CUDA error).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "no message".to_string())
+}
+
 /// A communicator handle that the watchdog's thread may abort.
 #[derive(Clone, Copy)]
 struct Handle(RawComm);
@@ -333,9 +342,10 @@ impl NcclCommunicator {
                 self.comm = None;
                 Err(reason)
             }
-            Watched::Finished(Err(_)) => Err(CommError::Backend {
+            Watched::Finished(Err(payload)) => Err(CommError::Backend {
                 reason: format!(
-                    "the device failed while running NCCL {operation}: {}",
+                    "the device failed while running NCCL {operation} ({}): {}",
+                    panic_text(payload.as_ref()),
                     self.async_error(handle)
                 ),
             }),
