@@ -1,7 +1,7 @@
 //! The GPU tier: CPU vs CUDA agreement of the search, evaluation and recurrent networks
 //! (forward and gradients; the search network also in bf16), short searches and evaluations on CUDA, checkpoints moving between
 //! CUDA and the CPU, CRB pruning on CUDA, and the NCCL back-end of data-parallel runs (one
-//! rank; every GPU and a dying rank where the machine has two or more).
+//! rank; every GPU, a dying rank and a two-GPU evaluation where the machine has two or more).
 //!
 //! Every test here is ignored by default (the reason shows in the test output) and runs with
 //! `--ignored` on a machine whose libtorch sees a CUDA device, as `scripts/gpu-check.sh` does;
@@ -19,8 +19,8 @@ use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
 use prime_nas::cnn::search_net::{SearchNetShape, SearchNetwork};
 use prime_nas::data::{write_synthetic, DownloadPolicy};
 use prime_nas::eval::precision::ComputeCopy;
-use prime_nas::eval::run_eval;
 use prime_nas::eval::trainer::EvalTrainer;
+use prime_nas::eval::{run_eval, run_eval_data_parallel};
 use prime_nas::parallel::backend::{connect, Collectives};
 use prime_nas::parallel::nccl::NcclCommunicator;
 use prime_nas::parallel::rank::DataParallel;
@@ -522,4 +522,39 @@ fn an_evaluation_step_over_nccl_with_one_rank_equals_the_step_without_a_group() 
         let error = relative_error(a, b);
         assert!(error <= 1e-5, "{name}: relative error {error}");
     }
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn an_evaluation_on_two_gpus_runs_over_nccl_and_its_manifest_says_so() {
+    cuda();
+    if tch::Cuda::device_count() < 2 {
+        println!("needs two GPUs: skipped on this machine");
+        return;
+    }
+    let data = synthetic_data();
+    let run = tempfile::tempdir().unwrap();
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "network.init_channels=4",
+        "network.layers=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config = EvalConfig::from_overrides(&overrides).unwrap();
+    let outcome = run_eval_data_parallel(
+        &[Device::Cuda(0), Device::Cuda(1)],
+        &config,
+        &options(run.path(), data.path(), Device::Cuda(0), false),
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert!(outcome.finished);
+    let manifest = RunManifest::read(run.path()).unwrap().unwrap();
+    assert_eq!(manifest.machine.ranks, Some(2));
+    let collectives = manifest.machine.collectives.unwrap_or_default();
+    assert!(collectives.starts_with("nccl 2."), "{collectives}");
 }

@@ -215,6 +215,82 @@ mod tests {
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     }
 
+    /// A communicator that works only on tensors, in place, as a device back-end (NCCL)
+    /// does: it refuses host slices, and tensors that are not one contiguous float32
+    /// buffer, then reduces through the CPU back-end and writes the result into the tensor.
+    struct InPlaceOnly(CpuCommunicator);
+
+    impl InPlaceOnly {
+        fn exchange(
+            &mut self,
+            flat: &Tensor,
+            collective: impl FnOnce(&mut CpuCommunicator, &mut [f32]) -> Result<(), CommError>,
+        ) -> Result<(), CommError> {
+            assert_eq!(flat.kind(), Kind::Float, "a float32 buffer");
+            assert!(flat.is_contiguous(), "one contiguous buffer");
+            assert_eq!(flat.dim(), 1, "flattened");
+            let mut values = Vec::<f32>::try_from(flat).unwrap();
+            collective(&mut self.0, &mut values)?;
+            let before = flat.data_ptr();
+            tch::no_grad(|| flat.shallow_clone().copy_(&Tensor::from_slice(&values)));
+            assert_eq!(flat.data_ptr(), before, "written in place");
+            Ok(())
+        }
+    }
+
+    impl Communicator for InPlaceOnly {
+        fn rank(&self) -> usize {
+            self.0.rank()
+        }
+        fn world_size(&self) -> usize {
+            self.0.world_size()
+        }
+        fn backend(&self) -> String {
+            "in place".into()
+        }
+        fn all_reduce_sum(&mut self, _: &mut [f32]) -> Result<(), CommError> {
+            panic!("the gradient steps reduce tensors, not host slices")
+        }
+        fn broadcast(&mut self, _: &mut [f32], _: usize) -> Result<(), CommError> {
+            panic!("the gradient steps broadcast tensors, not host slices")
+        }
+        fn all_reduce_sum_tensor(&mut self, flat: &Tensor) -> Result<(), CommError> {
+            self.exchange(flat, |comm, values| comm.all_reduce_sum(values))
+        }
+        fn broadcast_tensor(&mut self, flat: &Tensor, root: usize) -> Result<(), CommError> {
+            self.exchange(flat, |comm, values| comm.broadcast(values, root))
+        }
+    }
+
+    /// What a device back-end relies on: the weights and gradients reach it as one
+    /// contiguous float32 tensor per bucket, and what it writes in place is what the ranks
+    /// step with, bitwise as through the host.
+    #[test]
+    fn a_back_end_that_reduces_in_place_steps_as_the_host_path() {
+        tch::set_num_threads(1);
+        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
+            .into_iter()
+            .map(|comm| {
+                std::thread::spawn(move || {
+                    let mut comm = InPlaceOnly(comm);
+                    let rank = comm.rank();
+                    let params = model(1 + rank as i64 * 100);
+                    broadcast_tensors(&mut comm, &params).unwrap();
+                    let rows = shard(GLOBAL_BATCH, rank, 2);
+                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
+                    for _ in 0..STEPS {
+                        linear_loss(&params, rows.clone()).backward();
+                        all_reduce_gradients(&mut comm, &params, weight).unwrap();
+                        sgd(&params);
+                    }
+                    values(&params)
+                })
+            })
+            .collect();
+        let in_place: Vec<Vec<f32>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(in_place, two_ranks(linear_loss));
+    }
+
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (got, want) in got.iter().zip(want) {
