@@ -267,15 +267,19 @@ for batch in 96 256; do
 done
 
 # Trials sharing the card (a `gpu_share = K` slot): K searches at once, each its own network on
-# its own thread of one process as the worker runs them; ours_s is their median step and
-# images/s their summed rate, against one search alone.
+# its own thread of one process as the worker runs them, all on the device's default stream
+# (the worker's default) or each on a stream of its own (`worker --own-streams`); ours_s is
+# their median step and images/s their summed rate, against one search alone.
 echo "gpu-check: searches sharing the GPU" >&2
-for trials in 1 2 4; do
-    if with_peak target/release/prime bench search-step --device cuda --batch 64 --iters "$iters" --warmup 2 --trials "$trials"; then
-        row check="shared search step" setting="K=$trials, batch 64 each" ours_s="$(median_of "$measured")" \
+for setting in "1:" "2:" "4:" "2:--own-streams" "4:--own-streams"; do
+    trials="${setting%%:*}"
+    streams="${setting#*:}"
+    label="K=$trials, batch 64 each${streams:+, own streams}"
+    if with_peak target/release/prime bench search-step --device cuda --batch 64 --iters "$iters" --warmup 2 --trials "$trials" $streams; then
+        row check="shared search step" setting="$label" ours_s="$(median_of "$measured")" \
             images_per_s="$(field_of "$measured" images_per_s)" peak_mib="$peak_mib" status=ok
     else
-        row check="shared search step" setting="K=$trials, batch 64 each" status="failed (see log.txt)"
+        row check="shared search step" setting="$label" status="failed (see log.txt)"
     fi
 done
 

@@ -16,6 +16,8 @@
 pub mod build_info;
 pub mod checkpoint;
 pub mod cnn;
+#[allow(unsafe_code)]
+pub mod cuda_stream;
 pub mod cudnn;
 pub mod data;
 pub mod error;

@@ -1,7 +1,8 @@
 //! The GPU tier: CPU vs CUDA agreement of the search, evaluation and recurrent networks
 //! (forward and gradients; the search network also in bf16), short searches and evaluations on CUDA, checkpoints moving between
 //! CUDA and the CPU, CRB pruning on CUDA, and the NCCL back-end of data-parallel runs (one
-//! rank; every GPU, a dying rank and a two-GPU evaluation where the machine has two or more).
+//! rank; every GPU, a dying rank and a two-GPU evaluation where the machine has two or more),
+//! and threads on CUDA streams of their own (trials sharing a GPU, `worker --own-streams`).
 //!
 //! Every test here is ignored by default (the reason shows in the test output) and runs with
 //! `--ignored` on a machine whose libtorch sees a CUDA device, as `scripts/gpu-check.sh` does;
@@ -17,6 +18,7 @@ use prime_core::observer::NullObserver;
 use prime_core::primitives::Activation;
 use prime_nas::cnn::eval_net::{EvalNetShape, EvalNetwork};
 use prime_nas::cnn::search_net::{SearchNetShape, SearchNetwork};
+use prime_nas::cuda_stream::{self, OwnStream};
 use prime_nas::data::{write_synthetic, DownloadPolicy};
 use prime_nas::eval::precision::ComputeCopy;
 use prime_nas::eval::trainer::EvalTrainer;
@@ -557,4 +559,50 @@ fn an_evaluation_on_two_gpus_runs_over_nccl_and_its_manifest_says_so() {
     assert_eq!(manifest.machine.ranks, Some(2));
     let collectives = manifest.machine.collectives.unwrap_or_default();
     assert!(collectives.starts_with("nccl 2."), "{collectives}");
+}
+
+#[test]
+#[ignore = "GPU tier: needs a CUDA device; run with --ignored (scripts/gpu-check.sh)"]
+fn threads_on_streams_of_their_own_compute_what_the_default_stream_computes() {
+    let device = cuda();
+    assert!(
+        cuda_stream::current_handle(0).unwrap().is_null(),
+        "default stream first"
+    );
+    let a =
+        prime_nas::torch_rng::seeded(11, || Tensor::randn([256, 256], (Kind::Float, Device::Cpu)));
+    let expected = a.matmul(&a).sum(Kind::Float).double_value(&[]);
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let a = a.shallow_clone();
+            std::thread::spawn(move || {
+                let stream = OwnStream::enter(0).unwrap();
+                let handle = stream.handle() as usize;
+                assert_eq!(cuda_stream::current_handle(0).unwrap() as usize, handle);
+                let on_device = a.to_device(device);
+                let mut total = 0.0;
+                for _ in 0..20 {
+                    total = on_device
+                        .matmul(&on_device)
+                        .sum(Kind::Float)
+                        .double_value(&[]);
+                }
+                drop(stream);
+                assert!(
+                    cuda_stream::current_handle(0).unwrap().is_null(),
+                    "restored"
+                );
+                (handle, total)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, f64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(results[0].0, 0, "a stream of its own, not the default");
+    assert_ne!(results[0].0, results[1].0, "each thread its own stream");
+    for (_, total) in results {
+        assert!(
+            (total - expected).abs() <= 1e-3 * expected.abs().max(1.0),
+            "{total} vs {expected}"
+        );
+    }
 }

@@ -324,9 +324,9 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
         .map(|row| row["check"].as_str().unwrap())
         .collect();
     // Tier, 2 rounds at batch 64 and 2 at the largest batch, bf16 at batch 64, 6 eval
-    // settings, 3 shared-card searches, 3 one-rank collectives (one GPU), 3 search runs, RNN,
-    // grid.
-    assert_eq!(checks.len(), 23, "{checks:?}");
+    // settings, 5 shared-card searches (K = 1, 2, 4; 2 and 4 on streams of their own), 3
+    // one-rank collectives (one GPU), 3 search runs, RNN, grid.
+    assert_eq!(checks.len(), 25, "{checks:?}");
     assert_eq!(checks[0], "test tier");
     assert_eq!(checks.iter().filter(|c| **c == "search step").count(), 5);
     assert!(rows
@@ -339,7 +339,7 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
             .iter()
             .filter(|c| **c == "shared search step")
             .count(),
-        3
+        5
     );
     assert_eq!(
         checks
@@ -350,7 +350,8 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     );
     let bench_args = std::fs::read_to_string(root.join("bench-args.txt")).unwrap();
     for expected in [
-        "search-step --device cuda --batch 64 --iters 3 --warmup 2 --trials 4",
+        "search-step --device cuda --batch 64 --iters 3 --warmup 2 --trials 4\n",
+        "search-step --device cuda --batch 64 --iters 3 --warmup 2 --trials 4 --own-streams",
         "eval-step --device cuda --batch 96 --iters 3 --warmup 2 --ranks 1 --collectives nccl",
         "eval-step --device cuda --batch 96 --iters 3 --warmup 2 --ranks 1 --collectives cpu",
     ] {
@@ -364,7 +365,7 @@ fn the_gpu_check_run_mode_measures_every_section_against_stand_ins() {
     assert_eq!(rows[1]["ours_s"], 0.05);
     assert_eq!(rows[1]["yardstick_s"], 0.2);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(table.lines().count(), 2 + 23 + 1, "{table}");
+    assert_eq!(table.lines().count(), 2 + 25 + 1, "{table}");
     assert!(table.contains("4.00x"), "{table}");
     let inventory = std::fs::read_to_string(root.join("out/inventory.txt")).unwrap();
     let own = std::fs::canonicalize(root.join(".libtorch/lib")).unwrap();

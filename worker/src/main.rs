@@ -63,6 +63,12 @@ struct Args {
     /// trials side by side, or the ranks of one trial, do not oversubscribe the CPU.
     #[arg(long, conflicts_with_all = ["gpus", "cpu"], value_parser = clap::value_parser!(u32).range(1..=64))]
     cpu_devices: Option<u32>,
+    /// Give each trial that shares a GPU (`gpu_share` above 1) a CUDA stream of its own, so
+    /// that its kernels can run beside its neighbours' instead of queueing behind them on the
+    /// device's default stream. Off by default until measured on GPUs (scripts/gpu-check.sh
+    /// compares both).
+    #[arg(long)]
+    own_streams: bool,
     /// Name of this worker (default: the host name); a restarted worker keeps its name.
     #[arg(long)]
     name: Option<String>,
@@ -197,6 +203,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             methods_dir: args.methods_dir.clone(),
             data_dir: args.data_dir.clone(),
             synthetic_dir: args.work_dir.join("synthetic-data"),
+            own_streams: args.own_streams,
         }),
         TrainerKind::Simulated => Arc::new(SimulatedTrainer::new(
             args.sim_steps_per_epoch,

@@ -71,6 +71,7 @@ fn cifar_trials_on_two_devices_run_data_parallel_with_the_single_device_steps() 
         methods_dir: None,
         data_dir: work.path().join("data"),
         synthetic_dir: work.path().join("synthetic"),
+        own_streams: false,
     };
     for kind in [TrialKind::Search, TrialKind::Evaluation] {
         let one = work.path().join(format!("{kind:?}-one"));

@@ -89,6 +89,7 @@ fn a_retry_resumes_from_a_checkpoint_taken_after_an_epochs_last_step() {
         methods_dir: None,
         data_dir: PathBuf::new(),
         synthetic_dir: work.path().join("synthetic"),
+        own_streams: false,
     };
     let straight_dir = work.path().join("straight");
     let straight = trainer

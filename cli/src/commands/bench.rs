@@ -7,6 +7,7 @@ use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::eval_config::EvalConfig;
 use prime_core::primitives::Activation;
 use prime_core::rnn_config::RnnSearchConfig;
+use prime_nas::cuda_stream::OwnStream;
 use prime_nas::data::IMAGE_SIDE;
 use prime_nas::eval::resolve_genotype;
 use prime_nas::eval::trainer::EvalTrainer;
@@ -78,6 +79,10 @@ pub struct SearchStepArgs {
     /// (median_s is over every trial's steps).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     trials: u16,
+    /// Each trial on a CUDA stream of its own (as `worker --own-streams`), not all on the
+    /// device's default stream.
+    #[arg(long)]
+    own_streams: bool,
 }
 
 /// Arguments of `prime bench eval-step`.
@@ -198,7 +203,16 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     // The trials start their timed iterations together, so that they overlap as a shared
     // slot's trials do.
     let timed_start = Barrier::new(trials);
+    let own_stream = match (args.own_streams, device) {
+        (false, _) => None,
+        (true, Device::Cuda(index)) => Some(index),
+        (true, _) => anyhow::bail!("--own-streams needs a CUDA --device"),
+    };
     let trial = |(x, y, xv, yv): (Tensor, Tensor, Tensor, Tensor)| {
+        let _stream = own_stream
+            .map(OwnStream::enter)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let mut trainer = SearchTrainer::new(&config, 10, device)?;
         if args.pruned > 0.0 {
             prune_fraction(&mut trainer, args.pruned)?;
@@ -260,6 +274,7 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         "impl": "darts-prime-tch",
         "device": device_name(device),
         "trials": trials,
+        "own_streams": args.own_streams,
         "threads": tch::get_num_threads(),
         "batch": args.batch,
         "channels": args.channels,

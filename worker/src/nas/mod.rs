@@ -14,6 +14,7 @@ use prime_core::genotype::Genotype;
 use prime_core::observer::RunObserver;
 use prime_core::settings::{DataSource, RunSettings};
 use prime_core::trial::{result_keys, TrialKind, TrialResult, TrialSpec};
+use prime_nas::cuda_stream::OwnStream;
 use prime_nas::data::DownloadPolicy;
 use prime_nas::eval::run_eval_data_parallel;
 use prime_nas::run::RunOptions;
@@ -39,6 +40,9 @@ pub struct NasTrainer {
     pub data_dir: PathBuf,
     /// Where synthetic datasets are generated.
     pub synthetic_dir: PathBuf,
+    /// Whether a trial that shares its GPU trains on a CUDA stream of its own
+    /// (`worker --own-streams`).
+    pub own_streams: bool,
 }
 
 /// The `--set` overrides that apply an evaluation trial's settings to the SPEC 6.1 defaults.
@@ -216,6 +220,7 @@ impl Trainer for NasTrainer {
         if job.devices.is_empty() || (spec.dataset == Dataset::Ptb && job.devices.len() > 1) {
             return Err(one_device_only(job.devices.len()));
         }
+        let _stream = self.own_stream(job);
         match (spec.dataset, spec.kind) {
             (Dataset::Ptb, TrialKind::Search) => return self.search_ptb(job, observer),
             (Dataset::Ptb, TrialKind::Evaluation) => return self.evaluate_ptb(job, observer),
@@ -231,6 +236,35 @@ impl Trainer for NasTrainer {
         }
         let metric = ("search_valid_acc", outcome.valid_acc);
         finished_search(job, &outcome.genotype, metric, outcome.alpha_steps)
+    }
+}
+
+impl NasTrainer {
+    /// With `own_streams`, a CUDA stream of this thread's own for a trial that shares its
+    /// one GPU, current until the value is dropped; `None` otherwise, or (logged) where
+    /// c10 cannot give one: the trial then runs on the device's default stream.
+    fn own_stream(&self, job: &TrainJob) -> Option<OwnStream> {
+        let shared = job.spec.resources().gpu_share > 1;
+        let [Device::Cuda(index)] = job.devices.as_slice() else {
+            return None;
+        };
+        if !self.own_streams || !shared {
+            return None;
+        }
+        match OwnStream::enter(*index as usize) {
+            Ok(stream) => {
+                tracing::info!(
+                    trial_id = job.trial_id,
+                    device = index,
+                    "trial on a CUDA stream of its own"
+                );
+                Some(stream)
+            }
+            Err(reason) => {
+                tracing::warn!(trial_id = job.trial_id, %reason, "no stream of its own: the trial runs on the default stream");
+                None
+            }
+        }
     }
 }
 
@@ -250,7 +284,7 @@ fn torch_devices(job: &TrainJob) -> Vec<tch::Device> {
 /// recurrent engine trains on exactly one.
 fn one_device_only(devices: usize) -> TrainError {
     TrainError::Invalid(format!(
-        "this trial asks for {devices} devices; Penn Treebank searches and evaluations train          on exactly one (data-parallel training covers the CIFAR networks only): set gpus = 1"
+        "this trial asks for {devices} devices; Penn Treebank searches and evaluations train on exactly one (data-parallel training covers the CIFAR networks only): set gpus = 1"
     ))
 }
 
@@ -364,6 +398,7 @@ mod tests {
             methods_dir: None,
             data_dir: run_dir.path().join("data"),
             synthetic_dir: run_dir.path().join("synthetic"),
+            own_streams: false,
         };
         let observer = &mut prime_core::observer::NullObserver;
         match trainer.train(&job, observer) {
@@ -386,6 +421,7 @@ mod tests {
             methods_dir: None,
             data_dir: PathBuf::new(),
             synthetic_dir: PathBuf::new(),
+            own_streams: false,
         };
         let cifar = specs
             .iter()

@@ -161,6 +161,7 @@ mod tests {
             methods_dir: None,
             data_dir: PathBuf::from("data"),
             synthetic_dir: PathBuf::new(),
+            own_streams: false,
         }
     }
 

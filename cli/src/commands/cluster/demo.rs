@@ -130,6 +130,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             methods_dir: args.methods_dir.clone(),
             data_dir: root.join("data"),
             synthetic_dir: root.join("synthetic-data"),
+            own_streams: false,
         }),
         DemoTrainer::Simulated => Arc::new(SimulatedTrainer::new(
             20,
