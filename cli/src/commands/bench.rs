@@ -199,6 +199,8 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
     };
     let (x, y) = images(1);
     let (xv, yv) = images(2);
+    // Drawn on this thread's stream: done before trials on other streams read them.
+    synchronize(device);
     let trials = usize::from(args.trials);
     // The trials start their timed iterations together, so that they overlap as a shared
     // slot's trials do.
@@ -208,30 +210,38 @@ fn search_step(args: SearchStepArgs) -> anyhow::Result<()> {
         (true, Device::Cuda(index)) => Some(index),
         (true, _) => anyhow::bail!("--own-streams needs a CUDA --device"),
     };
-    let trial = |(x, y, xv, yv): (Tensor, Tensor, Tensor, Tensor)| {
-        let _stream = own_stream
-            .map(OwnStream::enter)
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
-        let mut trainer = SearchTrainer::new(&config, 10, device)?;
-        if args.pruned > 0.0 {
-            prune_fraction(&mut trainer, args.pruned)?;
-        }
-        let lr = config.weights.lr;
-        let mut times = Vec::with_capacity(args.iters);
-        for iteration in 0..args.warmup + args.iters {
-            if iteration == args.warmup {
-                timed_start.wait();
+    let lr = config.weights.lr;
+    // One iteration, waited for on this thread's stream only (a value read back), so that
+    // trials on streams of their own do not wait for each other.
+    let iteration = |trainer: &mut SearchTrainer, (x, y, xv, yv): &Batches| {
+        settle(x);
+        let start = Instant::now();
+        trainer.arch_step(xv, yv, None, None)?;
+        trainer.weight_step(x, y, lr, false, None)?;
+        settle(x);
+        anyhow::Ok(start.elapsed().as_secs_f64())
+    };
+    let trial = |batches: Batches| {
+        let warmed_up = (|| {
+            let stream = own_stream
+                .map(OwnStream::enter)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let mut trainer = SearchTrainer::new(&config, 10, device)?;
+            if args.pruned > 0.0 {
+                prune_fraction(&mut trainer, args.pruned)?;
             }
-            synchronize(device);
-            let start = Instant::now();
-            trainer.arch_step(&xv, &yv, None, None)?;
-            trainer.weight_step(&x, &y, lr, false, None)?;
-            synchronize(device);
-            if iteration >= args.warmup {
-                times.push(start.elapsed().as_secs_f64());
+            for _ in 0..args.warmup {
+                iteration(&mut trainer, &batches)?;
             }
-        }
+            anyhow::Ok((stream, trainer))
+        })();
+        // Every trial reaches the start, even one that failed, so none waits forever.
+        timed_start.wait();
+        let (_stream, mut trainer) = warmed_up?;
+        let times = (0..args.iters)
+            .map(|_| iteration(&mut trainer, &batches))
+            .collect::<anyhow::Result<Vec<f64>>>()?;
         anyhow::Ok((times, trainer.parameter_count()))
     };
     let results: Vec<anyhow::Result<(Vec<f64>, i64)>> = std::thread::scope(|scope| {
@@ -531,6 +541,15 @@ fn rank_devices(device: Device, ranks: usize) -> anyhow::Result<Vec<Device>> {
             .collect(),
         _ => Ok(vec![device; ranks]),
     }
+}
+
+/// The four tensors of a search iteration: weight batch and labels, alpha batch and labels.
+type Batches = (Tensor, Tensor, Tensor, Tensor);
+
+/// Waits until the device has run the calling thread's work so far on its current stream,
+/// by reading one value of `tensor` back.
+fn settle(tensor: &Tensor) {
+    let _ = tensor.flatten(0, -1).get(0).double_value(&[]);
 }
 
 fn synchronize(device: Device) {

@@ -94,6 +94,17 @@ pub trait Communicator: Send {
     }
 }
 
+/// The text a panic was raised with (a rank's, or libtorch's on a CUDA error).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
 /// Runs `collective` on a host copy of `flat`'s values and writes the result back into it.
 fn through_host(
     flat: &Tensor,

@@ -17,7 +17,7 @@
 //! name the wheel and Debian's `libnccl2` ship, and it panics when it finds nothing.)
 
 use super::watchdog::{watch, Watched};
-use super::{CommError, Communicator};
+use super::{panic_message, CommError, Communicator};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -171,15 +171,6 @@ pub fn version() -> Result<(String, String), CommError> {
     )?;
     let (major, minor, patch) = (code / 10_000, code % 10_000 / 100, code % 100);
     Ok((format!("{major}.{minor}.{patch}"), library.source.clone()))
-}
-
-/// The text of a panic of libtorch's device synchronisation (a CUDA error).
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
-        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// A communicator handle that the watchdog's thread may abort.
@@ -345,7 +336,7 @@ impl NcclCommunicator {
             Watched::Finished(Err(payload)) => Err(CommError::Backend {
                 reason: format!(
                     "the device failed while running NCCL {operation} ({}): {}",
-                    panic_text(payload.as_ref()),
+                    panic_message(payload.as_ref()),
                     self.async_error(handle)
                 ),
             }),

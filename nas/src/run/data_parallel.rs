@@ -9,7 +9,7 @@ use super::{RunOptions, Task};
 use crate::error::RunError;
 use crate::parallel::backend::{connect, Collectives};
 use crate::parallel::rank::DataParallel;
-use crate::parallel::Communicator;
+use crate::parallel::{panic_message, Communicator};
 use prime_core::observer::{NullObserver, RunObserver};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -120,17 +120,6 @@ fn combine<O>(
             Some(error) => Err(error),
             None => Ok(outcome),
         },
-    }
-}
-
-/// The text a panic was raised with.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text.to_string()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
 
