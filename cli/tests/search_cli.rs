@@ -239,58 +239,28 @@ fn a_bf16_search_and_bench_run_from_the_command_line() {
         serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["precision"], "bf16");
 
-    let bench = prime(
-        &[
-            "bench",
-            "search-step",
-            "--channels",
-            "2",
-            "--layers",
-            "3",
-            "--batch",
-            "2",
-            "--image-size",
-            "8",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--threads",
-            "1",
-            "--set",
-            "speed.search_precision=bf16",
-        ],
-        dir.path(),
-    );
-    assert!(bench.status.success(), "{}", text(&bench.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    // A tiny search step; `extra` adds to the flags.
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "search-step", "--channels", "2", "--layers", "3"];
+        args.extend(["--batch", "2", "--image-size", "8", "--threads", "1"]);
+        args.extend(extra);
+        prime(&args, dir.path())
+    };
+    let bf16 = bench(&[
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--set",
+        "speed.search_precision=bf16",
+    ]);
+    assert!(bf16.status.success(), "{}", text(&bf16.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&bf16.stdout).unwrap();
     assert_eq!(line["search_precision"], "bf16");
     assert_eq!(line["trials"], 1);
     assert!(line["median_s"].as_f64().unwrap() > 0.0);
     // Two searches sharing the device: their rates summed.
-    let shared = prime(
-        &[
-            "bench",
-            "search-step",
-            "--channels",
-            "2",
-            "--layers",
-            "3",
-            "--batch",
-            "2",
-            "--image-size",
-            "8",
-            "--iters",
-            "2",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--trials",
-            "2",
-        ],
-        dir.path(),
-    );
+    let shared = bench(&["--iters", "2", "--warmup", "1", "--trials", "2"]);
     assert!(shared.status.success(), "{}", text(&shared.stderr));
     let line: serde_json::Value = serde_json::from_slice(&shared.stdout).unwrap();
     assert_eq!(line["trials"], 2);

@@ -193,19 +193,28 @@ mod tests {
     /// The weights after `STEPS` data-parallel steps of two ranks with `loss`: every rank
     /// starts from its own weights and takes rank 0's.
     fn two_ranks(loss: fn(&[Tensor], Range<usize>) -> Tensor) -> Vec<Vec<f32>> {
+        two_ranks_over(loss, |comm| Box::new(comm))
+    }
+
+    /// [`two_ranks`] with each rank's CPU communicator wrapped by `back_end`.
+    fn two_ranks_over(
+        loss: fn(&[Tensor], Range<usize>) -> Tensor,
+        back_end: fn(CpuCommunicator) -> Box<dyn Communicator>,
+    ) -> Vec<Vec<f32>> {
         tch::set_num_threads(1);
         let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
             .into_iter()
-            .map(|mut comm| {
+            .map(|comm| {
                 std::thread::spawn(move || {
+                    let mut comm = back_end(comm);
                     let rank = comm.rank();
                     let params = model(1 + rank as i64 * 100);
-                    broadcast_tensors(&mut comm, &params).unwrap();
+                    broadcast_tensors(comm.as_mut(), &params).unwrap();
                     let rows = shard(GLOBAL_BATCH, rank, 2);
                     let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
                     for _ in 0..STEPS {
                         loss(&params, rows.clone()).backward();
-                        all_reduce_gradients(&mut comm, &params, weight).unwrap();
+                        all_reduce_gradients(comm.as_mut(), &params, weight).unwrap();
                         sgd(&params);
                     }
                     values(&params)
@@ -267,27 +276,7 @@ mod tests {
     /// step with, bitwise as through the host.
     #[test]
     fn a_back_end_that_reduces_in_place_steps_as_the_host_path() {
-        tch::set_num_threads(1);
-        let threads: Vec<_> = CpuCommunicator::group(2, Duration::from_secs(60))
-            .into_iter()
-            .map(|comm| {
-                std::thread::spawn(move || {
-                    let mut comm = InPlaceOnly(comm);
-                    let rank = comm.rank();
-                    let params = model(1 + rank as i64 * 100);
-                    broadcast_tensors(&mut comm, &params).unwrap();
-                    let rows = shard(GLOBAL_BATCH, rank, 2);
-                    let weight = rows.len() as f64 / GLOBAL_BATCH as f64;
-                    for _ in 0..STEPS {
-                        linear_loss(&params, rows.clone()).backward();
-                        all_reduce_gradients(&mut comm, &params, weight).unwrap();
-                        sgd(&params);
-                    }
-                    values(&params)
-                })
-            })
-            .collect();
-        let in_place: Vec<Vec<f32>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let in_place = two_ranks_over(linear_loss, |comm| Box::new(InPlaceOnly(comm)));
         assert_eq!(in_place, two_ranks(linear_loss));
     }
 
