@@ -262,6 +262,21 @@ fn tiny_search_config(method: &str) -> SearchConfig {
     prime_core::presets::method_config(method, &overrides).unwrap()
 }
 
+/// A two-epoch evaluation of a tiny network on 128 images.
+fn tiny_eval_config() -> EvalConfig {
+    let overrides: Vec<String> = [
+        "epochs=2",
+        "data.batch_size=16",
+        "data.limit=128",
+        "network.init_channels=4",
+        "network.layers=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    EvalConfig::from_overrides(&overrides).unwrap()
+}
+
 fn options(run_dir: &Path, data_dir: &Path, device: Device, resume: bool) -> RunOptions {
     RunOptions {
         run_dir: run_dir.to_path_buf(),
@@ -308,17 +323,7 @@ fn short_searches_in_float32_and_bf16_and_an_evaluation_run_on_cuda() {
     let manifest = RunManifest::read(bf16_search.path()).unwrap().unwrap();
     assert_eq!(manifest.precision.as_deref(), Some("bf16"));
 
-    let overrides: Vec<String> = [
-        "epochs=2",
-        "data.batch_size=16",
-        "data.limit=128",
-        "network.init_channels=4",
-        "network.layers=3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let config = EvalConfig::from_overrides(&overrides).unwrap();
+    let config = tiny_eval_config();
     let evaluation = tempfile::tempdir().unwrap();
     let outcome = run_eval(
         &config,
@@ -536,17 +541,7 @@ fn an_evaluation_on_two_gpus_runs_over_nccl_and_its_manifest_says_so() {
     }
     let data = synthetic_data();
     let run = tempfile::tempdir().unwrap();
-    let overrides: Vec<String> = [
-        "epochs=2",
-        "data.batch_size=16",
-        "data.limit=128",
-        "network.init_channels=4",
-        "network.layers=3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let config = EvalConfig::from_overrides(&overrides).unwrap();
+    let config = tiny_eval_config();
     let outcome = run_eval_data_parallel(
         &[Device::Cuda(0), Device::Cuda(1)],
         &config,
