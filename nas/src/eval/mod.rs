@@ -14,7 +14,6 @@ pub mod trainer;
 use crate::cnn::eval_cost::ParameterCounts;
 use crate::data::load_cifar;
 use crate::error::RunError;
-use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
 use prime_core::config::LayeredConfig;
 use prime_core::eval_config::EvalConfig;
@@ -58,30 +57,27 @@ pub fn run_eval(
 /// Runs (or resumes) an evaluation as configured on `devices`: on one device as
 /// [`run_eval`] (on that device), on several data-parallel, one rank per device (each device
 /// replaces `options.device` for its rank), every step sharding the global batch of the
-/// single-device run. Collectives time out after [`DEFAULT_COLLECTIVE_TIMEOUT`].
+/// single-device run. Collectives time out after [`crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT`].
 pub fn run_eval_data_parallel(
     devices: &[Device],
     config: &EvalConfig,
     options: &RunOptions,
     observer: &mut dyn RunObserver,
 ) -> Result<EvalOutcome, RunError> {
-    if let [device] = devices {
-        let options = RunOptions {
-            device: *device,
-            ..options.clone()
-        };
-        return run_eval(config, &options, observer);
-    }
-    // Read once for every rank: one copy in memory, and at most one download into the
-    // data folder rather than one per rank at the same time.
-    config.validate("evaluation config")?;
-    let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
-    run::run_data_parallel(
+    run::run_on_devices(
         devices,
-        DEFAULT_COLLECTIVE_TIMEOUT,
         options,
         observer,
-        |ranks, options| task::EvalTask::new_rank(config, options, ranks, data.clone()),
+        |options| task::EvalTask::new(config, options),
+        || {
+            config.validate("evaluation config")?;
+            Ok(load_cifar(
+                &options.data_dir,
+                config.data.dataset,
+                options.download,
+            )?)
+        },
+        |ranks, options, data| task::EvalTask::new_rank(config, options, ranks, data),
     )
 }
 

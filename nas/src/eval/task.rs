@@ -12,7 +12,7 @@ use crate::data::{
 use crate::error::RunError;
 use crate::keyed::splitmix64;
 use crate::optim::{self, OptimError};
-use crate::parallel::rank::DataParallel;
+use crate::parallel::rank::{DataParallel, Shard};
 use crate::run::files::{write_text, write_weights};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::{BEST_WEIGHTS, FINAL_WEIGHTS, TEST_REPORT};
@@ -240,20 +240,12 @@ impl<'a> EvalTask<'a> {
         let mut sums = EpochSums::new(0.0, 0.0, 0, self.device);
         while let Some(batch) = batches.next_batch() {
             let batch = batch?;
-            let rows = batch.labels.size()[0] as usize;
-            let rows = self
-                .ranks
-                .as_ref()
-                .map_or(0..rows, |ranks| ranks.rows(rows));
-            if rows.is_empty() {
+            let shard = Shard::of(&batch.images, &batch.labels, self.ranks.as_ref());
+            if shard.rows.is_empty() {
                 continue;
             }
-            let (start, len) = (rows.start as i64, rows.len() as i64);
             // A test batch's loss is already the batch's sum.
-            let step = self.trainer.test_batch(
-                &batch.images.narrow(0, start, len),
-                &batch.labels.narrow(0, start, len),
-            );
+            let step = self.trainer.test_batch(&shard.images, &shard.labels);
             sums.loss += step.loss.to_kind(Kind::Double);
             sums.correct += step.correct.to_kind(Kind::Double);
             sums.count += step.count as u64;

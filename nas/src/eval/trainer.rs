@@ -7,7 +7,7 @@ use crate::cnn::eval_cost::ParameterCounts;
 use crate::cnn::eval_net::{DropPathMasks, EvalNetShape, EvalNetwork};
 use crate::error::RunError;
 use crate::optim::{self, OptimError, Optimizer, Sgd, SgdConfig};
-use crate::parallel::rank::DataParallel;
+use crate::parallel::rank::{DataParallel, Shard};
 use crate::run::TensorGroups;
 use crate::train_step::{accuracy_count, StepTensors};
 use prime_core::eval_config::{Autocast, EvalConfig};
@@ -143,9 +143,11 @@ impl EvalTrainer {
             None => self.optimizer.zero_grad()?,
         }
         let batch = labels.size()[0] as usize;
-        let rows = ranks.as_ref().map_or(0..batch, |ranks| ranks.rows(batch));
-        let (start, len) = (rows.start as i64, rows.len() as i64);
-        let (images, labels) = (images.narrow(0, start, len), labels.narrow(0, start, len));
+        let Shard {
+            images,
+            labels,
+            rows,
+        } = Shard::of(images, labels, ranks.as_deref());
         let (images, labels) = (&images, &labels);
         let (net, input) = self.prepared(images);
         let masks = (drop_prob > 0.0).then(|| {

@@ -10,6 +10,28 @@ use tch::Tensor;
 /// The rank that writes the run's files and whose observer decides when to stop.
 pub const WRITER_RANK: usize = 0;
 
+/// This rank's rows of a global batch: its images and labels, and where they lie in the batch.
+pub struct Shard {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub rows: Range<usize>,
+}
+
+impl Shard {
+    /// The rows of `images` and `labels` (a global batch) that `ranks` gives this rank, or all
+    /// of them without `ranks`.
+    pub fn of(images: &Tensor, labels: &Tensor, ranks: Option<&DataParallel>) -> Shard {
+        let batch = labels.size()[0] as usize;
+        let rows = ranks.map_or(0..batch, |ranks| ranks.rows(batch));
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        Shard {
+            images: images.narrow(0, start, len),
+            labels: labels.narrow(0, start, len),
+            rows,
+        }
+    }
+}
+
 /// One rank of a data-parallel group.
 pub struct DataParallel {
     comm: Box<dyn Communicator>,

@@ -9,7 +9,7 @@ use super::{RunOptions, Task};
 use crate::error::RunError;
 use crate::parallel::backend::{connect, Collectives};
 use crate::parallel::rank::DataParallel;
-use crate::parallel::{panic_message, Communicator};
+use crate::parallel::{panic_message, Communicator, DEFAULT_COLLECTIVE_TIMEOUT};
 use prime_core::observer::{NullObserver, RunObserver};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -75,6 +75,39 @@ where
         let others: Vec<_> = others.into_iter().map(|thread| thread.join()).collect();
         combine(rank0, others)
     })
+}
+
+/// Runs (or resumes) a task on `devices`: on one device the task `single` builds (with that
+/// device in its options), on several data-parallel as [`run_data_parallel`], each rank's
+/// task built by `rank` from the data `load` reads once for all of them (one copy in memory,
+/// and at most one download into the data folder rather than one per rank at the same time).
+pub fn run_on_devices<T, D>(
+    devices: &[Device],
+    options: &RunOptions,
+    observer: &mut dyn RunObserver,
+    single: impl FnOnce(&RunOptions) -> Result<T, RunError>,
+    load: impl FnOnce() -> Result<D, RunError>,
+    rank: impl Fn(DataParallel, &RunOptions, D) -> Result<T, RunError> + Sync,
+) -> Result<T::Outcome, RunError>
+where
+    T: Task,
+    D: Clone + Sync,
+{
+    if let [device] = devices {
+        let options = RunOptions {
+            device: *device,
+            ..options.clone()
+        };
+        return super::run(single(&options)?, &options, observer);
+    }
+    let data = load()?;
+    run_data_parallel(
+        devices,
+        DEFAULT_COLLECTIVE_TIMEOUT,
+        options,
+        observer,
+        |ranks, options| rank(ranks, options, data.clone()),
+    )
 }
 
 /// Rank 0's outcome, or the error that ended the run: the first rank (in rank order) that

@@ -24,7 +24,7 @@ pub mod manifest;
 pub mod policy;
 pub mod records;
 
-pub use data_parallel::run_data_parallel;
+pub use data_parallel::{run_data_parallel, run_on_devices};
 pub use driver::run;
 pub use layout::RunOptions;
 

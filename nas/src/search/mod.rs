@@ -15,7 +15,6 @@ pub mod trainer;
 
 use crate::data::load_cifar;
 use crate::error::RunError;
-use crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT;
 use crate::run::{self, RunOptions};
 use prime_core::config::{LayeredConfig, SearchConfig};
 use prime_core::genotype::projection::derive_genotype;
@@ -67,30 +66,27 @@ pub fn run_search(
 /// Runs (or resumes) a search as configured on `devices`: on one device as [`run_search`]
 /// (on that device), on several data-parallel, one rank per device (each device replaces
 /// `options.device` for its rank), every weight and alpha step sharding the global batch of
-/// the single-device run. Collectives time out after [`DEFAULT_COLLECTIVE_TIMEOUT`].
+/// the single-device run. Collectives time out after [`crate::parallel::DEFAULT_COLLECTIVE_TIMEOUT`].
 pub fn run_search_data_parallel(
     devices: &[Device],
     config: &SearchConfig,
     options: &RunOptions,
     observer: &mut dyn RunObserver,
 ) -> Result<SearchOutcome, RunError> {
-    if let [device] = devices {
-        let options = RunOptions {
-            device: *device,
-            ..options.clone()
-        };
-        return run_search(config, &options, observer);
-    }
-    // Read once for every rank: one copy in memory, and at most one download into the
-    // data folder rather than one per rank at the same time.
-    config.validate("search config")?;
-    let data = load_cifar(&options.data_dir, config.data.dataset, options.download)?;
-    run::run_data_parallel(
+    run::run_on_devices(
         devices,
-        DEFAULT_COLLECTIVE_TIMEOUT,
         options,
         observer,
-        |ranks, options| task::SearchTask::new_rank(config, options, ranks, data.clone()),
+        |options| task::SearchTask::new(config, options),
+        || {
+            config.validate("search config")?;
+            Ok(load_cifar(
+                &options.data_dir,
+                config.data.dataset,
+                options.download,
+            )?)
+        },
+        |ranks, options, data| task::SearchTask::new_rank(config, options, ranks, data),
     )
 }
 

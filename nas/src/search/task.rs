@@ -13,7 +13,7 @@ use crate::data::{
 };
 use crate::error::RunError;
 use crate::optim::{self, OptimError};
-use crate::parallel::rank::DataParallel;
+use crate::parallel::rank::{DataParallel, Shard};
 use crate::run::genotype::write_genotype;
 use crate::run::layout::SUMMARY_FILE;
 use crate::run::{files, At, Histories, Plan, RunOptions, Saved, Sink, Step, Task, TensorGroups};
@@ -351,19 +351,11 @@ impl<'a> SearchTask<'a> {
         let mut count = 0usize;
         while let Some(batch) = stream.next_batch() {
             let batch = batch?;
-            let rows = batch.labels.size()[0] as usize;
-            let rows = self
-                .ranks
-                .as_ref()
-                .map_or(0..rows, |ranks| ranks.rows(rows));
-            if rows.is_empty() {
+            let shard = Shard::of(&batch.images, &batch.labels, self.ranks.as_ref());
+            if shard.rows.is_empty() {
                 continue;
             }
-            let (start, len) = (rows.start as i64, rows.len() as i64);
-            let step = self.trainer.infer(
-                &batch.images.narrow(0, start, len),
-                &batch.labels.narrow(0, start, len),
-            );
+            let step = self.trainer.infer(&shard.images, &shard.labels);
             count += step.count;
             loss_sum = Some(match loss_sum {
                 None => step.loss,

@@ -6,7 +6,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::cnn::search_net::{ArchParams, SearchNetShape, SearchNetwork};
 use crate::error::RunError;
 use crate::optim::{self, shallow_copies, Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
-use crate::parallel::rank::DataParallel;
+use crate::parallel::rank::{DataParallel, Shard};
 use crate::run::TensorGroups;
 use crate::train_step::{accuracy_count, set_requires_grad, to_rows, StepTensors};
 use prime_core::config::SearchConfig;
@@ -139,7 +139,11 @@ impl SearchTrainer {
         ranks: Option<&mut DataParallel>,
     ) -> Result<StepTensors, RunError> {
         let batch = labels.size()[0] as usize;
-        let (images, labels, rows) = shard_of(images, labels, ranks.as_deref());
+        let Shard {
+            images,
+            labels,
+            rows,
+        } = Shard::of(images, labels, ranks.as_deref());
         let labels = &labels;
         self.arch_optimizer.zero_grad()?;
         set_requires_grad(&self.weights, false);
@@ -151,7 +155,7 @@ impl SearchTrainer {
         loss.backward();
         set_requires_grad(&self.weights, true);
         if let Some(ranks) = ranks {
-            ranks.reduce_gradients(&shallow_values(&self.net.arch.named()), rows, batch)?;
+            ranks.reduce_gradients(&shallow_values(&self.net.arch.named()), rows.len(), batch)?;
         }
         self.arch_optimizer.step(self.arch_lr)?;
         Ok(StepTensors {
@@ -317,7 +321,11 @@ impl SearchTrainer {
         mut ranks: Option<&mut DataParallel>,
     ) -> Result<WeightStep, RunError> {
         let batch = labels.size()[0] as usize;
-        let (images, labels, rows) = shard_of(images, labels, ranks.as_deref());
+        let Shard {
+            images,
+            labels,
+            rows,
+        } = Shard::of(images, labels, ranks.as_deref());
         let (images, labels) = (&images, &labels);
         self.weight_optimizer.zero_grad()?;
         let arch = self.net.arch.named();
@@ -328,7 +336,7 @@ impl SearchTrainer {
         loss.backward();
         set_requires_grad(&arch, true);
         if let Some(ranks) = ranks.as_deref_mut() {
-            ranks.reduce_gradients(&shallow_values(&self.weights), rows, batch)?;
+            ranks.reduce_gradients(&shallow_values(&self.weights), rows.len(), batch)?;
         }
         let params: Vec<&Tensor> = self.weights.iter().map(|(_, tensor)| tensor).collect();
         let fimt = if fimt {
@@ -453,22 +461,6 @@ impl SearchTrainer {
         let optimizers = (&mut self.weight_optimizer, &mut self.arch_optimizer);
         restore_search_groups((checkpoint, path), &self.vs, &arch, optimizers)
     }
-}
-
-/// This rank's rows of a global batch (all of it without `ranks`) and how many they are.
-fn shard_of(
-    images: &Tensor,
-    labels: &Tensor,
-    ranks: Option<&DataParallel>,
-) -> (Tensor, Tensor, usize) {
-    let batch = labels.size()[0] as usize;
-    let rows = ranks.map_or(0..batch, |ranks| ranks.rows(batch));
-    let (start, len) = (rows.start as i64, rows.len() as i64);
-    (
-        images.narrow(0, start, len),
-        labels.narrow(0, start, len),
-        rows.len(),
-    )
 }
 
 /// The tensors of named pairs, sharing their storage.
