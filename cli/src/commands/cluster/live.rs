@@ -133,47 +133,85 @@ pub fn trial_message(trial: &pb::TrialView, rate: Option<f64>, metrics: &LatestM
     parts.join("  ")
 }
 
-/// Steps done and steps in all of a grid's trials, and its time left at the summed rate of
-/// its running trials. Trials that have not started report no step total yet; each counts
-/// as the mean of those that have.
+/// What kind of work a trial is, for estimating what it has not reported yet: searches and
+/// evaluations of one dataset take alike numbers of steps at alike rates.
+fn work_kind(trial: &pb::TrialView) -> (i32, i32) {
+    trial
+        .spec
+        .as_ref()
+        .map_or((0, 0), |spec| (spec.kind, spec.dataset))
+}
+
+/// The mean of `values` over the trials of `kind` that have one, else over all that have one.
+fn mean_of_kind(trials: &[pb::TrialView], values: &[Option<f64>], kind: (i32, i32)) -> Option<f64> {
+    let mean = |same_kind: bool| {
+        let known: Vec<f64> = trials
+            .iter()
+            .zip(values)
+            .filter(|(trial, _)| !same_kind || work_kind(trial) == kind)
+            .filter_map(|(_, value)| *value)
+            .collect();
+        (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+    };
+    mean(true).or_else(|| mean(false))
+}
+
+/// Steps done and steps in all of a grid's trials, and its time left.
+///
+/// A trial that has not reported its step total yet counts as the mean of the trials of its
+/// kind (search or evaluation, and dataset) that have, else of all that have; a trial whose
+/// rate is not measured yet (it started a moment ago, or is queued) steps at the mean rate of
+/// its kind likewise. The time left is the time every unfinished trial still needs at its
+/// rate, shared among the trials running now.
 pub fn grid_outlook(
     trials: &[pb::TrialView],
     rates: &[Option<f64>],
 ) -> (u64, u64, Option<Duration>) {
-    let known: Vec<pb::Progress> = trials
+    let totals: Vec<Option<f64>> = trials
         .iter()
-        .filter_map(|trial| trial.progress)
-        .filter(|progress| progress.steps_total > 0)
+        .map(|trial| {
+            trial
+                .progress
+                .filter(|progress| progress.steps_total > 0)
+                .map(|progress| progress.steps_total as f64)
+        })
         .collect();
-    let mean = if known.is_empty() {
-        0
-    } else {
-        known.iter().map(|p| p.steps_total).sum::<u64>() / known.len() as u64
-    };
     let mut done = 0;
     let mut total = 0;
-    for trial in trials {
+    let mut seconds_left = Some(0.0);
+    for (trial, rate) in trials.iter().zip(rates) {
         let progress = trial.progress.unwrap_or_default();
         let over = matches!(trial.state.as_str(), "succeeded" | "failed" | "cancelled");
+        let kind = work_kind(trial);
         let steps = if progress.steps_total > 0 {
             progress.steps_total
         } else {
-            mean
+            mean_of_kind(trials, &totals, kind).map_or(0, |mean| mean as u64)
         };
-        total += steps;
-        done += if over {
+        let steps_done = if over {
             steps
         } else {
             progress.steps_done.min(steps)
         };
+        total += steps;
+        done += steps_done;
+        if !over && steps > steps_done {
+            let rate = rate
+                .or_else(|| mean_of_kind(trials, rates, kind))
+                .filter(|rate| *rate > 0.0);
+            seconds_left = seconds_left
+                .zip(rate)
+                .map(|(seconds, rate)| seconds + (steps - steps_done) as f64 / rate);
+        }
     }
-    let running: f64 = trials
+    let running = trials
         .iter()
-        .zip(rates)
-        .filter(|(trial, _)| trial.state == "running")
-        .filter_map(|(_, rate)| *rate)
-        .sum();
-    (done, total, eta(total - done, running))
+        .filter(|trial| trial.state == "running")
+        .count();
+    let eta = seconds_left
+        .filter(|_| running > 0)
+        .map(|seconds| Duration::from_secs_f64(seconds / running as f64));
+    (done, total, eta)
 }
 
 #[cfg(test)]
@@ -247,5 +285,37 @@ mod tests {
         let (done, total, eta) = grid_outlook(&trials, &[None, Some(5.0), None]);
         assert_eq!((done, total), (50, 90));
         assert_eq!(eta, Some(Duration::from_secs(8)));
+    }
+
+    #[test]
+    fn trials_not_measured_yet_count_as_the_measured_ones_of_their_kind() {
+        let of_kind = |kind: pb::TrialKind, trial: pb::TrialView| pb::TrialView {
+            spec: Some(pb::TrialSpec {
+                kind: kind.into(),
+                dataset: pb::Dataset::Cifar10.into(),
+                ..Default::default()
+            }),
+            ..trial
+        };
+        let search = |trial| of_kind(pb::TrialKind::Search, trial);
+        let evaluation = |trial| of_kind(pb::TrialKind::Evaluation, trial);
+        let trials = [
+            search(trial("running", 50, 100)),
+            // Started a moment ago: no rate yet.
+            search(trial("running", 0, 100)),
+            evaluation(trial("succeeded", 1000, 1000)),
+            // Waits for its search: neither steps nor rate yet.
+            evaluation(pb::TrialView {
+                state: "queued".into(),
+                ..Default::default()
+            }),
+        ];
+        let (done, total, eta) = grid_outlook(&trials, &[Some(10.0), None, Some(20.0), None]);
+        assert_eq!((done, total), (1050, 2200));
+        // 50 steps at 10/s, 100 at the searches' 10/s and 1000 at the evaluations' 20/s:
+        // 65 s of work, shared by the two trials running.
+        assert_eq!(eta, Some(Duration::from_secs_f64(32.5)));
+        // Nothing measured yet: no estimate rather than a wrong one.
+        assert_eq!(grid_outlook(&trials, &[None; 4]).2, None);
     }
 }
