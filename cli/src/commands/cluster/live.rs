@@ -5,6 +5,7 @@
 
 use prime_core::metrics::MetricRecord;
 use prime_proto::pb;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Weight of a new measurement in the smoothed steps-per-second rate.
@@ -142,18 +143,33 @@ fn work_kind(trial: &pb::TrialView) -> (i32, i32) {
         .map_or((0, 0), |spec| (spec.kind, spec.dataset))
 }
 
-/// The mean of `values` over the trials of `kind` that have one, else over all that have one.
-fn mean_of_kind(trials: &[pb::TrialView], values: &[Option<f64>], kind: (i32, i32)) -> Option<f64> {
-    let mean = |same_kind: bool| {
-        let known: Vec<f64> = trials
-            .iter()
-            .zip(values)
-            .filter(|(trial, _)| !same_kind || work_kind(trial) == kind)
-            .filter_map(|(_, value)| *value)
-            .collect();
-        (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
-    };
-    mean(true).or_else(|| mean(false))
+/// Means of a value some trials have, by kind of work and over all trials.
+struct KindMeans {
+    by_kind: HashMap<(i32, i32), (f64, usize)>,
+    all: (f64, usize),
+}
+
+impl KindMeans {
+    fn new(trials: &[pb::TrialView], values: &[Option<f64>]) -> Self {
+        let mut means = KindMeans {
+            by_kind: HashMap::new(),
+            all: (0.0, 0),
+        };
+        for (trial, value) in trials.iter().zip(values) {
+            if let Some(value) = value {
+                let kind = means.by_kind.entry(work_kind(trial)).or_default();
+                *kind = (kind.0 + value, kind.1 + 1);
+                means.all = (means.all.0 + value, means.all.1 + 1);
+            }
+        }
+        means
+    }
+
+    /// The mean over the trials of `kind` that have a value, else over all that have one.
+    fn of(&self, kind: (i32, i32)) -> Option<f64> {
+        let (sum, count) = self.by_kind.get(&kind).copied().unwrap_or(self.all);
+        (count > 0).then(|| sum / count as f64)
+    }
 }
 
 /// Steps done and steps in all of a grid's trials, and its time left.
@@ -176,6 +192,10 @@ pub fn grid_outlook(
                 .map(|progress| progress.steps_total as f64)
         })
         .collect();
+    let (mean_totals, mean_rates) = (
+        KindMeans::new(trials, &totals),
+        KindMeans::new(trials, rates),
+    );
     let mut done = 0;
     let mut total = 0;
     let mut seconds_left = Some(0.0);
@@ -186,7 +206,7 @@ pub fn grid_outlook(
         let steps = if progress.steps_total > 0 {
             progress.steps_total
         } else {
-            mean_of_kind(trials, &totals, kind).map_or(0, |mean| mean as u64)
+            mean_totals.of(kind).map_or(0, |mean| mean as u64)
         };
         let steps_done = if over {
             steps
@@ -197,7 +217,7 @@ pub fn grid_outlook(
         done += steps_done;
         if !over && steps > steps_done {
             let rate = rate
-                .or_else(|| mean_of_kind(trials, rates, kind))
+                .or_else(|| mean_rates.of(kind))
                 .filter(|rate| *rate > 0.0);
             seconds_left = seconds_left
                 .zip(rate)
