@@ -35,6 +35,18 @@ impl MachineArgs {
         parse_device(&self.device)
     }
 
+    /// The devices a run trains on: the ranks of `--devices LIST` when given (one each),
+    /// else `--device` alone; applies `--threads` either way.
+    pub fn devices(&self, list: &[String]) -> anyhow::Result<Vec<Device>> {
+        let device = self.device()?;
+        if list.is_empty() {
+            return Ok(vec![device]);
+        }
+        list.iter()
+            .map(|text| parse_device(text).context("--devices"))
+            .collect()
+    }
+
     /// Whether a missing dataset may be downloaded.
     pub fn download(&self) -> DownloadPolicy {
         if self.no_download {
@@ -42,6 +54,15 @@ impl MachineArgs {
         } else {
             DownloadPolicy::IfMissing
         }
+    }
+}
+
+/// What `--resume DIR` must be followed by to continue a run on the same devices: another
+/// number of ranks would continue it, but not bitwise.
+pub fn resume_devices_flag(list: &[String]) -> String {
+    match list {
+        [] | [_] => String::new(),
+        _ => format!(" --devices {}", list.join(",")),
     }
 }
 
@@ -104,5 +125,27 @@ mod tests {
             let error = parse_device("cuda:0").unwrap_err().to_string();
             assert!(error.contains("0 CUDA device"), "{error}");
         }
+    }
+
+    #[test]
+    fn devices_list_replaces_device_and_is_repeated_on_resume() {
+        let machine = MachineArgs {
+            data_dir: None,
+            no_download: false,
+            device: "cpu".into(),
+            threads: None,
+            quiet: true,
+        };
+        assert_eq!(machine.devices(&[]).unwrap(), [Device::Cpu]);
+        let list = ["cpu".to_string(), "CPU".to_string()];
+        assert_eq!(machine.devices(&list).unwrap(), [Device::Cpu, Device::Cpu]);
+        let error = machine.devices(&["cpu".into(), "tpu".into()]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--devices: device `tpu`"),
+            "{error:#}"
+        );
+        assert_eq!(resume_devices_flag(&[]), "");
+        assert_eq!(resume_devices_flag(&list[..1]), "");
+        assert_eq!(resume_devices_flag(&list), " --devices cpu,CPU");
     }
 }

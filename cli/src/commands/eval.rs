@@ -3,7 +3,7 @@
 
 use super::ptb;
 use crate::config_choice::ConfigArgs;
-use crate::device::{parse_device, MachineArgs};
+use crate::device::{resume_devices_flag, MachineArgs};
 use crate::progress::{unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
@@ -93,14 +93,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         return ptb::eval(&config, &args.run, &args.machine);
     }
-    let device = args.machine.device()?;
-    let devices = match args.devices.as_slice() {
-        [] => vec![device],
-        list => list
-            .iter()
-            .map(|text| parse_device(text).context("--devices"))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    };
+    let devices = args.machine.devices(&args.devices)?;
     let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = EvalConfig::load(&dir.join(CONFIG_FILE), &[])
@@ -171,11 +164,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let outcome = run_eval_data_parallel(&devices, &config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
-        // Another number of devices would continue the run, but not bitwise.
-        let same_devices = match devices.len() {
-            1 => String::new(),
-            _ => format!(" --devices {}", args.devices.join(",")),
-        };
+        let same_devices = resume_devices_flag(&args.devices);
         eprintln!(
             "stopped after {} of {} epochs with a checkpoint; continue with: prime eval --resume {}{same_devices}",
             outcome.epochs_done,

@@ -3,7 +3,7 @@
 
 use super::ptb;
 use crate::config_choice::SearchConfigArgs;
-use crate::device::{parse_device, MachineArgs};
+use crate::device::{resume_devices_flag, MachineArgs};
 use crate::progress::{alpha_steps_summary, unique_run_dir, RunProgress};
 use crate::run_dir::{self, RunDirArgs};
 use anyhow::{bail, Context};
@@ -62,14 +62,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         }
         return ptb::search(&config, &args.run, &args.machine);
     }
-    let device = args.machine.device()?;
-    let devices = match args.devices.as_slice() {
-        [] => vec![device],
-        list => list
-            .iter()
-            .map(|text| parse_device(text).context("--devices"))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    };
+    let devices = args.machine.devices(&args.devices)?;
     let (config, run_dir, resume) = match &args.run.resume {
         Some(dir) => {
             let config = SearchConfig::load(&dir.join(CONFIG_FILE), &[])
@@ -128,11 +121,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let outcome = run_search_data_parallel(&devices, &config, &options, &mut observer)?;
     observer.finish();
     if !outcome.finished {
-        // Another number of devices would continue the run, but not bitwise.
-        let same_devices = match devices.len() {
-            1 => String::new(),
-            _ => format!(" --devices {}", args.devices.join(",")),
-        };
+        let same_devices = resume_devices_flag(&args.devices);
         eprintln!(
             "search stopped with a checkpoint; continue with: prime search --resume {}{same_devices}",
             run_dir.display()
